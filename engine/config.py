@@ -1,0 +1,276 @@
+"""RunConfig: the one definition of a run's settings.
+
+The CLI, the app's form and the saved `config.json` all go through
+`RunConfig.from_dict`, so the same validation runs everywhere. Every invalid
+value raises one `ConfigError` naming the key and its allowed range.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import re
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+METHODS = ("concave", "imp", "random", "dense")
+OPTIMIZERS = ("sgd", "adam", "adamw")
+REWIND_RE = re.compile(r"^(init|finetune|reinit|(epoch|iter):(\d+))$")
+DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+
+
+class ConfigError(ValueError):
+    """An invalid config value; `key` names the offending field."""
+
+    def __init__(self, key: str, message: str):
+        super().__init__(message)
+        self.key = key
+
+
+def _f(default, help: str, **kw):
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    # --- what to train -------------------------------------------------------
+    model: str = _f("lenet300", "architecture (see engine.models)")
+    dataset: str = _f("digits", "dataset (see engine.data); digits works offline")
+    classes: list | None = _f(None, "optional subset of class ids, e.g. [0, 1] for MNIST 0-vs-1")
+    method: str = _f("concave", "concave (the paper), imp, random or dense")
+    name: str = _f("", "free-text label; metadata only, never part of a path or the hash")
+    # --- concave search ------------------------------------------------------
+    regularizer: str = _f("log", "penalty R(m) on mask entries: l1, log, lp, exp, scad, mcp")
+    lam: float = _f(1.0, "λ, weight of R(m); with reg_scale=mean a useful λ is ~0.1–10 on any model")
+    eps: float = _f(0.01, "ε of the log and lp penalties, in (0, 1]")
+    reg_params: dict = _f(None, "other penalty parameters: p (lp), sigma (exp), a, b (scad), gamma (mcp)")
+    reg_scale: str = _f("mean", "mean: R averaged per mask entry (default); sum: the paper's plain sum")
+    mask_param: str = _f("clip", "clip: project m to [0,1] after each step; sigmoid: m = sigmoid(s)")
+    mask_init: float = _f(1.0, "initial value of every mask entry, in (0, 1]")
+    mask_lr: float = _f(0.01, "Adam learning rate of the mask m (masks always use Adam)")
+    target_sparsity: float | None = _f(None, "if set, λ adapts during the search so the mask ends at this sparsity")
+    threshold: float = _f(0.5, "τ: an entry survives when m > τ, in (0, 1)")
+    threshold_mode: str = _f("tau", "tau: keep m > τ; topk: keep the largest m to hit target_sparsity exactly")
+    # --- IMP / random ----------------------------------------------------------
+    prune_fraction: float = _f(0.2, "IMP: fraction of the remaining weights pruned each round, in (0, 1)")
+    prune_scope: str = _f("global", "IMP/random: rank weights globally or per layer")
+    output_prune_fraction: float | None = _f(None, "IMP: separate (usually lower) rate for the output layer")
+    random_from: str | None = _f(None, "random: copy per-layer densities from this run's ticket")
+    # --- schedule --------------------------------------------------------------
+    rounds: int = _f(1, "concave: search→retrain rounds; imp: number of prune rounds")
+    rewind: str = _f("init", "weights retraining starts from: init, epoch:K, iter:K, finetune or reinit")
+    epochs: int = _f(10, "epochs of each search (concave) or training (imp, dense, random) phase")
+    retrain_epochs: int | None = _f(None, "concave: epochs of the retrain phase (default: epochs)")
+    batch_size: int = _f(128, "minibatch size")
+    lr: float = _f(1e-3, "learning rate of the weights")
+    optimizer: str = _f("adam", "sgd (momentum 0.9), adam or adamw")
+    momentum: float = _f(0.9, "SGD momentum, in [0, 1)")
+    weight_decay: float = _f(0.0, "L2 weight decay on weights (never on masks)")
+    lr_schedule: str = _f("constant", "constant or cosine (per phase)")
+    val_fraction: float = _f(0.1, "share of the training set held out for validation, in [0, 0.5]")
+    data_params: dict = _f(None, "dataset options, e.g. planted: dim, k, n_train, noise, planted_seed")
+    seed: int = _f(0, "seeds weights, masks, shuffling and augmentation")
+    device: str = _f("auto", "auto (cuda when present), cpu, cuda or cuda:N")
+
+    # ------------------------------------------------------------------ build
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
+        if not isinstance(d, dict):
+            raise ConfigError("config", f"config must be a JSON object, got {type(d).__name__}")
+        known = {f.name for f in fields(cls)}
+        for k in d:
+            if k not in known:
+                raise ConfigError(k, f"unknown config key {k!r}; known keys: {', '.join(sorted(known))}")
+        cfg = cls(**d)
+        cfg.validate()
+        return cfg
+
+    @classmethod
+    def from_json(cls, text: str) -> RunConfig:
+        try:
+            d = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ConfigError("config", f"config is not valid JSON: {e}") from None
+        return cls.from_dict(d)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    def replace(self, **changes) -> RunConfig:
+        return RunConfig.from_dict({**self.to_dict(), **changes})
+
+    def content_hash(self) -> str:
+        """Stable hash of everything that determines the result (not the name
+        or the device). Pinned by tests: changing a default changes hashes."""
+        d = self.to_dict()
+        d.pop("name")
+        d.pop("device")
+        blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+    # ------------------------------------------------------------------ derived
+    @property
+    def retrain_epochs_(self) -> int:
+        return self.retrain_epochs if self.retrain_epochs is not None else self.epochs
+
+    @property
+    def reg_params_(self) -> dict:
+        from . import regularizers
+        return regularizers.get(self.regularizer).resolve({"eps": self.eps, **(self.reg_params or {})})
+
+    def rewind_point(self) -> tuple[str, int]:
+        """('init', 0) | ('epoch', K) | ('iter', K) | ('finetune', 0) | ('reinit', 0)."""
+        m = REWIND_RE.match(self.rewind)
+        if m.group(2):
+            return m.group(2), int(m.group(3))
+        return m.group(1), 0
+
+    # ------------------------------------------------------------------ validation
+    def validate(self) -> None:
+        from . import data, models, regularizers
+
+        _choice("model", self.model, models.MODELS.names())
+        _choice("dataset", self.dataset, data.DATASETS.names())
+        _choice("method", self.method, METHODS)
+        _choice("regularizer", self.regularizer, regularizers.REGULARIZERS.names())
+        _choice("optimizer", self.optimizer, OPTIMIZERS)
+        _choice("reg_scale", self.reg_scale, ("mean", "sum"))
+        _choice("mask_param", self.mask_param, ("clip", "sigmoid"))
+        _choice("threshold_mode", self.threshold_mode, ("tau", "topk"))
+        _choice("prune_scope", self.prune_scope, ("global", "layer"))
+        _choice("lr_schedule", self.lr_schedule, ("constant", "cosine"))
+        _string("name", self.name, 200)
+
+        _number("lam", self.lam, 0.0, math.inf, lo_closed=True)
+        _number("eps", self.eps, 0.0, 1.0, hi_closed=True)
+        _number("mask_init", self.mask_init, 0.0, 1.0, hi_closed=True)
+        _number("threshold", self.threshold, 0.0, 1.0)
+        _number("prune_fraction", self.prune_fraction, 0.0, 1.0)
+        _number("lr", self.lr, 0.0, 10.0)
+        _number("momentum", self.momentum, 0.0, 1.0, lo_closed=True)
+        _number("weight_decay", self.weight_decay, 0.0, 1.0, lo_closed=True)
+        _number("val_fraction", self.val_fraction, 0.0, 0.5, lo_closed=True, hi_closed=True)
+        _number("mask_lr", self.mask_lr, 0.0, 10.0)
+        if self.target_sparsity is not None:
+            _number("target_sparsity", self.target_sparsity, 0.0, 1.0)
+        if self.output_prune_fraction is not None:
+            _number("output_prune_fraction", self.output_prune_fraction, 0.0, 1.0, lo_closed=True)
+
+        _integer("epochs", self.epochs, 1, 10_000)
+        if self.retrain_epochs is not None:
+            _integer("retrain_epochs", self.retrain_epochs, 0, 10_000)
+        _integer("rounds", self.rounds, 1, 100)
+        _integer("batch_size", self.batch_size, 1, 1 << 16)
+        _integer("seed", self.seed, 0, 2**31 - 1)
+
+        if not isinstance(self.rewind, str) or not REWIND_RE.match(self.rewind):
+            raise ConfigError("rewind", f"rewind must be one of init, finetune, reinit, epoch:K, iter:K "
+                                        f"(K an integer ≥ 0), got {self.rewind!r}")
+        if not isinstance(self.device, str) or not DEVICE_RE.match(self.device):
+            raise ConfigError("device", f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+
+        # penalty parameters of the chosen regularizer (unknown names refused)
+        if self.reg_params is not None:
+            if not isinstance(self.reg_params, dict):
+                raise ConfigError("reg_params", f"reg_params must be an object, got {self.reg_params!r}")
+            specs = regularizers.param_specs()
+            for k, v in self.reg_params.items():
+                if k not in specs or k == "eps":
+                    raise ConfigError("reg_params", f"unknown reg_params key {k!r}; known: "
+                                      f"{', '.join(sorted(set(specs) - {'eps'}))} (eps is its own key)")
+                msg = specs[k].check(f"reg_params.{k}", v)
+                if msg:
+                    raise ConfigError("reg_params", msg)
+
+        if self.data_params is not None and not isinstance(self.data_params, dict):
+            raise ConfigError("data_params", f"data_params must be an object, got {self.data_params!r}")
+        if self.random_from is not None:
+            _string("random_from", self.random_from, 200)
+
+        # classes against the dataset
+        info = data.dataset_info(self.dataset)
+        if self.classes is not None:
+            if (not isinstance(self.classes, list) or len(self.classes) < 2
+                    or any(isinstance(c, bool) or not isinstance(c, int) for c in self.classes)
+                    or len(set(self.classes)) != len(self.classes)):
+                raise ConfigError("classes", f"classes must be a list of ≥ 2 distinct integers in "
+                                             f"[0, {info.num_classes - 1}], got {self.classes!r}")
+            bad = [c for c in self.classes if not 0 <= c < info.num_classes]
+            if bad:
+                raise ConfigError("classes", f"classes must be in [0, {info.num_classes - 1}] for "
+                                             f"{self.dataset}, got {bad}")
+
+        # the model must accept the dataset's input
+        msg = models.input_error(self.model, info.in_shape)
+        if msg:
+            raise ConfigError("model", msg)
+
+        # method-specific requirements
+        if self.threshold_mode == "topk" and self.target_sparsity is None and self.method == "concave":
+            raise ConfigError("target_sparsity", "threshold_mode=topk needs target_sparsity in (0, 1)")
+        if self.method == "random" and self.random_from is None and self.target_sparsity is None:
+            raise ConfigError("target_sparsity", "method=random needs target_sparsity in (0, 1) "
+                                                 "or random_from (a run id)")
+        kind, k = self.rewind_point()
+        if kind == "epoch" and self.method in ("concave", "imp") and k > self.epochs:
+            raise ConfigError("rewind", f"rewind epoch:{k} must be in [0, epochs={self.epochs}]")
+
+
+# -------------------------------------------------------------------- checks
+
+def _choice(key, value, allowed):
+    if not isinstance(value, str) or value not in allowed:
+        raise ConfigError(key, f"{key} must be one of {', '.join(allowed)}; got {value!r}")
+
+
+def _string(key, value, max_len):
+    if not isinstance(value, str) or len(value) > max_len or "\x00" in value:
+        raise ConfigError(key, f"{key} must be text of at most {max_len} characters without NUL")
+
+
+def _number(key, value, lo, hi, lo_closed=False, hi_closed=False):
+    rng = f"{'[' if lo_closed else '('}{lo:g}, {hi:g}{']' if hi_closed else ')'}"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(key, f"{key} must be a number in {rng}, got {value!r} ({type(value).__name__})")
+    if math.isnan(value):
+        raise ConfigError(key, f"{key} must be a number in {rng}, got NaN")
+    ok = (value >= lo if lo_closed else value > lo) and (value <= hi if hi_closed else value < hi)
+    if not ok:
+        raise ConfigError(key, f"{key} must be in {rng}, got {value!r}")
+
+
+def _integer(key, value, lo, hi):
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(key, f"{key} must be an integer in [{lo}, {hi}], got {value!r} ({type(value).__name__})")
+    if not lo <= value <= hi:
+        raise ConfigError(key, f"{key} must be an integer in [{lo}, {hi}], got {value}")
+
+
+# -------------------------------------------------------------------- presets
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # Offline, ~10 s on 2 CPU cores: the embedded default.
+    "digits": dict(model="lenet300", dataset="digits", method="concave", regularizer="log",
+                   lam=1.0, epochs=10, retrain_epochs=10, batch_size=64, lr=1e-3),
+    # The paper's convex case: logistic regression on MNIST 0-vs-1 keeps ~8 pixels.
+    "mnist-8-pixel": dict(model="logreg", dataset="mnist", classes=[0, 1], method="concave",
+                          regularizer="log", lam=2.0, epochs=5, retrain_epochs=5, batch_size=128, lr=1e-2),
+    "lenet300-concave": dict(model="lenet300", dataset="mnist", method="concave", regularizer="log",
+                             lam=1.0, target_sparsity=0.95, epochs=6, retrain_epochs=10, batch_size=128),
+    "lenet300-imp": dict(model="lenet300", dataset="mnist", method="imp", rounds=7, prune_fraction=0.2,
+                         epochs=10, batch_size=128, output_prune_fraction=0.1),
+    "resnet20-cifar10": dict(model="resnet20", dataset="cifar10", method="concave", regularizer="log",
+                             lam=1.0, epochs=30, retrain_epochs=60, batch_size=128, optimizer="sgd",
+                             lr=0.1, weight_decay=1e-4, lr_schedule="cosine", mask_lr=0.01),
+}
+
+
+def preset(name: str, **overrides) -> RunConfig:
+    if name not in PRESETS:
+        raise ConfigError("preset", f"unknown preset {name!r}; known: {', '.join(PRESETS)}")
+    return RunConfig.from_dict({**PRESETS[name], **overrides})

@@ -1,0 +1,279 @@
+"""Masks on prunable tensors: conv and linear weights only (never biases or norms).
+
+Every prunable layer is a `MaskedLinear` or `MaskedConv2d`. Each carries one
+mask parameter with the weight's shape and is in one of three modes:
+
+- ``dense``  : the forward pass uses θ; the mask is all ones and frozen.
+- ``soft``   : the forward pass uses m⊙θ with m trainable. m is kept in [0,1]
+               by projection after each step (``clip``, the default) or by a
+               reparameterisation m = sigmoid(s) (``sigmoid``).
+- ``binary`` : m ∈ {0,1} is frozen. Pruned weights are set to exactly zero when
+               the mask is applied and again after every optimizer step
+               (`apply_masks_`), so the forward pass can use θ directly and
+               retraining runs at dense speed.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+HIST_BINS = 20  # fixed bins of m on [0, 1] for the recorded histograms
+
+
+class _Masked:
+    """Mixin for the two masked layer types; state is (mode, mask_param, mask)."""
+
+    mode: str
+    mask_param: str
+
+    def _init_mask(self) -> None:
+        self.mask = nn.Parameter(torch.ones_like(self.weight), requires_grad=False)
+        self.mode = "dense"
+        self.mask_param = "clip"
+
+    def mask_value(self) -> torch.Tensor:
+        """The effective mask m in [0,1] (differentiable in soft mode)."""
+        if self.mode == "soft" and self.mask_param == "sigmoid":
+            return torch.sigmoid(self.mask)
+        return self.mask
+
+    def effective_weight(self) -> torch.Tensor:
+        if self.mode == "soft":
+            return self.weight * self.mask_value()
+        return self.weight
+
+
+class MaskedLinear(_Masked, nn.Linear):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._init_mask()
+
+    def forward(self, x):
+        return F.linear(x, self.effective_weight(), self.bias)
+
+
+class MaskedConv2d(_Masked, nn.Conv2d):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._init_mask()
+
+    def forward(self, x):
+        return self._conv_forward(x, self.effective_weight(), self.bias)
+
+
+def prunable_layers(model: nn.Module) -> list[tuple[str, _Masked]]:
+    """(name, layer) for every masked layer, in registration order.
+    Models register their classifier last, so the last entry is the output layer."""
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, _Masked)]
+
+
+def mask_parameters(model: nn.Module) -> list[nn.Parameter]:
+    return [layer.mask for _, layer in prunable_layers(model)]
+
+
+def weight_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """Every parameter except the masks (weights, biases, norms)."""
+    masks = {id(p) for p in mask_parameters(model)}
+    return [p for p in model.parameters() if id(p) not in masks]
+
+
+def weights_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A detached copy of all weights and buffers, masks excluded: what a rewind restores."""
+    return {k: v.detach().clone() for k, v in model.state_dict().items() if not k.endswith(".mask")}
+
+
+def load_weights_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Restore weights and buffers bit for bit; masks are left untouched."""
+    own = model.state_dict()
+    missing = [k for k in own if not k.endswith(".mask") and k not in state]
+    if missing:
+        raise KeyError(f"rewind state lacks {missing[:3]}")
+    with torch.no_grad():
+        for k, v in state.items():
+            own[k].copy_(v)
+
+
+# ---------------------------------------------------------------- modes
+
+def set_dense(model: nn.Module) -> None:
+    for _, layer in prunable_layers(model):
+        layer.mode = "dense"
+        layer.mask.requires_grad_(False)
+        with torch.no_grad():
+            layer.mask.fill_(1.0)
+
+
+def set_soft(model: nn.Module, init: float = 1.0, param: str = "clip",
+             start: dict[str, torch.Tensor] | None = None) -> None:
+    """Make masks trainable, starting at `init` (or at a previous binary mask:
+    entries pruned there start, and stay, at 0 so a later round never revives them)."""
+    if param not in ("clip", "sigmoid"):
+        raise ValueError(f"mask_param must be 'clip' or 'sigmoid', got {param!r}")
+    for name, layer in prunable_layers(model):
+        layer.mode = "soft"
+        layer.mask_param = param
+        value = torch.full_like(layer.weight, float(init))
+        if param == "sigmoid":
+            p = min(max(float(init), 1e-3), 1 - 1e-3)  # sigmoid never reaches 0 or 1
+            value.fill_(math.log(p / (1 - p)))
+        with torch.no_grad():
+            layer.mask.copy_(value)
+        layer.mask.requires_grad_(True)
+    if start is not None:
+        _freeze_pruned(model, start)
+
+
+def _freeze_pruned(model: nn.Module, binary: dict[str, torch.Tensor]) -> None:
+    # Entries already pruned get a zero mask and a zero weight; a hook zeroes
+    # their mask gradient so the optimizer never moves them.
+    for name, layer in prunable_layers(model):
+        keep = binary[name].to(layer.weight.device, torch.bool)
+        with torch.no_grad():
+            layer.weight.mul_(keep)
+            if layer.mask_param == "sigmoid":
+                layer.mask.masked_fill_(~keep, -30.0)
+            else:
+                layer.mask.mul_(keep)
+        layer._frozen_keep = keep
+
+
+def set_binary(model: nn.Module, masks: dict[str, torch.Tensor]) -> None:
+    """Fix binary masks and zero the pruned weights."""
+    for name, layer in prunable_layers(model):
+        m = masks[name].to(device=layer.weight.device)
+        if m.shape != layer.weight.shape:
+            raise ValueError(f"mask for {name} has shape {tuple(m.shape)}, weight {tuple(layer.weight.shape)}")
+        layer.mode = "binary"
+        layer.mask_param = "clip"
+        layer.mask.requires_grad_(False)
+        with torch.no_grad():
+            layer.mask.copy_(m.to(layer.mask.dtype) != 0)
+            layer.weight.mul_(layer.mask)
+        layer._frozen_keep = None
+
+
+@torch.no_grad()
+def apply_masks_(model: nn.Module) -> None:
+    """Call after every optimizer step: keeps pruned weights at exactly zero
+    (binary mode), projects m to [0,1] (soft, clip) and keeps frozen entries at 0."""
+    for _, layer in prunable_layers(model):
+        if layer.mode == "binary":
+            layer.weight.mul_(layer.mask)
+        elif layer.mode == "soft":
+            if layer.mask_param == "clip":
+                layer.mask.clamp_(0.0, 1.0)
+            keep = getattr(layer, "_frozen_keep", None)
+            if keep is not None:
+                layer.weight.mul_(keep)
+                if layer.mask_param == "clip":
+                    layer.mask.mul_(keep)
+                else:
+                    layer.mask.masked_fill_(~keep, -30.0)
+
+
+def get_masks(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Effective mask values per layer (detached, float32, on the CPU)."""
+    with torch.no_grad():
+        return {n: layer.mask_value().detach().float().cpu().clone() for n, layer in prunable_layers(model)}
+
+
+# ---------------------------------------------------------------- thresholding
+
+def threshold_masks(masks: dict[str, torch.Tensor], tau: float) -> dict[str, torch.Tensor]:
+    """Binary mask m > τ."""
+    return {n: m > tau for n, m in masks.items()}
+
+
+def topk_masks(scores: dict[str, torch.Tensor], remaining: float, scope: str = "global",
+               allowed: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """Keep the `remaining` fraction of entries with the largest scores,
+    across all layers (``global``) or per layer (``layer``). Entries outside
+    `allowed` (already pruned) are never kept. Ties are broken by position so
+    the result is deterministic and has exactly the requested count."""
+    if not 0.0 <= remaining <= 1.0:
+        raise ValueError(f"remaining must be in [0,1], got {remaining}")
+    names = list(scores)
+    flat = {n: scores[n].detach().float().flatten().cpu() for n in names}
+    if allowed is not None:
+        flat = {n: torch.where(allowed[n].flatten().cpu().bool(), flat[n], torch.tensor(-math.inf))
+                for n in names}
+    out = {}
+    if scope == "global":
+        allv = torch.cat([flat[n] for n in names])
+        pool = int(torch.isfinite(allv).sum()) if allowed is not None else allv.numel()
+        k = int(round(remaining * allv.numel()))
+        k = min(k, pool)
+        keep = torch.zeros_like(allv, dtype=torch.bool)
+        if k > 0:
+            idx = torch.topk(allv, k, sorted=False).indices
+            keep[idx] = True
+        off = 0
+        for n in names:
+            size = flat[n].numel()
+            out[n] = keep[off:off + size].view_as(scores[n])
+            off += size
+    elif scope == "layer":
+        for n in names:
+            v = flat[n]
+            k = min(int(round(remaining * v.numel())), int(torch.isfinite(v).sum()))
+            keep = torch.zeros_like(v, dtype=torch.bool)
+            if k > 0:
+                keep[torch.topk(v, k, sorted=False).indices] = True
+            out[n] = keep.view_as(scores[n])
+    else:
+        raise ValueError(f"scope must be 'global' or 'layer', got {scope!r}")
+    return out
+
+
+# ---------------------------------------------------------------- statistics
+
+def sparsity_report(masks: dict[str, torch.Tensor]) -> dict:
+    """Measured from the masks: kept/total per layer and globally (a mask entry
+    counts as kept when it is non-zero)."""
+    layers = {}
+    kept_all = total_all = 0
+    for n, m in masks.items():
+        kept = int((m != 0).sum())
+        total = m.numel()
+        layers[n] = {"kept": kept, "total": total, "remaining": kept / total,
+                     "dead_units": dead_unit_fraction(m)}
+        kept_all += kept
+        total_all += total
+    rem = kept_all / total_all if total_all else 1.0
+    return {"kept": kept_all, "total": total_all, "remaining": rem, "sparsity": 1 - rem, "layers": layers}
+
+
+def dead_unit_fraction(mask: torch.Tensor) -> float:
+    """Fraction of output units (rows / output channels) whose whole mask is zero."""
+    rows = (mask != 0).reshape(mask.shape[0], -1).any(dim=1)
+    return float(1 - rows.float().mean())
+
+
+def mask_layer_stats(soft: dict[str, torch.Tensor], tau: float,
+                     previous: dict[str, torch.Tensor] | None = None) -> list[dict]:
+    """Per-layer statistics of a (soft or binary) mask, as DESIGN §5 lists:
+    mean of m, fraction above τ, histogram on [0,1], churn across τ since the
+    previous snapshot, the fraction near 0 or 1 (how binary the mask is), dead units."""
+    rows = []
+    for n, m in soft.items():
+        m = m.float()
+        above = m > tau
+        hist = torch.histc(m.clamp(0, 1), bins=HIST_BINS, min=0.0, max=1.0)
+        churn = None
+        if previous is not None and n in previous:
+            churn = float((above != (previous[n].float() > tau)).float().mean())
+        rows.append({
+            "layer": n,
+            "numel": m.numel(),
+            "mean": float(m.mean()),
+            "frac_above": float(above.float().mean()),
+            "near_binary": float(((m < 0.05) | (m > 0.95)).float().mean()),
+            "churn": churn,
+            "dead_units": dead_unit_fraction(above),
+            "hist": [int(x) for x in hist.tolist()],
+        })
+    return rows

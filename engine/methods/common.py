@@ -1,0 +1,131 @@
+"""What every method shares: starting a retrain from the rewind point, the
+invariant checks (measured, stored per run) and the final summary."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from .. import masking
+from ..train import PhaseResult, RunContext
+
+
+def start_retrain(ctx: RunContext, binary: dict[str, torch.Tensor], kind: str, round: int,
+                  soft: dict[str, torch.Tensor] | None = None) -> None:
+    """Set the weights retraining starts from, then fix the binary mask.
+
+    init / epoch:K / iter:K  restore the saved rewind weights bit for bit;
+    finetune                 keep the trained weights, folding a soft mask in (m⊙θ);
+    reinit                   fresh random weights (the sanity check: a real ticket beats it)."""
+    model = ctx.model
+    if kind in ("init", "epoch", "iter"):
+        if ctx.rewind_state is None:
+            raise RuntimeError("no rewind weights were saved before retraining")
+        masking.load_weights_state(model, ctx.rewind_state)
+        masking.set_binary(model, binary)
+        check_rewind(ctx, binary, round)
+    elif kind == "finetune":
+        if soft is not None:
+            with torch.no_grad():
+                for n, layer in masking.prunable_layers(model):
+                    layer.weight.mul_(soft[n].to(layer.weight.device))
+        masking.set_binary(model, binary)
+    elif kind == "reinit":
+        torch.manual_seed(ctx.cfg.seed + 10_007 * (round + 1))
+        from ..models import build_model
+        fresh = build_model(ctx.cfg.model, ctx.splits.in_shape, ctx.splits.num_classes)
+        masking.load_weights_state(model, masking.weights_state(fresh.to(ctx.device)))
+        masking.set_binary(model, binary)
+    else:
+        raise ValueError(f"unknown rewind kind {kind!r}")
+
+
+def check_rewind(ctx: RunContext, binary: dict[str, torch.Tensor], round: int) -> float:
+    """Max |restored − saved| over every kept weight, bias and buffer (must be exactly 0)."""
+    own = ctx.model.state_dict()
+    worst = 0.0
+    for k, saved in ctx.rewind_state.items():
+        cur = own[k]
+        if k.endswith(".weight") and k[: -len(".weight")] in binary:
+            keep = binary[k[: -len(".weight")]].to(cur.device, torch.bool)
+            diff = (cur[keep] - saved[keep]) if keep.any() else cur.new_zeros(1)
+        else:
+            diff = (cur.float() - saved.float())
+        if diff.numel():
+            worst = max(worst, float(diff.abs().max()))
+    prev = _check_value(ctx, "rewind_exact")
+    worst = max(worst, prev or 0.0)
+    ctx.store.set_check(ctx.run_id, "rewind_exact", worst, 0.0, worst == 0.0,
+                        f"max |restored − saved| over kept weights and buffers, through round {round}")
+    return worst
+
+
+def check_zeros(ctx: RunContext, round: int) -> float:
+    """Max |θ| over pruned entries after retraining (must be exactly 0)."""
+    worst = 0.0
+    for _, layer in masking.prunable_layers(ctx.model):
+        pruned = layer.mask == 0
+        if pruned.any():
+            worst = max(worst, float(layer.weight.detach()[pruned].abs().max()))
+    prev = _check_value(ctx, "zeros_stay_zero")
+    worst = max(worst, prev or 0.0)
+    ctx.store.set_check(ctx.run_id, "zeros_stay_zero", worst, 0.0, worst == 0.0,
+                        f"max |θ| over pruned weights after training, through round {round}")
+    return worst
+
+
+def check_nested(ctx: RunContext, prev: dict[str, torch.Tensor] | None, new: dict[str, torch.Tensor]) -> int:
+    """Entries kept now but pruned in the previous round (must be 0)."""
+    if prev is None:
+        return 0
+    revived = sum(int((new[n].bool() & ~prev[n].bool()).sum()) for n in new)
+    old = _check_value(ctx, "masks_nested") or 0
+    revived = max(revived, int(old))
+    ctx.store.set_check(ctx.run_id, "masks_nested", revived, 0, revived == 0,
+                        "entries kept in a round that were pruned in an earlier round")
+    return revived
+
+
+def check_sparsity(ctx: RunContext, achieved: float, target: float, tol: float, what: str) -> None:
+    ctx.store.set_check(ctx.run_id, "sparsity_vs_target", achieved, target, abs(achieved - target) <= tol,
+                        f"measured sparsity vs {what} (tolerance {tol:g})")
+
+
+def _check_value(ctx: RunContext, name: str):
+    for c in ctx.store.checks(ctx.run_id):
+        if c["name"] == name:
+            return c["value"]
+    return None
+
+
+def record_round(ctx: RunContext, round: int, binary: dict[str, torch.Tensor], res: PhaseResult,
+                 phase: str, seconds: float) -> dict:
+    rep = masking.sparsity_report(binary)
+    ctx.log_row(kind="round", round=round, phase=phase, remaining=rep["remaining"], val_acc=res.val_acc,
+                test_acc=res.test_acc, kept=rep["kept"], total=rep["total"], seconds=seconds)
+    return rep
+
+
+def summary(ctx: RunContext, binary: dict[str, torch.Tensor] | None, res: PhaseResult, **extra) -> dict:
+    """The run's final summary, with sparsity measured from the masks in the model."""
+    masks = binary if binary is not None else {n: l.mask.detach().cpu() for n, l in
+                                               masking.prunable_layers(ctx.model)}
+    rep = masking.sparsity_report(masks)
+    return {
+        "method": ctx.cfg.method,
+        "sparsity": rep["sparsity"], "remaining": rep["remaining"], "kept": rep["kept"], "total": rep["total"],
+        "test_accuracy": res.test_acc, "val_accuracy": res.val_acc,
+        "wall_seconds": time.time() - ctx.t0,
+        "device": str(ctx.device),
+        "layers": {n: {k: v for k, v in d.items()} for n, d in rep["layers"].items()},
+        **extra,
+    }
+
+
+def save_ticket(ctx: RunContext, binary: dict[str, torch.Tensor], round: int) -> None:
+    """The ticket: the binary mask plus the weights it rewinds to."""
+    ctx.store.save_array(ctx.run_id, "ticket", {
+        "mask": {n: m.bool().cpu() for n, m in binary.items()},
+        "rewind": {k: v.cpu() for k, v in (ctx.rewind_state or {}).items()},
+        "rewind_point": ctx.cfg.rewind, "round": round})

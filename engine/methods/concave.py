@@ -1,0 +1,82 @@
+"""The paper's method: learn a relaxed mask m ∈ [0,1] jointly with θ on
+L(x; m⊙θ) + λR(m), threshold it to a binary ticket, rewind, retrain.
+
+Choices the paper leaves open are config parameters (defaults in brackets):
+how m stays in [0,1] (`mask_param`: clip [projection] or sigmoid), the
+threshold (`threshold` τ [0.5] or `threshold_mode`=topk), the rewind point
+(`rewind` [init]), the scale of R (`reg_scale` [mean per entry]) and, with
+`target_sparsity`, λ adapted during the search. With several rounds each
+search starts from the previous ticket and its target is spread
+geometrically: round r aims at remaining^((r+1)/rounds).
+"""
+
+from __future__ import annotations
+
+import time
+
+from .. import masking
+from ..train import RunContext
+from .common import check_nested, check_sparsity, check_zeros, record_round, save_ticket, start_retrain, summary
+
+
+def run(ctx: RunContext) -> dict:
+    cfg = ctx.cfg
+    kind, k = cfg.rewind_point()
+    capture = ("iter", 0) if kind == "init" else (kind, k) if kind in ("epoch", "iter") else None
+    ctx.epochs_planned = cfg.rounds * (cfg.epochs + cfg.retrain_epochs_)
+    prev = None
+    threshold_accs = []
+    for r in range(cfg.rounds):
+        t_round = time.time()
+        masking.set_soft(ctx.model, cfg.mask_init, cfg.mask_param, start=prev)
+        target_rem = None
+        if cfg.target_sparsity is not None:
+            target_rem = (1 - cfg.target_sparsity) ** ((r + 1) / cfg.rounds)
+        ctx.train_phase(round=r, phase="search", epochs=cfg.epochs, regularizer=cfg.regularizer,
+                        target_remaining=target_rem, capture=capture if r == 0 else None)
+
+        # ---- threshold
+        soft = masking.get_masks(ctx.model)
+        ctx.store.save_masks(ctx.run_id, f"r{r}-search-end", soft, binary=False)
+        if cfg.threshold_mode == "topk":
+            binary = masking.topk_masks(soft, target_rem, "global", allowed=prev)
+        else:
+            binary = masking.threshold_masks(soft, cfg.threshold)
+            if prev is not None:
+                binary = {n: b & prev[n].bool() for n, b in binary.items()}
+        check_nested(ctx, prev, binary)
+        threshold_accs.append(_thresholded_accuracy(ctx, binary))
+
+        # ---- rewind and retrain with the binary mask fixed
+        start_retrain(ctx, binary, kind, r, soft=soft)
+        ctx.store.save_masks(ctx.run_id, f"r{r}-ticket", binary, binary=True)
+        ctx.record_mask_stats({n: b.float() for n, b in binary.items()}, r, "retrain", 0, snapshot=False)
+        res = ctx.train_phase(round=r, phase="retrain", epochs=cfg.retrain_epochs_)
+        check_zeros(ctx, r)
+        record_round(ctx, r, binary, res, "retrain", time.time() - t_round)
+        ctx.checkpoint({"round": r, "phase": "retrain", "done": r == cfg.rounds - 1})
+        prev = binary
+
+    save_ticket(ctx, prev, cfg.rounds - 1)
+    rep = masking.sparsity_report(prev)
+    if cfg.target_sparsity is not None:
+        tol = 0.002 if cfg.threshold_mode == "topk" else 0.02
+        check_sparsity(ctx, rep["sparsity"], cfg.target_sparsity, tol, "target_sparsity")
+    return summary(ctx, prev, res, lam_final=ctx.lam, lam_history=ctx.lam_history,
+                   thresholded_test_accuracy=threshold_accs[-1])
+
+
+def _thresholded_accuracy(ctx: RunContext, binary) -> float:
+    """Test accuracy right after thresholding, before any retraining (binary m ⊙ trained θ).
+    ℓ1 masks sit between 0 and 1 far more than log masks, so this shows what thresholding costs."""
+    saved = masking.weights_state(ctx.model)
+    modes = [(layer, layer.mode, layer.mask_param, layer.mask.detach().clone())
+             for _, layer in masking.prunable_layers(ctx.model)]
+    masking.set_binary(ctx.model, binary)
+    _, acc = ctx.evaluate("test")
+    masking.load_weights_state(ctx.model, saved)
+    for layer, mode, param, mask in modes:
+        layer.mode, layer.mask_param = mode, param
+        layer.mask.data.copy_(mask)
+        layer.mask.requires_grad_(mode == "soft")
+    return acc

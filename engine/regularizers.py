@@ -1,0 +1,137 @@
+"""Sparsity penalties R(m) on mask entries m ∈ [0,1].
+
+Each entry is elementwise; the method sums it over entries (the paper's form)
+or averages it per entry (our default, so that one λ means the same on a
+784-entry pixel mask and on LeNet-300-100's 266k weights; see config `reg_scale`).
+
+`l1` is convex; the others are concave on [0,1] and, except SCAD and MCP
+(which are linear near 0), strictly concave: their slope near 0 exceeds
+their slope near 1, so small entries are pushed to 0 harder than large ones,
+which is what lets them recover a target mask more tightly than ℓ1.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from .registry import Registry
+
+REGULARIZERS = Registry("regularizer")
+
+
+@dataclass(frozen=True)
+class Param:
+    default: float
+    low: float            # allowed range, exclusive at both ends unless *_closed
+    high: float
+    help: str
+    low_closed: bool = False
+    high_closed: bool = False
+
+    def check(self, key: str, value) -> str | None:
+        lo = "[" if self.low_closed else "("
+        hi = "]" if self.high_closed else ")"
+        rng = f"{lo}{self.low:g}, {self.high:g}{hi}"
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+            return f"{key} must be a number in {rng}, got {value!r}"
+        ok_lo = value >= self.low if self.low_closed else value > self.low
+        ok_hi = value <= self.high if self.high_closed else value < self.high
+        if not (ok_lo and ok_hi):
+            return f"{key} must be in {rng}, got {value!r}"
+        return None
+
+
+@dataclass(frozen=True)
+class Regularizer:
+    name: str
+    fn: Callable[..., torch.Tensor]          # fn(m, **params) -> elementwise penalty
+    params: dict[str, Param] = field(default_factory=dict)
+    strictly_concave: bool = True
+    description: str = ""
+
+    def resolve(self, given: dict | None = None) -> dict[str, float]:
+        """Defaults overlaid with the given values (only this regularizer's keys)."""
+        out = {k: p.default for k, p in self.params.items()}
+        for k, v in (given or {}).items():
+            if k in self.params:
+                out[k] = float(v)
+        return out
+
+    def value(self, m: torch.Tensor, params: dict | None = None) -> torch.Tensor:
+        return self.fn(m, **self.resolve(params))
+
+    def curve(self, params: dict | None = None, n: int = 201, normalized: bool = True):
+        """(x, y) on [0,1] for plotting. Normalised so R(0)=0 and R(1)=1, which
+        puts every penalty on ℓ1's scale (the log penalty is negative otherwise)."""
+        x = torch.linspace(0.0, 1.0, n, dtype=torch.float64)
+        y = self.value(x, params)
+        if normalized:
+            y = (y - y[0]) / (y[-1] - y[0])
+        return x.numpy(), y.numpy()
+
+
+def _l1(m):
+    return m
+
+
+def _log(m, eps):
+    return torch.log(m + eps)
+
+
+def _lp(m, p, eps):
+    # (m+ε)^p − ε^p: 0 at m=0, and a finite slope at 0 so projected training never sees inf.
+    return (m + eps) ** p - eps ** p
+
+
+def _exp(m, sigma):
+    return 1.0 - torch.exp(-m / sigma)
+
+
+def _scad(m, a, b):
+    # Classic SCAD with its knot λ=b, divided by b so that its slope at 0 is 1 like ℓ1.
+    lin = m
+    quad = (2 * a * b * m - m * m - b * b) / (2 * (a - 1) * b)
+    flat = torch.full_like(m, b * (a + 1) / 2)
+    return torch.where(m <= b, lin, torch.where(m <= a * b, quad, flat))
+
+
+def _mcp(m, gamma):
+    # Minimax concave penalty with unit slope at 0, flat beyond m = gamma.
+    return torch.where(m <= gamma, m - m * m / (2 * gamma), torch.full_like(m, gamma / 2))
+
+
+_EPS = Param(0.01, 0.0, 1.0, "ε in log(m+ε): smaller ε pushes small entries to 0 harder", high_closed=True)
+
+REGULARIZERS.register("l1", Regularizer("l1", _l1, {}, strictly_concave=False,
+                                        description="ℓ1: Σ m. Convex; shrinks every entry at the same rate."))
+REGULARIZERS.register("log", Regularizer("log", _log, {"eps": _EPS},
+                                         description="log: Σ log(m+ε). Strictly concave (the paper's choice)."))
+REGULARIZERS.register("lp", Regularizer("lp", _lp, {
+    "p": Param(0.5, 0.0, 1.0, "exponent p of ℓp; smaller p is more concave"),
+    "eps": _EPS}, description="ℓp: Σ (m+ε)^p − ε^p with 0<p<1."))
+REGULARIZERS.register("exp", Regularizer("exp", _exp, {
+    "sigma": Param(0.25, 0.0, 10.0, "σ in 1−e^(−m/σ); smaller σ saturates sooner")},
+    description="exponential: Σ 1−e^(−m/σ)."))
+REGULARIZERS.register("scad", Regularizer("scad", _scad, {
+    "a": Param(3.7, 2.0, 100.0, "SCAD shape a (>2); the penalty is flat beyond a·b"),
+    "b": Param(0.2, 0.0, 0.5, "SCAD knot b: linear like ℓ1 below b")}, strictly_concave=False,
+    description="SCAD (Fan & Li): ℓ1 near 0, then quadratic, then flat."))
+REGULARIZERS.register("mcp", Regularizer("mcp", _mcp, {
+    "gamma": Param(0.5, 0.0, 1.0, "MCP γ: flat beyond m=γ", high_closed=True)}, strictly_concave=False,
+    description="MCP (Zhang): slope decreasing linearly from 1 to 0 at m=γ."))
+
+
+def get(name: str) -> Regularizer:
+    return REGULARIZERS.get(name)
+
+
+def param_specs() -> dict[str, Param]:
+    """Every regularizer parameter name across the registry (they share names like eps)."""
+    out: dict[str, Param] = {}
+    for _, reg in REGULARIZERS.items():
+        out.update(reg.params)
+    return out

@@ -1,0 +1,333 @@
+"""The store: one SQLite index (WAL mode, busy timeout) plus one folder per run.
+
+    <home>/lottery.db           runs, status, scalar metrics, mask statistics, checks
+    <home>/runs/<id>/config.json
+                    metrics.jsonl   the run's own append-only copy of its metrics
+                    masks/*.pt      mask snapshots (soft as float16, binary as bool)
+                    rewind.pt       weights retraining starts from
+                    ticket.pt       binary mask + rewind weights
+                    ckpt.pt         last complete checkpoint
+                    summary.json
+
+Run ids are generated here ([a-z0-9-] only); a run's name is metadata and
+never part of a path. Every file write is atomic (temp file, fsync, os.replace).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import re
+import secrets
+import sqlite3
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+
+STATUSES = ("queued", "running", "done", "failed", "cancelled", "interrupted")
+RUN_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
+METRIC_COLUMNS = ("kind", "round", "phase", "epoch", "step", "wall", "lr", "lam", "loss", "loss_task",
+                  "loss_reg", "train_acc", "val_acc", "test_acc", "remaining")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs(
+    id TEXT PRIMARY KEY, name TEXT NOT NULL DEFAULT '', sweep_id TEXT, config_hash TEXT,
+    config TEXT NOT NULL, status TEXT NOT NULL, reason TEXT,
+    created REAL NOT NULL, started REAL, finished REAL,
+    pid INTEGER, pid_start REAL, heartbeat REAL,
+    progress REAL NOT NULL DEFAULT 0, phase TEXT, round INTEGER, summary TEXT);
+CREATE TABLE IF NOT EXISTS metrics(
+    run_id TEXT NOT NULL, seq INTEGER NOT NULL, kind TEXT NOT NULL, round INTEGER, phase TEXT,
+    epoch REAL, step INTEGER, wall REAL, lr REAL, lam REAL, loss REAL, loss_task REAL, loss_reg REAL,
+    train_acc REAL, val_acc REAL, test_acc REAL, remaining REAL, extra TEXT,
+    PRIMARY KEY(run_id, seq));
+CREATE TABLE IF NOT EXISTS mask_stats(
+    run_id TEXT NOT NULL, round INTEGER, phase TEXT, epoch REAL, step INTEGER, layer TEXT,
+    numel INTEGER, mean REAL, frac_above REAL, near_binary REAL, churn REAL, dead_units REAL, hist TEXT);
+CREATE INDEX IF NOT EXISTS mask_stats_run ON mask_stats(run_id);
+CREATE TABLE IF NOT EXISTS checks(
+    run_id TEXT NOT NULL, name TEXT NOT NULL, value REAL, target REAL, passed INTEGER NOT NULL,
+    detail TEXT, PRIMARY KEY(run_id, name));
+"""
+
+
+class UnknownRun(KeyError):
+    def __str__(self):
+        return f"no run with id {self.args[0]!r} in this store"
+
+
+# ------------------------------------------------------------------ atomic files
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    dfd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default).encode())
+
+
+def atomic_torch_save(path: Path, obj: Any) -> None:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def torch_load(path: Path) -> Any:
+    """Safe load: tensors and plain containers only, never arbitrary pickles."""
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def append_jsonl(path: Path, rows: list[dict]) -> None:
+    """Append records and fsync; a crash can leave at most one half line, which readers skip."""
+    with open(path, "a", encoding="utf-8") as f:
+        for r in rows:
+            f.write(json.dumps(r, default=_json_default) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """Read records, tolerating a truncated or garbled last line."""
+    out = []
+    try:
+        lines = Path(path).read_text(encoding="utf-8", errors="replace").splitlines()
+    except FileNotFoundError:
+        return out
+    for line in lines:
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return out
+
+
+def _json_default(o):
+    if isinstance(o, torch.Tensor):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def _finite(v):
+    """SQLite and JSON have no NaN/inf; store them as NULL."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
+
+
+# ------------------------------------------------------------------ the store
+
+class Store:
+    def __init__(self, home: str | os.PathLike):
+        self.home = Path(home)
+        self.runs_dir = self.home / "runs"
+        self.runs_dir.mkdir(parents=True, exist_ok=True)
+        self.db_path = self.home / "lottery.db"
+        with self.connect() as db:
+            db.executescript(SCHEMA)
+
+    @contextmanager
+    def connect(self) -> Iterator[sqlite3.Connection]:
+        db = sqlite3.connect(self.db_path, timeout=30.0, isolation_level=None)
+        try:
+            db.row_factory = sqlite3.Row
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA busy_timeout=30000")
+            db.execute("PRAGMA synchronous=NORMAL")
+            yield db
+        finally:
+            db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        with self.connect() as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+    # ---------------------------------------------------------------- runs
+    def run_dir(self, run_id: str) -> Path:
+        """The folder of a run; refuses anything that is not a store-made id."""
+        if not isinstance(run_id, str) or not RUN_ID_RE.match(run_id):
+            raise UnknownRun(run_id)
+        return self.runs_dir / run_id
+
+    def create_run(self, config: dict, config_hash: str, name: str = "", status: str = "queued",
+                   sweep_id: str | None = None) -> str:
+        run_id = f"{config_hash[:8]}-{secrets.token_hex(3)}"
+        d = self.run_dir(run_id)
+        d.mkdir(parents=True, exist_ok=False)
+        atomic_write_json(d / "config.json", config)
+        with self.transaction() as db:
+            db.execute("INSERT INTO runs(id, name, sweep_id, config_hash, config, status, created) "
+                       "VALUES(?,?,?,?,?,?,?)",
+                       (run_id, name, sweep_id, config_hash, json.dumps(config), status, time.time()))
+        return run_id
+
+    def update_run(self, run_id: str, **fields) -> None:
+        allowed = {"status", "reason", "started", "finished", "pid", "pid_start", "heartbeat", "progress",
+                   "phase", "round", "summary", "name"}
+        bad = set(fields) - allowed
+        if bad:
+            raise ValueError(f"cannot update {bad}")
+        if "status" in fields and fields["status"] not in STATUSES:
+            raise ValueError(f"status must be one of {STATUSES}")
+        if "summary" in fields and not isinstance(fields["summary"], (str, type(None))):
+            fields["summary"] = json.dumps(fields["summary"], default=_json_default)
+        cols = ", ".join(f"{k}=?" for k in fields)
+        with self.connect() as db:
+            cur = db.execute(f"UPDATE runs SET {cols} WHERE id=?", (*fields.values(), run_id))
+            if cur.rowcount == 0:
+                raise UnknownRun(run_id)
+
+    def get_run(self, run_id: str) -> dict:
+        with self.connect() as db:
+            row = db.execute("SELECT * FROM runs WHERE id=?", (run_id,)).fetchone()
+        if row is None:
+            raise UnknownRun(run_id)
+        return self._row_to_run(row)
+
+    def list_runs(self) -> list[dict]:
+        with self.connect() as db:
+            rows = db.execute("SELECT * FROM runs ORDER BY created DESC").fetchall()
+        return [self._row_to_run(r) for r in rows]
+
+    def _row_to_run(self, row: sqlite3.Row) -> dict:
+        run = dict(row)
+        problems = []
+        for key in ("config", "summary"):
+            if run[key] is None:
+                continue
+            try:
+                run[key] = json.loads(run[key])
+            except (json.JSONDecodeError, TypeError):
+                problems.append(f"{key} is not valid JSON")
+                run[key] = None
+        if run["status"] not in STATUSES:
+            problems.append(f"unknown status {run['status']!r}")
+        if problems:
+            run["reason"] = "; ".join(problems)
+        return run
+
+    def delete_run(self, run_id: str) -> None:
+        import shutil
+        d = self.run_dir(run_id)
+        with self.transaction() as db:
+            for table, col in (("metrics", "run_id"), ("mask_stats", "run_id"), ("checks", "run_id"),
+                               ("runs", "id")):
+                db.execute(f"DELETE FROM {table} WHERE {col}=?", (run_id,))
+        shutil.rmtree(d, ignore_errors=True)
+
+    # ---------------------------------------------------------------- metrics
+    def add_metrics(self, run_id: str, rows: list[dict]) -> None:
+        """Rows carry METRIC_COLUMNS (missing ones NULL) plus anything else, kept in `extra`."""
+        if not rows:
+            return
+        with self.transaction() as db:
+            seq0 = db.execute("SELECT COALESCE(MAX(seq), -1) + 1 FROM metrics WHERE run_id=?",
+                              (run_id,)).fetchone()[0]
+            vals = []
+            for i, r in enumerate(rows):
+                extra = {k: v for k, v in r.items() if k not in METRIC_COLUMNS}
+                vals.append((run_id, seq0 + i, *(_finite(r.get(c)) for c in METRIC_COLUMNS),
+                             json.dumps(extra, default=_json_default) if extra else None))
+            db.executemany(f"INSERT INTO metrics(run_id, seq, {', '.join(METRIC_COLUMNS)}, extra) "
+                           f"VALUES({', '.join('?' * (len(METRIC_COLUMNS) + 3))})", vals)
+        append_jsonl(self.run_dir(run_id) / "metrics.jsonl", rows)
+
+    def metrics(self, run_id: str, kind: str | None = None) -> list[dict]:
+        q = "SELECT * FROM metrics WHERE run_id=?" + (" AND kind=?" if kind else "") + " ORDER BY seq"
+        with self.connect() as db:
+            rows = db.execute(q, (run_id, kind) if kind else (run_id,)).fetchall()
+        out = []
+        for r in rows:
+            d = dict(r)
+            extra = d.pop("extra")
+            if extra:
+                try:
+                    d.update(json.loads(extra))
+                except json.JSONDecodeError:
+                    pass
+            out.append(d)
+        return out
+
+    def add_mask_stats(self, run_id: str, where: dict, rows: list[dict]) -> None:
+        vals = [(run_id, where.get("round"), where.get("phase"), where.get("epoch"), where.get("step"),
+                 r["layer"], r["numel"], r["mean"], r["frac_above"], r["near_binary"], r.get("churn"),
+                 r["dead_units"], json.dumps(r["hist"])) for r in rows]
+        with self.transaction() as db:
+            db.executemany("INSERT INTO mask_stats VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?)", vals)
+
+    def mask_stats(self, run_id: str) -> list[dict]:
+        with self.connect() as db:
+            rows = db.execute("SELECT * FROM mask_stats WHERE run_id=? ORDER BY rowid", (run_id,)).fetchall()
+        out = []
+        for r in rows:
+            d = dict(r)
+            d["hist"] = json.loads(d["hist"]) if d["hist"] else None
+            out.append(d)
+        return out
+
+    def set_check(self, run_id: str, name: str, value: float, target: float | None, passed: bool,
+                  detail: str = "") -> None:
+        with self.connect() as db:
+            db.execute("INSERT OR REPLACE INTO checks VALUES(?,?,?,?,?,?)",
+                       (run_id, name, _finite(float(value)), target, int(bool(passed)), detail))
+
+    def checks(self, run_id: str) -> list[dict]:
+        with self.connect() as db:
+            rows = db.execute("SELECT * FROM checks WHERE run_id=? ORDER BY name", (run_id,)).fetchall()
+        return [dict(r) | {"passed": bool(r["passed"])} for r in rows]
+
+    # ---------------------------------------------------------------- arrays
+    def save_masks(self, run_id: str, tag: str, masks: dict[str, torch.Tensor], binary: bool) -> Path:
+        if not re.match(r"^[A-Za-z0-9_.-]+$", tag):
+            raise ValueError(f"bad snapshot tag {tag!r}")
+        conv = {k: (v != 0) if binary else v.detach().to(torch.float16).cpu() for k, v in masks.items()}
+        path = self.run_dir(run_id) / "masks" / f"{tag}.pt"
+        atomic_torch_save(path, conv)
+        return path
+
+    def mask_snapshots(self, run_id: str) -> list[str]:
+        d = self.run_dir(run_id) / "masks"
+        return sorted(p.stem for p in d.glob("*.pt")) if d.exists() else []
+
+    def load_masks(self, run_id: str, tag: str) -> dict[str, torch.Tensor]:
+        return {k: v.float() for k, v in torch_load(self.run_dir(run_id) / "masks" / f"{tag}.pt").items()}
+
+    def save_array(self, run_id: str, name: str, obj: Any) -> None:
+        atomic_torch_save(self.run_dir(run_id) / f"{name}.pt", obj)
+
+    def load_array(self, run_id: str, name: str) -> Any:
+        return torch_load(self.run_dir(run_id) / f"{name}.pt")

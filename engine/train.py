@@ -1,0 +1,290 @@
+"""The training loop and the per-run context every method builds on.
+
+`RunContext` owns what a run needs (config, data on the device, model, store
+writer, RNG) and offers `train_phase`, one short loop used by every method:
+search (θ and m trained jointly on L + λR(m)), retrain (binary mask fixed) and
+plain training. Evaluation, logging, mask statistics, snapshots and
+checkpoints happen at epoch ends; the rest of the step stays lean.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from . import masking, regularizers
+from .config import RunConfig
+from .data import Batches, DataSplits, load_dataset
+from .models import build_model
+from .store import Store
+
+# Models up to this many prunable weights get a mask snapshot every epoch
+# (pixel masks, LeNet-sized); bigger ones only at phase ends.
+SNAPSHOT_EVERY_EPOCH_MAX = 300_000
+STEP_ROWS_PER_EPOCH = 20      # step-level metric rows kept per epoch
+FLUSH_SECONDS = 1.0           # how stale live metrics may get in the store
+HEARTBEAT_SECONDS = 2.0
+
+
+class NonFiniteLoss(RuntimeError):
+    def __init__(self, step: int, phase: str):
+        super().__init__(f"non-finite loss at step {step} of the {phase} phase")
+        self.step = step
+
+
+class Cancelled(RuntimeError):
+    pass
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device {name!r} requested but CUDA is not available on this machine")
+    return torch.device(name)
+
+
+@dataclass
+class PhaseResult:
+    val_acc: float
+    test_acc: float
+    val_loss: float
+    steps: int
+    seconds: float
+
+
+class RunContext:
+    def __init__(self, cfg: RunConfig, store: Store, run_id: str, data_dir,
+                 progress: Callable[[float, str], None] | None = None,
+                 should_stop: Callable[[], bool] | None = None):
+        self.cfg = cfg
+        self.store = store
+        self.run_id = run_id
+        self.t0 = time.time()
+        self.device = pick_device(cfg.device)
+        self.progress_cb = progress
+        self.should_stop = should_stop or (lambda: False)
+
+        self.splits: DataSplits = load_dataset(cfg.dataset, data_dir, classes=cfg.classes,
+                                               val_fraction=cfg.val_fraction, split_seed=0,
+                                               device=self.device, params=cfg.data_params)
+        torch.manual_seed(cfg.seed)
+        self.model = build_model(cfg.model, self.splits.in_shape, self.splits.num_classes).to(self.device)
+        self.binary_logit = self.splits.num_classes == 2 and self._out_features() == 1
+        self.gen = torch.Generator().manual_seed(cfg.seed)
+        self.total_prunable = sum(layer.weight.numel() for _, layer in masking.prunable_layers(self.model))
+        self.snapshot_every_epoch = self.total_prunable <= SNAPSHOT_EVERY_EPOCH_MAX
+        self.global_step = 0
+        self.lam = float(cfg.lam)
+        self.lam_history: list[tuple[int, float]] = []
+        self.rewind_state: dict[str, torch.Tensor] | None = None
+        self._pending: list[dict] = []
+        self._last_flush = self._last_beat = time.time()
+        self._prev_snapshot: dict[str, torch.Tensor] | None = None
+        self.epochs_planned = 1
+        self.epochs_done = 0
+
+    def _out_features(self) -> int:
+        return masking.prunable_layers(self.model)[-1][1].weight.shape[0]
+
+    # ------------------------------------------------------------------ loss / eval
+    def task_loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if self.binary_logit:
+            return F.binary_cross_entropy_with_logits(out.squeeze(1), y.float())
+        return F.cross_entropy(out, y)
+
+    def correct(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        pred = (out.squeeze(1) > 0).long() if self.binary_logit else out.argmax(1)
+        return (pred == y).sum()
+
+    @torch.no_grad()
+    def evaluate(self, split: str) -> tuple[float, float]:
+        """(loss, accuracy) on 'train', 'val' or 'test'."""
+        x = getattr(self.splits, f"{split}_x")
+        y = getattr(self.splits, f"{split}_y")
+        if len(y) == 0:
+            return math.nan, math.nan
+        was = self.model.training
+        self.model.eval()
+        loss = 0.0
+        correct = 0
+        for xb, yb in Batches(x, y, max(self.cfg.batch_size, 1024), shuffle=False):
+            out = self.model(xb)
+            loss += float(self.task_loss(out, yb)) * len(yb)
+            correct += int(self.correct(out, yb))
+        self.model.train(was)
+        return loss / len(y), correct / len(y)
+
+    def reg_value(self, reg: regularizers.Regularizer, params: dict) -> torch.Tensor:
+        """R(m) summed over entries, or averaged per entry (reg_scale=mean)."""
+        total = None
+        for _, layer in masking.prunable_layers(self.model):
+            r = reg.fn(layer.mask_value(), **params).sum()
+            total = r if total is None else total + r
+        if self.cfg.reg_scale == "mean":
+            total = total / self.total_prunable
+        return total
+
+    # ------------------------------------------------------------------ optimizers
+    def make_optimizers(self, train_masks: bool, epochs: int, steps_per_epoch: int):
+        cfg = self.cfg
+        params = [p for p in masking.weight_parameters(self.model) if p.requires_grad]
+        if cfg.optimizer == "sgd":
+            opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        elif cfg.optimizer == "adam":
+            opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        else:
+            opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        opts = [opt]
+        if train_masks:
+            # Masks always use Adam: their loss gradient θ·∂L/∂w is tiny and varies
+            # by layer, so a per-coordinate step size is what lets λ mean the same everywhere.
+            opts.append(torch.optim.Adam(masking.mask_parameters(self.model), lr=cfg.mask_lr))
+        scheds = []
+        if cfg.lr_schedule == "cosine":
+            total = max(1, epochs * steps_per_epoch)
+            scheds = [torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=total) for o in opts]
+        return opts, scheds
+
+    # ------------------------------------------------------------------ the loop
+    def train_phase(self, *, round: int, phase: str, epochs: int, regularizer: str | None = None,
+                    target_remaining: float | None = None,
+                    capture: tuple[str, int] | None = None) -> PhaseResult:
+        """Train for `epochs`. With `regularizer`, masks must be soft (set_soft)
+        and the loss adds λR(m); with `target_remaining`, λ adapts so the
+        fraction of m > τ heads to it. `capture=('iter'|'epoch', K)` saves the
+        rewind weights at that point of this phase."""
+        cfg = self.cfg
+        t_start = time.time()
+        batches = Batches(self.splits.train_x, self.splits.train_y, cfg.batch_size, shuffle=True,
+                          augment=self.splits.augment, generator=self.gen)
+        spe = len(batches)
+        reg = regularizers.get(regularizer) if regularizer else None
+        reg_params = cfg.reg_params_ if reg else {}
+        opts, scheds = self.make_optimizers(reg is not None, epochs, spe)
+        log_every = max(1, spe // STEP_ROWS_PER_EPOCH)
+        adapt_every = max(1, spe // 4)
+        tau = cfg.threshold
+        self.model.train()
+        if capture == ("iter", 0) or capture == ("epoch", 0):
+            self.save_rewind(round, phase, 0)
+        step = 0
+        for epoch in range(1, epochs + 1):
+            correct = seen = 0
+            for xb, yb in batches:
+                out = self.model(xb)
+                loss_task = self.task_loss(out, yb)
+                loss = loss_task
+                r = None
+                if reg is not None:
+                    r = self.reg_value(reg, reg_params)
+                    loss = loss_task + self.lam * r
+                for o in opts:
+                    o.zero_grad(set_to_none=True)
+                loss.backward()
+                for o in opts:
+                    o.step()
+                for s in scheds:
+                    s.step()
+                masking.apply_masks_(self.model)
+                step += 1
+                self.global_step += 1
+                if step % log_every == 0 or step == 1:
+                    lt = float(loss_task.detach())
+                    rv = float(r.detach()) if r is not None else None
+                    if not math.isfinite(lt) or (rv is not None and not math.isfinite(rv)):
+                        raise NonFiniteLoss(step, phase)
+                    self._pending.append({
+                        "kind": "step", "round": round, "phase": phase,
+                        "epoch": (epoch - 1) + ((step - 1) % spe + 1) / spe,
+                        "step": self.global_step, "wall": time.time() - self.t0, "lr": opts[0].param_groups[0]["lr"],
+                        "lam": self.lam if reg else None, "loss": float(loss.detach()), "loss_task": lt,
+                        "loss_reg": self.lam * rv if rv is not None else None,
+                        "train_acc": float(self.correct(out, yb)) / len(yb)})
+                correct += int(self.correct(out, yb)) if step % log_every == 0 else 0
+                seen += len(yb) if step % log_every == 0 else 0
+                if capture == ("iter", step):
+                    self.save_rewind(round, phase, step)
+                if target_remaining is not None and step % adapt_every == 0:
+                    self._adapt_lam(target_remaining, tau)
+                if self.should_stop():
+                    raise Cancelled(f"cancelled at step {self.global_step}")
+                self._maybe_flush()
+            # ---- epoch end
+            if capture == ("epoch", epoch):
+                self.save_rewind(round, phase, step)
+            val_loss, val_acc = self.evaluate("val")
+            _, test_acc = self.evaluate("test")
+            masks = masking.get_masks(self.model)
+            remaining = self.measured_remaining(masks, soft=reg is not None)
+            self._pending.append({
+                "kind": "epoch", "round": round, "phase": phase, "epoch": epoch, "step": self.global_step,
+                "wall": time.time() - self.t0, "lr": opts[0].param_groups[0]["lr"],
+                "lam": self.lam if reg else None, "loss_task": val_loss,
+                "train_acc": correct / seen if seen else None, "val_acc": val_acc, "test_acc": test_acc,
+                "remaining": remaining})
+            self.flush()
+            self.record_mask_stats(masks, round, phase, epoch, snapshot=self.snapshot_every_epoch)
+            self.epochs_done += 1
+            self.report_progress(f"round {round} {phase} epoch {epoch}/{epochs}")
+        return PhaseResult(val_acc=val_acc, test_acc=test_acc, val_loss=val_loss, steps=step,
+                           seconds=time.time() - t_start)
+
+    def _adapt_lam(self, target_remaining: float, tau: float) -> None:
+        # Multiplicative controller in log-space: λ grows while too many entries
+        # survive and shrinks when too few do; bounded to ×2 per adjustment.
+        rem = self.measured_remaining(masking.get_masks(self.model), soft=True)
+        err = (rem - target_remaining) / max(target_remaining, 1e-3)
+        self.lam = float(min(max(self.lam * math.exp(max(-0.7, min(0.7, 0.5 * err))), 1e-8), 1e8))
+        self.lam_history.append((self.global_step, self.lam))
+
+    def measured_remaining(self, masks: dict[str, torch.Tensor], soft: bool) -> float:
+        kept = sum(int(((m > self.cfg.threshold) if soft else (m != 0)).sum()) for m in masks.values())
+        return kept / self.total_prunable
+
+    # ------------------------------------------------------------------ records
+    def save_rewind(self, round: int, phase: str, step: int) -> None:
+        self.rewind_state = masking.weights_state(self.model)
+        self.store.save_array(self.run_id, "rewind", {"state": self.rewind_state,
+                                                      "round": round, "phase": phase, "step": step})
+
+    def record_mask_stats(self, masks, round: int, phase: str, epoch: int, snapshot: bool,
+                          tag: str | None = None, binary: bool = False) -> None:
+        rows = masking.mask_layer_stats(masks, self.cfg.threshold, self._prev_snapshot)
+        self.store.add_mask_stats(self.run_id, {"round": round, "phase": phase, "epoch": epoch,
+                                                "step": self.global_step}, rows)
+        self._prev_snapshot = masks
+        if snapshot or tag:
+            self.store.save_masks(self.run_id, tag or f"r{round}-{phase}-e{epoch:04d}", masks, binary=binary)
+
+    def log_row(self, **row) -> None:
+        self._pending.append({"wall": time.time() - self.t0, "step": self.global_step, **row})
+        self.flush()
+
+    def _maybe_flush(self) -> None:
+        now = time.time()
+        if now - self._last_flush >= FLUSH_SECONDS:
+            self.flush()
+        if now - self._last_beat >= HEARTBEAT_SECONDS:
+            self.store.update_run(self.run_id, heartbeat=now)
+            self._last_beat = now
+
+    def flush(self) -> None:
+        rows, self._pending = self._pending, []
+        self.store.add_metrics(self.run_id, rows)
+        self._last_flush = time.time()
+
+    def report_progress(self, label: str) -> None:
+        frac = min(1.0, self.epochs_done / max(1, self.epochs_planned))
+        self.store.update_run(self.run_id, progress=frac, heartbeat=time.time(), phase=label)
+        if self.progress_cb:
+            self.progress_cb(frac, label)
+
+    def checkpoint(self, extra: dict) -> None:
+        self.store.save_array(self.run_id, "ckpt", {"model": self.model.state_dict(), "lam": self.lam,
+                                                    "global_step": self.global_step, **extra})
