@@ -113,7 +113,7 @@ def set_soft(model: nn.Module, init: float = 1.0, param: str = "clip",
     entries pruned there start, and stay, at 0 so a later round never revives them)."""
     if param not in ("clip", "sigmoid"):
         raise ValueError(f"mask_param must be 'clip' or 'sigmoid', got {param!r}")
-    for name, layer in prunable_layers(model):
+    for _, layer in prunable_layers(model):
         layer.mode = "soft"
         layer.mask_param = param
         value = torch.full_like(layer.weight, float(init))
