@@ -29,6 +29,9 @@ SNAPSHOT_EVERY_EPOCH_MAX = 300_000
 STEP_ROWS_PER_EPOCH = 20      # step-level metric rows kept per epoch
 FLUSH_SECONDS = 1.0           # how stale live metrics may get in the store
 HEARTBEAT_SECONDS = 2.0
+# With target_sparsity, the search's target remaining fraction falls
+# geometrically from 1 to the target over this share of the search, then holds.
+TARGET_RAMP = 0.7
 
 
 class NonFiniteLoss(RuntimeError):
@@ -168,7 +171,7 @@ class RunContext:
         reg_params = cfg.reg_params_ if reg else {}
         opts, scheds = self.make_optimizers(reg is not None, epochs, spe)
         log_every = max(1, spe // STEP_ROWS_PER_EPOCH)
-        adapt_every = max(1, spe // 4)
+        adapt_every = max(1, spe // 10)
         tau = cfg.threshold
         self.model.train()
         if capture == ("iter", 0) or capture == ("epoch", 0):
@@ -211,7 +214,7 @@ class RunContext:
                 if capture == ("iter", step):
                     self.save_rewind(round, phase, step)
                 if target_remaining is not None and step % adapt_every == 0:
-                    self._adapt_lam(target_remaining, tau)
+                    self._adapt_lam(target_remaining ** min(1.0, step / (TARGET_RAMP * epochs * spe)), tau)
                 if self.should_stop():
                     raise Cancelled(f"cancelled at step {self.global_step}")
                 self._maybe_flush()
@@ -236,11 +239,13 @@ class RunContext:
                            seconds=time.time() - t_start)
 
     def _adapt_lam(self, target_remaining: float, tau: float) -> None:
-        # Multiplicative controller in log-space: λ grows while too many entries
-        # survive and shrinks when too few do; bounded to ×2 per adjustment.
+        # Multiplicative controller in log-space: λ grows while more entries than
+        # the schedule wants survive, and shrinks when fewer do. The schedule
+        # (see train_phase) lowers the target gradually because entries that
+        # reach 0 rarely come back: chasing the final target at once overshoots.
         rem = self.measured_remaining(masking.get_masks(self.model), soft=True)
-        err = (rem - target_remaining) / max(target_remaining, 1e-3)
-        self.lam = float(min(max(self.lam * math.exp(max(-0.7, min(0.7, 0.5 * err))), 1e-8), 1e8))
+        err = math.log(max(rem, 1e-6) / target_remaining)
+        self.lam = float(min(max(self.lam * math.exp(max(-0.3, min(0.3, err))), 1e-8), 1e8))
         self.lam_history.append((self.global_step, self.lam))
 
     def measured_remaining(self, masks: dict[str, torch.Tensor], soft: bool) -> float:
