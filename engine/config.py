@@ -83,6 +83,10 @@ class RunConfig:
         for k in d:
             if k not in known:
                 raise ConfigError(k, f"unknown config key {k!r}; known keys: {', '.join(sorted(known))}")
+        # 2 and 2.0 are the same λ: normalise ints in float fields so the hash agrees.
+        floats = {f.name for f in fields(cls) if "float" in str(f.type)}
+        d = {k: float(v) if k in floats and isinstance(v, int) and not isinstance(v, bool) else v
+             for k, v in d.items()}
         cfg = cls(**d)
         cfg.validate()
         return cfg
@@ -125,7 +129,7 @@ class RunConfig:
 
     def rewind_point(self) -> tuple[str, int]:
         """('init', 0) | ('epoch', K) | ('iter', K) | ('finetune', 0) | ('reinit', 0)."""
-        m = REWIND_RE.match(self.rewind)
+        m = REWIND_RE.fullmatch(self.rewind)
         if m.group(2):
             return m.group(2), int(m.group(3))
         return m.group(1), 0
@@ -168,21 +172,22 @@ class RunConfig:
         _integer("batch_size", self.batch_size, 1, 1 << 16)
         _integer("seed", self.seed, 0, 2**31 - 1)
 
-        if not isinstance(self.rewind, str) or not REWIND_RE.match(self.rewind):
+        if not isinstance(self.rewind, str) or not REWIND_RE.fullmatch(self.rewind):
             raise ConfigError("rewind", f"rewind must be one of init, finetune, reinit, epoch:K, iter:K "
                                         f"(K an integer ≥ 0), got {self.rewind!r}")
-        if not isinstance(self.device, str) or not DEVICE_RE.match(self.device):
+        if not isinstance(self.device, str) or not DEVICE_RE.fullmatch(self.device):
             raise ConfigError("device", f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
 
         # penalty parameters of the chosen regularizer (unknown names refused)
         if self.reg_params is not None:
             if not isinstance(self.reg_params, dict):
                 raise ConfigError("reg_params", f"reg_params must be an object, got {self.reg_params!r}")
-            specs = regularizers.param_specs()
+            specs = {k: p for k, p in regularizers.get(self.regularizer).params.items() if k != "eps"}
             for k, v in self.reg_params.items():
-                if k not in specs or k == "eps":
-                    raise ConfigError("reg_params", f"unknown reg_params key {k!r}; known: "
-                                      f"{', '.join(sorted(set(specs) - {'eps'}))} (eps is its own key)")
+                if k not in specs:
+                    raise ConfigError("reg_params", f"reg_params key {k!r} does not apply to regularizer "
+                                      f"{self.regularizer}; it takes: {', '.join(sorted(specs)) or 'nothing'}"
+                                      f" (eps is its own key)")
                 msg = specs[k].check(f"reg_params.{k}", v)
                 if msg:
                     raise ConfigError("reg_params", msg)
@@ -270,7 +275,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def preset(name: str, **overrides) -> RunConfig:
-    if name not in PRESETS:
-        raise ConfigError("preset", f"unknown preset {name!r}; known: {', '.join(PRESETS)}")
-    return RunConfig.from_dict({**PRESETS[name], **overrides})
+def preset(preset_name: str, /, **overrides) -> RunConfig:
+    if preset_name not in PRESETS:
+        raise ConfigError("preset", f"unknown preset {preset_name!r}; known: {', '.join(PRESETS)}")
+    return RunConfig.from_dict({**PRESETS[preset_name], **overrides})

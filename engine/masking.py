@@ -123,13 +123,14 @@ def set_soft(model: nn.Module, init: float = 1.0, param: str = "clip",
         with torch.no_grad():
             layer.mask.copy_(value)
         layer.mask.requires_grad_(True)
+        layer._frozen_keep = None
     if start is not None:
         _freeze_pruned(model, start)
 
 
 def _freeze_pruned(model: nn.Module, binary: dict[str, torch.Tensor]) -> None:
-    # Entries already pruned get a zero mask and a zero weight; a hook zeroes
-    # their mask gradient so the optimizer never moves them.
+    # Entries already pruned get a zero mask and a zero weight; apply_masks_
+    # puts them back to zero after every step, so they never revive.
     for name, layer in prunable_layers(model):
         keep = binary[name].to(layer.weight.device, torch.bool)
         with torch.no_grad():

@@ -179,7 +179,7 @@ class Store:
     # ---------------------------------------------------------------- runs
     def run_dir(self, run_id: str) -> Path:
         """The folder of a run; refuses anything that is not a store-made id."""
-        if not isinstance(run_id, str) or not RUN_ID_RE.match(run_id):
+        if not isinstance(run_id, str) or not RUN_ID_RE.fullmatch(run_id):
             raise UnknownRun(run_id)
         return self.runs_dir / run_id
 
@@ -312,7 +312,7 @@ class Store:
 
     # ---------------------------------------------------------------- arrays
     def save_masks(self, run_id: str, tag: str, masks: dict[str, torch.Tensor], binary: bool) -> Path:
-        if not re.match(r"^[A-Za-z0-9_.-]+$", tag):
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", tag):
             raise ValueError(f"bad snapshot tag {tag!r}")
         conv = {k: (v != 0) if binary else v.detach().to(torch.float16).cpu() for k, v in masks.items()}
         path = self.run_dir(run_id) / "masks" / f"{tag}.pt"

@@ -29,9 +29,6 @@ SNAPSHOT_EVERY_EPOCH_MAX = 300_000
 STEP_ROWS_PER_EPOCH = 20      # step-level metric rows kept per epoch
 FLUSH_SECONDS = 1.0           # how stale live metrics may get in the store
 HEARTBEAT_SECONDS = 2.0
-# With target_sparsity, the search's target remaining fraction falls
-# geometrically from 1 to the target over this share of the search, then holds.
-TARGET_RAMP = 0.7
 
 
 class NonFiniteLoss(RuntimeError):
@@ -50,6 +47,38 @@ def pick_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError(f"device {name!r} requested but CUDA is not available on this machine")
     return torch.device(name)
+
+
+class LamController:
+    """Adapts λ during a search so the mask ends it at a target remaining fraction.
+
+    Entries that reach 0 rarely come back and Adam moves m by at most ~mask_lr
+    per step, so reacting to the current fraction above τ overshoots: λ keeps
+    growing while the masks are still on their way down. Instead each update
+    extrapolates every entry along its recent velocity (an EMA over updates) to
+    the end of the search, and steers the predicted fraction above τ to the
+    target: λ grows while too many entries are predicted to survive and shrinks
+    when too few are. Multiplicative, at most ×e^±0.2 per update.
+    """
+
+    def __init__(self, model, target_remaining: float, tau: float, total_steps: int):
+        self.model, self.target, self.tau, self.total = model, target_remaining, tau, total_steps
+        self.prev: torch.Tensor | None = None
+        self.prev_step = 0
+        self.velocity: torch.Tensor | None = None
+
+    def update(self, lam: float, step: int) -> float:
+        with torch.no_grad():
+            m = torch.cat([layer.mask_value().detach().flatten() for _, layer in
+                           masking.prunable_layers(self.model)]).float()
+        if self.prev is not None:
+            v = (m - self.prev) / max(1, step - self.prev_step)
+            self.velocity = v if self.velocity is None else 0.8 * self.velocity + 0.2 * v
+        self.prev, self.prev_step = m.clone(), step
+        predicted = m if self.velocity is None else m + self.velocity * max(0, self.total - step)
+        remaining = float((predicted > self.tau).float().mean())
+        err = math.log(max(remaining, 1e-6) / self.target)
+        return float(min(max(lam * math.exp(max(-0.2, min(0.2, err))), 1e-8), 1e8))
 
 
 @dataclass
@@ -172,7 +201,8 @@ class RunContext:
         opts, scheds = self.make_optimizers(reg is not None, epochs, spe)
         log_every = max(1, spe // STEP_ROWS_PER_EPOCH)
         adapt_every = max(1, spe // 10)
-        tau = cfg.threshold
+        controller = LamController(self.model, target_remaining, cfg.threshold, epochs * spe) \
+            if target_remaining is not None else None
         self.model.train()
         if capture == ("iter", 0) or capture == ("epoch", 0):
             self.save_rewind(round, phase, 0)
@@ -214,7 +244,8 @@ class RunContext:
                 if capture == ("iter", step):
                     self.save_rewind(round, phase, step)
                 if target_remaining is not None and step % adapt_every == 0:
-                    self._adapt_lam(target_remaining ** min(1.0, step / (TARGET_RAMP * epochs * spe)), tau)
+                    self.lam = controller.update(self.lam, step)
+                    self.lam_history.append((self.global_step, self.lam))
                 if self.should_stop():
                     raise Cancelled(f"cancelled at step {self.global_step}")
                 self._maybe_flush()
@@ -237,16 +268,6 @@ class RunContext:
             self.report_progress(f"round {round} {phase} epoch {epoch}/{epochs}")
         return PhaseResult(val_acc=val_acc, test_acc=test_acc, val_loss=val_loss, steps=step,
                            seconds=time.time() - t_start)
-
-    def _adapt_lam(self, target_remaining: float, tau: float) -> None:
-        # Multiplicative controller in log-space: λ grows while more entries than
-        # the schedule wants survive, and shrinks when fewer do. The schedule
-        # (see train_phase) lowers the target gradually because entries that
-        # reach 0 rarely come back: chasing the final target at once overshoots.
-        rem = self.measured_remaining(masking.get_masks(self.model), soft=True)
-        err = math.log(max(rem, 1e-6) / target_remaining)
-        self.lam = float(min(max(self.lam * math.exp(max(-0.3, min(0.3, err))), 1e-8), 1e8))
-        self.lam_history.append((self.global_step, self.lam))
 
     def measured_remaining(self, masks: dict[str, torch.Tensor], soft: bool) -> float:
         kept = sum(int(((m > self.cfg.threshold) if soft else (m != 0)).sum()) for m in masks.values())

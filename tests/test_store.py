@@ -1,0 +1,393 @@
+"""The store: SQLite in WAL mode, run records, hostile ids and names, metrics
+(DB + jsonl), atomic writes, safe torch loading, mask snapshots, corrupted
+rows and checks."""
+
+import json
+import math
+import os
+import pickle
+import sqlite3
+
+import pytest
+import torch
+
+from engine import store as store_mod
+from engine.store import (
+    STATUSES,
+    Store,
+    UnknownRun,
+    append_jsonl,
+    atomic_write_bytes,
+    atomic_write_json,
+    read_jsonl,
+    torch_load,
+)
+
+CFG = {"model": "lenet300", "dataset": "digits", "lam": 1.0}
+HASH = "0123456789ab"
+
+
+@pytest.fixture
+def store(tmp_path):
+    return Store(tmp_path / "home")
+
+
+def _new(store, **kw):
+    return store.create_run(dict(CFG), HASH, **kw)
+
+
+# ---------------------------------------------------------------- sqlite setup
+
+def test_wal_mode_and_busy_timeout(store):
+    assert store.db_path.is_file()
+    assert store.runs_dir.is_dir()
+    with store.connect() as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal"
+        assert db.execute("PRAGMA busy_timeout").fetchone()[0] > 0
+    # WAL is persistent: a plain connection sees it too
+    raw = sqlite3.connect(store.db_path)
+    try:
+        assert raw.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal"
+        tables = {r[0] for r in raw.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    finally:
+        raw.close()
+    assert {"runs", "metrics", "mask_stats", "checks"} <= tables
+
+
+def test_reopening_store_keeps_runs(tmp_path):
+    s1 = Store(tmp_path)
+    rid = _new(s1)
+    s2 = Store(tmp_path)
+    assert s2.get_run(rid)["config"] == CFG
+
+
+# ---------------------------------------------------------------- runs
+
+def test_create_get_list_update_round_trip(store):
+    a = _new(store, name="first")
+    b = store.create_run({"x": 1}, "fedcba987654", name="second", status="running", sweep_id="sw1")
+    assert a.startswith(HASH[:8] + "-") and b.startswith("fedcba98-")
+    assert store_mod.RUN_ID_RE.match(a) and len(a) == 15
+    assert a != b
+    run = store.get_run(a)
+    assert run["id"] == a and run["name"] == "first" and run["status"] == "queued"
+    assert run["config"] == CFG and run["config_hash"] == HASH
+    assert run["progress"] == 0 and run["reason"] is None and run["summary"] is None
+    assert json.loads((store.run_dir(a) / "config.json").read_text()) == CFG
+    rb = store.get_run(b)
+    assert rb["status"] == "running" and rb["sweep_id"] == "sw1" and rb["config"] == {"x": 1}
+    ids = [r["id"] for r in store.list_runs()]
+    assert sorted(ids) == sorted([a, b])
+    assert ids[0] == b  # newest first
+
+    store.update_run(a, status="done", progress=1.0, phase="done", round=2, heartbeat=123.5,
+                     summary={"sparsity": 0.9, "kept": 10})
+    run = store.get_run(a)
+    assert run["status"] == "done" and run["progress"] == 1.0 and run["phase"] == "done"
+    assert run["round"] == 2 and run["heartbeat"] == 123.5
+    assert run["summary"] == {"sparsity": 0.9, "kept": 10}
+    assert "reason" not in run or run["reason"] is None
+
+
+@pytest.mark.parametrize("status", STATUSES)
+def test_every_status_accepted(store, status):
+    rid = _new(store)
+    store.update_run(rid, status=status)
+    assert store.get_run(rid)["status"] == status
+
+
+def test_update_run_rejects_bad_status_and_fields(store):
+    rid = _new(store)
+    with pytest.raises(ValueError, match="status"):
+        store.update_run(rid, status="exploded")
+    with pytest.raises(ValueError, match="config"):
+        store.update_run(rid, config="{}")
+    with pytest.raises(ValueError):
+        store.update_run(rid, **{"status=status; --": 1})
+    assert store.get_run(rid)["status"] == "queued"
+
+
+def test_unknown_run(store):
+    with pytest.raises(UnknownRun) as info:
+        store.get_run("deadbeef-000000")
+    assert "deadbeef-000000" in str(info.value)
+    with pytest.raises(UnknownRun):
+        store.update_run("deadbeef-000000", status="done")
+    assert isinstance(info.value, KeyError)
+
+
+def test_delete_run(store):
+    rid = _new(store)
+    store.add_metrics(rid, [{"kind": "epoch", "loss": 1.0}])
+    store.set_check(rid, "c", 0.0, 0.0, True)
+    store.delete_run(rid)
+    assert not store.run_dir(rid).exists()
+    with pytest.raises(UnknownRun):
+        store.get_run(rid)
+    assert store.metrics(rid) == [] and store.checks(rid) == []
+
+
+# ---------------------------------------------------------------- hostile ids and names
+
+@pytest.mark.parametrize("bad", ["../x", "/etc", "a\x00b", "x" * 500, "", ".", "..", "A-upper",
+                                 "a/b", "-lead", "a b", None, 12])
+def test_hostile_run_ids_refused(store, bad):
+    with pytest.raises(UnknownRun):
+        store.run_dir(bad)
+
+
+def test_run_id_with_trailing_newline_refused(store):
+    """ENGINE BUG: RUN_ID_RE is `^...$` used with re.match; `$` matches before a
+    trailing newline, so run_dir('abc\\n') returns runs/'abc\\n' instead of raising."""
+    with pytest.raises(UnknownRun):
+        store.run_dir("abc\n")
+
+
+@pytest.mark.parametrize("name", ["../x", "../../etc/passwd", "a\x00b", "n" * 500, "/abs/path"])
+def test_hostile_name_is_metadata_only(store, name):
+    rid = _new(store, name=name)
+    run = store.get_run(rid)
+    assert run["name"] == name
+    d = store.run_dir(rid).resolve()
+    assert d.parent == store.runs_dir.resolve()
+    assert d.name == rid and name not in str(d)
+    assert (d / "config.json").is_file()
+    # nothing escaped the runs folder
+    assert sorted(p.name for p in store.runs_dir.iterdir()) == [rid]
+    store.update_run(rid, name=name + "2")
+    assert store.get_run(rid)["name"] == name + "2"
+
+
+def test_hostile_config_hash_cannot_make_a_path(store):
+    with pytest.raises(UnknownRun):
+        store.create_run(dict(CFG), "../../xyz")
+    assert list(store.runs_dir.iterdir()) == []
+
+
+# ---------------------------------------------------------------- metrics
+
+def test_metrics_round_trip(store):
+    rid = _new(store)
+    rows = [
+        {"kind": "step", "round": 0, "phase": "search", "epoch": 0.5, "step": 3, "loss": 1.25, "lam": 0.1,
+         "train_acc": 0.5},
+        {"kind": "epoch", "round": 0, "phase": "search", "epoch": 1, "step": 6, "loss": float("nan"),
+         "val_acc": float("inf"), "test_acc": float("-inf"), "remaining": 0.75, "kept": 12, "note": "hi"},
+    ]
+    store.add_metrics(rid, rows)
+    store.add_metrics(rid, [{"kind": "round", "round": 0, "test_acc": 0.9}])
+    store.add_metrics(rid, [])
+    got = store.metrics(rid)
+    assert [g["seq"] for g in got] == [0, 1, 2]
+    assert got[0]["loss"] == 1.25 and got[0]["lam"] == 0.1 and got[0]["step"] == 3
+    assert got[0]["epoch"] == 0.5 and got[0]["train_acc"] == 0.5 and got[0]["val_acc"] is None
+    assert got[1]["loss"] is None and got[1]["val_acc"] is None and got[1]["test_acc"] is None
+    assert got[1]["remaining"] == 0.75
+    assert got[1]["kept"] == 12 and got[1]["note"] == "hi"   # extra keys come back
+    assert got[2]["test_acc"] == 0.9
+    assert [g["kind"] for g in store.metrics(rid, kind="epoch")] == ["epoch"]
+    assert len(store.metrics(rid, kind="step")) == 1
+    # the run's own jsonl copy
+    lines = read_jsonl(store.run_dir(rid) / "metrics.jsonl")
+    assert len(lines) == 3
+    assert lines[0]["loss"] == 1.25 and lines[1]["kept"] == 12 and lines[2]["kind"] == "round"
+
+
+def test_metrics_sequence_is_per_run(store):
+    a, b = _new(store), _new(store)
+    store.add_metrics(a, [{"kind": "epoch", "loss": 1.0}] * 3)
+    store.add_metrics(b, [{"kind": "epoch", "loss": 2.0}])
+    assert [m["seq"] for m in store.metrics(b)] == [0]
+    assert [m["loss"] for m in store.metrics(a)] == [1.0, 1.0, 1.0]
+
+
+def test_read_jsonl_tolerates_truncated_last_line(tmp_path):
+    path = tmp_path / "m.jsonl"
+    append_jsonl(path, [{"a": 1}, {"a": 2, "b": [1, 2]}])
+    with open(path, "a", encoding="utf-8") as f:
+        f.write('{"a": 3, "b": [1, ')   # a crash mid-write
+    assert read_jsonl(path) == [{"a": 1}, {"a": 2, "b": [1, 2]}]
+    assert read_jsonl(tmp_path / "missing.jsonl") == []
+
+
+def test_store_metrics_jsonl_survives_truncation(store):
+    rid = _new(store)
+    store.add_metrics(rid, [{"kind": "epoch", "loss": 0.5}, {"kind": "epoch", "loss": 0.25}])
+    path = store.run_dir(rid) / "metrics.jsonl"
+    data = path.read_bytes()
+    path.write_bytes(data + data[: len(data) // 3])   # half a line appended
+    rows = read_jsonl(path)
+    assert [r["loss"] for r in rows] == [0.5, 0.25]
+
+
+# ---------------------------------------------------------------- atomic files
+
+def test_atomic_write_bytes_writes_and_replaces(tmp_path):
+    p = tmp_path / "sub" / "f.bin"
+    atomic_write_bytes(p, b"one")
+    atomic_write_bytes(p, b"two")
+    assert p.read_bytes() == b"two"
+    assert sorted(x.name for x in p.parent.iterdir()) == ["f.bin"]
+    atomic_write_json(tmp_path / "j.json", {"t": torch.tensor([1, 2]), "p": tmp_path})
+    assert json.loads((tmp_path / "j.json").read_text()) == {"t": [1, 2], "p": str(tmp_path)}
+
+
+def test_atomic_write_failure_leaves_original(tmp_path, monkeypatch):
+    p = tmp_path / "f.json"
+    p.write_bytes(b"original")
+
+    def boom(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", boom)
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write_bytes(p, b"new content that must not appear")
+    monkeypatch.undo()
+    assert p.read_bytes() == b"original"
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["f.json"]
+
+
+def test_atomic_write_failure_during_write(tmp_path, monkeypatch):
+    p = tmp_path / "f.bin"
+    p.write_bytes(b"original")
+
+    def boom(fd):
+        raise OSError("fsync failed")
+
+    monkeypatch.setattr(os, "fsync", boom)
+    with pytest.raises(OSError, match="fsync"):
+        atomic_write_bytes(p, b"x" * 10_000)
+    monkeypatch.undo()
+    assert p.read_bytes() == b"original"
+    assert [x.name for x in tmp_path.iterdir()] == ["f.bin"]
+
+
+# ---------------------------------------------------------------- safe loading
+
+def _write_marker(path):
+    with open(path, "w") as f:
+        f.write("pwned")
+    return 0
+
+
+class _Evil:
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (_write_marker, (self.marker,))
+
+
+def test_torch_load_refuses_crafted_pickle(tmp_path):
+    marker = tmp_path / "marker.txt"
+    bad = tmp_path / "evil.pt"
+    torch.save({"w": torch.ones(2), "x": _Evil(marker)}, bad)
+    assert not marker.exists()
+    with pytest.raises(pickle.UnpicklingError):
+        torch_load(bad)
+    assert not marker.exists()
+    # the same file does execute code with an unsafe load: the test is meaningful
+    torch.load(bad, weights_only=False)
+    assert marker.read_text() == "pwned"
+
+
+def test_torch_load_reads_plain_containers(tmp_path):
+    p = tmp_path / "ok.pt"
+    obj = {"state": {"w": torch.arange(6.0).view(2, 3)}, "round": 2, "phase": "search", "xs": [1.5, None]}
+    store_mod.atomic_torch_save(p, obj)
+    back = torch_load(p)
+    assert torch.equal(back["state"]["w"], obj["state"]["w"])
+    assert back["round"] == 2 and back["phase"] == "search" and back["xs"] == [1.5, None]
+
+
+def test_load_array_refuses_crafted_pickle(store, tmp_path):
+    rid = _new(store)
+    marker = tmp_path / "marker2.txt"
+    torch.save(_Evil(marker), store.run_dir(rid) / "ckpt.pt")
+    with pytest.raises(pickle.UnpicklingError):
+        store.load_array(rid, "ckpt")
+    assert not marker.exists()
+
+
+# ---------------------------------------------------------------- masks
+
+def test_save_load_masks(store):
+    rid = _new(store)
+    g = torch.Generator().manual_seed(0)
+    soft = {"a.w": torch.rand(30, 20, generator=g), "b.w": torch.rand(4, 3, 3, 3, generator=g)}
+    binary = {k: v > 0.5 for k, v in soft.items()}
+    p_bin = store.save_masks(rid, "r0-ticket", binary, binary=True)
+    p_soft = store.save_masks(rid, "r0-search-end", soft, binary=False)
+    assert p_bin.parent == store.run_dir(rid) / "masks"
+    raw_bin = torch_load(p_bin)
+    raw_soft = torch_load(p_soft)
+    for k in soft:
+        assert raw_bin[k].dtype == torch.bool and torch.equal(raw_bin[k], binary[k])
+        assert raw_soft[k].dtype == torch.float16 and raw_soft[k].shape == soft[k].shape
+    back_bin = store.load_masks(rid, "r0-ticket")
+    back_soft = store.load_masks(rid, "r0-search-end")
+    for k in soft:
+        assert back_bin[k].dtype == torch.float32
+        assert torch.equal(back_bin[k], binary[k].float())
+        assert float((back_soft[k] - soft[k]).abs().max()) <= 1e-3
+    # binary=True stores "non-zero" for float masks too
+    store.save_masks(rid, "e0001", {"a.w": torch.tensor([0.0, 0.3, 1.0])}, binary=True)
+    assert store.load_masks(rid, "e0001")["a.w"].tolist() == [0.0, 1.0, 1.0]
+    assert store.mask_snapshots(rid) == ["e0001", "r0-search-end", "r0-ticket"]
+    with pytest.raises(ValueError, match="tag"):
+        store.save_masks(rid, "../evil", binary, binary=True)
+    assert store.mask_snapshots(_new(store)) == []
+
+
+def test_mask_stats_round_trip(store):
+    rid = _new(store)
+    rows = [{"layer": "fc", "numel": 10, "mean": 0.5, "frac_above": 0.4, "near_binary": 0.9, "churn": None,
+             "dead_units": 0.0, "hist": [1, 2, 3]}]
+    store.add_mask_stats(rid, {"round": 0, "phase": "search", "epoch": 1, "step": 5}, rows)
+    got = store.mask_stats(rid)
+    assert len(got) == 1
+    assert got[0]["layer"] == "fc" and got[0]["hist"] == [1, 2, 3] and got[0]["churn"] is None
+    assert got[0]["epoch"] == 1 and got[0]["step"] == 5 and got[0]["frac_above"] == 0.4
+
+
+# ---------------------------------------------------------------- corrupted rows
+
+def test_corrupted_config_and_status_do_not_break_listing(store):
+    good = _new(store, name="good")
+    bad_cfg = _new(store, name="bad config")
+    bad_status = _new(store, name="bad status")
+    bad_summary = _new(store, name="bad summary")
+    with store.connect() as db:
+        db.execute("UPDATE runs SET config='{bad' WHERE id=?", (bad_cfg,))
+        db.execute("UPDATE runs SET status='zombie' WHERE id=?", (bad_status,))
+        db.execute("UPDATE runs SET summary='[[[' WHERE id=?", (bad_summary,))
+    runs = {r["id"]: r for r in store.list_runs()}
+    assert set(runs) == {good, bad_cfg, bad_status, bad_summary}
+    assert runs[good]["config"] == CFG and runs[good]["reason"] is None
+    assert runs[bad_cfg]["config"] is None and "config" in runs[bad_cfg]["reason"]
+    assert runs[bad_status]["status"] == "zombie"
+    assert "status" in runs[bad_status]["reason"] and "zombie" in runs[bad_status]["reason"]
+    assert runs[bad_summary]["summary"] is None and "summary" in runs[bad_summary]["reason"]
+    # get_run reports the same
+    assert "config" in store.get_run(bad_cfg)["reason"]
+
+
+# ---------------------------------------------------------------- checks
+
+def test_checks_round_trip(store):
+    rid = _new(store)
+    other = _new(store)
+    store.set_check(rid, "zeros_stay_zero", 0.0, 0.0, True, "max |θ| over pruned")
+    store.set_check(rid, "rewind_exact", 1e-3, 0.0, False)
+    store.set_check(rid, "sparsity_vs_target", float("nan"), 0.9, False)
+    store.set_check(rid, "rewind_exact", 0.0, 0.0, True, "replaced")   # same name replaces
+    got = store.checks(rid)
+    assert [c["name"] for c in got] == ["rewind_exact", "sparsity_vs_target", "zeros_stay_zero"]
+    by = {c["name"]: c for c in got}
+    assert by["rewind_exact"]["value"] == 0.0 and by["rewind_exact"]["passed"] is True
+    assert by["rewind_exact"]["detail"] == "replaced"
+    assert by["zeros_stay_zero"]["detail"] == "max |θ| over pruned" and by["zeros_stay_zero"]["target"] == 0.0
+    assert by["sparsity_vs_target"]["value"] is None and by["sparsity_vs_target"]["passed"] is False
+    assert by["sparsity_vs_target"]["target"] == 0.9
+    assert store.checks(other) == []
+    assert math.isfinite(by["zeros_stay_zero"]["value"])
