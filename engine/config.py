@@ -268,7 +268,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "lenet300-concave": dict(model="lenet300", dataset="mnist", method="concave", regularizer="log",
                              lam=1.0, target_sparsity=0.95, epochs=6, retrain_epochs=10, batch_size=128),
     "lenet300-imp": dict(model="lenet300", dataset="mnist", method="imp", rounds=7, prune_fraction=0.2,
-                         epochs=10, batch_size=128, output_prune_fraction=0.1),
+                         epochs=10, batch_size=128),
     "resnet20-cifar10": dict(model="resnet20", dataset="cifar10", method="concave", regularizer="log",
                              lam=1.0, epochs=30, retrain_epochs=60, batch_size=128, optimizer="sgd",
                              lr=0.1, weight_decay=1e-4, lr_schedule="cosine", mask_lr=0.01),
