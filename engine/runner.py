@@ -27,9 +27,11 @@ def create(store: Store, cfg: RunConfig, status: str = "queued", sweep_id: str |
 
 def execute(store: Store, run_id: str, data_dir: str | os.PathLike | None = None,
             progress: Callable[[float, str], None] | None = None,
-            should_stop: Callable[[], bool] | None = None) -> dict:
+            should_stop: Callable[[], bool] | None = None, resume: bool = False) -> dict:
     """Run `run_id` to the end. Returns the summary; on failure the run is
-    marked failed with a one-line reason and the exception is re-raised."""
+    marked failed with a one-line reason and the exception is re-raised.
+    With `resume`, continue from the run's last complete checkpoint; records
+    written after it are dropped first, so no step is duplicated or missing."""
     from .methods import METHOD_FUNCS
     from .train import Cancelled, NonFiniteLoss, RunContext
 
@@ -39,9 +41,8 @@ def execute(store: Store, run_id: str, data_dir: str | os.PathLike | None = None
     try:
         cfg = RunConfig.from_dict(run["config"])
         ctx = RunContext(cfg, store, run_id, data_dir or default_data_dir(), progress=progress,
-                         should_stop=should_stop)
+                         should_stop=should_stop, resume=resume)
         summary = METHOD_FUNCS.get(cfg.method)(ctx)
-        summary["wall_seconds"] = time.time() - ctx.t0
         ctx.flush()
         atomic_write_json(store.run_dir(run_id) / "summary.json", summary)
         store.update_run(run_id, status="done", finished=time.time(), progress=1.0, summary=summary,

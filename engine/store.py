@@ -266,6 +266,24 @@ class Store:
                            f"VALUES({', '.join('?' * (len(METRIC_COLUMNS) + 3))})", vals)
         append_jsonl(self.run_dir(run_id) / "metrics.jsonl", rows)
 
+    def tail_marks(self, run_id: str) -> dict:
+        """How far this run's records go now; a checkpoint stores it so a resume can
+        drop what was written after the checkpoint (no duplicated steps)."""
+        with self.connect() as db:
+            seq = db.execute("SELECT COALESCE(MAX(seq), -1) FROM metrics WHERE run_id=?", (run_id,)).fetchone()[0]
+            rowid = db.execute("SELECT COALESCE(MAX(rowid), -1) FROM mask_stats WHERE run_id=?",
+                               (run_id,)).fetchone()[0]
+        return {"metrics_seq": seq, "mask_rowid": rowid}
+
+    def truncate_after(self, run_id: str, marks: dict) -> None:
+        with self.transaction() as db:
+            db.execute("DELETE FROM metrics WHERE run_id=? AND seq>?", (run_id, marks["metrics_seq"]))
+            db.execute("DELETE FROM mask_stats WHERE run_id=? AND rowid>?", (run_id, marks["mask_rowid"]))
+        path = self.run_dir(run_id) / "metrics.jsonl"
+        if path.exists():
+            kept = read_jsonl(path)[: marks["metrics_seq"] + 1]
+            atomic_write_bytes(path, "".join(json.dumps(r, default=_json_default) + "\n" for r in kept).encode())
+
     def metrics(self, run_id: str, kind: str | None = None) -> list[dict]:
         q = "SELECT * FROM metrics WHERE run_id=?" + (" AND kind=?" if kind else "") + " ORDER BY seq"
         with self.connect() as db:

@@ -9,7 +9,9 @@ checkpoints happen at epoch ends; the rest of the step stays lean.
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -67,6 +69,12 @@ class LamController:
         self.prev_step = 0
         self.velocity: torch.Tensor | None = None
 
+    def state(self) -> dict:
+        return {"prev": self.prev, "prev_step": self.prev_step, "velocity": self.velocity}
+
+    def load_state(self, st: dict) -> None:
+        self.prev, self.prev_step, self.velocity = st["prev"], st["prev_step"], st["velocity"]
+
     def update(self, lam: float, step: int) -> float:
         with torch.no_grad():
             m = torch.cat([layer.mask_value().detach().flatten() for _, layer in
@@ -93,7 +101,7 @@ class PhaseResult:
 class RunContext:
     def __init__(self, cfg: RunConfig, store: Store, run_id: str, data_dir,
                  progress: Callable[[float, str], None] | None = None,
-                 should_stop: Callable[[], bool] | None = None):
+                 should_stop: Callable[[], bool] | None = None, resume: bool = False):
         self.cfg = cfg
         self.store = store
         self.run_id = run_id
@@ -120,6 +128,16 @@ class RunContext:
         self._prev_snapshot: dict[str, torch.Tensor] | None = None
         self.epochs_planned = 1
         self.epochs_done = 0
+        # Resumable structure: methods run named stages; completed ones are skipped on resume.
+        self.state: dict = {}               # method-local values that must survive a resume
+        self.done_stages: list[str] = []
+        self.current_stage: str | None = None
+        self._resume: dict | None = None    # the checkpoint while a stage is being resumed
+        self.wall_offset = 0.0
+        nan_at = os.environ.get("LOTTERY_INJECT_NAN_STEP", "")  # fault injection for tests
+        self._inject_nan_at = int(nan_at) if nan_at.strip().isdigit() else None
+        if resume:
+            self._load_checkpoint()
 
     def _out_features(self) -> int:
         return masking.prunable_layers(self.model)[-1][1].weight.shape[0]
@@ -187,10 +205,13 @@ class RunContext:
     def train_phase(self, *, round: int, phase: str, epochs: int, regularizer: str | None = None,
                     target_remaining: float | None = None,
                     capture: tuple[str, int] | None = None) -> PhaseResult:
-        """Train for `epochs`. With `regularizer`, masks must be soft (set_soft)
-        and the loss adds λR(m); with `target_remaining`, λ adapts so the
-        fraction of m > τ heads to it. `capture=('iter'|'epoch', K)` saves the
-        rewind weights at that point of this phase."""
+        """Train for `epochs` within the current stage (see `stage`). With
+        `regularizer`, masks must be soft (set_soft) and the loss adds λR(m);
+        with `target_remaining`, λ adapts so the mask ends there.
+        `capture=('iter'|'epoch', K)` saves the rewind weights at that point.
+
+        A checkpoint is written at every epoch end and when a stop is
+        requested; on resume the phase continues from it step for step."""
         cfg = self.cfg
         t_start = time.time()
         batches = Batches(self.splits.train_x, self.splits.train_y, cfg.batch_size, shuffle=True,
@@ -204,49 +225,80 @@ class RunContext:
         controller = LamController(self.model, target_remaining, cfg.threshold, epochs * spe) \
             if target_remaining is not None else None
         self.model.train()
-        if capture == ("iter", 0) or capture == ("epoch", 0):
+
+        start_epoch, skip, step, correct, seen = 1, 0, 0, 0, 0
+        pos = self._resume_position()
+        if pos is not None:  # continue this phase from its checkpoint
+            self.model.load_state_dict(self._resume["model"])
+            for o, sd in zip(opts, pos["opts"]):
+                o.load_state_dict(sd)
+            for sc, sd in zip(scheds, pos["scheds"]):
+                sc.load_state_dict(sd)
+            if controller is not None and pos["controller"]:
+                controller.load_state(pos["controller"])
+            self.gen.set_state(pos["gen"])
+            start_epoch, skip, step = pos["epoch"], pos["batch"], pos["phase_step"]
+            correct, seen = pos["correct"], pos["seen"]
+            self._resume = None
+        elif capture == ("iter", 0) or capture == ("epoch", 0):
             self.save_rewind(round, phase, 0)
-        step = 0
-        for epoch in range(1, epochs + 1):
-            correct = seen = 0
-            for xb, yb in batches:
+
+        def position(epoch, batch, gen_state):
+            return {"epoch": epoch, "batch": batch, "gen": gen_state, "phase_step": step,
+                    "correct": correct, "seen": seen, "opts": [o.state_dict() for o in opts],
+                    "scheds": [sc.state_dict() for sc in scheds],
+                    "controller": controller.state() if controller is not None else None}
+
+        val_loss = val_acc = test_acc = math.nan
+        for epoch in range(start_epoch, epochs + 1):
+            gen_at_epoch_start = self.gen.get_state()
+            if epoch != start_epoch or skip == 0:
+                correct = seen = 0
+            for i, (xb, yb) in enumerate(batches):
+                if epoch == start_epoch and i < skip:
+                    continue  # already trained before the checkpoint (the batch still draws its randomness)
                 out = self.model(xb)
                 loss_task = self.task_loss(out, yb)
+                if self._inject_nan_at == self.global_step + 1:
+                    loss_task = loss_task * math.nan
                 loss = loss_task
                 r = None
                 if reg is not None:
                     r = self.reg_value(reg, reg_params)
                     loss = loss_task + self.lam * r
+                if not torch.isfinite(loss.detach()):
+                    # Stop before the step so weights and the last checkpoint stay good.
+                    raise NonFiniteLoss(self.global_step + 1, phase)
                 for o in opts:
                     o.zero_grad(set_to_none=True)
                 loss.backward()
                 for o in opts:
                     o.step()
-                for s in scheds:
-                    s.step()
+                for sc in scheds:
+                    sc.step()
                 masking.apply_masks_(self.model)
                 step += 1
                 self.global_step += 1
                 if step % log_every == 0 or step == 1:
-                    lt = float(loss_task.detach())
                     rv = float(r.detach()) if r is not None else None
-                    if not math.isfinite(lt) or (rv is not None and not math.isfinite(rv)):
-                        raise NonFiniteLoss(step, phase)
+                    batch_correct = int(self.correct(out, yb))
+                    correct += batch_correct
+                    seen += len(yb)
                     self._pending.append({
-                        "kind": "step", "round": round, "phase": phase,
-                        "epoch": (epoch - 1) + ((step - 1) % spe + 1) / spe,
-                        "step": self.global_step, "wall": time.time() - self.t0, "lr": opts[0].param_groups[0]["lr"],
-                        "lam": self.lam if reg else None, "loss": float(loss.detach()), "loss_task": lt,
+                        "kind": "step", "round": round, "phase": phase, "epoch": (epoch - 1) + (i + 1) / spe,
+                        "step": self.global_step, "wall": self.elapsed(), "lr": opts[0].param_groups[0]["lr"],
+                        "lam": self.lam if reg else None, "loss": float(loss.detach()),
+                        "loss_task": float(loss_task.detach()),
                         "loss_reg": self.lam * rv if rv is not None else None,
-                        "train_acc": float(self.correct(out, yb)) / len(yb)})
-                correct += int(self.correct(out, yb)) if step % log_every == 0 else 0
-                seen += len(yb) if step % log_every == 0 else 0
+                        "train_acc": batch_correct / len(yb)})
                 if capture == ("iter", step):
                     self.save_rewind(round, phase, step)
-                if target_remaining is not None and step % adapt_every == 0:
+                if controller is not None and step % adapt_every == 0:
                     self.lam = controller.update(self.lam, step)
                     self.lam_history.append((self.global_step, self.lam))
                 if self.should_stop():
+                    self.flush()
+                    self.write_checkpoint(position(epoch, i + 1, gen_at_epoch_start))
                     raise Cancelled(f"cancelled at step {self.global_step}")
                 self._maybe_flush()
             # ---- epoch end
@@ -258,7 +310,7 @@ class RunContext:
             remaining = self.measured_remaining(masks, soft=reg is not None)
             self._pending.append({
                 "kind": "epoch", "round": round, "phase": phase, "epoch": epoch, "step": self.global_step,
-                "wall": time.time() - self.t0, "lr": opts[0].param_groups[0]["lr"],
+                "wall": self.elapsed(), "lr": opts[0].param_groups[0]["lr"],
                 "lam": self.lam if reg else None, "loss_task": val_loss,
                 "train_acc": correct / seen if seen else None, "val_acc": val_acc, "test_acc": test_acc,
                 "remaining": remaining})
@@ -266,6 +318,10 @@ class RunContext:
             self.record_mask_stats(masks, round, phase, epoch, snapshot=self.snapshot_every_epoch)
             self.epochs_done += 1
             self.report_progress(f"round {round} {phase} epoch {epoch}/{epochs}")
+            self.write_checkpoint(position(epoch + 1, 0, self.gen.get_state()))
+        if math.isnan(val_acc):  # resumed after the last epoch had already finished
+            val_loss, val_acc = self.evaluate("val")
+            _, test_acc = self.evaluate("test")
         return PhaseResult(val_acc=val_acc, test_acc=test_acc, val_loss=val_loss, steps=step,
                            seconds=time.time() - t_start)
 
@@ -289,7 +345,7 @@ class RunContext:
             self.store.save_masks(self.run_id, tag or f"r{round}-{phase}-e{epoch:04d}", masks, binary=binary)
 
     def log_row(self, **row) -> None:
-        self._pending.append({"wall": time.time() - self.t0, "step": self.global_step, **row})
+        self._pending.append({"wall": self.elapsed(), "step": self.global_step, **row})
         self.flush()
 
     def _maybe_flush(self) -> None:
@@ -311,6 +367,78 @@ class RunContext:
         if self.progress_cb:
             self.progress_cb(frac, label)
 
-    def checkpoint(self, extra: dict) -> None:
-        self.store.save_array(self.run_id, "ckpt", {"model": self.model.state_dict(), "lam": self.lam,
-                                                    "global_step": self.global_step, **extra})
+    def elapsed(self) -> float:
+        return self.wall_offset + time.time() - self.t0
+
+    # ------------------------------------------------------------------ stages and checkpoints
+    def stage(self, name: str) -> bool:
+        """True when stage `name` still has to run; on resume, finished stages are skipped."""
+        if name in self.done_stages:
+            return False
+        self.current_stage = name
+        return True
+
+    def end_stage(self) -> None:
+        self.done_stages.append(self.current_stage)
+        self.current_stage = None
+        self.flush()
+        self.write_checkpoint(None)
+
+    def write_checkpoint(self, position: dict | None) -> None:
+        """Everything needed to continue: model (with masks and their modes),
+        method state, λ, RNG states, and where in the current stage we are.
+        Saved atomically, so a kill mid-write leaves the previous one intact."""
+        layers = masking.prunable_layers(self.model)
+        ck = {
+            "version": 1,
+            "done_stages": list(self.done_stages),
+            "in_stage": None if position is None else {"name": self.current_stage, **position},
+            "model": self.model.state_dict(),
+            "modes": {n: [layer.mode, layer.mask_param] for n, layer in layers},
+            "frozen": {n: layer._frozen_keep.cpu() for n, layer in layers
+                       if getattr(layer, "_frozen_keep", None) is not None},
+            "state": self.state,
+            "lam": self.lam, "lam_history": [list(x) for x in self.lam_history],
+            "global_step": self.global_step, "epochs_done": self.epochs_done,
+            "gen": self.gen.get_state(), "torch_rng": torch.get_rng_state(),
+            "wall": self.elapsed(),
+            "marks": self.store.tail_marks(self.run_id),
+        }
+        self.store.save_array(self.run_id, "ckpt", ck)
+
+    def _load_checkpoint(self) -> None:
+        path = self.store.run_dir(self.run_id) / "ckpt.pt"
+        if not path.exists():  # nothing saved yet: start over, dropping partial records
+            self.store.truncate_after(self.run_id, {"metrics_seq": -1, "mask_rowid": -1})
+            return
+        ck = self.store.load_array(self.run_id, "ckpt")
+        if not isinstance(ck, dict) or ck.get("version") != 1:
+            raise ValueError("checkpoint ckpt.pt has an unknown format")
+        self.done_stages = list(ck["done_stages"])
+        self.state = ck["state"]
+        self.lam = float(ck["lam"])
+        self.lam_history = [tuple(x) for x in ck["lam_history"]]
+        self.global_step, self.epochs_done = int(ck["global_step"]), int(ck["epochs_done"])
+        self.gen.set_state(ck["gen"])
+        torch.set_rng_state(ck["torch_rng"])
+        self.wall_offset = float(ck["wall"])
+        for n, layer in masking.prunable_layers(self.model):
+            layer.mode, layer.mask_param = ck["modes"][n]
+            layer.mask.requires_grad_(layer.mode == "soft")
+            keep = ck["frozen"].get(n)
+            layer._frozen_keep = keep.to(self.device) if keep is not None else None
+        self.model.load_state_dict(ck["model"])
+        if (self.store.run_dir(self.run_id) / "rewind.pt").exists():
+            self.rewind_state = {k: v.to(self.device) for k, v in
+                                 self.store.load_array(self.run_id, "rewind")["state"].items()}
+        self._resume = ck if ck["in_stage"] else None
+        self.store.truncate_after(self.run_id, ck["marks"])
+
+    def _resume_position(self) -> dict | None:
+        if self._resume is not None and self._resume["in_stage"]["name"] == self.current_stage:
+            return self._resume["in_stage"]
+        return None
+
+    @staticmethod
+    def result_dict(res: PhaseResult) -> dict:
+        return dataclasses.asdict(res)

@@ -3,8 +3,6 @@ invariant checks (measured, stored per run) and the final summary."""
 
 from __future__ import annotations
 
-import time
-
 import torch
 
 from .. import masking
@@ -107,7 +105,7 @@ def record_round(ctx: RunContext, round: int, binary: dict[str, torch.Tensor], r
     return rep
 
 
-def summary(ctx: RunContext, binary: dict[str, torch.Tensor] | None, res: PhaseResult, **extra) -> dict:
+def summary(ctx: RunContext, binary: dict[str, torch.Tensor] | None, res: dict, **extra) -> dict:
     """The run's final summary, with sparsity measured from the masks in the model."""
     masks = binary if binary is not None else {n: l.mask.detach().cpu() for n, l in
                                                masking.prunable_layers(ctx.model)}
@@ -115,8 +113,8 @@ def summary(ctx: RunContext, binary: dict[str, torch.Tensor] | None, res: PhaseR
     return {
         "method": ctx.cfg.method,
         "sparsity": rep["sparsity"], "remaining": rep["remaining"], "kept": rep["kept"], "total": rep["total"],
-        "test_accuracy": res.test_acc, "val_accuracy": res.val_acc,
-        "wall_seconds": time.time() - ctx.t0,
+        "test_accuracy": res["test_acc"], "val_accuracy": res["val_acc"],
+        "wall_seconds": ctx.elapsed(),
         "device": str(ctx.device),
         "layers": {n: {k: v for k, v in d.items()} for n, d in rep["layers"].items()},
         **extra,

@@ -24,46 +24,54 @@ def run(ctx: RunContext) -> dict:
     kind, k = cfg.rewind_point()
     capture = ("iter", 0) if kind == "init" else (kind, k) if kind in ("epoch", "iter") else None
     ctx.epochs_planned = cfg.rounds * (cfg.epochs + cfg.retrain_epochs_)
-    prev = None
-    threshold_accs = []
+    st = ctx.state  # survives a resume: stages already done are skipped
+    st.setdefault("prev", None)
+    st.setdefault("threshold_accs", [])
     for r in range(cfg.rounds):
-        t_round = time.time()
-        masking.set_soft(ctx.model, cfg.mask_init, cfg.mask_param, start=prev)
         target_rem = None
         if cfg.target_sparsity is not None:
             target_rem = (1 - cfg.target_sparsity) ** ((r + 1) / cfg.rounds)
-        ctx.train_phase(round=r, phase="search", epochs=cfg.epochs, regularizer=cfg.regularizer,
-                        target_remaining=target_rem, capture=capture if r == 0 else None)
 
-        # ---- threshold
-        soft = masking.get_masks(ctx.model)
-        ctx.store.save_masks(ctx.run_id, f"r{r}-search-end", soft, binary=False)
-        if cfg.threshold_mode == "topk":
-            binary = masking.topk_masks(soft, target_rem, "global", allowed=prev)
-        else:
-            binary = masking.threshold_masks(soft, cfg.threshold)
-            if prev is not None:
-                binary = {n: b & prev[n].bool() for n, b in binary.items()}
-        check_nested(ctx, prev, binary)
-        threshold_accs.append(_thresholded_accuracy(ctx, binary))
+        if ctx.stage(f"r{r}-search"):
+            masking.set_soft(ctx.model, cfg.mask_init, cfg.mask_param, start=st["prev"])
+            ctx.train_phase(round=r, phase="search", epochs=cfg.epochs, regularizer=cfg.regularizer,
+                            target_remaining=target_rem, capture=capture if r == 0 else None)
+            ctx.end_stage()
 
-        # ---- rewind and retrain with the binary mask fixed
-        start_retrain(ctx, binary, kind, r, soft=soft)
-        ctx.store.save_masks(ctx.run_id, f"r{r}-ticket", binary, binary=True)
-        ctx.record_mask_stats({n: b.float() for n, b in binary.items()}, r, "retrain", 0, snapshot=False)
-        res = ctx.train_phase(round=r, phase="retrain", epochs=cfg.retrain_epochs_)
-        check_zeros(ctx, r)
-        record_round(ctx, r, binary, res, "retrain", time.time() - t_round)
-        ctx.checkpoint({"round": r, "phase": "retrain", "done": r == cfg.rounds - 1})
-        prev = binary
+        if ctx.stage(f"r{r}-threshold"):
+            soft = masking.get_masks(ctx.model)
+            ctx.store.save_masks(ctx.run_id, f"r{r}-search-end", soft, binary=False)
+            if cfg.threshold_mode == "topk":
+                binary = masking.topk_masks(soft, target_rem, "global", allowed=st["prev"])
+            else:
+                binary = masking.threshold_masks(soft, cfg.threshold)
+                if st["prev"] is not None:
+                    binary = {n: b & st["prev"][n].bool() for n, b in binary.items()}
+            check_nested(ctx, st["prev"], binary)
+            st["threshold_accs"].append(_thresholded_accuracy(ctx, binary))
+            # rewind (or fine-tune / re-init) and fix the binary mask
+            start_retrain(ctx, binary, kind, r, soft=soft)
+            ctx.store.save_masks(ctx.run_id, f"r{r}-ticket", binary, binary=True)
+            ctx.record_mask_stats({n: b.float() for n, b in binary.items()}, r, "retrain", 0, snapshot=False)
+            st["binary"] = binary
+            ctx.end_stage()
 
-    save_ticket(ctx, prev, cfg.rounds - 1)
-    rep = masking.sparsity_report(prev)
+        if ctx.stage(f"r{r}-retrain"):
+            t = time.time()
+            res = ctx.train_phase(round=r, phase="retrain", epochs=cfg.retrain_epochs_)
+            check_zeros(ctx, r)
+            record_round(ctx, r, st["binary"], res, "retrain", time.time() - t)
+            st["prev"] = st["binary"]
+            st["last"] = ctx.result_dict(res)
+            ctx.end_stage()
+
+    save_ticket(ctx, st["prev"], cfg.rounds - 1)
+    rep = masking.sparsity_report(st["prev"])
     if cfg.target_sparsity is not None:
         tol = 0.002 if cfg.threshold_mode == "topk" else 0.02
         check_sparsity(ctx, rep["sparsity"], cfg.target_sparsity, tol, "target_sparsity")
-    return summary(ctx, prev, res, lam_final=ctx.lam, lam_history=ctx.lam_history,
-                   thresholded_test_accuracy=threshold_accs[-1])
+    return summary(ctx, st["prev"], st["last"], lam_final=ctx.lam, lam_history=ctx.lam_history,
+                   thresholded_test_accuracy=st["threshold_accs"][-1])
 
 
 def _thresholded_accuracy(ctx: RunContext, binary) -> float:

@@ -9,7 +9,9 @@ from .common import summary
 
 def run(ctx: RunContext) -> dict:
     ctx.epochs_planned = ctx.cfg.epochs
-    masking.set_dense(ctx.model)
-    res = ctx.train_phase(round=0, phase="train", epochs=ctx.cfg.epochs)
-    ctx.checkpoint({"round": 0, "phase": "train", "done": True})
-    return summary(ctx, None, res)
+    if ctx.stage("train"):
+        masking.set_dense(ctx.model)
+        res = ctx.train_phase(round=0, phase="train", epochs=ctx.cfg.epochs)
+        ctx.state["last"] = ctx.result_dict(res)
+        ctx.end_stage()
+    return summary(ctx, None, ctx.state["last"])

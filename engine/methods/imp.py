@@ -49,26 +49,35 @@ def run(ctx: RunContext) -> dict:
     kind, k = cfg.rewind_point()
     capture = ("iter", 0) if kind == "init" else (kind, k) if kind in ("epoch", "iter") else None
     ctx.epochs_planned = (cfg.rounds + 1) * cfg.epochs
-    masking.set_dense(ctx.model)
-    mask = {n: torch.ones_like(layer.weight, dtype=torch.bool).cpu() for n, layer in
-            masking.prunable_layers(ctx.model)}
-    t = time.time()
-    res = ctx.train_phase(round=0, phase="train", epochs=cfg.epochs, capture=capture)
-    record_round(ctx, 0, mask, res, "train", time.time() - t)
-    for r in range(1, cfg.rounds + 1):
+    st = ctx.state
+    if ctx.stage("r0-train"):
+        masking.set_dense(ctx.model)
+        st["mask"] = {n: torch.ones_like(layer.weight, dtype=torch.bool).cpu() for n, layer in
+                      masking.prunable_layers(ctx.model)}
         t = time.time()
-        new = prune_by_magnitude(ctx.model, mask, cfg.prune_fraction, cfg.prune_scope, cfg.output_prune_fraction)
-        check_nested(ctx, mask, new)
-        mask = new
-        start_retrain(ctx, mask, kind, r)
-        ctx.store.save_masks(ctx.run_id, f"r{r}-ticket", mask, binary=True)
-        ctx.record_mask_stats({n: b.float() for n, b in mask.items()}, r, "train", 0, snapshot=False)
-        res = ctx.train_phase(round=r, phase="train", epochs=cfg.epochs)
-        check_zeros(ctx, r)
-        record_round(ctx, r, mask, res, "train", time.time() - t)
-        ctx.checkpoint({"round": r, "phase": "train", "done": r == cfg.rounds})
-    save_ticket(ctx, mask, cfg.rounds)
-    rep = masking.sparsity_report(mask)
+        res = ctx.train_phase(round=0, phase="train", epochs=cfg.epochs, capture=capture)
+        record_round(ctx, 0, st["mask"], res, "train", time.time() - t)
+        st["last"] = ctx.result_dict(res)
+        ctx.end_stage()
+    for r in range(1, cfg.rounds + 1):
+        if ctx.stage(f"r{r}-prune"):
+            new = prune_by_magnitude(ctx.model, st["mask"], cfg.prune_fraction, cfg.prune_scope,
+                                     cfg.output_prune_fraction)
+            check_nested(ctx, st["mask"], new)
+            st["mask"] = new
+            start_retrain(ctx, new, kind, r)
+            ctx.store.save_masks(ctx.run_id, f"r{r}-ticket", new, binary=True)
+            ctx.record_mask_stats({n: b.float() for n, b in new.items()}, r, "train", 0, snapshot=False)
+            ctx.end_stage()
+        if ctx.stage(f"r{r}-train"):
+            t = time.time()
+            res = ctx.train_phase(round=r, phase="train", epochs=cfg.epochs)
+            check_zeros(ctx, r)
+            record_round(ctx, r, st["mask"], res, "train", time.time() - t)
+            st["last"] = ctx.result_dict(res)
+            ctx.end_stage()
+    save_ticket(ctx, st["mask"], cfg.rounds)
+    rep = masking.sparsity_report(st["mask"])
     target = 1 - expected_remaining(ctx.model, cfg.rounds, cfg.prune_fraction, cfg.output_prune_fraction)
     check_sparsity(ctx, rep["sparsity"], target, 0.002, f"(1−p)^rounds schedule, {cfg.rounds} rounds")
-    return summary(ctx, mask, res)
+    return summary(ctx, st["mask"], st["last"])

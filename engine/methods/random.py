@@ -49,12 +49,18 @@ def run(ctx: RunContext) -> dict:
             kept = int(round(rem * total))
         target = cfg.target_sparsity
         what = "target_sparsity"
-    mask = random_masks(shapes, kept, gen)
-    masking.set_dense(ctx.model)
-    ctx.save_rewind(0, "train", 0)
-    start_retrain(ctx, mask, "init", 0)
-    res = ctx.train_phase(round=0, phase="train", epochs=cfg.epochs)
-    check_zeros(ctx, 0)
-    save_ticket(ctx, mask, 0)
-    check_sparsity(ctx, masking.sparsity_report(mask)["sparsity"], target, 0.002, what)
-    return summary(ctx, mask, res)
+    st = ctx.state
+    if ctx.stage("setup"):
+        st["mask"] = random_masks(shapes, kept, gen)
+        masking.set_dense(ctx.model)
+        ctx.save_rewind(0, "train", 0)
+        start_retrain(ctx, st["mask"], "init", 0)
+        ctx.end_stage()
+    if ctx.stage("train"):
+        res = ctx.train_phase(round=0, phase="train", epochs=cfg.epochs)
+        check_zeros(ctx, 0)
+        st["last"] = ctx.result_dict(res)
+        ctx.end_stage()
+    save_ticket(ctx, st["mask"], 0)
+    check_sparsity(ctx, masking.sparsity_report(st["mask"])["sparsity"], target, 0.002, what)
+    return summary(ctx, st["mask"], st["last"])
