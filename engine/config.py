@@ -73,6 +73,12 @@ class RunConfig:
     data_params: dict = _f(None, "dataset options, e.g. planted: dim, k, n_train, noise, planted_seed")
     seed: int = _f(0, "seeds weights, masks, shuffling and augmentation")
     device: str = _f("auto", "auto (cuda when present), cpu, cuda or cuda:N")
+    precision: str = _f("auto", "auto (bf16 autocast on a GPU that supports it, else fp32), fp32 or bf16")
+    compile: bool = _f(False, "torch.compile the model for training (faster on GPU after a slow first step)")
+
+    # Execution settings: they change how fast a run goes, not what it computes
+    # (up to floating-point rounding), so they stay out of the content hash.
+    EXECUTION_KEYS = ("name", "device", "precision", "compile")
 
     # ------------------------------------------------------------------ build
     @classmethod
@@ -110,10 +116,10 @@ class RunConfig:
 
     def content_hash(self) -> str:
         """Stable hash of everything that determines the result (not the name
-        or the device). Pinned by tests: changing a default changes hashes."""
+        or the execution settings). Pinned by tests: changing a default changes hashes."""
         d = self.to_dict()
-        d.pop("name")
-        d.pop("device")
+        for k in self.EXECUTION_KEYS:
+            d.pop(k)
         blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
@@ -148,6 +154,9 @@ class RunConfig:
         _choice("threshold_mode", self.threshold_mode, ("tau", "topk"))
         _choice("prune_scope", self.prune_scope, ("global", "layer"))
         _choice("lr_schedule", self.lr_schedule, ("constant", "cosine"))
+        _choice("precision", self.precision, ("auto", "fp32", "bf16"))
+        if not isinstance(self.compile, bool):
+            raise ConfigError("compile", f"compile must be true or false, got {self.compile!r}")
         _string("name", self.name, 200)
 
         _number("lam", self.lam, 0.0, math.inf, lo_closed=True)
@@ -261,7 +270,7 @@ def _integer(key, value, lo, hi):
 PRESETS: dict[str, dict[str, Any]] = {
     # Offline, ~10 s on 2 CPU cores: the embedded default.
     "digits": dict(model="lenet300", dataset="digits", method="concave", regularizer="log",
-                   lam=1.0, epochs=10, retrain_epochs=10, batch_size=64, lr=1e-3),
+                   lam=5.0, epochs=10, retrain_epochs=10, batch_size=64, lr=1e-3),
     # The paper's convex case: logistic regression on MNIST 0-vs-1 keeps ~8 pixels.
     "mnist-8-pixel": dict(model="logreg", dataset="mnist", classes=[0, 1], method="concave",
                           regularizer="log", lam=2.0, epochs=5, retrain_epochs=5, batch_size=128, lr=1e-2),

@@ -116,6 +116,17 @@ class RunContext:
         torch.manual_seed(cfg.seed)
         self.model = build_model(cfg.model, self.splits.in_shape, self.splits.num_classes).to(self.device)
         self.binary_logit = self.splits.num_classes == 2 and self._out_features() == 1
+        # GPU path: data already lives on the device (load_dataset); conv nets go
+        # channels_last and the forward pass runs under bf16 autocast where the
+        # GPU supports it. The loss, R(m) and the optimizer stay in fp32.
+        cuda = self.device.type == "cuda"
+        want_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and cuda and torch.cuda.is_bf16_supported())
+        self.amp_dtype = torch.bfloat16 if want_bf16 else None
+        self.memory_format = torch.channels_last if cuda and any(
+            isinstance(m, torch.nn.Conv2d) for m in self.model.modules()) else torch.contiguous_format
+        if self.memory_format is torch.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self.forward = torch.compile(self.model) if cfg.compile else self.model
         self.gen = torch.Generator().manual_seed(cfg.seed)
         self.total_prunable = sum(layer.weight.numel() for _, layer in masking.prunable_layers(self.model))
         self.snapshot_every_epoch = self.total_prunable <= SNAPSHOT_EVERY_EPOCH_MAX
@@ -164,11 +175,18 @@ class RunContext:
         loss = 0.0
         correct = 0
         for xb, yb in Batches(x, y, max(self.cfg.batch_size, 1024), shuffle=False):
-            out = self.model(xb)
+            out = self.run_model(self.model, xb)
             loss += float(self.task_loss(out, yb)) * len(yb)
             correct += int(self.correct(out, yb))
         self.model.train(was)
         return loss / len(y), correct / len(y)
+
+    def run_model(self, model, xb: torch.Tensor) -> torch.Tensor:
+        if self.memory_format is torch.channels_last and xb.dim() == 4:
+            xb = xb.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
+                            enabled=self.amp_dtype is not None):
+            return model(xb).float()
 
     def reg_value(self, reg: regularizers.Regularizer, params: dict) -> torch.Tensor:
         """R(m) summed over entries, or averaged per entry (reg_scale=mean)."""
@@ -257,7 +275,7 @@ class RunContext:
             for i, (xb, yb) in enumerate(batches):
                 if epoch == start_epoch and i < skip:
                     continue  # already trained before the checkpoint (the batch still draws its randomness)
-                out = self.model(xb)
+                out = self.run_model(self.forward, xb)
                 loss_task = self.task_loss(out, yb)
                 if self._inject_nan_at == self.global_step + 1:
                     loss_task = loss_task * math.nan

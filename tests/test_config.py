@@ -14,7 +14,7 @@ from engine.regularizers import REGULARIZERS
 # Pinned: a change here means a default or the hashing changed, which changes
 # every stored run's hash. Update deliberately, never to make a test pass.
 HASH_DEFAULT = "cce4a0dbbcf9"
-HASH_DIGITS = "43e424d28ef9"
+HASH_DIGITS = "6f1444f937ee"
 HASH_MNIST_01 = "5928bf29c7be"
 
 

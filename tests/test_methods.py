@@ -188,3 +188,12 @@ def test_planted_dataset_recovers_support_with_log(store):
     hits = int((ticket & target).sum())
     assert s["total"] == 100 and int(target.sum()) == 10
     assert hits >= 7 and s["kept"] - hits <= 3, (hits, s["kept"])
+
+
+def test_bf16_autocast_and_compile_paths_run(store):
+    """The GPU path's switches work on the CPU too: bf16 autocast and torch.compile."""
+    run_id, s = run(store, method="concave", lam=20.0, epochs=1, retrain_epochs=1, precision="bf16")
+    assert checks(store, run_id)["zeros_stay_zero"]["value"] == 0.0 and s["test_accuracy"] > 0.3
+    run_id, s = run(store, model="logreg", method="concave", lam=0.5, epochs=3, retrain_epochs=2, lr=1e-2,
+                    compile=True)
+    assert checks(store, run_id)["zeros_stay_zero"]["value"] == 0.0 and s["test_accuracy"] > 0.3
