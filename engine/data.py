@@ -340,6 +340,28 @@ def _load_planted(data_dir: Path, params: dict) -> RawData:
     )
 
 
+SYNTHETIC_DEFAULTS = {"n_train": 5000, "n_test": 1000, "seed": 0}
+
+
+def _load_synthetic_cifar(data_dir: Path, params: dict) -> RawData:
+    """CIFAR-shaped images (3x32x32, 10 classes) made offline: each class is a
+    fixed random template plus noise, so the task is learnable. For speed
+    benchmarks and GPU smoke tests where the real CIFAR files are absent."""
+    unknown = set(params) - set(SYNTHETIC_DEFAULTS)
+    if unknown:
+        raise ValueError(f"unknown synthetic_cifar params {sorted(unknown)}; known: {sorted(SYNTHETIC_DEFAULTS)}")
+    p = {**SYNTHETIC_DEFAULTS, **params}
+    g = torch.Generator().manual_seed(int(p["seed"]))
+    n = int(p["n_train"]) + int(p["n_test"])
+    templates = torch.rand(10, 3, 32, 32, generator=g) * 255
+    y = torch.randint(0, 10, (n,), generator=g)
+    x = (0.5 * templates[y] + 0.5 * torch.rand(n, 3, 32, 32, generator=g) * 255).to(torch.uint8)
+    k = int(p["n_train"])
+    return RawData(train_x=x[:k].contiguous(), train_y=y[:k].contiguous(), test_x=x[k:].contiguous(),
+                   test_y=y[k:].contiguous(), class_names=tuple(str(i) for i in range(10)), scale=255.0,
+                   mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+
+
 def _register(name, in_shape, num_classes, offline, description, augment, loader):
     DATASETS.register(name, DatasetInfo(name, in_shape, num_classes, offline, description, augment, loader))
 
@@ -635,3 +657,12 @@ class Batches:
             if self.augment:
                 xb = random_crop_flip(xb, self.generator, self.pad)
             yield xb, yb
+_register(
+    "synthetic_cifar",
+    (3, 32, 32),
+    10,
+    True,
+    "generated CIFAR-shaped images (10 noisy class templates; params: n_train, n_test, seed) for benchmarks",
+    True,
+    _load_synthetic_cifar,
+)

@@ -95,7 +95,8 @@ class PhaseResult:
     test_acc: float
     val_loss: float
     steps: int
-    seconds: float
+    seconds: float               # the whole phase, evaluation and records included
+    train_seconds: float = 0.0   # the optimizer-step loop only: what throughput ratios compare
 
 
 class RunContext:
@@ -268,8 +269,10 @@ class RunContext:
                     "controller": controller.state() if controller is not None else None}
 
         val_loss = val_acc = test_acc = math.nan
+        train_seconds = 0.0
         for epoch in range(start_epoch, epochs + 1):
             gen_at_epoch_start = self.gen.get_state()
+            t_epoch = time.time()
             if epoch != start_epoch or skip == 0:
                 correct = seen = 0
             for i, (xb, yb) in enumerate(batches):
@@ -320,6 +323,9 @@ class RunContext:
                     raise Cancelled(f"cancelled at step {self.global_step}")
                 self._maybe_flush()
             # ---- epoch end
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            train_seconds += time.time() - t_epoch
             if capture == ("epoch", epoch):
                 self.save_rewind(round, phase, step)
             val_loss, val_acc = self.evaluate("val")
@@ -341,7 +347,7 @@ class RunContext:
             val_loss, val_acc = self.evaluate("val")
             _, test_acc = self.evaluate("test")
         return PhaseResult(val_acc=val_acc, test_acc=test_acc, val_loss=val_loss, steps=step,
-                           seconds=time.time() - t_start)
+                           seconds=time.time() - t_start, train_seconds=train_seconds)
 
     def measured_remaining(self, masks: dict[str, torch.Tensor], soft: bool) -> float:
         kept = sum(int(((m > self.cfg.threshold) if soft else (m != 0)).sum()) for m in masks.values())

@@ -1,0 +1,100 @@
+"""Engine speed: training throughput of masked search (m trainable, λR(m)) and
+of retraining with a binary mask, as ratios to plain dense training of the
+same model, measured side by side in one process.
+
+    python bench/speed.py [--quick] [--models lenet300,conv2,resnet20] [--device auto|cpu|cuda]
+
+Only the optimizer-step loop is timed (PhaseResult.train_seconds); the three
+modes are interleaved and repeated, the first round is a warm-up, and the
+median of the rest is reported. Targets: masked/dense ≤ 1.05 on ResNet-20,
+≤ 1.10 on LeNet-300-100."""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+
+import torch
+from common import scratch_store, write_result
+
+from engine import masking, runner
+from engine.config import RunConfig
+from engine.data import default_data_dir, mnist_available
+from engine.methods.random import random_masks
+from engine.train import RunContext
+
+SETUPS = {  # model: (dataset, data_params, batch size); CIFAR-shaped sets shrink on a CPU (see measure)
+    "lenet300": ("mnist", None, 128),
+    "conv2": ("synthetic_cifar", {"n_train": 50000}, 128),
+    "resnet20": ("synthetic_cifar", {"n_train": 50000}, 128),
+}
+
+
+def _cuda(device: str) -> bool:
+    import torch
+    return device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+
+
+def measure(model: str, repeats: int, device: str, quick: bool, precision: str, compile: bool) -> dict:
+    dataset, params, batch = SETUPS[model]
+    if dataset == "mnist" and not mnist_available(default_data_dir()):
+        dataset, params = "synthetic_cifar", {"n_train": 5000}
+    if dataset == "synthetic_cifar" and not _cuda(device):
+        params = {"n_train": 1024}  # a 2-core CPU takes ~1.4 s per conv2 step of 128 images
+    if quick:
+        dataset, params = ("digits", None) if model == "lenet300" else ("synthetic_cifar", {"n_train": 256})
+    cfg = RunConfig.from_dict(dict(model=model, dataset=dataset, data_params=params, method="dense", epochs=1,
+                                   batch_size=batch, optimizer="sgd", lr=0.05, device=device,
+                                   precision=precision, compile=compile))
+    store = scratch_store()
+    run_id = runner.create(store, cfg, status="running")
+    ctx = RunContext(cfg, store, run_id, default_data_dir())
+    init = masking.weights_state(ctx.model)
+    shapes = {n: layer.weight.shape for n, layer in masking.prunable_layers(ctx.model)}
+    binary = random_masks(shapes, int(0.2 * ctx.total_prunable), torch.Generator().manual_seed(0))
+    times = {"dense": [], "search": [], "retrain": []}
+    modes = list(times)
+    for rep in range(repeats + 1):
+        for mode in modes[rep % 3:] + modes[:rep % 3]:  # rotate the order each round
+            masking.load_weights_state(ctx.model, init)
+            if mode == "dense":
+                masking.set_dense(ctx.model)
+            elif mode == "search":
+                masking.set_soft(ctx.model)
+            else:
+                masking.set_binary(ctx.model, binary)
+            ctx.stage(f"{mode}-{rep}")
+            res = ctx.train_phase(round=0, phase=mode, epochs=1, regularizer="log" if mode == "search" else None)
+            ctx.end_stage()
+            if rep > 0:  # round 0 warms up allocators, kernels and (with compile) the graphs
+                times[mode].append(res.train_seconds)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    samples = len(ctx.splits.train_y)
+    return {"model": model, "dataset": dataset, "train_samples": samples, "batch_size": batch,
+            "device": str(ctx.device), "precision": str(ctx.amp_dtype or "fp32"), "compile": compile,
+            "repeats": repeats, "seconds": med, "samples_per_second": {k: samples / v for k, v in med.items()},
+            "search_over_dense": med["search"] / med["dense"], "retrain_over_dense": med["retrain"] / med["dense"],
+            "all_seconds": times}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--models", default="lenet300,conv2,resnet20")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--precision", default="auto")
+    ap.add_argument("--compile", action="store_true")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--tag", default="", help="suffix for the results file, e.g. gpu")
+    args = ap.parse_args()
+    rows = []
+    for model in args.models.split(","):
+        r = measure(model, 1 if args.quick else args.repeats, args.device, args.quick, args.precision, args.compile)
+        rows.append(r)
+        print(f"{model:<9} {r['dataset']:<16} {r['device']:<5} dense {r['seconds']['dense']:.3f}s  "
+              f"search/dense {r['search_over_dense']:.3f}  retrain/dense {r['retrain_over_dense']:.3f}", flush=True)
+    write_result("speed" + (f"_{args.tag}" if args.tag else ""), {"rows": rows}, args.quick)
+
+
+if __name__ == "__main__":
+    main()
