@@ -51,6 +51,8 @@ class RunConfig:
     mask_init: float = _f(1.0, "initial value of every mask entry, in (0, 1]")
     mask_lr: float = _f(0.01, "Adam learning rate of the mask m (masks always use Adam)")
     target_sparsity: float | None = _f(None, "if set, λ adapts during the search so the mask ends at this sparsity")
+    warm_start: str | None = _f(None, "concave: start the first search from this run's search-end θ and m "
+                                      "(e.g. log warm-started from an l1 solution, a reweighting-style start)")
     threshold: float = _f(0.5, "τ: an entry survives when m > τ, in (0, 1)")
     threshold_mode: str = _f("tau", "tau: keep m > τ; topk: keep the largest m to hit target_sparsity exactly")
     # --- IMP / random ----------------------------------------------------------
@@ -203,8 +205,9 @@ class RunConfig:
 
         if self.data_params is not None and not isinstance(self.data_params, dict):
             raise ConfigError("data_params", f"data_params must be an object, got {self.data_params!r}")
-        if self.random_from is not None:
-            _string("random_from", self.random_from, 200)
+        for key in ("random_from", "warm_start"):
+            if getattr(self, key) is not None:
+                _string(key, getattr(self, key), 200)
 
         # classes against the dataset
         info = data.dataset_info(self.dataset)

@@ -110,6 +110,8 @@ def summary(ctx: RunContext, binary: dict[str, torch.Tensor] | None, res: dict, 
     masks = binary if binary is not None else {n: l.mask.detach().cpu() for n, l in
                                                masking.prunable_layers(ctx.model)}
     rep = masking.sparsity_report(masks)
+    if "target_mask" in ctx.splits.extras and len(masks) == 1:
+        extra = {"recovery": recovery(ctx, next(iter(masks.values()))), **extra}
     return {
         "method": ctx.cfg.method,
         "sparsity": rep["sparsity"], "remaining": rep["remaining"], "kept": rep["kept"], "total": rep["total"],
@@ -127,3 +129,20 @@ def save_ticket(ctx: RunContext, binary: dict[str, torch.Tensor], round: int) ->
         "mask": {n: m.bool().cpu() for n, m in binary.items()},
         "rewind": {k: v.cpu() for k, v in (ctx.rewind_state or {}).items()},
         "rewind_point": ctx.cfg.rewind, "round": round})
+
+
+def recovery(ctx: RunContext, binary: torch.Tensor) -> dict:
+    """For the planted problem: how well the learned mask recovers the known
+    target m*. ‖m* − m̃‖₂ uses the relaxed mask at the end of the last search
+    (the binary ticket for methods without one); support figures use the ticket."""
+    target = ctx.splits.extras["target_mask"].detach().float().cpu().reshape(binary.shape)
+    tags = [t for t in ctx.store.mask_snapshots(ctx.run_id) if t.endswith("-search-end")]
+    soft = next(iter(ctx.store.load_masks(ctx.run_id, tags[-1]).values())) if tags else binary.float()
+    b = binary.bool()
+    t = target.bool()
+    hits = int((b & t).sum())
+    return {"distance": float((target - soft.float().reshape(target.shape)).norm()),
+            "binary_distance": float((target - b.float()).norm()),
+            "support_size": int(t.sum()), "kept": int(b.sum()), "hits": hits,
+            "precision": hits / max(1, int(b.sum())), "recall": hits / max(1, int(t.sum())),
+            "exact": bool(torch.equal(b, t))}

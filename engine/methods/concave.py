@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import time
 
+import torch
+
 from .. import masking
 from ..train import RunContext
 from .common import check_nested, check_sparsity, check_zeros, record_round, save_ticket, start_retrain, summary
@@ -34,6 +36,8 @@ def run(ctx: RunContext) -> dict:
 
         if ctx.stage(f"r{r}-search"):
             masking.set_soft(ctx.model, cfg.mask_init, cfg.mask_param, start=st["prev"])
+            if r == 0 and cfg.warm_start:
+                _warm_start(ctx, cfg.warm_start)
             ctx.train_phase(round=r, phase="search", epochs=cfg.epochs, regularizer=cfg.regularizer,
                             target_remaining=target_rem, capture=capture if r == 0 else None)
             ctx.end_stage()
@@ -41,6 +45,9 @@ def run(ctx: RunContext) -> dict:
         if ctx.stage(f"r{r}-threshold"):
             soft = masking.get_masks(ctx.model)
             ctx.store.save_masks(ctx.run_id, f"r{r}-search-end", soft, binary=False)
+            if r == 0:  # what another run's warm_start starts from
+                ctx.store.save_array(ctx.run_id, "search_end", {"weights": masking.weights_state(ctx.model),
+                                                                "masks": soft})
             if cfg.threshold_mode == "topk":
                 binary = masking.topk_masks(soft, target_rem, "global", allowed=st["prev"])
             else:
@@ -72,6 +79,25 @@ def run(ctx: RunContext) -> dict:
         check_sparsity(ctx, rep["sparsity"], cfg.target_sparsity, tol, "target_sparsity")
     return summary(ctx, st["prev"], st["last"], lam_final=ctx.lam, lam_history=ctx.lam_history,
                    thresholded_test_accuracy=st["threshold_accs"][-1])
+
+
+def _warm_start(ctx: RunContext, run_id: str) -> None:
+    """θ and m from another run's first search end (same architecture)."""
+    try:
+        src = ctx.store.load_array(run_id, "search_end")
+    except (FileNotFoundError, KeyError):
+        raise ValueError(f"warm_start run {run_id!r} has no search-end state in this store "
+                         f"(it must be a finished concave run)") from None
+    layers = dict(masking.prunable_layers(ctx.model))
+    if set(src["masks"]) != set(layers) or any(src["masks"][n].shape != layers[n].weight.shape for n in layers):
+        raise ValueError(f"warm_start run {run_id!r} has a different architecture")
+    masking.load_weights_state(ctx.model, src["weights"])
+    with torch.no_grad():
+        for n, layer in layers.items():
+            m = src["masks"][n].to(layer.mask.device)
+            if layer.mask_param == "sigmoid":
+                m = torch.logit(m.clamp(1e-3, 1 - 1e-3))
+            layer.mask.copy_(m)
 
 
 def _thresholded_accuracy(ctx: RunContext, binary) -> float:
