@@ -119,9 +119,9 @@ class RunConfig:
     def content_hash(self) -> str:
         """Stable hash of everything that determines the result (not the name
         or the execution settings). Pinned by tests: changing a default changes hashes."""
-        d = self.to_dict()
-        for k in self.EXECUTION_KEYS:
-            d.pop(k)
+        # Optional settings left unset (None) are left out, so adding a new
+        # optional key later does not change the hash of existing configs.
+        d = {k: v for k, v in self.to_dict().items() if v is not None and k not in self.EXECUTION_KEYS}
         blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 

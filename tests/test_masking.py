@@ -443,7 +443,7 @@ def test_soft_sigmoid_start_from_binary_keeps_pruned_weights_zero():
 
 
 def test_set_soft_without_start_forgets_an_earlier_start():
-    """ENGINE BUG (latent): set_soft(start=None) keeps the `_frozen_keep` left by
+    """Regression (fixed): set_soft(start=None) keeps the `_frozen_keep` left by
     an earlier set_soft(start=...), unless set_binary ran in between; a later soft
     phase then silently zeroes weights that were never pruned in it."""
     model = _lenet()

@@ -137,7 +137,7 @@ def test_hostile_run_ids_refused(store, bad):
 
 
 def test_run_id_with_trailing_newline_refused(store):
-    """ENGINE BUG: RUN_ID_RE is `^...$` used with re.match; `$` matches before a
+    """Regression (fixed): RUN_ID_RE is `^...$` used with re.match; `$` matches before a
     trailing newline, so run_dir('abc\\n') returns runs/'abc\\n' instead of raising."""
     with pytest.raises(UnknownRun):
         store.run_dir("abc\n")
