@@ -343,6 +343,9 @@ class RunContext:
             self.epochs_done += 1
             self.report_progress(f"round {round} {phase} epoch {epoch}/{epochs}")
             self.write_checkpoint(position(epoch + 1, 0, self.gen.get_state()))
+        if capture is not None and capture[0] == "iter" and capture[1] > step:
+            raise ValueError(f"rewind iter:{capture[1]} lies beyond the {step} iterations of the {phase} phase "
+                             f"it rewinds into; use a smaller K or more epochs")
         if math.isnan(val_acc):  # resumed after the last epoch had already finished
             val_loss, val_acc = self.evaluate("val")
             _, test_acc = self.evaluate("test")

@@ -218,3 +218,11 @@ def test_warm_start_from_unknown_run_fails_with_reason(store):
     with pytest.raises(ValueError):
         runner.execute(store, run_id, DATA)
     assert "warm_start" in store.get_run(run_id)["reason"]
+
+
+def test_rewind_iteration_beyond_the_first_phase_fails_clearly(store):
+    cfg = RunConfig.from_dict({**FAST, "method": "imp", "rounds": 1, "epochs": 1, "rewind": "iter:100000"})
+    run_id = runner.create(store, cfg, status="running")
+    with pytest.raises(ValueError):
+        runner.execute(store, run_id, DATA)
+    assert "iter:100000" in store.get_run(run_id)["reason"]
