@@ -3,7 +3,7 @@
 PY := .venv/bin/python
 export LOTTERY_DATA ?= $(CURDIR)/cache/data
 
-.PHONY: run test lint venv clean-venv
+.PHONY: run test lint venv clean-venv bench
 
 .venv/.installed: requirements.txt
 	test -x $(PY) || python3 -m venv .venv
@@ -21,6 +21,16 @@ lint: venv
 
 test: venv lint
 	$(PY) -m pytest -q
+
+# Benchmarks and the paper's experiments (not part of `make test`); each also runs alone,
+# e.g. `.venv/bin/python bench/speed.py`. Results: bench/results/*.json, figures: docs/.
+bench: venv
+	$(PY) bench/engine_core.py
+	$(PY) bench/speed.py
+	$(PY) bench/peer_imp.py
+	$(PY) bench/convex.py
+	$(PY) bench/tradeoff.py
+	$(PY) bench/plots.py
 
 clean-venv:
 	rm -rf .venv

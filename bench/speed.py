@@ -40,9 +40,11 @@ def measure(model: str, repeats: int, device: str, quick: bool, precision: str, 
     if dataset == "mnist" and not mnist_available(default_data_dir()):
         dataset, params = "synthetic_cifar", {"n_train": 5000}
     if dataset == "synthetic_cifar" and not _cuda(device):
-        params = {"n_train": 1024}  # a 2-core CPU takes ~1.4 s per conv2 step of 128 images
+        params = {"n_train": 1024, "n_test": 256}  # a 2-core CPU takes ~1.4 s per conv2 step of 128 images
     if quick:
-        dataset, params = ("digits", None) if model == "lenet300" else ("synthetic_cifar", {"n_train": 256})
+        dataset, params = ("digits", None) if model == "lenet300" else ("synthetic_cifar",
+                                                                         {"n_train": 32, "n_test": 32})
+        batch = 16
     cfg = RunConfig.from_dict(dict(model=model, dataset=dataset, data_params=params, method="dense", epochs=1,
                                    batch_size=batch, optimizer="sgd", lr=0.05, device=device,
                                    precision=precision, compile=compile))

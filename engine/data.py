@@ -532,15 +532,15 @@ def load_dataset(
     to 0..len(classes)-1 in the given order. The validation split is a seeded
     (`split_seed`) random `val_fraction` of the training set; the test set
     never depends on `split_seed`. `params` configures synthetic datasets
-    (`planted`) and is ignored by the others. Returned tensors are fresh
+    (`planted`, `synthetic_cifar`) and is ignored by the others. Returned tensors are fresh
     copies: modifying them does not touch the process cache.
     """
     info = dataset_info(name)
     if not 0.0 <= float(val_fraction) <= 0.5:
         raise ValueError(f"val_fraction must be in [0, 0.5], got {val_fraction}")
     params = dict(params or {})
-    if name != "planted":
-        params = {}  # only synthetic sets take params; keep the cache key stable
+    if name not in ("planted", "synthetic_cifar"):
+        params = {}  # only generated sets take params; keep the cache key stable
     data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
     dir_key = "" if info.offline else str(data_dir.expanduser().resolve())  # offline sets need no files
     raw = _load_raw(name, dir_key, tuple(sorted(params.items())))

@@ -1,0 +1,23 @@
+"""Smoke test: every benchmark runs end to end on a tiny setting (--quick)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCHES = ["speed.py", "peer_imp.py", "convex.py", "tradeoff.py", "engine_core.py"]
+
+
+@pytest.mark.parametrize("script", BENCHES)
+def test_bench_runs_quick(script, tmp_path):
+    env = {"PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1", "LOTTERY_DATA": str(tmp_path / "nodata"),
+           "HOME": str(tmp_path)}
+    r = subprocess.run([sys.executable, str(ROOT / "bench" / script), "--quick"], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = ROOT / "bench" / "results" / (Path(script).stem + "_quick.json")
+    data = json.loads(out.read_text())
+    assert "machine" in data and len(data) > 1
