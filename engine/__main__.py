@@ -1,4 +1,4 @@
-"""Command line: python -m engine {run,show,list,export,presets} ...
+"""Command line: python -m engine {run,submit,show,list,cancel,resume,sweep,export,presets,worker} ...
 
 Bad input prints one line on stderr and exits 2, before anything is written.
 """
@@ -207,6 +207,129 @@ def cmd_presets(args) -> int:
     return 0
 
 
+# ------------------------------------------------------------------ background runs and sweeps
+
+def _jobs_call(fn, *a, **kw):
+    from .jobs import JobError
+    try:
+        return fn(*a, **kw)
+    except JobError as e:
+        raise UsageError(str(e)) from None
+
+
+def cmd_submit(args) -> int:
+    from . import jobs
+    from .store import Store
+    cfg = _load_config(args)
+    run_id = _jobs_call(jobs.submit, cfg, _home(args), args.data_dir)
+    status = Store(_home(args)).get_run(run_id)["status"]
+    print(f"run {run_id}: {cfg.method} on {cfg.model}/{cfg.dataset} "
+          f"{'started' if status == 'running' else status} (show with: python -m engine show {run_id})",
+          file=sys.stderr)
+    print(run_id)
+    return 0
+
+
+def cmd_cancel(args) -> int:
+    from . import jobs
+    if not args.grace >= 0:
+        raise UsageError(f"--grace must be ≥ 0 seconds, got {args.grace}")
+    _open_store(args)          # an existing store, or one line and exit 2 (nothing created)
+    run = _jobs_call(jobs.cancel, args.run_id, _home(args), grace=args.grace)
+    print(f"run {run['id']} {run['status']}{': ' + run['reason'] if run['reason'] else ''}", file=sys.stderr)
+    print(run["status"])
+    return 0 if run["status"] == "cancelled" else 1
+
+
+def cmd_resume(args) -> int:
+    from . import jobs
+    _open_store(args)
+    run = _jobs_call(jobs.resume, args.run_id, _home(args))
+    print(f"run {run['id']} {'resumed' if run['status'] == 'running' else run['status'] + ' to resume'}",
+          file=sys.stderr)
+    print(run["id"])
+    return 0
+
+
+def cmd_worker(args) -> int:
+    # The handler first, before the heavy imports. While still starting there is
+    # nothing to save, so SIGTERM exits at once (`cancel` sees the process gone and
+    # records it); once the run is set up it only raises the flag the training loop
+    # polls: the run finishes its step, checkpoints and records `cancelled`.
+    import signal
+    import threading
+    stop = threading.Event()
+    starting = [True]
+
+    def on_sigterm(signum, frame):
+        stop.set()
+        if starting[0]:
+            raise SystemExit(3)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    from . import jobs
+    home = _home(args)
+    starting[0] = False
+    return _jobs_call(jobs.work, args.run_id, home, args.data_dir, stop=stop)
+
+
+def cmd_sweep(args) -> int:
+    from . import sweep
+    base = _load_config(args).to_dict()
+    grid: dict[str, list] = {}
+    for item in args.grid or []:
+        key, sep, values = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise UsageError(f"--grid expects KEY=V1,V2,..., got {item!r}")
+        if key in grid:
+            raise UsageError(f"--grid {key} given twice")
+        try:
+            grid[key] = sweep.parse_values(values)
+        except ValueError as e:
+            raise UsageError(f"--grid {key}: {e}") from None
+    seeds = None
+    if args.seeds is not None:
+        try:
+            seeds = [int(s) for s in args.seeds.split(",")]
+        except ValueError:
+            raise UsageError(f"--seeds expects integers separated by commas, got {args.seeds!r}") from None
+    if args.scheduler is not None and not args.scheduler.startswith(sweep.SCHEMES):
+        raise UsageError(f"--scheduler must be a dask address such as tcp://HOST:PORT, got {args.scheduler!r}")
+    if args.scheduler and args.background:
+        raise UsageError("give --scheduler or --background, not both")
+    if args.jobs == 0 or args.jobs < -1:
+        raise UsageError(f"--jobs must be a positive integer or -1 (all cores), got {args.jobs}")
+    configs = sweep.expand(base, grid, seeds)     # every point validated before anything is written
+
+    def started(sweep_id, run_ids):
+        print(sweep_id, flush=True)
+        for rid in run_ids:
+            print(rid, flush=True)
+        where = f"on {args.scheduler}" if args.scheduler else f"with {args.jobs} local job(s)"
+        print(f"sweep {sweep_id}: {len(run_ids)} runs {where}", file=sys.stderr, flush=True)
+
+    if args.background:
+        sweep_id, run_ids = sweep.submit_sweep(configs, _home(args), args.data_dir)
+        started(sweep_id, run_ids)
+        print("queued for background workers; follow with: python -m engine list", file=sys.stderr)
+        return 0
+    try:
+        sweep_id, run_ids = sweep.run_sweep(configs, _home(args), args.data_dir, scheduler=args.scheduler,
+                                            n_jobs=args.jobs, on_start=started)
+    except OSError as e:          # e.g. the scheduler cannot be reached (nothing was written)
+        print(f"error: sweep failed: {type(e).__name__}: {e}".splitlines()[0], file=sys.stderr)
+        return 1
+    runs = {r["id"]: r for r in sweep.sweep_runs(sweep_id, _home(args))}
+    for rid in run_ids:
+        r = runs.get(rid) or {"status": "?", "summary": None, "reason": None, "name": ""}
+        s = r["summary"] or {}
+        acc = f"acc {s['test_accuracy']:.4f} remaining {s['remaining']:.4f}" if "test_accuracy" in s else \
+            (r["reason"] or "")
+        print(f"{rid}  {r['status']:<10} {acc}  {r['name']}", file=sys.stderr)
+    return 0 if all(runs.get(rid, {}).get("status") == "done" for rid in run_ids) else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m engine", description="Lottery Lab engine")
     sub = p.add_subparsers(dest="command", required=True)
@@ -222,6 +345,46 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--quiet", action="store_true", help="no progress bar")
     common(sp)
     sp.set_defaults(func=cmd_run)
+
+    sp = sub.add_parser("submit", help="queue a run for a background worker; prints its id")
+    sp.add_argument("--config", help="a RunConfig JSON file")
+    sp.add_argument("--preset", help=f"a built-in preset: {', '.join(PRESETS)}")
+    sp.add_argument("--set", action="append", metavar="KEY=VALUE", help="override one config key")
+    sp.add_argument("--data-dir", help="dataset folder (env LOTTERY_DATA; default cache/data)")
+    common(sp)
+    sp.set_defaults(func=cmd_submit)
+
+    sp = sub.add_parser("cancel", help="cancel a queued or running run (SIGTERM, then SIGKILL after --grace)")
+    sp.add_argument("run_id")
+    sp.add_argument("--grace", type=float, default=10.0, help="seconds to wait before SIGKILL (default 10)")
+    common(sp)
+    sp.set_defaults(func=cmd_cancel)
+
+    sp = sub.add_parser("resume", help="continue an interrupted, cancelled or failed run from its last checkpoint")
+    sp.add_argument("run_id")
+    common(sp)
+    sp.set_defaults(func=cmd_resume)
+
+    sp = sub.add_parser("sweep", help="run a grid of configs × seeds through joblib (or a dask cluster)")
+    sp.add_argument("--config", help="the base RunConfig JSON file")
+    sp.add_argument("--preset", help=f"or a built-in preset as the base: {', '.join(PRESETS)}")
+    sp.add_argument("--set", action="append", metavar="KEY=VALUE", help="override one base config key")
+    sp.add_argument("--grid", action="append", metavar="KEY=V1,V2,...",
+                    help="values of one key (JSON where it parses, else text); repeat for a product")
+    sp.add_argument("--seeds", metavar="S1,S2,...", help="seeds for every grid point")
+    sp.add_argument("--scheduler", metavar="tcp://HOST:PORT", help="run on this dask.distributed cluster")
+    sp.add_argument("--jobs", type=int, default=1, help="local parallel runs (joblib n_jobs; -1 = all cores)")
+    sp.add_argument("--background", action="store_true",
+                    help="queue the runs for background workers (the jobs queue) and return at once")
+    sp.add_argument("--data-dir", help="dataset folder (env LOTTERY_DATA; default cache/data)")
+    common(sp)
+    sp.set_defaults(func=cmd_sweep)
+
+    sp = sub.add_parser("worker", help="(internal) execute one claimed run; started by the jobs queue")
+    sp.add_argument("run_id")
+    sp.add_argument("--data-dir")
+    common(sp)
+    sp.set_defaults(func=cmd_worker)
 
     sp = sub.add_parser("show", help="one run's status, config, summary and checks")
     sp.add_argument("run_id")

@@ -58,6 +58,17 @@ CREATE TABLE IF NOT EXISTS checks(
 """
 
 
+# Columns the jobs manager (engine/jobs.py) adds to `runs`; added in place to
+# stores made before them (ALTER TABLE ... ADD COLUMN), so old stores keep working.
+#   slot      device slot of a running worker (a CUDA_VISIBLE_DEVICES id), NULL on CPU
+#   resume    1 when the next execution continues from the last checkpoint
+#   data_dir  the dataset folder the run was submitted with
+#   host      machine of the process that holds the run (pid/pid_start are only meaningful there)
+#   executor  who starts a queued run: NULL/'jobs' the jobs queue, 'sweep' a sweep's joblib tasks
+JOB_COLUMNS = (("slot", "TEXT"), ("resume", "INTEGER NOT NULL DEFAULT 0"), ("data_dir", "TEXT"),
+               ("host", "TEXT"), ("executor", "TEXT"))
+
+
 class UnknownRun(KeyError):
     def __str__(self):
         return f"no run with id {self.args[0]!r} in this store"
@@ -152,6 +163,13 @@ class Store:
         self.db_path = self.home / "lottery.db"
         with self.connect() as db:
             db.executescript(SCHEMA)
+            have = {r["name"] for r in db.execute("PRAGMA table_info(runs)")}
+        if any(c not in have for c, _ in JOB_COLUMNS):
+            with self.transaction() as db:   # re-checked under the write lock: concurrent openers
+                have = {r["name"] for r in db.execute("PRAGMA table_info(runs)")}
+                for col, decl in JOB_COLUMNS:
+                    if col not in have:
+                        db.execute(f"ALTER TABLE runs ADD COLUMN {col} {decl}")
 
     @contextmanager
     def connect(self) -> Iterator[sqlite3.Connection]:
@@ -184,20 +202,29 @@ class Store:
         return self.runs_dir / run_id
 
     def create_run(self, config: dict, config_hash: str, name: str = "", status: str = "queued",
-                   sweep_id: str | None = None) -> str:
+                   sweep_id: str | None = None, extra: dict | None = None) -> str:
+        """`extra` sets other columns in the same insert (e.g. data_dir, executor), so a
+        queued run is complete the moment another process can see it."""
+        extra = dict(extra or {})
+        bad = set(extra) - self._UPDATABLE
+        if bad:
+            raise ValueError(f"cannot set {bad}")
         run_id = f"{config_hash[:8]}-{secrets.token_hex(3)}"
         d = self.run_dir(run_id)
         d.mkdir(parents=True, exist_ok=False)
         atomic_write_json(d / "config.json", config)
+        cols = ("id", "name", "sweep_id", "config_hash", "config", "status", "created", *extra)
         with self.transaction() as db:
-            db.execute("INSERT INTO runs(id, name, sweep_id, config_hash, config, status, created) "
-                       "VALUES(?,?,?,?,?,?,?)",
-                       (run_id, name, sweep_id, config_hash, json.dumps(config), status, time.time()))
+            db.execute(f"INSERT INTO runs({', '.join(cols)}) VALUES({', '.join('?' * len(cols))})",
+                       (run_id, name, sweep_id, config_hash, json.dumps(config), status, time.time(),
+                        *extra.values()))
         return run_id
 
+    _UPDATABLE = frozenset({"status", "reason", "started", "finished", "pid", "pid_start", "heartbeat", "progress",
+                            "phase", "round", "summary", "name", *(c for c, _ in JOB_COLUMNS)})
+
     def update_run(self, run_id: str, **fields) -> None:
-        allowed = {"status", "reason", "started", "finished", "pid", "pid_start", "heartbeat", "progress",
-                   "phase", "round", "summary", "name"}
+        allowed = self._UPDATABLE
         bad = set(fields) - allowed
         if bad:
             raise ValueError(f"cannot update {bad}")
@@ -210,6 +237,53 @@ class Store:
             cur = db.execute(f"UPDATE runs SET {cols} WHERE id=?", (*fields.values(), run_id))
             if cur.rowcount == 0:
                 raise UnknownRun(run_id)
+
+    def update_run_if(self, run_id: str, where: dict, **fields) -> bool:
+        """Compare-and-set: update only while every column in `where` still has its
+        value (a tuple means any of those values; None matches NULL). True if updated.
+        How two processes agree on a transition (claim, cancel, mark interrupted)."""
+        bad = (set(fields) | set(where)) - self._UPDATABLE - {"id"}
+        if bad:
+            raise ValueError(f"cannot update {bad}")
+        if "status" in fields and fields["status"] not in STATUSES:
+            raise ValueError(f"status must be one of {STATUSES}")
+        conds, args = [], []
+        for k, v in where.items():
+            if isinstance(v, tuple):
+                conds.append(f"{k} IN ({', '.join('?' * len(v))})")
+                args.extend(v)
+            else:
+                conds.append(f"{k} IS ?")
+                args.append(v)
+        cols = ", ".join(f"{k}=?" for k in fields)
+        with self.connect() as db:
+            cur = db.execute(f"UPDATE runs SET {cols} WHERE id=? AND {' AND '.join(conds) or '1'}",
+                             (*fields.values(), run_id, *args))
+            return cur.rowcount == 1
+
+    def claim_next(self, **fields) -> dict | None:
+        """Atomically take the oldest run queued for the jobs queue (executor NULL or
+        'jobs'): it becomes `running` with `fields` set. None when nothing is queued.
+        Two processes never claim the same run (one write transaction)."""
+        fields = {"status": "running", **fields}
+        bad = set(fields) - self._UPDATABLE
+        if bad:
+            raise ValueError(f"cannot update {bad}")
+        with self.transaction() as db:
+            row = db.execute("SELECT id FROM runs WHERE status='queued' AND COALESCE(executor, 'jobs')='jobs' "
+                             "ORDER BY created, rowid LIMIT 1").fetchone()
+            if row is None:
+                return None
+            cols = ", ".join(f"{k}=?" for k in fields)
+            db.execute(f"UPDATE runs SET {cols} WHERE id=? AND status='queued'", (*fields.values(), row["id"]))
+            run = db.execute("SELECT * FROM runs WHERE id=?", (row["id"],)).fetchone()
+        return self._row_to_run(run)
+
+    def runs_with_status(self, *statuses: str) -> list[dict]:
+        with self.connect() as db:
+            rows = db.execute(f"SELECT * FROM runs WHERE status IN ({', '.join('?' * len(statuses))}) "
+                              "ORDER BY created, rowid", statuses).fetchall()
+        return [self._row_to_run(r) for r in rows]
 
     def get_run(self, run_id: str) -> dict:
         with self.connect() as db:

@@ -1,0 +1,622 @@
+"""Background runs that are never lost: a queue, worker processes, a concurrency
+cap with device slots, liveness, cancel and resume.
+
+    submit(cfg)      store a `queued` run, then pump
+    pump()           under <home>/jobs.lock: reconcile, then while fewer than the cap
+                     are running, claim the oldest queued run (one compare-and-set
+                     UPDATE: never started twice) and spawn its worker
+    reconcile()      a `running` run whose worker is gone or silent becomes `interrupted`
+    cancel(run_id)   queued → cancelled; running → SIGTERM to the worker's process
+                     group, SIGKILL after a grace period; data so far is kept
+    resume(run_id)   interrupted/cancelled/failed → queued with the resume flag; the
+                     worker then continues from the run's last complete checkpoint
+    work(run_id)     the body of a worker process (`python -m engine worker RUN_ID`)
+
+Nothing here keeps state in memory that matters: everything is in the store, so
+any process (the app on every page load, a CLI command, a worker that just
+finished) can call `pump` and the result is the same. Workers are
+`python -m engine worker` processes in their own session (they outlive the app
+and a closed browser), with stdout/stderr in `runs/<id>/worker.log`, and they
+call `pump` when they finish so the next queued run takes the slot.
+
+Cap: `LOTTERY_MAX_RUNS` (or `max_runs=`), default one run per GPU and one on a
+CPU-only machine; 0 pauses the queue. GPUs are found without initialising CUDA
+here (`LOTTERY_GPUS`, else `CUDA_VISIBLE_DEVICES`, else `nvidia-smi -L`, else
+/proc/driver/nvidia/gpus); each worker gets its slot as `CUDA_VISIBLE_DEVICES`.
+
+Liveness: a running run is alive only while its pid exists, that process's
+start time (field 22 of /proc/<pid>/stat) equals the recorded `pid_start`, and
+its heartbeat is younger than `LOTTERY_HEARTBEAT_TIMEOUT` (30 s). Workers beat
+every 2 s from a thread, so slow data loading or a long evaluation is not
+mistaken for a hang; a worker that stops beating (stopped, deadlocked) is
+killed when it is marked interrupted, so a run never has two workers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import functools
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+
+from .config import ConfigError, RunConfig
+from .store import Store, UnknownRun, atomic_write_bytes
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+HEARTBEAT_TIMEOUT = 30.0      # seconds without a heartbeat before a run counts as interrupted
+HEARTBEAT_SECONDS = 2.0       # how often a worker beats
+CANCEL_GRACE = 10.0           # seconds between SIGTERM and SIGKILL
+RESUMABLE = ("interrupted", "cancelled", "failed")
+CANCEL_MARKER = "cancel"      # runs/<id>/cancel asks a run to stop (reaches sweep tasks on other machines)
+
+_CHILDREN: dict[int, subprocess.Popen] = {}   # workers this process spawned, reaped by pump
+
+
+class JobError(Exception):
+    """A request the jobs manager refuses (unknown run, wrong state, bad setting); one line."""
+
+
+# ------------------------------------------------------------------ settings
+
+def heartbeat_timeout() -> float:
+    env = os.environ.get("LOTTERY_HEARTBEAT_TIMEOUT")
+    if env:
+        try:
+            value = float(env)
+        except ValueError:
+            raise JobError(f"LOTTERY_HEARTBEAT_TIMEOUT must be a number of seconds, got {env!r}") from None
+        if value > 0:
+            return value
+        raise JobError(f"LOTTERY_HEARTBEAT_TIMEOUT must be > 0, got {env!r}")
+    return HEARTBEAT_TIMEOUT
+
+
+@functools.lru_cache(maxsize=1)
+def _detected_gpus() -> tuple[str, ...]:
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=15)
+        if out.returncode == 0:
+            n = sum(1 for line in out.stdout.splitlines() if line.startswith("GPU "))
+            return tuple(str(i) for i in range(n))
+    except (OSError, subprocess.SubprocessError):
+        pass
+    try:
+        return tuple(str(i) for i in range(len(os.listdir("/proc/driver/nvidia/gpus"))))
+    except OSError:
+        return ()
+
+
+def gpu_ids() -> list[str]:
+    """Device ids the workers may use, found without initialising CUDA in this process."""
+    env = os.environ.get("LOTTERY_GPUS")
+    if env is None:
+        env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env is not None:
+        ids = []
+        for g in env.split(","):
+            g = g.strip()
+            if not g or g.startswith("-"):     # CUDA stops at the first invalid id
+                break
+            ids.append(g)
+        return ids
+    return list(_detected_gpus())
+
+
+def resolve_max_runs(value: int | None = None) -> int:
+    """The cap: `value`, else $LOTTERY_MAX_RUNS, else one per GPU (one on CPU)."""
+    if value is None:
+        env = os.environ.get("LOTTERY_MAX_RUNS")
+        if env is None or env.strip() == "":
+            return max(1, len(gpu_ids()))
+        try:
+            value = int(env)
+        except ValueError:
+            raise JobError(f"LOTTERY_MAX_RUNS must be an integer ≥ 0, got {env!r}") from None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise JobError(f"max_runs must be an integer ≥ 0, got {value!r}")
+    return value
+
+
+def hostname() -> str:
+    return socket.gethostname()
+
+
+def resolve_home(home: str | os.PathLike | None = None) -> Path:
+    if home is None:
+        from .runner import default_home
+        home = default_home()
+    return Path(home).expanduser().resolve()
+
+
+def _open(home) -> tuple[Store, Path]:
+    home = resolve_home(home)
+    return Store(home), home
+
+
+def _get(store: Store, run_id: str) -> dict:
+    try:
+        store.run_dir(run_id)          # refuses anything that is not a store-made id
+        return store.get_run(run_id)
+    except UnknownRun as e:
+        raise JobError(str(e)) from None
+
+
+# ------------------------------------------------------------------ processes
+
+def proc_start_time(pid: int) -> float | None:
+    """Start time of a live process (clock ticks since boot), None if there is no
+    such process or it is a zombie. Together with the pid it names one process:
+    pids are reused, (pid, start time) pairs are not."""
+    try:
+        with open(f"/proc/{int(pid)}/stat", "rb") as f:
+            data = f.read().decode("ascii", "replace")
+    except (OSError, ValueError):
+        return None
+    rest = data[data.rindex(")") + 2:].split()   # the command name may contain spaces and parentheses
+    if rest[0] in ("Z", "X"):                     # exited, not yet reaped: not alive
+        return None
+    return float(rest[19])                        # field 22 (fields 3.. follow the name)
+
+
+def _exists(pid: int) -> bool:
+    if Path("/proc").is_dir() and Path("/proc/self/stat").exists():
+        return proc_start_time(pid) is not None
+    try:                                          # no /proc (not Linux): existence only
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def same_process(pid: int | None, pid_start: float | None) -> bool:
+    """True while `pid` is still the process that started at `pid_start`."""
+    if pid is None:
+        return False
+    if pid_start is None:
+        return _exists(pid)
+    return proc_start_time(pid) == pid_start
+
+
+def _signal_worker(pid: int | None, pid_start: float | None, sig: int) -> bool:
+    """Signal a worker's process group (it leads its own session), only after checking
+    that the pid still names the process we started. True if a signal was sent."""
+    if pid is None or pid_start is None or not same_process(pid, pid_start):
+        return False
+    try:
+        if os.getpgid(pid) == pid:
+            os.killpg(pid, sig)
+        else:
+            os.kill(pid, sig)
+        return True
+    except (ProcessLookupError, PermissionError):
+        return False
+
+
+def _reap() -> None:
+    for pid, p in list(_CHILDREN.items()):
+        if p.poll() is not None:
+            del _CHILDREN[pid]
+
+
+@contextlib.contextmanager
+def _locked(home: Path):
+    """The jobs lock: one pump/reconcile at a time across processes (and threads:
+    each holder opens its own descriptor)."""
+    home.mkdir(parents=True, exist_ok=True)
+    fd = os.open(home / "jobs.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+# ------------------------------------------------------------------ liveness
+
+def reconcile(home: str | os.PathLike | None = None) -> list[tuple[str, str]]:
+    """Mark runs whose worker is gone or silent `interrupted`. Returns (run_id, reason) pairs."""
+    store, home = _open(home)
+    with _locked(home):
+        return _reconcile(store)
+
+
+def _reconcile(store: Store) -> list[tuple[str, str]]:
+    _reap()
+    now, timeout, host = time.time(), heartbeat_timeout(), hostname()
+    out = []
+    for run in store.runs_with_status("running", "queued"):
+        if run["status"] == "running" and _cancel_request(store, run) is not None:
+            if _finish_cancel(store, run, now, force=False):    # a cancel that nobody waited for
+                out.append((run["id"], "cancelled"))
+                continue
+        reason, kill = _judge(run, now, timeout, host)
+        if reason is None:
+            continue
+        if kill:
+            _signal_worker(run["pid"], run["pid_start"], signal.SIGKILL)
+        where = {"status": run["status"], "pid": run["pid"], "heartbeat": run["heartbeat"]}
+        if store.update_run_if(run["id"], where, status="interrupted", reason=reason, finished=now):
+            out.append((run["id"], reason))
+    return out
+
+
+def _judge(run: dict, now: float, timeout: float, host: str) -> tuple[str | None, bool]:
+    """(why the run is not alive, whether to kill its still-existing worker) or (None, False)."""
+    remote = bool(run["host"]) and run["host"] != host
+    pid = run["pid"]
+    if run["status"] == "queued":
+        # Only a sweep's queued runs belong to a process: the sweep that will run them.
+        if run["executor"] != "sweep" or pid is None or remote or same_process(pid, run["pid_start"]):
+            return None, False
+        return f"the sweep process {pid} that was to run it is gone", False
+    beat = run["heartbeat"] or run["started"] or run["created"]
+    age = now - beat
+    if remote:        # pid means nothing here: judge by the heartbeat alone
+        return (f"no heartbeat for {age:.0f} s from its worker on {run['host']}", False) if age > timeout \
+            else (None, False)
+    if pid is None:
+        return (f"worker never started ({age:.0f} s after the run was claimed)", False) if age > timeout \
+            else (None, False)
+    if not _exists(pid):
+        return f"worker process {pid} is gone", False
+    if run["pid_start"] is not None and proc_start_time(pid) != run["pid_start"]:
+        return f"worker process {pid} is gone (the pid now belongs to another process)", False
+    if age > timeout:
+        # Ours to kill only when a pump started it as a worker process leading its own
+        # group; a foreground `run` or a joblib task is left alone.
+        kill = run["pid_start"] is not None and run["executor"] == "jobs"
+        return (f"no heartbeat for {age:.0f} s" + (f"; worker process {pid} was killed" if kill else "")), kill
+    return None, False
+
+
+# ------------------------------------------------------------------ queue
+
+def submit(cfg: RunConfig | dict, home: str | os.PathLike | None = None,
+           data_dir: str | os.PathLike | None = None, sweep_id: str | None = None, start: bool = True) -> str:
+    """Queue one run (validated first: nothing is written for a bad config) and pump."""
+    cfg = RunConfig.from_dict(cfg if isinstance(cfg, dict) else cfg.to_dict())
+    if start:                  # a bad setting is refused before anything is written
+        resolve_max_runs()
+        heartbeat_timeout()
+    store, home = _open(home)
+    run_id = store.create_run(cfg.to_dict(), cfg.content_hash(), name=cfg.name, status="queued",
+                              sweep_id=sweep_id, extra={"data_dir": _data_dir(data_dir), "executor": "jobs"})
+    if start:
+        pump(home)
+    return run_id
+
+
+def _data_dir(data_dir) -> str:
+    if data_dir is None:
+        from .data import default_data_dir
+        data_dir = default_data_dir()
+    return str(Path(data_dir).expanduser().resolve())
+
+
+def pump(home: str | os.PathLike | None = None, max_runs: int | None = None) -> list[str]:
+    """Reconcile, then start queued runs while fewer than the cap are running.
+    Safe to call from any process at any time; returns the ids it started."""
+    store, home = _open(home)
+    started: list[str] = []
+    with _locked(home):
+        _reconcile(store)
+        cap = resolve_max_runs(max_runs)
+        gpus, host = gpu_ids(), hostname()
+        while True:
+            running = [r for r in store.runs_with_status("running") if not r["host"] or r["host"] == host]
+            if len(running) >= cap:
+                break
+            slot = _free_slot(gpus, running)
+            run = store.claim_next(slot=slot, host=host, pid=None, pid_start=None, heartbeat=time.time(),
+                                   started=None, finished=None, reason=None, executor="jobs")
+            if run is None:
+                break
+            try:
+                with contextlib.suppress(FileNotFoundError):
+                    (store.run_dir(run["id"]) / CANCEL_MARKER).unlink()
+                pid, pid_start = _spawn(store, home, run, slot)
+            except Exception as e:
+                store.update_run_if(run["id"], {"status": "running", "pid": None}, status="failed",
+                                    finished=time.time(),
+                                    reason=f"could not start a worker: {type(e).__name__}: {e}".splitlines()[0][:500])
+                continue
+            store.update_run_if(run["id"], {"status": "running"}, pid=pid, pid_start=pid_start)
+            started.append(run["id"])
+    return started
+
+
+def _free_slot(gpus: list[str], running: list[dict]) -> str | None:
+    """The GPU with the fewest running runs (None on a CPU-only machine)."""
+    if not gpus:
+        return None
+    use = {g: 0 for g in gpus}
+    for r in running:
+        if r["slot"] in use:
+            use[r["slot"]] += 1
+    return min(gpus, key=lambda g: use[g])
+
+
+def _spawn(store: Store, home: Path, run: dict, slot: str | None) -> tuple[int, float | None]:
+    d = store.run_dir(run["id"])
+    cmd = [sys.executable, "-m", "engine", "worker", run["id"], "--home", str(home)]
+    if run["data_dir"]:
+        cmd += ["--data-dir", run["data_dir"]]
+    env = dict(os.environ, PYTHONUNBUFFERED="1", LOTTERY_HOME=str(home))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH")) if p)
+    if slot is not None:
+        env["CUDA_VISIBLE_DEVICES"] = slot
+    with open(d / "worker.log", "ab") as log:
+        p = subprocess.Popen(cmd, cwd=PROJECT_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log,
+                             stderr=subprocess.STDOUT, start_new_session=True, close_fds=True)
+    _CHILDREN[p.pid] = p
+    return p.pid, proc_start_time(p.pid)
+
+
+def list_runs(home: str | os.PathLike | None = None) -> list[dict]:
+    """Every run, newest first, after reconciling liveness."""
+    store, home = _open(home)
+    with _locked(home):
+        _reconcile(store)
+    return store.list_runs()
+
+
+# ------------------------------------------------------------------ cancel / resume
+
+def cancel(run_id: str, home: str | os.PathLike | None = None, grace: float = CANCEL_GRACE,
+           wait: bool = True) -> dict:
+    """queued → cancelled at once. running → SIGTERM to the worker's process group
+    (the worker finishes its step, checkpoints and records `cancelled`); after
+    `grace` seconds SIGKILL and record it here. Sweep tasks (no process of ours to
+    signal, maybe on another machine) stop through the marker file runs/<id>/cancel.
+    A foreground `python -m engine run` is not ours to kill: JobError if it goes on.
+
+    With wait=False (for a UI) it returns right after the request; any later
+    pump/reconcile records the outcome and escalates to SIGKILL after `grace`.
+    Returns the run."""
+    store, home = _open(home)
+    with _locked(home):        # a claimed run always has its pid recorded by the time we look
+        run = _get(store, run_id)
+        if run["status"] == "queued" and store.update_run_if(
+                run_id, {"status": "queued"}, status="cancelled", finished=time.time(),
+                reason="cancelled before it started"):
+            return store.get_run(run_id)
+        run = store.get_run(run_id)
+        if run["status"] != "running":
+            raise JobError(f"run {run_id} is {run['status']}; only queued or running runs can be cancelled")
+        with contextlib.suppress(OSError):   # reaches tasks that no signal can (sweeps, other machines)
+            atomic_write_bytes(store.run_dir(run_id) / CANCEL_MARKER, f"{float(grace)}\n".encode())
+        if _ours(run):
+            _signal_worker(run["pid"], run["pid_start"], signal.SIGTERM)
+    if not wait:
+        return store.get_run(run_id)
+    deadline = time.time() + grace
+    while time.time() < deadline:
+        r = store.get_run(run_id)
+        if r["status"] != "running" or (_ours(r) and not same_process(r["pid"], r["pid_start"])):
+            break                           # recorded, or gone without recording it
+        time.sleep(0.1)
+    with _locked(home):
+        r = store.get_run(run_id)
+        if r["status"] == "running" and not _finish_cancel(store, r, time.time(), force=True):
+            raise JobError(f"run {run_id} runs in the foreground (process {r['pid']}) and did not stop within "
+                           f"{grace:g} s; stop it with Ctrl-C in its terminal")
+    with contextlib.suppress(Exception):
+        pump(home)
+    return store.get_run(run_id)
+
+
+def _ours(run: dict) -> bool:
+    """A worker process this machine's jobs queue started (so we may signal it)."""
+    return run["executor"] == "jobs" and (not run["host"] or run["host"] == hostname())
+
+
+def _cancel_request(store: Store, run: dict) -> tuple[float, float] | None:
+    """(seconds since cancel was asked, its grace) while runs/<id>/cancel exists."""
+    try:
+        marker = store.run_dir(run["id"]) / CANCEL_MARKER
+        asked = marker.stat().st_mtime
+        grace = float(marker.read_text().strip() or CANCEL_GRACE)
+    except (OSError, ValueError, UnknownRun):
+        return None
+    return time.time() - asked, grace
+
+
+def _finish_cancel(store: Store, run: dict, now: float, force: bool) -> bool:
+    """Record `cancelled` for a running run whose cancel was asked: when its worker is
+    gone, or (force, or the grace is over) after SIGKILL. False while it should be
+    left alone (still within the grace, or a foreground process that is not ours)."""
+    ours, pid = _ours(run), run["pid"]
+    if ours:
+        alive = same_process(pid, run["pid_start"])
+    elif run["executor"] is None and not run["host"]:       # a foreground `run` in a terminal
+        if pid is not None and _exists(pid):
+            return False
+        alive = False
+    else:                                                   # a sweep task: no process to look at
+        alive = True
+    if alive and not force:
+        req = _cancel_request(store, run)
+        if req is not None and req[0] <= req[1]:
+            return False
+    killed = alive and ours and _signal_worker(pid, run["pid_start"], signal.SIGKILL)
+    why = (f"cancelled: worker process {pid} did not stop in time and was killed" if killed else
+           "cancelled: the worker stopped before it could record it" if not alive else
+           "cancelled: its task did not confirm in time")
+    store.update_run_if(run["id"], {"status": "running", "pid": pid}, status="cancelled", finished=now,
+                        reason=why + "; data up to its last checkpoint is kept")
+    return True
+
+
+def resume(run_id: str, home: str | os.PathLike | None = None) -> dict:
+    """Queue an interrupted, cancelled or failed run to continue from its last
+    complete checkpoint (the worker calls runner.execute(resume=True)); then pump."""
+    store, home = _open(home)
+    run = _get(store, run_id)
+    if run["status"] not in RESUMABLE:
+        raise JobError(f"run {run_id} is {run['status']}; only {', '.join(RESUMABLE)} runs can be resumed")
+    with contextlib.suppress(OSError):
+        (store.run_dir(run_id) / CANCEL_MARKER).unlink()
+    if not store.update_run_if(run_id, {"status": run["status"]}, status="queued", resume=1, executor="jobs",
+                               reason=None, pid=None, pid_start=None, heartbeat=None, finished=None, slot=None,
+                               host=None):
+        raise JobError(f"run {run_id} changed state while resuming it; try again")
+    pump(home)
+    return store.get_run(run_id)
+
+
+# ------------------------------------------------------------------ executing a run
+
+class Heartbeat:
+    """Beats every `every` seconds from a thread while this process holds the run."""
+
+    def __init__(self, store: Store, run_id: str, pid: int, every: float = HEARTBEAT_SECONDS):
+        self.store, self.run_id, self.pid, self.every = store, run_id, pid, every
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=f"heartbeat-{run_id}", daemon=True)
+
+    def start(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.every):
+            with contextlib.suppress(Exception):
+                self.store.update_run_if(self.run_id, {"status": "running", "pid": self.pid}, heartbeat=time.time())
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+class StopCheck:
+    """should_stop for the training loop: a SIGTERM flag, or the cancel marker file
+    (looked at every 0.5 s at most)."""
+
+    def __init__(self, event: threading.Event, marker: Path):
+        self.event, self.marker, self._next = event, marker, 0.0
+
+    def __call__(self) -> bool:
+        if self.event.is_set():
+            return True
+        now = time.monotonic()
+        if now >= self._next:
+            self._next = now + 0.5
+            if self.marker.exists():
+                self.event.set()
+                return True
+        return False
+
+
+def failure_reason(exc: BaseException) -> str | None:
+    """A clear one-line reason for failures that need more than the exception's name."""
+    from .data import DatasetUnavailable
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        where = exc.filename or _path_in_traceback(exc)
+        return f"disk full while writing {where or 'the run files'} ({exc.strerror or 'no space left on device'})"
+    if isinstance(exc, sqlite3.OperationalError) and ("full" in str(exc) or "disk" in str(exc)):
+        return f"disk full while writing the store database ({exc})"
+    if type(exc).__name__ == "OutOfMemoryError" or "CUDA out of memory" in str(exc):
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        return (msg if msg.startswith("CUDA out of memory") else f"CUDA out of memory: {msg}")[:500]
+    if isinstance(exc, MemoryError):
+        return f"out of host memory (MemoryError{': ' + str(exc) if str(exc) else ''})"[:500]
+    if isinstance(exc, DatasetUnavailable):
+        return str(exc).splitlines()[0][:500]
+    if isinstance(exc, ConfigError):
+        return f"invalid config: {exc}"[:500]
+    return None
+
+
+def _path_in_traceback(exc: BaseException) -> str | None:
+    tb, found = exc.__traceback__, None
+    while tb is not None:
+        v = tb.tb_frame.f_locals.get("path")
+        if isinstance(v, (str, Path)):
+            found = str(v)
+        tb = tb.tb_next
+    return found
+
+
+def execute_here(store: Store, run_id: str, data_dir: str | None = None, resume: bool = False,
+                 stop: threading.Event | None = None) -> dict:
+    """Execute a run this process has claimed (status running, pid = this process):
+    heartbeat thread, cancel checks, runner.execute, a final status with a reason
+    whatever happens. Used by workers and by sweep tasks. Returns id, status, reason."""
+    from . import runner
+    from .train import Cancelled
+
+    me = os.getpid()
+    marker = store.run_dir(run_id) / CANCEL_MARKER
+    stop = stop or threading.Event()
+    should_stop = StopCheck(stop, marker)
+    beat = Heartbeat(store, run_id, me).start()
+    try:
+        if should_stop():
+            store.update_run_if(run_id, {"status": "running"}, status="cancelled", finished=time.time(),
+                                reason="cancelled before training started")
+        else:
+            kwargs = {"resume": True} if resume else {}
+            runner.execute(store, run_id, data_dir, should_stop=should_stop, **kwargs)
+    except Cancelled:
+        pass
+    except Exception as e:
+        traceback.print_exc()
+        reason = failure_reason(e) or f"{type(e).__name__}: {e}".splitlines()[0][:500]
+        with contextlib.suppress(Exception):
+            # refine the runner's reason (or set one if the runner never got to it)
+            store.update_run_if(run_id, {"status": ("running", "failed")}, status="failed", reason=reason,
+                                finished=time.time())
+    finally:
+        beat.stop()
+        with contextlib.suppress(Exception):   # never leave a run `running` behind a worker that leaves
+            store.update_run_if(run_id, {"status": "running", "pid": me}, status="failed", finished=time.time(),
+                                reason="the worker exited without recording a final status (see worker.log)")
+        with contextlib.suppress(OSError):
+            marker.unlink()
+    try:
+        r = store.get_run(run_id)
+        return {"run_id": run_id, "status": r["status"], "reason": r["reason"]}
+    except Exception as e:
+        return {"run_id": run_id, "status": "unknown", "reason": f"{type(e).__name__}: {e}"}
+
+
+def work(run_id: str, home: str | os.PathLike | None = None, data_dir: str | None = None,
+         stop: threading.Event | None = None) -> int:
+    """The body of `python -m engine worker RUN_ID`: execute the claimed run, then pump.
+    Exit code 0 done, 1 failed, 3 cancelled, 2 not claimed for this process."""
+    store, home = _open(home)
+    run = _get(store, run_id)
+    me = os.getpid()
+    print(f"=== worker {me} on {hostname()} for run {run_id} at {time.strftime('%Y-%m-%d %H:%M:%S')} "
+          f"(resume={bool(run['resume'])}, CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')})",
+          flush=True)
+    claimed = run["status"] == "running" and (run["pid"] in (None, me)) and (not run["host"] or
+                                                                              run["host"] == hostname())
+    if not claimed:
+        print(f"run {run_id} is {run['status']} (pid {run['pid']}), not claimed for this worker; "
+              f"nothing to do", flush=True)
+        return 2
+    store.update_run_if(run_id, {"status": "running"}, pid=me, pid_start=proc_start_time(me),
+                        heartbeat=time.time())
+    try:
+        result = execute_here(store, run_id, data_dir or run["data_dir"], resume=bool(run["resume"]), stop=stop)
+    finally:
+        try:
+            pump(home)
+        except Exception:
+            traceback.print_exc()
+    print(f"=== worker {me}: run {run_id} {result['status']}"
+          f"{': ' + result['reason'] if result['reason'] else ''}", flush=True)
+    return {"done": 0, "cancelled": 3}.get(result["status"], 1)

@@ -1,0 +1,588 @@
+"""Background runs with real processes: queue, cap and slots, liveness, kill -9, SIGTERM,
+cancel and resume, damaged stores, hostile names, crafted checkpoints, injected NaN.
+
+Every worker is a real `python -m engine worker` process on the tiny `digits` set.
+Tests marked RESUME-CONTRACT need the runner's checkpoint-resume work
+(`runner.execute(..., resume=True)`, a checkpoint on cancel, `LOTTERY_INJECT_NAN_STEP`).
+"""
+
+import contextlib
+import json
+import multiprocessing as mp
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from engine import jobs
+from engine.__main__ import main, run_view
+from engine.config import ConfigError, RunConfig
+from engine.store import RUN_ID_RE, Store, UnknownRun, atomic_torch_save, torch_load
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = {"model": "logreg", "dataset": "digits", "method": "dense", "epochs": 1, "batch_size": 256}
+SHORT = {"model": "lenet300", "dataset": "digits", "method": "concave", "lam": 2.0, "epochs": 2,
+         "retrain_epochs": 1, "batch_size": 64}
+# ~160 steps per epoch: seconds per epoch, long enough to act on mid-epoch
+LONG = {"model": "lenet300", "dataset": "digits", "method": "concave", "lam": 2.0, "epochs": 3,
+        "retrain_epochs": 1, "batch_size": 8}
+ENDED = ("done", "failed", "cancelled", "interrupted")
+
+
+# ------------------------------------------------------------------ helpers
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    h = tmp_path / "home"
+    for k, v in {"LOTTERY_HOME": str(h), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "LOTTERY_GPUS": "",
+                 "LOTTERY_MAX_RUNS": "1"}.items():
+        monkeypatch.setenv(k, v)
+    for k in ("LOTTERY_INJECT_NAN_STEP", "LOTTERY_HEARTBEAT_TIMEOUT"):
+        monkeypatch.delenv(k, raising=False)
+    yield h
+    stop_everything(h)
+
+
+def stop_everything(h: Path) -> None:
+    """Teardown: no worker of this store outlives its test."""
+    if not (h / "lottery.db").exists():
+        return
+    store = Store(h)
+    for _ in range(2):
+        killed = False
+        for r in store.list_runs():
+            if r["status"] == "queued":
+                store.update_run_if(r["id"], {"status": "queued"}, status="cancelled", reason="test teardown")
+            if r["pid"] and r["pid_start"] and r["status"] == "running":
+                killed |= jobs._signal_worker(r["pid"], r["pid_start"], signal.SIGKILL)
+        if not killed:
+            break
+        time.sleep(0.2)
+    jobs._reap()
+
+
+def wait_for(pred, timeout: float, what: str, every: float = 0.05):
+    t0 = time.time()
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.time() - t0 > timeout:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(every)
+
+
+def wait_status(store: Store, run_id: str, statuses, timeout: float = 90) -> dict:
+    statuses = (statuses,) if isinstance(statuses, str) else statuses
+
+    def check():
+        jobs.reconcile(store.home)
+        r = store.get_run(run_id)
+        return r if r["status"] in statuses else None
+    try:
+        return wait_for(check, timeout, f"run {run_id} to become {'/'.join(statuses)}", every=0.2)
+    except AssertionError:
+        r = store.get_run(run_id)
+        log = store.run_dir(run_id) / "worker.log"
+        tail = log.read_text(errors="replace")[-2000:] if log.exists() else "(no worker.log)"
+        raise AssertionError(f"run {run_id} is {r['status']} ({r['reason']}), not {statuses}; "
+                             f"worker.log:\n{tail}") from None
+
+
+def step_rows(store: Store, run_id: str) -> list[int]:
+    return [m["step"] for m in store.metrics(run_id, "step")]
+
+
+def worker_processes(run_id: str) -> list[int]:
+    """Live `python -m engine worker RUN_ID` processes (from /proc, not from the store)."""
+    out = []
+    for p in Path("/proc").iterdir():
+        if not p.name.isdigit():
+            continue
+        try:
+            argv = (p / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"worker" in argv and run_id.encode() in argv and jobs.proc_start_time(int(p.name)) is not None:
+            out.append(int(p.name))
+    return out
+
+
+def cli(*args, home, timeout=120):
+    env = {**os.environ, "LOTTERY_HOME": str(home)}
+    return subprocess.run([sys.executable, "-m", "engine", *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def files_outside(tmp_path: Path, home: Path) -> set[str]:
+    return {str(p) for p in tmp_path.rglob("*") if home not in p.parents and p != home}
+
+
+# ------------------------------------------------------------------ settings and liveness (no training)
+
+def test_cap_and_gpu_detection_from_env(monkeypatch):
+    monkeypatch.delenv("LOTTERY_MAX_RUNS", raising=False)
+    monkeypatch.setenv("LOTTERY_GPUS", "")
+    assert jobs.gpu_ids() == [] and jobs.resolve_max_runs() == 1        # CPU-only: one at a time
+    monkeypatch.setenv("LOTTERY_GPUS", "0,1,3")
+    assert jobs.gpu_ids() == ["0", "1", "3"] and jobs.resolve_max_runs() == 3   # one per GPU
+    monkeypatch.delenv("LOTTERY_GPUS")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,-1,4")
+    assert jobs.gpu_ids() == ["2"]
+    monkeypatch.setenv("LOTTERY_MAX_RUNS", "5")
+    assert jobs.resolve_max_runs() == 5 and jobs.resolve_max_runs(0) == 0
+    monkeypatch.setenv("LOTTERY_MAX_RUNS", "many")
+    with pytest.raises(jobs.JobError, match="LOTTERY_MAX_RUNS"):
+        jobs.resolve_max_runs()
+    assert jobs._free_slot(["0", "1"], [{"slot": "0"}]) == "1"
+    assert jobs._free_slot([], []) is None
+
+
+def test_proc_start_time_names_one_process():
+    me = jobs.proc_start_time(os.getpid())
+    assert me is not None and me == jobs.proc_start_time(os.getpid())
+    p = subprocess.Popen(["sleep", "30"])
+    try:
+        st = jobs.proc_start_time(p.pid)
+        assert st is not None and st >= me
+        assert jobs.same_process(p.pid, st) and not jobs.same_process(p.pid, st + 1)
+    finally:
+        p.kill()
+    time.sleep(0.1)
+    assert jobs.proc_start_time(p.pid) is None           # a zombie is not alive
+    p.wait()
+    assert jobs.proc_start_time(p.pid) is None
+
+
+def test_reconcile_judges_pid_start_time_and_heartbeat(home):
+    store = Store(home)
+    cfg = RunConfig.from_dict(TINY)
+
+    def running(pid, pid_start, heartbeat, **kw):
+        rid = store.create_run(cfg.to_dict(), cfg.content_hash(), status="running",
+                               extra={"executor": kw.pop("executor", "jobs")})
+        store.update_run(rid, pid=pid, pid_start=pid_start, heartbeat=heartbeat, started=heartbeat, **kw)
+        return rid
+
+    sleeper = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    other = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    try:
+        now = time.time()
+        st = jobs.proc_start_time(sleeper.pid)
+        alive = running(sleeper.pid, st, now)
+        reused = running(other.pid, jobs.proc_start_time(other.pid) - 5, now)   # same pid, another process
+        dead = running(gone.pid, 12345.0, now)
+        silent = running(other.pid, jobs.proc_start_time(other.pid), now - 100)
+        never = running(None, None, now - 100)
+        foreground = running(os.getpid(), None, now)            # `run` in a terminal: no pid_start
+        driver_gone = store.create_run(cfg.to_dict(), cfg.content_hash(), status="queued",
+                                       extra={"executor": "sweep", "pid": gone.pid, "pid_start": 1.0})
+        queued = jobs.submit(TINY, home, start=False)
+
+        # pump: the live run holds the only slot, so nothing new starts
+        assert jobs.pump(home) == []
+        r = {rid: store.get_run(rid) for rid in (alive, reused, dead, silent, never, foreground, driver_gone)}
+        assert r[alive]["status"] == "running" and r[foreground]["status"] == "running"
+        assert r[reused]["status"] == "interrupted" and "belongs to another process" in r[reused]["reason"]
+        assert r[dead]["status"] == "interrupted" and f"worker process {gone.pid} is gone" in r[dead]["reason"]
+        assert r[silent]["status"] == "interrupted" and re.search(r"no heartbeat for 10\d s", r[silent]["reason"])
+        assert r[never]["status"] == "interrupted" and "never started" in r[never]["reason"]
+        assert r[driver_gone]["status"] == "interrupted" and "sweep process" in r[driver_gone]["reason"]
+        assert store.get_run(queued)["status"] == "queued"
+        # the silent worker was killed (its session), so it cannot keep writing next to a resumed run
+        assert other.wait(timeout=5) == -signal.SIGKILL
+        assert sleeper.poll() is None
+    finally:
+        for p in (sleeper, other):
+            p.kill()
+            p.wait()
+
+
+def test_cancel_queued_and_state_errors(home, capsys):
+    store = Store(home)
+    rid = jobs.submit(TINY, home, start=False)
+    assert store.get_run(rid)["status"] == "queued"
+    r = jobs.cancel(rid, home)
+    assert r["status"] == "cancelled" and "before it started" in r["reason"]
+    assert not (store.run_dir(rid) / "worker.log").exists()
+    with pytest.raises(jobs.JobError, match="only queued or running"):
+        jobs.cancel(rid, home)
+    with pytest.raises(jobs.JobError, match="no run with id"):
+        jobs.resume("../x", home)
+    # resume a cancelled run with the queue paused: queued with the resume flag
+    os.environ["LOTTERY_MAX_RUNS"] = "0"
+    r = jobs.resume(rid, home)
+    assert r["status"] == "queued" and r["resume"] == 1 and r["reason"] is None
+    with pytest.raises(jobs.JobError, match="only interrupted, cancelled, failed"):
+        jobs.resume(rid, home)
+    # CLI: one line on stderr, exit 2, for unknown ids and wrong states
+    nowhere = home.parent / "nowhere"
+    for argv in (["cancel", "deadbeef-000000"], ["resume", "../../etc"], ["resume", rid], ["cancel", "/abs"],
+                 ["cancel", rid, "--grace", "nan"], ["cancel", rid, "--home", str(nowhere)],
+                 ["submit", "--preset", "digits", "--home", str(nowhere), "--set", "lam=-1"]):
+        assert main([*argv, "--home", str(home)] if "--home" not in argv else argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error:"), err
+    os.environ["LOTTERY_MAX_RUNS"] = "lots"
+    assert main(["submit", "--preset", "digits", "--home", str(nowhere)]) == 2
+    assert "LOTTERY_MAX_RUNS" in capsys.readouterr().err
+    assert not nowhere.exists()                        # bad input writes nothing
+    os.environ["LOTTERY_MAX_RUNS"] = "0"
+    assert main(["cancel", rid, "--home", str(home)]) == 0                  # queued → cancelled
+    assert capsys.readouterr().out.strip() == "cancelled"
+    assert main(["submit", "--preset", "digits", "--home", str(home)]) == 0
+    new = capsys.readouterr().out.strip()
+    assert store.get_run(new)["status"] == "queued"
+
+
+# ------------------------------------------------------------------ kill, restart, SIGTERM
+
+def test_fresh_manager_reattaches_and_never_starts_a_second_worker(home):
+    """An app restart is a new process calling pump over the same store."""
+    store = Store(home)
+    a = jobs.submit({**LONG, "epochs": 30}, home)
+    b = jobs.submit(TINY, home)                     # waits: the cap is 1
+    wait_for(lambda: step_rows(store, a), 60, "run A to train")
+    ra = store.get_run(a)
+    assert ra["status"] == "running" and ra["pid"] and ra["pid_start"]
+    view = run_view(store, ra)                     # what `show --json` prints
+    assert view["pid"] == ra["pid"] and 0 <= view["heartbeat"] < jobs.HEARTBEAT_TIMEOUT
+
+    code = "import json; from engine import jobs; print(json.dumps(jobs.pump()))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []          # nothing started
+    ra2 = store.get_run(a)
+    assert (ra2["status"], ra2["pid"], ra2["pid_start"]) == ("running", ra["pid"], ra["pid_start"])
+    assert worker_processes(a) == [ra["pid"]]
+    assert store.get_run(b)["status"] == "queued" and not worker_processes(b)
+
+    assert jobs.cancel(b, home)["status"] == "cancelled"
+    t0 = time.time()
+    jobs.cancel(a, home, wait=False)                  # as the app does it: SIGTERM and return at once
+    assert time.time() - t0 < 2
+    ra3 = wait_status(store, a, ENDED, timeout=30)
+    assert ra3["status"] == "cancelled" and step_rows(store, a)           # data so far is kept
+    wait_for(lambda: not worker_processes(a), 15, "A's worker to exit")
+    log = (store.run_dir(a) / "worker.log").read_text()
+    assert log.count("=== worker") == 2                                   # one start line, one end line
+
+
+def test_kill9_mid_epoch_is_interrupted_then_resume_has_every_step(home):
+    """RESUME-CONTRACT: runner.execute(resume=True) continues from the last checkpoint."""
+    store = Store(home)
+    rid = jobs.submit(LONG, home)
+
+    def mid_epoch2():
+        ep = store.metrics(rid, "epoch")
+        return ep and max(step_rows(store, rid)) > ep[0]["step"] + 10
+    wait_for(mid_epoch2, 90, "the run to be inside its second epoch")
+    run = store.get_run(rid)
+    os.kill(run["pid"], signal.SIGKILL)
+    t0 = time.time()
+    r = wait_status(store, rid, "interrupted", timeout=10)
+    assert time.time() - t0 < 5                          # pid gone: no need to wait for the heartbeat timeout
+    assert f"worker process {run['pid']} is gone" in r["reason"]
+
+    r = jobs.resume(rid, home)
+    assert r["status"] == "running" and r["resume"] == 1
+    r = wait_status(store, rid, ENDED, timeout=120)
+    assert r["status"] == "done", r["reason"]
+    assert_every_step_once(store, rid, [("search", LONG["epochs"]), ("retrain", LONG["retrain_epochs"])])
+
+
+def assert_every_step_once(store: Store, rid: str, phases: list[tuple[str, int]]) -> None:
+    """Epoch rows and step rows exactly as one uninterrupted run writes them."""
+    ep = store.metrics(rid, "epoch")
+    assert [(m["phase"], m["epoch"]) for m in ep] == [(p, e) for p, n in phases for e in range(1, n + 1)]
+    spe = ep[0]["step"]
+    assert [m["step"] for m in ep] == [spe * (i + 1) for i in range(len(ep))]
+    log_every = max(1, spe // 20)
+    expected, offset = [], 0
+    for _, n in phases:
+        expected += [offset + s for s in range(1, n * spe + 1) if s == 1 or s % log_every == 0]
+        offset += n * spe
+    got = step_rows(store, rid)
+    dup = sorted({s for s in got if got.count(s) > 1})
+    missing = sorted(set(expected) - set(got))
+    assert got == expected, f"duplicated steps {dup[:10]}, missing steps {missing[:10]}"
+
+
+def test_sigterm_finishes_the_step_checkpoints_and_exits_cancelled(home):
+    """RESUME-CONTRACT: a cancelled run writes runs/<id>/ckpt.pt at the step it stopped."""
+    store = Store(home)
+    rid = jobs.submit({**LONG, "epochs": 30}, home)
+    wait_for(lambda: step_rows(store, rid), 60, "the run to train")
+    run = store.get_run(rid)
+    os.killpg(run["pid"], signal.SIGTERM)
+    assert jobs._CHILDREN[run["pid"]].wait(timeout=30) == 3      # the worker's exit code for `cancelled`
+    r = store.get_run(rid)
+    assert r["status"] == "cancelled", r["reason"]
+    m = re.search(r"step (\d+)", r["reason"] or "")
+    assert m, r["reason"]
+    stopped = int(m.group(1))
+    assert max(step_rows(store, rid)) <= stopped
+    ckpt_path = store.run_dir(rid) / "ckpt.pt"
+    assert ckpt_path.exists(), "no checkpoint written on SIGTERM"
+    ckpt = torch_load(ckpt_path)
+    if isinstance(ckpt, dict) and "global_step" in ckpt:
+        assert ckpt["global_step"] == stopped
+
+
+WRITER = """
+import sys, torch
+from engine.store import atomic_torch_save
+v = 1
+while True:
+    atomic_torch_save(sys.argv[1], {"version": v, "data": torch.full((12_000_000,), float(v))})
+    v += 1
+"""
+
+
+def test_kill_during_checkpoint_write_keeps_previous_checkpoint(tmp_path):
+    path = tmp_path / "run" / "ckpt.pt"
+    atomic_torch_save(path, {"version": 0, "data": torch.zeros(10)})
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for _attempt in range(3):
+        p = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], cwd=ROOT, env=env)
+        try:
+            wait_for(lambda p=p: [f for f in os.listdir(path.parent) if f.endswith(".tmp")] or p.poll() is not None,
+                     60, "a checkpoint write", every=0.0005)
+        finally:
+            p.kill()
+            p.wait()
+        ckpt = torch_load(path)                      # loads: the previous complete checkpoint
+        v = ckpt["version"]
+        assert isinstance(v, int) and bool((ckpt["data"] == float(v)).all())
+        leftovers = [f for f in os.listdir(path.parent) if f.endswith(".tmp")]
+        if leftovers:                                # the kill landed inside a write
+            break
+    assert leftovers, "never managed to kill the writer inside a write"
+
+
+# ------------------------------------------------------------------ many submitters
+
+def _submit_many(home: str, n: int, barrier) -> None:
+    barrier.wait()
+    for _ in range(n):
+        jobs.submit(TINY, home)
+        time.sleep(0.05)
+
+
+def test_twenty_concurrent_submissions_hold_the_cap(home, monkeypatch):
+    monkeypatch.setenv("LOTTERY_GPUS", "0,1")            # two device slots → cap 2
+    monkeypatch.delenv("LOTTERY_MAX_RUNS")
+    Store(home)
+    ctx = mp.get_context("fork")
+    barrier = ctx.Barrier(4)
+    procs = [ctx.Process(target=_submit_many, args=(str(home), 5, barrier)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    store = Store(home)
+    seen = {"max": 0, "pids": {}, "violations": []}
+    done = threading.Event()
+
+    def poll():
+        while not done.is_set():
+            with contextlib.suppress(sqlite3.Error):
+                running = store.runs_with_status("running")
+                seen["max"] = max(seen["max"], len(running))
+                slots = [r["slot"] for r in running]
+                if len(running) > 2 or len(set(slots)) != len(slots):
+                    seen["violations"].append([(r["id"], r["slot"]) for r in running])
+                for r in running:
+                    if r["pid"]:
+                        seen["pids"].setdefault(r["id"], set()).add(r["pid"])
+                        with contextlib.suppress(OSError):
+                            env = Path(f"/proc/{r['pid']}/environ").read_bytes().split(b"\0")
+                            if f"CUDA_VISIBLE_DEVICES={r['slot']}".encode() not in env and \
+                                    jobs.proc_start_time(r["pid"]) == r["pid_start"]:
+                                seen["violations"].append(("env", r["id"], r["slot"]))
+            time.sleep(0.02)
+
+    t = threading.Thread(target=poll, daemon=True)
+    t.start()
+    try:
+        for p in procs:
+            p.join(60)
+            assert p.exitcode == 0
+        runs = store.list_runs()
+        assert len(runs) == 20                               # every submission recorded
+        wait_for(lambda: sum(r["status"] == "done" for r in store.list_runs()) >= 2, 90, "two runs to finish")
+        # the rest are not needed: cancel the queued ones, then (in parallel) the running ones
+        for r in store.runs_with_status("queued"):
+            with contextlib.suppress(jobs.JobError):
+                jobs.cancel(r["id"], home)
+        stoppers = [threading.Thread(target=jobs.cancel, args=(r["id"], home))
+                    for r in store.runs_with_status("running")]
+        for s in stoppers:
+            s.start()
+        for s in stoppers:
+            s.join()
+    finally:
+        done.set()
+        t.join()
+    assert not seen["violations"], seen["violations"][:5]
+    assert seen["max"] == 2                                  # the cap was reached and never passed
+    runs = store.list_runs()
+    assert all(r["status"] in ("done", "cancelled") for r in runs), [(r["status"], r["reason"]) for r in runs]
+    for r in runs:
+        assert len(seen["pids"].get(r["id"], ())) <= 1
+        log = store.run_dir(r["id"]) / "worker.log"
+        starts = log.read_text().count("=== worker") if log.exists() else 0
+        assert starts <= 2 and (r["status"] != "done" or starts == 2), (r["id"], starts)   # start + end line
+
+
+# ------------------------------------------------------------------ damaged stores and failures
+
+def test_damaged_and_failing_runs_end_with_reasons_and_others_are_unaffected(tmp_path, home, capsys,
+                                                                            monkeypatch):
+    """A corrupted run folder, a truncated metrics record, a garbage status, a missing
+    config, a bad config, a missing dataset, a full disk: each run is listed with a
+    reason, and the healthy run (with a hostile name) finishes as usual."""
+    monkeypatch.setenv("LOTTERY_MAX_RUNS", "0")              # build the damage before anything starts
+    store = Store(home)
+    not_a_dir = tmp_path / "data-is-a-file"
+    not_a_dir.write_text("")
+    before = files_outside(tmp_path, home)
+    good = jobs.submit({**TINY, "name": "../x"}, home)
+    no_config = jobs.submit(TINY, home)
+    bad_config = jobs.submit(TINY, home)
+    folder = jobs.submit(TINY, home)
+    garbage = jobs.submit(TINY, home)
+    truncated = jobs.submit(TINY, home)
+    no_data = jobs.submit({**TINY, "dataset": "mnist", "model": "lenet300"}, home, data_dir=not_a_dir)
+    full = jobs.submit(TINY, home)
+    with store.connect() as db:
+        db.execute("UPDATE runs SET config='{not json' WHERE id=?", (no_config,))
+        db.execute("UPDATE runs SET config=? WHERE id=?", (json.dumps({**TINY, "lam": -1}), bad_config))
+        db.execute("UPDATE runs SET status='zzz' WHERE id=?", (garbage,))
+        db.execute("UPDATE runs SET status='done', summary='{\"test_accuracy\": 0.5}' WHERE id=?", (truncated,))
+    (store.run_dir(no_config) / "config.json").unlink()
+    d = store.run_dir(folder)
+    for f in d.iterdir():
+        f.unlink()
+    d.rmdir()
+    d.write_bytes(b"\x00garbage")                          # the run folder is a file now
+    store.add_metrics(truncated, [{"kind": "step", "step": 1, "loss": 0.5}])
+    with open(store.run_dir(truncated) / "metrics.jsonl", "a") as f:
+        f.write('{"kind": "step", "step": 2, "lo')
+    (store.run_dir(full) / "metrics.jsonl").symlink_to("/dev/full")     # every write: ENOSPC
+
+    monkeypatch.setenv("LOTTERY_MAX_RUNS", "6")
+    jobs.pump(home)
+    for rid in (good, no_config, bad_config, folder, no_data, full):
+        wait_status(store, rid, ENDED, timeout=120)
+    assert main(["list", "--json", "--home", str(home)]) == 0
+    listed = {v["id"]: v for v in json.loads(capsys.readouterr().out)}
+    assert set(listed) == {good, no_config, bad_config, folder, garbage, truncated, no_data, full}
+    assert listed[good]["status"] == "done" and listed[good]["reason"] is None
+    assert listed[good]["name"] == "../x"
+
+    def failed(rid, *words):
+        v = listed[rid]
+        assert v["status"] == "failed" and all(w in (v["reason"] or "") for w in words), (v["status"], v["reason"])
+    failed(no_config, "config")
+    failed(bad_config, "lam")
+    failed(folder, "could not start a worker")
+    failed(no_data, "dataset 'mnist' is not available")
+    failed(full, "disk full while writing", "metrics.jsonl")
+    assert "unknown status 'zzz'" in listed[garbage]["reason"]
+    assert listed[truncated]["status"] == "done"
+    assert [m["step"] for m in store.metrics(truncated)] == [1]
+    assert main(["show", garbage, "--json", "--home", str(home)]) == 0
+    capsys.readouterr()
+    assert files_outside(tmp_path, home) == before          # nothing written outside the store
+
+
+def test_failure_reasons_for_oom_and_disk_full():
+    import errno
+    oom = torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB. GPU 0 has ...")
+    assert jobs.failure_reason(oom).startswith("CUDA out of memory. Tried to allocate 20.00 GiB")
+    assert jobs.failure_reason(RuntimeError("weird")) is None
+    e = OSError(errno.ENOSPC, "No space left on device", "/store/runs/x/ckpt.pt")
+    assert jobs.failure_reason(e) == "disk full while writing /store/runs/x/ckpt.pt (No space left on device)"
+    assert jobs.failure_reason(sqlite3.OperationalError("database or disk is full")).startswith("disk full")
+    assert jobs.failure_reason(ConfigError("lam", "lam must be ≥ 0")) == "invalid config: lam must be ≥ 0"
+
+
+def test_hostile_names_stay_metadata(tmp_path, home, monkeypatch, capsys):
+    monkeypatch.setenv("LOTTERY_MAX_RUNS", "0")
+    before = files_outside(tmp_path, home)
+    names = ["../x", "/etc/passwd", "a/../../b", "..", "~root/.ssh", "x" * 200, "名前 \u202e"]
+    ids = [jobs.submit({**TINY, "name": n}, home) for n in names]
+    store = Store(home)
+    for rid, n in zip(ids, names):
+        assert RUN_ID_RE.fullmatch(rid) and store.get_run(rid)["name"] == n
+        assert store.run_dir(rid).parent == home / "runs"
+    assert sorted(p.name for p in (home / "runs").iterdir()) == sorted(ids)
+    for bad in ("a\x00b", "x" * 500):
+        with pytest.raises(ConfigError, match="name"):
+            jobs.submit({**TINY, "name": bad}, tmp_path / "other")
+    assert not (tmp_path / "other").exists()
+    cfg = tmp_path / "nul.json"
+    cfg.write_text(json.dumps({**TINY, "name": "a\x00b"}))
+    assert main(["submit", "--config", str(cfg), "--home", str(tmp_path / "other")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "name" in err[0]
+    assert not (tmp_path / "other").exists()
+    for bad_id in ("../x", "/etc", "a\x00", "X" * 500):
+        with pytest.raises(UnknownRun):
+            store.run_dir(bad_id)
+    assert files_outside(tmp_path, home) == before | {str(cfg)}
+
+
+class _Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_crafted_pickle_checkpoint_is_refused(tmp_path, home, monkeypatch):
+    """RESUME-CONTRACT (the resume part): resuming loads ckpt.pt with weights_only=True."""
+    marker = tmp_path / "PWNED"
+    monkeypatch.setenv("LOTTERY_MAX_RUNS", "0")
+    store = Store(home)
+    rid = jobs.submit(SHORT, home)
+    store.update_run(rid, status="interrupted", reason="test")
+    ckpt = store.run_dir(rid) / "ckpt.pt"
+    torch.save({"model": _Payload(marker), "global_step": 5}, ckpt)
+    with pytest.raises(Exception):                 # noqa: B017 - any refusal will do, as long as nothing runs
+        torch_load(ckpt)
+    assert not marker.exists()
+    monkeypatch.setenv("LOTTERY_MAX_RUNS", "1")
+    jobs.resume(rid, home)
+    r = wait_status(store, rid, ENDED)
+    assert not marker.exists(), "the pickle payload ran"
+    assert r["status"] == "failed", r["reason"]
+    assert "unexpected keyword argument 'resume'" not in r["reason"], "runner.execute has no resume yet"
+    assert re.search(r"checkpoint|ckpt|pickl|weights", r["reason"], re.I), r["reason"]
+
+
+def test_nan_at_step_k_fails_there_and_keeps_the_last_good_checkpoint(home, monkeypatch):
+    """RESUME-CONTRACT: LOTTERY_INJECT_NAN_STEP, and checkpoints before the failure."""
+    k = 30                                       # second search epoch (21 steps per epoch at batch 64)
+    monkeypatch.setenv("LOTTERY_INJECT_NAN_STEP", str(k))
+    store = Store(home)
+    rid = jobs.submit(SHORT, home)
+    r = wait_status(store, rid, ENDED)
+    assert r["status"] == "failed", r["reason"]
+    assert re.search(rf"non-finite loss at step {k}\b", r["reason"]), r["reason"]
+    assert all(s < k for s in step_rows(store, rid))
+    ckpt_path = store.run_dir(rid) / "ckpt.pt"
+    assert ckpt_path.exists(), "the last good checkpoint is gone"
+    ckpt = torch_load(ckpt_path)
+    if isinstance(ckpt, dict) and "global_step" in ckpt:
+        assert ckpt["global_step"] < k
