@@ -8,8 +8,10 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import shutil
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -25,12 +27,16 @@ def _home(args) -> Path:
     return Path(args.home) if args.home else default_home()
 
 
-def _open_store(args, must_exist: bool = True):
+def _open_store(args, must_exist: bool = True, reconcile: bool = False):
     from .store import Store
     home = _home(args)
     if must_exist and not (home / "lottery.db").exists():
         raise UsageError(f"no store at {home} (run something first, or pass --home DIR)")
-    return Store(home)
+    store = Store(home)
+    if reconcile:  # show dead workers' runs as interrupted, not as running forever
+        from . import jobs
+        jobs.reconcile(home)
+    return store
 
 
 def _load_config(args) -> RunConfig:
@@ -64,9 +70,10 @@ def _load_config(args) -> RunConfig:
 # ------------------------------------------------------------------ commands
 
 def cmd_run(args) -> int:
-    from . import runner
+    from . import jobs, runner
     from .data import default_data_dir
     from .store import Store
+    from .train import Cancelled
 
     cfg = _load_config(args)
     data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
@@ -74,8 +81,18 @@ def cmd_run(args) -> int:
     run_id = runner.create(store, cfg, status="running")
     print(f"run {run_id}: {cfg.method} on {cfg.model}/{cfg.dataset}", file=sys.stderr)
     bar = _progress_bar(args.quiet)
+    # Liveness like a worker's (pid + start time + heartbeat thread), and `cancel RUN_ID`
+    # from another terminal reaches this process through the run's cancel marker.
+    me = os.getpid()
+    store.update_run(run_id, pid=me, pid_start=jobs.proc_start_time(me))
+    beat = jobs.Heartbeat(store, run_id, me).start()
+    should_stop = jobs.StopCheck(threading.Event(), store.run_dir(run_id) / jobs.CANCEL_MARKER)
     try:
-        summary = runner.execute(store, run_id, data_dir, progress=bar)
+        summary = runner.execute(store, run_id, data_dir, progress=bar, should_stop=should_stop)
+    except Cancelled:
+        print(f"run {run_id} cancelled; `python -m engine resume {run_id}` continues it", file=sys.stderr)
+        print(run_id)
+        return 3
     except KeyboardInterrupt:
         store.update_run(run_id, status="cancelled", reason="interrupted from the keyboard", finished=time.time())
         print(f"run {run_id} cancelled", file=sys.stderr)
@@ -88,6 +105,7 @@ def cmd_run(args) -> int:
         print(run_id)
         return 1
     finally:
+        beat.stop()
         bar(None, None)
     print(f"done: test accuracy {summary['test_accuracy']:.4f}, remaining {summary['remaining']:.4f} "
           f"({summary['kept']}/{summary['total']} weights), {summary['wall_seconds']:.1f} s", file=sys.stderr)
@@ -132,7 +150,7 @@ def run_view(store, run: dict) -> dict:
 
 def cmd_show(args) -> int:
     from .store import UnknownRun
-    store = _open_store(args)
+    store = _open_store(args, reconcile=True)
     try:
         run = store.get_run(args.run_id)
     except UnknownRun as e:
@@ -158,7 +176,7 @@ def cmd_list(args) -> int:
     if not (home / "lottery.db").exists():
         print("[]" if args.json else "no runs yet")
         return 0
-    store = _open_store(args)
+    store = _open_store(args, reconcile=True)
     runs = store.list_runs()
     if args.json:
         print(json.dumps([run_view(store, r) for r in runs], default=str))

@@ -328,6 +328,9 @@ class Store:
         """Rows carry METRIC_COLUMNS (missing ones NULL) plus anything else, kept in `extra`."""
         if not rows:
             return
+        # The run folder's copy first: if a kill falls between the two writes, the file
+        # holds rows the index lacks, which a resume cuts off (truncate_after), never the reverse.
+        append_jsonl(self.run_dir(run_id) / "metrics.jsonl", rows)
         with self.transaction() as db:
             seq0 = db.execute("SELECT COALESCE(MAX(seq), -1) + 1 FROM metrics WHERE run_id=?",
                               (run_id,)).fetchone()[0]
@@ -338,7 +341,6 @@ class Store:
                              json.dumps(extra, default=_json_default) if extra else None))
             db.executemany(f"INSERT INTO metrics(run_id, seq, {', '.join(METRIC_COLUMNS)}, extra) "
                            f"VALUES({', '.join('?' * (len(METRIC_COLUMNS) + 3))})", vals)
-        append_jsonl(self.run_dir(run_id) / "metrics.jsonl", rows)
 
     def tail_marks(self, run_id: str) -> dict:
         """How far this run's records go now; a checkpoint stores it so a resume can
@@ -353,7 +355,10 @@ class Store:
         with self.transaction() as db:
             db.execute("DELETE FROM metrics WHERE run_id=? AND seq>?", (run_id, marks["metrics_seq"]))
             db.execute("DELETE FROM mask_stats WHERE run_id=? AND rowid>?", (run_id, marks["mask_rowid"]))
-        path = self.run_dir(run_id) / "metrics.jsonl"
+        d = self.run_dir(run_id)
+        for tmp in [*d.glob(".*.tmp"), *d.glob("masks/.*.tmp")]:  # left by a kill mid-write
+            tmp.unlink(missing_ok=True)
+        path = d / "metrics.jsonl"
         if path.exists():
             kept = read_jsonl(path)[: marks["metrics_seq"] + 1]
             atomic_write_bytes(path, "".join(json.dumps(r, default=_json_default) + "\n" for r in kept).encode())

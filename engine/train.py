@@ -100,6 +100,7 @@ class PhaseResult:
 
 
 class RunContext:
+    sync_free_nan_check: bool | None = None  # None: on for GPUs; tests force it on the CPU
     def __init__(self, cfg: RunConfig, store: Store, run_id: str, data_dir,
                  progress: Callable[[float, str], None] | None = None,
                  should_stop: Callable[[], bool] | None = None, resume: bool = False):
@@ -270,6 +271,10 @@ class RunContext:
 
         val_loss = val_acc = test_acc = math.nan
         train_seconds = 0.0
+        # On a GPU a per-step finiteness check would sync every step; there the first
+        # non-finite step is recorded on the device and checked at the next sync point.
+        sync_free = self.device.type != "cpu" if self.sync_free_nan_check is None else self.sync_free_nan_check
+        bad_at = torch.zeros((), dtype=torch.long, device=self.device) if sync_free else None
         for epoch in range(start_epoch, epochs + 1):
             gen_at_epoch_start = self.gen.get_state()
             t_epoch = time.time()
@@ -287,7 +292,9 @@ class RunContext:
                 if reg is not None:
                     r = self.reg_value(reg, reg_params)
                     loss = loss_task + self.lam * r
-                if not torch.isfinite(loss.detach()):
+                if sync_free:  # GPU: remember the first bad step on the device, look at it when we sync anyway
+                    bad_at = torch.where(torch.isfinite(loss.detach()) | (bad_at > 0), bad_at, self.global_step + 1)
+                elif not torch.isfinite(loss.detach()):
                     # Stop before the step so weights and the last checkpoint stay good.
                     raise NonFiniteLoss(self.global_step + 1, phase)
                 for o in opts:
@@ -301,6 +308,7 @@ class RunContext:
                 step += 1
                 self.global_step += 1
                 if step % log_every == 0 or step == 1:
+                    self._raise_if_bad(bad_at, phase)
                     rv = float(r.detach()) if r is not None else None
                     batch_correct = int(self.correct(out, yb))
                     correct += batch_correct
@@ -318,11 +326,13 @@ class RunContext:
                     self.lam = controller.update(self.lam, step)
                     self.lam_history.append((self.global_step, self.lam))
                 if self.should_stop():
+                    self._raise_if_bad(bad_at, phase)
                     self.flush()
                     self.write_checkpoint(position(epoch, i + 1, gen_at_epoch_start))
                     raise Cancelled(f"cancelled at step {self.global_step}")
                 self._maybe_flush()
             # ---- epoch end
+            self._raise_if_bad(bad_at, phase)  # before anything of this epoch is checkpointed
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
             train_seconds += time.time() - t_epoch
@@ -351,6 +361,11 @@ class RunContext:
             _, test_acc = self.evaluate("test")
         return PhaseResult(val_acc=val_acc, test_acc=test_acc, val_loss=val_loss, steps=step,
                            seconds=time.time() - t_start, train_seconds=train_seconds)
+
+    @staticmethod
+    def _raise_if_bad(bad_at, phase: str) -> None:
+        if bad_at is not None and int(bad_at) > 0:
+            raise NonFiniteLoss(int(bad_at), phase)
 
     def measured_remaining(self, masks: dict[str, torch.Tensor], soft: bool) -> float:
         kept = sum(int(((m > self.cfg.threshold) if soft else (m != 0)).sum()) for m in masks.values())
