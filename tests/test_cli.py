@@ -92,3 +92,31 @@ def test_show_unknown_id(tmp_path, cfg_file):
     for bad in ("deadbeef-000000", "../../etc/passwd"):
         r = cli("show", bad, "--json", home=home)
         assert r.returncode != 0 and "no run with id" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_foreground_run_is_cancelled_from_another_terminal(tmp_path):
+    import time
+    home = tmp_path / "home"
+    env = {**os.environ, "LOTTERY_HOME": str(home), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "engine", "run", "--preset", "digits", "--set", "epochs=200",
+                             "--quiet"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        run_id = None
+        for _ in range(300):
+            time.sleep(0.2)
+            runs = json.loads(cli("list", "--json", home=home).stdout or "[]") if (home / "lottery.db").exists() \
+                else []
+            if runs and runs[0]["status"] == "running" and runs[0]["progress"] > 0:
+                run_id = runs[0]["id"]
+                break
+        assert run_id, "the run never started"
+        shown = json.loads(cli("show", run_id, "--json", home=home).stdout)
+        assert shown["pid"] == proc.pid and shown["heartbeat"] < 30
+        r = cli("cancel", run_id, home=home)
+        assert r.returncode == 0, r.stderr
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 3 and out.strip().splitlines()[-1] == run_id
+        assert json.loads(cli("show", run_id, "--json", home=home).stdout)["status"] == "cancelled"
+        assert (home / "runs" / run_id / "ckpt.pt").exists()
+    finally:
+        proc.kill()
