@@ -89,7 +89,7 @@ def main():
         l1_id, l1 = execute(store, RunConfig.from_dict({**base, "regularizer": "l1", "lam": lam}))
         _, log = execute(store, RunConfig.from_dict({**base, "regularizer": "log", "lam": lam}))
         _, warm = execute(store, RunConfig.from_dict({**base, "regularizer": "log", "lam": lam, "warm_start": l1_id}))
-        for name, s in (("l1", l1), ("log", log), ("log from l1", warm)):
+        for name, s in (("l1", l1), ("log", log), ("log warm-started from l1", warm)):
             theory.append({"penalty": name, "lam": lam, **s["recovery"], "test_accuracy": s["test_accuracy"]})
             r = s["recovery"]
             print(f"planted {name:<12} λ={lam:<5} ‖m*−m̃‖ {r['distance']:.3f}  kept {r['kept']:>3}  hits {r['hits']}  "

@@ -13,6 +13,7 @@ BENCHES = ["speed.py", "peer_imp.py", "convex.py", "tradeoff.py", "engine_core.p
 
 @pytest.mark.parametrize("script", BENCHES)
 def test_bench_runs_quick(script, tmp_path):
+    """Each benchmark's --quick mode runs offline on tiny settings and writes its results file."""
     env = {"PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1", "LOTTERY_DATA": str(tmp_path / "nodata"),
            "HOME": str(tmp_path)}
     r = subprocess.run([sys.executable, str(ROOT / "bench" / script), "--quick"], cwd=ROOT, env=env,
@@ -21,3 +22,13 @@ def test_bench_runs_quick(script, tmp_path):
     out = ROOT / "bench" / "results" / (Path(script).stem + "_quick.json")
     data = json.loads(out.read_text())
     assert "machine" in data and len(data) > 1
+
+
+@pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="PNG export (kaleido) needs /usr/bin/chromium")
+def test_plots_draw_pngs_from_quick_results():
+    """Runs after the benches above (pytest keeps file order): the figures are drawn by ui/figures."""
+    r = subprocess.run([sys.executable, str(ROOT / "bench" / "plots.py"), "--quick"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    pngs = list((ROOT / "bench" / "results" / "quick_png").glob("*.png"))
+    assert len(pngs) >= 4 and all(p.stat().st_size > 5000 for p in pngs)
