@@ -1,38 +1,37 @@
-"""Lottery Lab app (minimal until the full UI lands): lists the runs in the store.
+"""Lottery Lab: the Streamlit app. `make run` starts it on http://127.0.0.1:8501.
 
-Start with `make run`. The engine trains; this page only reads the store."""
+This script only routes (st.navigation); each page is a short script in pages/.
+Pages read the store (engine.store) and hand new runs to engine.jobs; they
+never train. The store is `$LOTTERY_HOME`, else cache/ in the project.
+"""
 
-import pandas as pd
 import streamlit as st
 
-from engine.runner import default_home
-from engine.store import Store
+st.set_page_config(page_title="Lottery Lab", page_icon="🎟️", layout="wide",
+                   menu_items={"About": "Lottery Lab: sparse trainable subnetworks with concave mask "
+                                        "regularization, compared with iterative magnitude pruning."})
 
-st.set_page_config(page_title="Lottery Lab", layout="wide")
-st.title("Lottery Lab")
-st.caption("Sparse trainable subnetworks with concave mask regularization, compared with iterative "
-           "magnitude pruning. Start runs with `python -m engine run --preset digits`; they appear here.")
+PAGES = {
+    "": [st.Page("pages/home.py", title="Home", icon=":material/home:", default=True)],
+    "Experiment": [
+        st.Page("pages/launch.py", title="Launch", icon=":material/rocket_launch:", url_path="launch"),
+        st.Page("pages/runs.py", title="Runs", icon=":material/monitoring:", url_path="runs"),
+    ],
+    "Analyse": [
+        st.Page("pages/masks.py", title="Mask evolution", icon=":material/grid_on:", url_path="masks"),
+        st.Page("pages/tradeoffs.py", title="Trade-offs", icon=":material/scatter_plot:", url_path="tradeoffs"),
+        st.Page("pages/pixels.py", title="Pixel masks", icon=":material/image:", url_path="pixels"),
+    ],
+    "Learn": [st.Page("pages/theory.py", title="Theory", icon=":material/function:", url_path="theory")],
+}
 
-store = Store(default_home())
-runs = store.list_runs()
-if not runs:
-    st.info("No runs yet. Try `python -m engine run --preset digits` (about 10 s on a laptop CPU), "
-            "then reload this page.")
-    st.stop()
+page = st.navigation(PAGES)
 
-rows = []
-for r in runs:
-    cfg = r["config"] or {}
-    s = r["summary"] or {}
-    rows.append({"id": r["id"], "status": r["status"], "method": cfg.get("method"), "model": cfg.get("model"),
-                 "dataset": cfg.get("dataset"), "regularizer": cfg.get("regularizer"), "λ": cfg.get("lam"),
-                 "remaining": s.get("remaining"), "test accuracy": s.get("test_accuracy"),
-                 "seconds": s.get("wall_seconds"), "reason": r["reason"]})
-st.dataframe(pd.DataFrame(rows), hide_index=True, use_container_width=True)
+from ui import state  # noqa: E402 - after st.navigation, so the menu shows before torch is imported
 
-chosen = st.selectbox("Checks for run", [r["id"] for r in runs])
-checks = store.checks(chosen)
-if checks:
-    st.dataframe(pd.DataFrame(checks).drop(columns=["run_id"]), hide_index=True)
-else:
-    st.write("No invariant checks recorded for this run (yet).")
+with st.sidebar:
+    st.caption(f"Store: `{state.home()}`")
+try:
+    page.run()
+except Exception as e:  # noqa: BLE001 - a page error is a message, never a traceback
+    state.show_error(e, f"The {page.title} page hit a problem")

@@ -1,0 +1,120 @@
+"""Home: what the method is, the pipeline, presets one click away, the machine's state."""
+
+import streamlit as st
+
+from engine.config import ConfigError
+from engine.data import default_data_dir, mnist_available
+from ui import backend, data, estimate, figures, state, widgets
+
+state.intro("🎟️ Lottery Lab",
+            "Find <b>lottery tickets</b> — sparse subnetworks that train as well as the full network — by "
+            "learning a mask with a <b>concave penalty</b>, and compare them with iterative magnitude pruning.")
+
+home = state.home()
+problem = backend.pump(home)          # start queued runs, notice dead workers
+all_runs = state.runs()
+df = data.runs_frame(all_runs)
+
+left, right = st.columns([3, 2], gap="large")
+with left:
+    st.markdown(
+        "Each weight θ of the network gets a mask entry m ∈ [0, 1]. The **search** trains θ and m together on "
+        "the task loss plus **λ·R(m)**: R penalises masks that keep many weights. With ℓ1 every entry shrinks at "
+        "the same rate; a **strictly concave** R such as log(m + ε) pushes small entries to 0 much harder than "
+        "large ones, so the mask comes out nearly binary. We then **threshold** it (keep m > τ), **rewind** the "
+        "surviving weights to their initial values and **retrain** them with the mask fixed. The result — "
+        "mask plus initial weights — is a ticket; a good one matches the dense network with a few % of the weights.")
+gpu_names = backend.gpus()
+
+
+@st.fragment(run_every=state.LIVE_SECONDS * 2)
+@state.guard("The machine's state could not be read")
+def machine():
+    runs_now = state.runs()
+    df = data.runs_frame(runs_now)
+    st.markdown("##### This machine")
+    free, total = backend.disk_free(home)
+    c1, c2 = st.columns(2)
+    c1.metric("Device", f"{len(gpu_names)} GPU" + ("s" if len(gpu_names) != 1 else "") if gpu_names
+              else f"CPU × {backend.cpu_count()}", help="\n".join(gpu_names) or "No NVIDIA GPU found (nvidia-smi).")
+    c2.metric("Free disk", estimate.fmt_bytes(free), help=f"of {estimate.fmt_bytes(total)} at {home}")
+    counts = df["status"].value_counts() if not df.empty else {}
+    c1, c2, c3 = st.columns(3)
+    c1.metric("Running", int(counts.get("running", 0)))
+    c2.metric("Queued", int(counts.get("queued", 0)))
+    c3.metric("Done", int(counts.get("done", 0)))
+    if problem:
+        st.warning(problem)
+    active = df[df["status"].isin(data.ACTIVE)] if not df.empty else df
+    if not active.empty:
+        for _, r in active.head(5).iterrows():
+            st.progress(min(1.0, float(r["progress"])), text=f"{r['state']} · {r['label']} · "
+                                                            f"{r['phase'] or 'waiting for a slot'}")
+        st.page_link("pages/runs.py", label="Watch them on the Runs page", icon=":material/monitoring:")
+    elif not runs_now:
+        st.info("No runs yet. Pick a preset below — the digits one finishes in about 10 seconds on a laptop CPU.")
+    else:
+        st.caption(f"{len(runs_now)} runs in the store, none running.")
+        st.page_link("pages/runs.py", label="Browse them on the Runs page", icon=":material/monitoring:")
+
+
+with right:
+    machine()
+st.graphviz_chart(figures.pipeline_dot(), width="stretch")
+
+st.subheader("Presets, one click away", divider="gray")
+have_mnist = mnist_available(default_data_dir())
+CARDS = [
+    ("digits", ["digits"], "Offline digits ticket",
+     "LeNet-300-100 on scikit-learn's 8×8 digits with the log penalty. Works offline; about 10 s on a CPU.", None),
+    ("mnist-8-pixel", ["mnist-8-pixel"], "8-pixel MNIST mask",
+     "Logistic regression on MNIST 0-vs-1 learns to look at about 8 pixels and keeps > 99.5 % accuracy "
+     "(the paper's Fig. 3–4). A few seconds.",
+     None if have_mnist else f"needs MNIST: downloaded on first use, or put the files in "
+                             f"{default_data_dir()}/MNIST/raw"),
+    ("lenet", ["lenet300-imp", "lenet300-concave"], "IMP vs concave on LeNet-300-100",
+     "Two runs on MNIST: IMP (7 rounds × 20 %) and one concave search aimed at 95 % sparsity. Compare them on "
+     "Trade-offs: similar accuracy, the concave one at a fraction of the time.",
+     None if have_mnist else "needs MNIST (see above)"),
+    ("resnet", ["resnet20-cifar10"], "ResNet-20 on CIFAR-10 (GPU)",
+     "The paper's convolutional setting: 30 search + 60 retrain epochs with SGD and a cosine schedule.",
+     None if gpu_names else "no GPU on this machine: this takes many hours on a CPU"),
+]
+cols = st.columns(len(CARDS))
+for col, (key, names, title, text, warn) in zip(cols, CARDS):
+    with col, st.container(border=True):
+        st.markdown(f"**{title}**")
+        st.caption(text)
+        try:
+            cfgs = [widgets.preset_config(n) for n in names]
+        except ConfigError as e:
+            st.error(f"Preset is invalid: {e}")
+            continue
+        est = [estimate.estimate(c.to_dict(), bool(gpu_names), all_runs) for c in cfgs]
+        st.caption(f"≈ {data.fmt_duration(sum(e.seconds for e in est))} on "
+                   f"{'this GPU' if est[0].device == 'gpu' else 'this CPU'}")
+        if warn:
+            st.caption(f"⚠️ {warn}")
+        b1, b2 = st.columns(2)
+        if b1.button("Launch", key=f"preset_{key}", type="primary", width="stretch",
+                     help=f"Queue {len(cfgs)} run{'s' if len(cfgs) > 1 else ''} now and open the monitor."):
+            try:
+                ids = backend.submit(cfgs, home)
+            except backend.BackendError as e:
+                st.error(str(e))
+            else:
+                state.set_selection(ids)
+                st.switch_page("pages/runs.py", query_params={"runs": ",".join(ids)})
+        if b2.button("Customise", key=f"custom_{key}", width="stretch",
+                     help="Open this preset in the Launch form to change it first."):
+            st.switch_page("pages/launch.py", query_params={"preset": names[-1]})
+
+if all_runs:
+    st.subheader("Latest runs", divider="gray")
+    recent = df.head(5)
+    st.dataframe(recent[["state", "label", "progress", "remaining", "test_accuracy"]], hide_index=True,
+                 width="stretch",
+                 column_config={"state": "status", "label": st.column_config.TextColumn("run", width="large"),
+                                "progress": st.column_config.ProgressColumn("progress", min_value=0, max_value=1),
+                                "remaining": st.column_config.NumberColumn("remaining", format="percent"),
+                                "test_accuracy": st.column_config.NumberColumn("test acc", format="percent")})

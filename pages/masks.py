@@ -1,0 +1,127 @@
+"""Mask evolution: per-layer sparsity over epochs, the distribution of m with τ, churn;
+per-layer allocation across runs and the overlap of two tickets."""
+
+import streamlit as st
+
+from ui import data, figures, state
+
+state.intro("🧩 Mask evolution",
+            "How a mask is learned: which layers keep their weights, how the mask values m drift towards 0 or 1 "
+            "(and where the threshold τ cuts), and how many entries still cross τ each epoch. Below, compare where "
+            "different methods leave their surviving weights, and how much two tickets overlap.")
+
+all_runs = state.runs()
+readable = [r for r in all_runs if data.cfg_of(r)]
+if not readable:
+    st.info("No runs to show yet. Mask statistics are recorded at the end of every epoch, so a run appears here "
+            "as soon as its first epoch ends.", icon="🧩")
+    st.page_link("pages/launch.py", label="Launch a run", icon=":material/rocket_launch:")
+    st.stop()
+
+run = state.pick_run(readable, "Run", key="masks.run",
+                     help="The run whose mask history is drawn. Live while it trains.")
+live = run.get("status") in data.ACTIVE
+
+
+@st.fragment(run_every=state.LIVE_SECONDS if live else None)
+@state.guard("The mask history could not be drawn")
+def evolution(run_id: str):
+    fresh = state.get_run(run_id)
+    if fresh is None:
+        st.warning("This run was deleted.")
+        return
+    stats = state.mask_stats_of(fresh)
+    if stats.empty:
+        st.info("No mask statistics yet: they are written at the end of each epoch." if fresh.get("status") in
+                data.ACTIVE else "This run recorded no mask statistics.")
+        return
+    tau = float(data.cfg_of(fresh).get("threshold", 0.5))
+    st.plotly_chart(figures.layer_heatmap(stats), key="masks.heat")
+    st.caption("Each row is a prunable layer, each column an epoch (r = round; search epochs train the mask, a "
+               "retrain's epoch 0 is the binary ticket). Dark cells: layers that lost most of their weights.")
+    layers = ["all layers"] + list(dict.fromkeys(stats["layer"]))
+    c1, c2 = st.columns([3, 2])
+    with c1:
+        which = st.selectbox("Histogram of", layers, key="masks.layer",
+                             help="Pool the mask values of every layer, or look at one layer.")
+        hist = data.hist_over_time(stats, which)
+        st.plotly_chart(figures.hist_heatmap(hist, tau), key="masks.hist")
+    with c2:
+        whens = hist.drop_duplicates("when").sort_values("order")["when"].tolist()
+        if whens:
+            at = st.select_slider("Epoch", whens, value=whens[-1], key=f"masks.at.{run_id}.{which}",
+                                  help="Pick an epoch to see its histogram of m. Red bars are pruned at τ.")
+            st.plotly_chart(figures.hist_bars(hist[hist["when"] == at], tau, f"m at {at}"), key="masks.bars")
+    c1, c2 = st.columns(2)
+    c1.plotly_chart(figures.layer_lines(stats[stats["churn"].notna()], "churn", "Churn: entries that crossed τ "
+                                        "since the previous epoch", "share of entries"), key="masks.churn")
+    c2.plotly_chart(figures.layer_lines(stats, "near_binary", "How binary the mask is: entries within 0.05 of 0 "
+                                        "or 1", "share of entries"), key="masks.binary")
+    st.caption("Churn falling to 0 means the mask has settled. ℓ1 masks typically stay far from binary "
+               "(many entries between 0 and 1), concave ones become binary — so thresholding costs ℓ1 more.")
+    if stats["dead_units"].fillna(0).gt(0).any():
+        st.plotly_chart(figures.layer_lines(stats, "dead_units", "Dead units: outputs whose every weight is pruned",
+                                            "share of units"), key="masks.dead")
+
+
+evolution(run["id"])
+
+st.subheader("Compare runs", divider="gray")
+done = [r for r in readable if r.get("status") == "done" and data.summary_of(r).get("layers")]
+if len(done) < 1:
+    st.info("Per-layer allocation and mask overlap compare finished runs; none has finished yet.")
+    st.stop()
+done_ids = {r["id"] for r in done}
+compare = state.pick_runs(all_runs, "Finished runs to compare", key="masks.cmp", max_selections=8,
+                          filter_fn=lambda r: r["id"] in done_ids,
+                          help="Where does each method leave its surviving weights? Pick e.g. an IMP run and a "
+                               "concave run on the same model.", placeholder="choose finished runs")
+if not compare:
+    same = [r for r in done if data.cfg_of(r).get("model") == data.cfg_of(run).get("model")]
+    compare = same[:2] or done[:2]
+    st.caption("Showing the latest finished runs of this model; pick others above.")
+alloc = data.layer_allocation(compare)
+st.plotly_chart(figures.allocation_figure(alloc), key="masks.alloc")
+st.caption("Global sparsity hides where weights go: concave masks often empty the big first layer while the small "
+           "output layer stays dense.")
+
+st.markdown("##### Mask overlap")
+c1, c2 = st.columns(2)
+ids = [r["id"] for r in done]
+by_id = {r["id"]: r for r in done}
+a = c1.selectbox("Ticket A", ids, index=ids.index(compare[0]["id"]) if compare else 0, key="masks.a",
+                 format_func=lambda i: data.run_label(by_id[i]), help="First ticket.")
+def _same_net(r):
+    ca, cr = data.cfg_of(by_id[a]), data.cfg_of(r)
+    return r["id"] != a and (cr.get("model"), cr.get("dataset")) == (ca.get("model"), ca.get("dataset"))
+
+
+others = [r["id"] for r in compare[1:] if r["id"] != a] + [r["id"] for r in done if _same_net(r)] + \
+    [i for i in ids if i != a]
+b = c2.selectbox("Ticket B", ids, index=ids.index(others[0]) if others else 0, key="masks.b",
+                 format_func=lambda i: data.run_label(by_id[i]), help="Second ticket (same model and dataset).")
+
+
+@state.guard("The overlap could not be computed")
+def overlap():
+    if a == b:
+        st.info("Pick two different runs to compare their tickets.")
+        return
+    ta = data.final_ticket_tag(state.snapshots_of(by_id[a]))
+    tb = data.final_ticket_tag(state.snapshots_of(by_id[b]))
+    if not ta or not tb:
+        st.info("One of these runs saved no binary ticket.")
+        return
+    iou = data.mask_iou(state.masks_of(a, ta), state.masks_of(b, tb))
+    if iou.empty:
+        st.warning("These tickets have no layer in common (different models or datasets).")
+        return
+    total = iou[iou["layer"] == "all layers"].iloc[0]
+    st.metric("IoU of kept weights", f"{total['iou']:.1%}",
+              help=f"{total['both']:,} weights kept by both; A keeps {total['kept_a']:,}, B keeps {total['kept_b']:,}.")
+    st.plotly_chart(figures.iou_figure(iou, data.run_label(by_id[a]), data.run_label(by_id[b])), key="masks.iou")
+    st.caption("Two random masks at densities d₁ and d₂ overlap with IoU ≈ d₁d₂ / (d₁ + d₂ − d₁d₂); tickets found by "
+               "different methods or seeds usually overlap far more than that in the layers that matter.")
+
+
+overlap()

@@ -1,0 +1,154 @@
+"""Pixel masks: the learned mask of logistic regression (or LeNet's first layer) as a
+picture, live; digits seen through it (the paper's Fig. 4); kept pixels and accuracy
+against λ for ℓ1 and log (the paper's Fig. 3)."""
+
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from engine.config import PRESETS, RunConfig
+from engine.data import DATASETS, dataset_info, default_data_dir
+from ui import backend, data, figures, state
+
+state.intro("🖼️ Pixel masks",
+            "In logistic regression every weight belongs to one input pixel, so the learned mask is a picture of "
+            "where the classifier is allowed to look. Watch it form epoch by epoch, see digits through it (the "
+            "paper's Fig. 4) and compare ℓ1 with log across λ (Fig. 3). For LeNet the picture shows, for each "
+            "pixel, the share of first-layer units still connected to it.")
+
+home = state.home()
+all_runs = state.runs()
+capable = [r for r in all_runs if data.pixel_capable(r)]
+if not capable:
+    st.info("No pixel-mask run yet. Pixel masks exist for logistic regression and LeNet-300-100 on MNIST, "
+            "Fashion-MNIST or digits. The 8-pixel MNIST preset takes a few seconds.", icon="🖼️")
+    c1, c2, _ = st.columns([1, 1, 2])
+    for col, name, label in ((c1, "mnist-8-pixel", "Launch the 8-pixel MNIST preset"),
+                             (c2, "digits", "Launch the offline digits preset")):
+        if col.button(label, key=f"pix.launch.{name}", type="primary" if name == "digits" else "secondary"):
+            try:
+                ids = backend.submit([RunConfig.from_dict(dict(PRESETS[name]))], home)
+            except backend.BackendError as e:
+                st.error(str(e))
+            else:
+                state.set_selection(ids)
+                st.rerun()
+    st.stop()
+
+run = state.pick_run(all_runs, "Run", key="pix.run", filter_fn=data.pixel_capable,
+                     help="A logistic-regression or LeNet run on MNIST, Fashion-MNIST or digits.")
+cfg = data.cfg_of(run)
+in_shape = dataset_info(cfg["dataset"]).in_shape
+tau = float(cfg.get("threshold", 0.5))
+what = "pixels" if cfg["model"] == "logreg" else "first-layer weights"
+
+
+@st.cache_data(show_spinner="Loading sample images…", max_entries=8)
+def sample_images(dataset: str, classes: tuple, data_dir: str, n: int = 8) -> list[tuple[str, pd.DataFrame]]:
+    raw = DATASETS.get(dataset).loader(Path(data_dir), {})
+    x, y = raw.test_x, raw.test_y
+    wanted = list(classes) or list(range(len(raw.class_names)))
+    out, seen = [], {c: 0 for c in wanted}
+    for i in range(len(y)):
+        c = int(y[i])
+        if c in seen and seen[c] <= min(seen.values()) and len(out) < n:
+            out.append((raw.class_names[c], pd.DataFrame(x[i, 0].float().numpy())))
+            seen[c] += 1
+        if len(out) >= n:
+            break
+    return out
+
+
+@st.fragment(run_every=state.LIVE_SECONDS if run.get("status") in data.ACTIVE else None)
+@state.guard("The pixel mask could not be drawn")
+def mask_view(run_id: str):
+    fresh = state.get_run(run_id)
+    if fresh is None:
+        st.warning("This run was deleted.")
+        return
+    tags = state.snapshots_of(fresh)
+    per_epoch = data.ordered_tags(tags, phases=("search", "train"))
+    ticket = data.final_ticket_tag(tags)
+    if not per_epoch and not ticket:
+        st.info("No mask snapshot yet: the first one is written when the first epoch ends."
+                if fresh.get("status") in data.ACTIVE else "This run saved no mask snapshots.")
+        return
+    left, right = st.columns([3, 2], gap="large")
+    with left:
+        frames = [(t, data.pixel_map(state.masks_of(run_id, t), in_shape)) for t in per_epoch]
+        if frames:
+            st.plotly_chart(figures.pixel_animation(frames, f"Mask while it is learned ({len(frames)} snapshots)"),
+                            key="pix.anim")
+            st.caption("Press ▶ to play the search epoch by epoch, or drag the slider. Yellow: m near 1 (the "
+                       "pixel is used), dark: m near 0 (ignored).")
+    with right:
+        if ticket:
+            masks = state.masks_of(run_id, ticket)
+            binary = data.pixel_map(masks, in_shape)
+            first = next(iter(masks.values()))
+            used = int((first != 0).any(axis=0).sum())
+            st.plotly_chart(figures.pixel_figure(binary, f"The ticket ({ticket})"), key="pix.ticket")
+            s = data.summary_of(fresh)
+            c1, c2 = st.columns(2)
+            c1.metric("Pixels used", f"{used:,} of {first.shape[1]:,}",
+                      help="Input pixels with at least one kept weight (first layer). "
+                           f"{int((first != 0).sum()):,} of {first.size:,} first-layer weights are kept.")
+            if s.get("test_accuracy") is not None:
+                c2.metric("Test accuracy", f"{s['test_accuracy']:.2%}")
+        else:
+            st.info("The binary ticket appears here once the search ends and the mask is thresholded.")
+    mask_img = binary if ticket else (frames[-1][1] > tau).astype(float)
+    st.markdown("##### Digits through the mask")
+    try:
+        samples = sample_images(cfg["dataset"], tuple(cfg.get("classes") or ()), str(default_data_dir()))
+    except Exception as e:  # noqa: BLE001 - e.g. MNIST files missing on this machine
+        st.info(f"Sample images are not available here: {e}")
+        return
+    st.plotly_chart(figures.masked_samples_figure(samples, mask_img), key="pix.samples")
+    st.caption("Top: test images. Bottom: what the classifier sees — only the pixels the mask keeps (pale yellow: a "
+               "kept pixel with no ink in this image); blue-grey pixels were pruned. On MNIST 0-vs-1 a handful "
+               "of well-placed pixels is enough to tell 0 from 1.")
+
+
+mask_view(run["id"])
+
+st.subheader("Kept pixels and accuracy against λ: ℓ1 vs log", divider="gray")
+same = lambda r: (data.cfg_of(r).get("model") == cfg["model"] and data.cfg_of(r).get("dataset") == cfg["dataset"]  # noqa: E731
+                  and data.cfg_of(r).get("classes") == cfg.get("classes") and data.cfg_of(r).get("method") == "concave"
+                  and data.cfg_of(r).get("target_sparsity") is None)
+family = [r for r in all_runs if same(r)]
+sweep_live = any(r.get("status") in data.ACTIVE for r in family)
+
+
+@st.fragment(run_every=state.LIVE_SECONDS * 2 if sweep_live else None)
+@state.guard("The λ sweep could not be drawn")
+def sweep_view():
+    pts = data.tradeoff_points([r for r in state.runs() if same(r)])
+    pts = pts[pts["regularizer"].isin(["l1", "log"])]
+    st.plotly_chart(figures.lam_sweep_figure(pts, what), key="pix.sweep")
+    if pts.empty or pts["regularizer"].nunique() < 2 or pts["lam"].nunique() < 3:
+        st.caption("Fewer than three λ values for both penalties so far: run the sweep below to fill the plot.")
+    else:
+        st.caption("Read it as the paper's Fig. 3: how many pixels each penalty keeps at each λ, and where accuracy "
+                   "starts to fall. The concave penalty's masks are binary before thresholding (see Mask "
+                   "evolution); ℓ1's often are not, so its kept count depends more on τ.")
+
+
+sweep_view()
+LAMS = [0.5, 1.0, 2.0, 5.0, 10.0, 20.0]
+c1, c2 = st.columns([1, 3])
+if c1.button(f"Run the λ sweep ({2 * len(LAMS)} runs)", key="pix.sweep.go",
+             help="ℓ1 and log at λ = 0.5 … 20 with this run's other settings, one seed. Runs queue in the "
+                  "background; the plot fills in as they finish."):
+    base = {k: v for k, v in cfg.items() if k not in ("lam", "regularizer", "seed", "name", "target_sparsity")}
+    try:
+        cfgs = backend.expand(base, {"regularizer": ["l1", "log"], "lam": LAMS}, [int(cfg.get("seed", 0))])
+        ids = backend.submit(cfgs, home)
+    except Exception as e:  # noqa: BLE001 - ConfigError or BackendError, both readable
+        st.error(str(e))
+    else:
+        st.toast(f"Queued {len(ids)} runs")
+        st.rerun()
+c2.caption(f"Uses {cfg['model']} on {cfg['dataset']}" + (f" (classes {cfg['classes']})" if cfg.get("classes") else "")
+           + f", {cfg.get('epochs')} search + {cfg.get('retrain_epochs') or cfg.get('epochs')} retrain epochs.")

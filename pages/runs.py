@@ -1,0 +1,266 @@
+"""Runs: every run with its status and progress, live; curves, checks and actions for the selected ones."""
+
+import time
+
+import pandas as pd
+import streamlit as st
+
+from engine.store import STATUSES
+from ui import backend, data, figures, state, widgets
+
+state.intro("📈 Runs",
+            "Every run in the store, updated live while they train. Select runs to compare their curves and see "
+            "their correctness checks; the selection is kept in the address bar, so a reload or a shared link "
+            "shows the same view.")
+
+home = state.home()
+problem = backend.pump(home)
+st.session_state["runs.pumped"] = time.time()
+all_runs = state.runs()
+if problem:
+    st.caption(f"⚠️ {problem}")
+if not all_runs:
+    st.info("No runs yet. Launch one — the offline digits preset takes about 10 seconds on a CPU — and it will "
+            "appear here while it trains.", icon="🎟️")
+    c1, c2, _ = st.columns([1, 1, 3])
+    c1.page_link("pages/launch.py", label="Configure a run", icon=":material/rocket_launch:")
+    c2.page_link("pages/home.py", label="Presets on Home", icon=":material/home:")
+    st.stop()
+
+signature = data.status_signature(all_runs)
+
+f1, f2, f3 = st.columns([2, 2, 3])
+with f1:
+    show = st.multiselect("Show statuses", list(STATUSES), default=[], key="runs.status", placeholder="all statuses",
+                          help="Filter the table by status. Empty shows every run.")
+with f2:
+    methods = sorted({data.cfg_of(r).get("method") for r in all_runs if data.cfg_of(r).get("method")})
+    only = st.multiselect("Methods", methods, default=[], key="runs.methods", placeholder="all methods",
+                          help="Filter the table by method.")
+with f3:
+    needle = st.text_input("Search", key="runs.search", placeholder="id, model, dataset, λ, name…",
+                           help="Show only runs whose description contains this text.")
+
+
+@st.fragment(run_every=state.LIVE_SECONDS)     # cheap (one query), so always on: new runs show within ~1 s
+@state.guard("The run table could not be drawn")
+def run_table():
+    if time.time() - st.session_state.get("runs.pumped", 0) > 5:
+        backend.pump(home)
+        st.session_state["runs.pumped"] = time.time()
+    now = state.runs()
+    if data.status_signature(now) != signature:
+        st.rerun()   # a run appeared, vanished or changed status: refresh the whole page (actions, pickers)
+    df = data.runs_frame(now)
+    counts = df["status"].value_counts()
+    cols = st.columns(6)
+    for c, s in zip(cols, ("running", "queued", "done", "failed", "cancelled", "interrupted")):
+        c.metric(f"{data.STATUS_ICON[s]} {s}", int(counts.get(s, 0)))
+    view = df
+    if show:
+        view = view[view["status"].isin(show)]
+    if only:
+        view = view[view["method"].isin(only)]
+    if needle:
+        view = view[view["label"].str.contains(needle, case=False, regex=False)
+                    | view["note"].str.contains(needle, case=False, regex=False)]
+    view = view.assign(eta=[("waiting for a slot" if s == "queued" else data.fmt_duration(e) if e is not None
+                             and not pd.isna(e) else "") for s, e in zip(view["status"], view["eta_s"])],
+                       elapsed=view["elapsed_s"].map(data.fmt_duration))
+    st.dataframe(
+        view[["state", "label", "progress", "phase", "eta", "remaining", "test_accuracy", "elapsed", "note"]],
+        hide_index=True, width="stretch", height=min(38 + 35 * max(len(view), 1), 420),
+        column_config={
+            "state": st.column_config.TextColumn("status", width="small"),
+            "label": st.column_config.TextColumn("run", width="large"),
+            "progress": st.column_config.ProgressColumn("progress", min_value=0.0, max_value=1.0, format="percent",
+                                                        width="small"),
+            "phase": st.column_config.TextColumn("phase / round"),
+            "eta": st.column_config.TextColumn("ETA"),
+            "elapsed": st.column_config.TextColumn("elapsed"),
+            "remaining": st.column_config.NumberColumn("remaining", format="percent",
+                                                       help="Fraction of prunable weights in the ticket"),
+            "test_accuracy": st.column_config.NumberColumn("test acc", format="percent"),
+            "note": st.column_config.TextColumn("reason / note", width="medium"),
+        })
+    if len(view) < len(df):
+        st.caption(f"Showing {len(view)} of {len(df)} runs.")
+
+
+run_table()
+
+st.subheader("Inspect runs", divider="gray")
+chosen = state.pick_runs(all_runs, "Runs to inspect", key="runs.sel", max_selections=8,
+                         help="Pick one run to see its details, or several to compare their curves. The choice is "
+                              "written into the page address (?runs=…), so you can reload or share it.",
+                         placeholder="choose up to 8 runs")
+if not chosen:
+    st.info("Select one or more runs above to see live loss, accuracy and sparsity curves, the correctness "
+            "checklist and actions (cancel, resume, duplicate, delete, export).")
+    st.stop()
+chosen_ids = [r["id"] for r in chosen]
+
+
+chosen_active = any(r.get("status") in data.ACTIVE for r in chosen)
+
+
+@st.fragment(run_every=state.LIVE_SECONDS * 2 if chosen_active else None)
+@state.guard("The curves could not be drawn")
+def curves():
+    fresh = [r for r in (state.get_run(i) for i in chosen_ids) if r is not None]
+    stamp = tuple((r["id"], data.run_stamp(r)) for r in fresh)
+    cached = st.session_state.get("runs._figs")
+    if cached and cached[0] == stamp:          # nothing new since the last refresh: reuse the figures
+        df, figs = cached[1], cached[2]
+    else:
+        df = state.metrics_of_many(fresh)
+        figs = [figures.loss_figure(df), figures.accuracy_figure(df), figures.remaining_figure(df),
+                figures.lam_figure(df) if not df.empty and df["lam"].notna().any() else None]
+        st.session_state["runs._figs"] = (stamp, df, figs)
+    c1, c2 = st.columns(2)
+    c1.plotly_chart(figs[0], key="runs.loss", config={"displaylogo": False})
+    c2.plotly_chart(figs[1], key="runs.acc", config={"displaylogo": False})
+    c1, c2 = st.columns(2)
+    c1.plotly_chart(figs[2], key="runs.rem", config={"displaylogo": False})
+    if figs[3] is not None:
+        c2.plotly_chart(figs[3], key="runs.lam", config={"displaylogo": False})
+    rounds = df[df["kind"] == "round"] if not df.empty else df
+    if not rounds.empty:
+        with c2:
+            st.markdown("**Round by round** (after each round's training)")
+            cols = (["run"] if len(fresh) > 1 else []) + ["round", "remaining", "test_acc", "val_acc"]
+            st.dataframe(rounds[cols], hide_index=True,
+                         width="stretch", height=min(38 + 35 * len(rounds), 250),
+                         column_config={"run": st.column_config.TextColumn("run", width="medium"),
+                                        "remaining": st.column_config.NumberColumn(format="percent"),
+                                        "test_acc": st.column_config.NumberColumn("test acc", format="percent"),
+                                        "val_acc": st.column_config.NumberColumn("val acc", format="percent")})
+    if len(fresh) == 1 and not df.empty:
+        st.caption("Shaded bands: red = search (mask and weights trained with λ·R(m)), blue = retrain (binary "
+                   "mask fixed), green = plain training (IMP rounds, dense).")
+
+
+curves()
+
+
+def _details(run: dict) -> None:
+    rid = run["id"]
+    status = run.get("status")
+    s = data.summary_of(run)
+    row = data.runs_frame([run]).iloc[0]
+    head = f"{data.STATUS_ICON.get(status, '❓')} **{status}**"
+    if run.get("phase"):
+        head += f" · {run['phase']}"
+    if status == "running":
+        head += f" · {row['progress']:.0%}"
+        if row["eta_s"] is not None and not pd.isna(row["eta_s"]):
+            head += f" · about {data.fmt_duration(row['eta_s'])} left"
+    st.markdown(head)
+    if run.get("reason"):
+        (st.error if status == "failed" else st.warning)(run["reason"])
+    if status == "interrupted":
+        st.caption("Its worker stopped without finishing (killed, out of memory, machine restarted). Resume "
+                   "continues from the last complete checkpoint.")
+
+    # ---- actions
+    a = st.columns(4)
+    if a[0].button("Cancel", key=f"cancel.{rid}", disabled=status not in data.ACTIVE, width="stretch",
+                   icon=":material/stop_circle:", help="Stop the run; what it recorded so far is kept."):
+        try:
+            with st.spinner("Stopping the worker (it saves a checkpoint first)…"):
+                backend.cancel(rid, home)
+            st.toast(f"Cancelled {rid}")
+            st.rerun()
+        except backend.BackendError as e:
+            st.error(str(e))
+    if a[1].button("Resume", key=f"resume.{rid}", disabled=status not in ("interrupted", "cancelled", "failed"),
+                   width="stretch", icon=":material/play_circle:",
+                   help="Queue it again; it continues from its last complete checkpoint."):
+        try:
+            backend.resume(rid, home)
+            st.toast(f"Resuming {rid}")
+            st.rerun()
+        except backend.BackendError as e:
+            st.error(str(e))
+    if a[2].button("Duplicate with changes", key=f"dup.{rid}", width="stretch", icon=":material/content_copy:",
+                   disabled=not run.get("config"),
+                   help="Open the Launch form filled with this run's config; change it and launch a new run."):
+        st.switch_page("pages/launch.py", query_params={"from": rid})
+    confirm_key = f"confirm_delete.{rid}"
+    if a[3].button("Delete…", key=f"delete.{rid}", disabled=status in data.ACTIVE, width="stretch",
+                   icon=":material/delete:",
+                   help="Delete the run and its files (asks first). Cancel a running run before deleting it."):
+        st.session_state[confirm_key] = True
+    if st.session_state.get(confirm_key):
+        with st.container(border=True):
+            st.warning(f"Delete run `{rid}` and all its files (metrics, masks, ticket)? This cannot be undone.")
+            y, n, _ = st.columns([1, 1, 4])
+            if y.button("Yes, delete", key=f"delete_yes.{rid}", type="primary"):
+                state.store().delete_run(rid)
+                st.session_state.pop(confirm_key, None)
+                state.clear_caches()
+                state.set_selection([i for i in state.selected_ids() if i != rid])
+                st.toast(f"Deleted {rid}")
+                st.rerun()
+            if n.button("Keep it", key=f"delete_no.{rid}"):
+                st.session_state.pop(confirm_key, None)
+                st.rerun()
+    d = st.columns(4)
+    d[0].download_button("Config (JSON)", data=lambda: data.config_json(run), file_name=f"{rid}-config.json",
+                         mime="application/json", key=f"dl_cfg.{rid}", width="stretch", on_click="ignore",
+                         icon=":material/download:", help="The config, reusable with `python -m engine run --config`.")
+    d[1].download_button("Metrics (CSV)", data=lambda: data.metrics_csv(state.store(), rid),
+                         file_name=f"{rid}-metrics.csv", mime="text/csv", key=f"dl_csv.{rid}", width="stretch",
+                         on_click="ignore", icon=":material/table:", help="Every recorded step, epoch and round.")
+    ticket = state.store().run_dir(rid) / "ticket.pt"
+    d[2].download_button("Ticket (.pt)", data=lambda: ticket.read_bytes() if ticket.exists() else b"",
+                         file_name=f"{rid}-ticket.pt", mime="application/octet-stream", key=f"dl_ticket.{rid}",
+                         width="stretch", on_click="ignore", disabled=not ticket.exists(),
+                         icon=":material/confirmation_number:",
+                         help="The binary mask with the weights it rewinds to; load with "
+                              "torch.load(path, weights_only=True).")
+    d[3].download_button("Everything (.zip)", data=lambda: data.export_zip(state.store(), rid),
+                         file_name=f"{rid}.zip", mime="application/zip", key=f"dl_zip.{rid}", width="stretch",
+                         on_click="ignore", icon=":material/folder_zip:",
+                         help="config.json, metrics.csv, summary.json, checks.json, ticket.pt and curves.html.")
+
+    # ---- results and checks
+    if s:
+        items = [("Test accuracy", f"{s.get('test_accuracy', float('nan')):.2%}", None),
+                 ("Remaining", f"{s.get('remaining', float('nan')):.2%}",
+                  f"{s['kept']:,} of {s['total']:,} prunable weights kept" if isinstance(s.get("kept"), int)
+                  and isinstance(s.get("total"), int) else None)]
+        if s.get("thresholded_test_accuracy") is not None:
+            items.append(("Right after thresholding", f"{s['thresholded_test_accuracy']:.2%}",
+                          "Test accuracy of the thresholded mask before retraining: what thresholding cost."))
+        items.append(("Wall time", data.fmt_duration(s.get("wall_seconds")), None))
+        if s.get("device"):
+            items.append(("Device", str(s["device"]), None))
+        for col, (label, value, hlp) in zip(st.columns(len(items)), items):
+            col.metric(label, value, help=hlp)
+    left, right = st.columns([1, 1], gap="large")
+    with left:
+        st.markdown("**Correctness checklist** (measured by the engine)")
+        widgets.checklist(data.checks_frame(state.store(), rid))
+    with right:
+        layers = data.layer_allocation([run])
+        if not layers.empty:
+            st.markdown("**Per layer**")
+            st.dataframe(layers[["layer", "kept", "total", "remaining", "dead_units"]], hide_index=True,
+                         width="stretch",
+                         column_config={"remaining": st.column_config.NumberColumn(format="percent"),
+                                        "dead_units": st.column_config.NumberColumn(
+                                            "dead units", format="percent",
+                                            help="Output units whose every incoming weight was pruned")})
+        with st.expander("Config"):
+            st.json(data.cfg_of(run) or {"error": run.get("reason") or "config unreadable"}, expanded=True)
+        err = state.store().run_dir(rid) / "error.txt"
+        if status == "failed" and err.exists():
+            with st.expander("Worker's error log"):
+                st.code("\n".join(err.read_text(errors="replace").splitlines()[-25:]), language="text")
+
+
+tabs = st.tabs([f"{data.STATUS_ICON.get(r.get('status'), '❓')} {r['id']}" for r in chosen])
+for tab, run in zip(tabs, chosen):
+    with tab:
+        state.guard(f"Run {run['id']} could not be shown")(_details)(run)

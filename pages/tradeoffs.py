@@ -1,0 +1,91 @@
+"""Trade-offs: test accuracy against the remaining fraction, per method and penalty,
+with seeds as bands, IMP round by round, the dense line and the matching region."""
+
+import streamlit as st
+
+from ui import data, figures, state
+
+state.intro("⚖️ Trade-offs",
+            "How much accuracy each method keeps as it removes weights. Every finished run is a point (runs that "
+            "differ only by seed are averaged, with a band); IMP is drawn round by round. A ticket <b>matches</b> "
+            "when it is within the tolerance of the dense network's accuracy — the green region.")
+
+all_runs = state.runs()
+points = data.tradeoff_points(all_runs)
+if points.empty:
+    st.info("No finished runs yet. Trade-offs need a few finished runs of one model and dataset — for example "
+            "the “IMP vs concave on LeNet-300-100” preset on Home, or a λ sweep from Launch.", icon="⚖️")
+    st.page_link("pages/launch.py", label="Launch a sweep", icon=":material/rocket_launch:")
+    st.stop()
+
+points["setting_key"] = points["model"] + " on " + points["dataset"] + points["classes"].map(
+    lambda c: f" (classes {c})" if c else "")
+counts = points["setting_key"].value_counts()
+selected = set(state.selected_ids())
+preferred = points[points["run_id"].isin(selected)]["setting_key"]
+default = preferred.iloc[0] if not preferred.empty else counts.index[0]
+options = list(counts.index)
+c1, c2, c3 = st.columns([2, 1, 1])
+setting = c1.selectbox("Model and dataset", options, index=options.index(default), key="trade.setting",
+                       format_func=lambda s: f"{s} — {counts[s]} finished run{'s' if counts[s] > 1 else ''}",
+                       help="Runs are only comparable on the same model and data.")
+tol = c2.slider("Matching tolerance", 0.0, 0.05, 0.005, step=0.001, format="%.3f", key="trade.tol",
+                help="A ticket matches when its test accuracy ≥ dense accuracy − this. 0.005 = half a percentage "
+                     "point.")
+xaxis = c3.radio("Horizontal axis", ["remaining", "epochs_spent", "wall_seconds"], key="trade.x",
+                 format_func={"remaining": "remaining weights", "epochs_spent": "epochs spent",
+                              "wall_seconds": "seconds spent"}.get,
+                 help="Remaining weights (the usual lottery-ticket plot), or what it cost to find the ticket.")
+
+in_setting = set(points.loc[points["setting_key"] == setting, "run_id"])
+chosen = state.pick_runs(all_runs, "Runs (empty: all finished runs of this model and dataset)", key="trade.runs",
+                         filter_fn=lambda r: r["id"] in in_setting, placeholder="all finished runs",
+                         help="Narrow the plot to some runs. The choice is kept in the page address.")
+ids = [r["id"] for r in chosen] or sorted(in_setting)
+pts = points[points["run_id"].isin(ids)]
+runs_used = [r for r in all_runs if r["id"] in set(ids)]
+
+
+@state.guard("The trade-off plot could not be drawn")
+def plot():
+    imp = data.imp_rounds(state.store(), runs_used)
+    dense = data.dense_reference(pts, imp)
+    final = pts[pts["method"] != "imp"] if not imp.empty else pts
+    agg = data.aggregate_seeds(final)
+    st.plotly_chart(figures.tradeoff_figure(agg, imp, dense, tol, x=xaxis), key="trade.fig")
+    notes = []
+    if dense is None:
+        notes.append("no dense run (or IMP round 0) here, so no dense line: launch method = dense for a reference")
+    else:
+        src = "dense runs" if (pts["method"] == "dense").any() else "IMP's round 0 (dense training)"
+        notes.append(f"dense accuracy {dense:.2%} from {src}")
+    if not imp.empty:
+        notes.append("IMP rounds: r0 is the dense network, each later round prunes 20 % more (dotted line)")
+    st.caption(" · ".join(notes).capitalize() + ".")
+
+    if xaxis == "remaining":
+        with st.expander("What it cost to find each ticket", expanded=False):
+            cost = st.radio("Cost in", ["epochs_spent", "wall_seconds"], horizontal=True, key="trade.cost",
+                            format_func={"epochs_spent": "epochs", "wall_seconds": "seconds"}.get)
+            st.plotly_chart(figures.cost_figure(final, imp, cost), key="trade.costfig")
+
+    table = agg.copy()
+    if dense is not None:
+        table["matches"] = table["test_accuracy"] >= dense - tol
+    st.dataframe(table.drop(columns=["setting", "run_ids"]), hide_index=True, width="stretch",
+                 column_config={"remaining": st.column_config.NumberColumn(format="percent"),
+                                "remaining_std": st.column_config.NumberColumn("± remaining", format="percent"),
+                                "test_accuracy": st.column_config.NumberColumn("test acc", format="percent"),
+                                "acc_std": st.column_config.NumberColumn("± acc", format="percent"),
+                                "acc_min": None, "acc_max": None,
+                                "wall_seconds": st.column_config.NumberColumn("seconds", format="%.1f"),
+                                "epochs_spent": st.column_config.NumberColumn("epochs", format="%d"),
+                                "lam": st.column_config.NumberColumn("λ", format="%g"),
+                                "n": st.column_config.NumberColumn("seeds run")})
+    csv = pts.drop(columns=["setting_key"]).to_csv(index=False)
+    st.download_button("Download these points (CSV)", csv, file_name="tradeoffs.csv", mime="text/csv",
+                       key="trade.csv", on_click="ignore", icon=":material/download:",
+                       help="One row per run: config, remaining fraction, accuracy, cost.")
+
+
+plot()

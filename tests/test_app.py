@@ -1,0 +1,401 @@
+"""The app, page by page, with Streamlit's AppTest (no browser, no server).
+
+Every page is run against an empty store, a store with done, running, queued,
+failed, cancelled, interrupted and damaged runs, and with invalid input; it
+must never raise (a traceback), and must say something useful. The jobs API
+is replaced by a recorder: no worker process is started here (the browser
+test, tests/test_browser.py, launches a real one)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+from pathlib import Path
+
+import pytest
+from app_stores import mixed_store, synthetic_store
+from streamlit.testing.v1 import AppTest
+
+from engine import runner
+from engine.config import RunConfig
+from engine.store import Store
+
+ROOT = Path(__file__).resolve().parent.parent
+APP = str(ROOT / "app.py")
+DATA = ROOT / "cache" / "data"
+PAGES = ["pages/home.py", "pages/launch.py", "pages/runs.py", "pages/masks.py", "pages/tradeoffs.py",
+         "pages/pixels.py", "pages/theory.py"]
+TITLES = {"pages/home.py": "Lottery Lab", "pages/launch.py": "Launch", "pages/runs.py": "Runs",
+          "pages/masks.py": "Mask evolution", "pages/tradeoffs.py": "Trade-offs", "pages/pixels.py": "Pixel masks",
+          "pages/theory.py": "Theory"}
+
+
+class FakeJobs(types.ModuleType):
+    """Stands in for engine.jobs: records calls; submit writes a queued run like the real one."""
+
+    def __init__(self):
+        super().__init__("engine.jobs")
+        self.calls: list[tuple] = []
+        self.fail: str | None = None
+
+    def submit(self, cfg, home=None, data_dir=None, sweep_id=None):
+        self.calls.append(("submit", cfg, sweep_id))
+        if self.fail:
+            raise RuntimeError(self.fail)
+        return runner.create(Store(home), RunConfig.from_dict(cfg.to_dict()), status="queued", sweep_id=sweep_id)
+
+    def cancel(self, run_id, home=None, wait=True):
+        assert wait is False, "a page must not block on a cancel's grace period"
+        self.calls.append(("cancel", run_id))
+
+    def resume(self, run_id, home=None):
+        self.calls.append(("resume", run_id))
+
+    def pump(self, home=None):
+        self.calls.append(("pump",))
+        return []
+
+
+@pytest.fixture(autouse=True)
+def routed_by_app_py(monkeypatch):
+    """AppTest resets Streamlit's legacy "pages/ folder" switch before every run (a
+    server flips it once, the first time app.py calls st.navigation). Keep it off,
+    so every run goes through app.py's st.navigation as in the browser."""
+    from streamlit.runtime.pages_manager import PagesManager
+    init = PagesManager.__init__
+
+    def patched(self, *a, **kw):
+        init(self, *a, **kw)
+        PagesManager.uses_pages_directory = False
+
+    monkeypatch.setattr(PagesManager, "__init__", patched)
+
+
+@pytest.fixture
+def jobs(monkeypatch):
+    import engine
+    fake = FakeJobs()
+    monkeypatch.setitem(sys.modules, "engine.jobs", fake)
+    monkeypatch.setattr(engine, "jobs", fake, raising=False)
+    return fake
+
+
+@pytest.fixture(scope="module")
+def mixed(tmp_path_factory):
+    home = tmp_path_factory.mktemp("mixed")
+    return home, mixed_store(home, DATA)
+
+
+@pytest.fixture
+def empty_home(tmp_path):
+    return tmp_path / "empty"
+
+
+def open_page(monkeypatch, home, page, query=None, session=None) -> AppTest:
+    monkeypatch.setenv("LOTTERY_HOME", str(home))
+    at = AppTest.from_file(APP, default_timeout=90)
+    for k, v in (session or {}).items():
+        at.session_state[k] = v
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    at.switch_page(page)
+    if query:
+        at.query_params.update(query)
+    return at.run()
+
+
+def no_traceback(at: AppTest) -> None:
+    assert not at.exception, "\n".join(str(e.value) for e in at.exception)
+
+
+def texts(at: AppTest) -> str:
+    parts = []
+    for kind in ("markdown", "caption", "info", "warning", "error", "success", "metric", "subheader", "title"):
+        for el in getattr(at, kind):
+            parts.append(str(getattr(el, "value", "")) + " " + str(getattr(el, "label", "")))
+    return "\n".join(parts)
+
+
+def charts(at: AppTest) -> int:
+    return len(at.get("plotly_chart"))
+
+
+# ---------------------------------------------------------------- empty store
+
+@pytest.mark.parametrize("page", PAGES)
+def test_empty_store(page, monkeypatch, empty_home, jobs):
+    at = open_page(monkeypatch, empty_home, page)
+    no_traceback(at)
+    assert TITLES[page] in at.title[0].value
+    assert not at.error, [e.value for e in at.error]
+    if page != "pages/launch.py":   # every other page explains what to do first
+        assert at.info, f"{page} shows no empty-state message"
+    else:
+        assert at.button(key="launch.go").disabled is False
+
+
+# ---------------------------------------------------------------- mixed store
+
+def test_home_mixed(monkeypatch, mixed, jobs):
+    home, ids = mixed
+    at = open_page(monkeypatch, home, "pages/home.py")
+    no_traceback(at)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Running"] == "1" and metrics["Queued"] == "1"
+    assert ("pump",) in jobs.calls
+    assert len(at.button) >= 8     # four presets: launch + customise
+
+
+def test_runs_mixed_lists_every_run(monkeypatch, mixed, jobs):
+    home, ids = mixed
+    at = open_page(monkeypatch, home, "pages/runs.py")
+    no_traceback(at)
+    table = at.dataframe[0].value
+    assert len(table) == len(ids)
+    assert "❓ unknown" in set(table["state"])          # the garbage status is listed, not hidden
+    assert any("not valid JSON" in n for n in table["note"])
+    assert at.info                                     # nothing selected yet: says what selecting shows
+
+
+def test_runs_mixed_selection_details(monkeypatch, mixed, jobs):
+    home, ids = mixed
+    chosen = [ids[k] for k in ("concave", "running", "failed", "bad_config", "no_folder", "interrupted")]
+    at = open_page(monkeypatch, home, "pages/runs.py", {"runs": ",".join(chosen)})
+    no_traceback(at)
+    assert at.multiselect(key="runs.sel").value == chosen
+    assert at.query_params["runs"] == ",".join(chosen)
+    assert charts(at) >= 3                              # loss, accuracy, sparsity
+    assert len(at.tabs) == len(chosen)
+    t = texts(at)
+    assert "non-finite loss at step 7" in t             # the failure reason, as a message
+    assert "Pruned weights stay exactly zero" in t and "Rewind restores the saved weights exactly" in t
+    # cancel is offered for the running run only, resume for the failed/interrupted ones
+    assert at.button(key=f"cancel.{ids['running']}").disabled is False
+    assert at.button(key=f"cancel.{ids['concave']}").disabled is True
+    assert at.button(key=f"resume.{ids['failed']}").disabled is False
+    at.button(key=f"cancel.{ids['running']}").click().run()
+    no_traceback(at)
+    assert ("cancel", ids["running"]) in jobs.calls
+
+
+def test_runs_delete_asks_first(monkeypatch, tmp_path, jobs):
+    home = tmp_path / "h"
+    store = Store(home)
+    rid = runner.create(store, RunConfig.from_dict({"dataset": "digits", "epochs": 1}), status="queued")
+    store.update_run(rid, status="failed", reason="boom")
+    at = open_page(monkeypatch, home, "pages/runs.py", {"runs": rid})
+    at.button(key=f"delete.{rid}").click().run()
+    no_traceback(at)
+    assert any("cannot be undone" in w.value for w in at.warning)
+    assert store.list_runs()                            # not yet
+    at.button(key=f"delete_yes.{rid}").click().run()
+    no_traceback(at)
+    assert store.list_runs() == []
+
+
+def test_runs_duplicate_opens_launch_filled(monkeypatch, mixed, jobs):
+    home, ids = mixed
+    at = open_page(monkeypatch, home, "pages/runs.py", {"runs": ids["pixel"]})
+    at.button(key=f"dup.{ids['pixel']}").click().run()
+    no_traceback(at)
+    assert "Launch" in at.title[0].value
+    assert at.selectbox(key="cfg.model").value == "logreg"
+    assert at.multiselect(key="cfg.classes").value == [0, 1]
+    assert at.number_input(key="cfg.lam").value == 2.0
+
+
+def test_masks_mixed(monkeypatch, mixed, jobs):
+    home, ids = mixed
+    at = open_page(monkeypatch, home, "pages/masks.py", {"runs": ids["concave"]})
+    no_traceback(at)
+    assert charts(at) >= 5        # heatmap, histogram over time, histogram at an epoch, churn, binary, allocation
+    assert any(m.label == "IoU of kept weights" for m in at.metric) or at.info
+
+
+def test_masks_iou_between_concave_and_imp(monkeypatch, mixed, jobs):
+    home, ids = mixed
+    at = open_page(monkeypatch, home, "pages/masks.py", {"runs": f"{ids['concave']},{ids['imp']}"})
+    no_traceback(at)
+    at.selectbox(key="masks.a").set_value(ids["concave"])
+    at.selectbox(key="masks.b").set_value(ids["imp"]).run()
+    no_traceback(at)
+    iou = [m for m in at.metric if m.label == "IoU of kept weights"]
+    assert iou and iou[0].value.endswith("%")
+
+
+def test_tradeoffs_mixed(monkeypatch, mixed, jobs):
+    home, ids = mixed
+    at = open_page(monkeypatch, home, "pages/tradeoffs.py")
+    no_traceback(at)
+    assert charts(at) >= 1
+    assert at.get("download_button")
+    table = at.dataframe[0].value
+    assert {"group", "test_accuracy", "remaining"} <= set(table.columns)
+
+
+def test_pixels_mixed(monkeypatch, mixed, jobs):
+    home, ids = mixed
+    at = open_page(monkeypatch, home, "pages/pixels.py", {"runs": ids["pixel"]})
+    no_traceback(at)
+    assert at.selectbox(key="pix.run").value == ids["pixel"]
+    assert charts(at) >= 3       # animation over epochs, the ticket, digits through the mask (+ λ sweep)
+    assert any(m.label == "Pixels used" for m in at.metric)
+
+
+def test_theory_mixed(monkeypatch, mixed, jobs):
+    home, ids = mixed
+    at = open_page(monkeypatch, home, "pages/theory.py")
+    no_traceback(at)
+    assert charts(at) >= 1
+    assert "support errors" in texts(at)
+    at.button(key="theory.go").click().run()
+    no_traceback(at)
+    submitted = [c[1] for c in jobs.calls if c[0] == "submit"]
+    assert len(submitted) == 14 and {c.regularizer for c in submitted} == {"l1", "log"}
+    assert all(c.dataset == "planted" for c in submitted)
+
+
+def test_launch_mixed_submits_and_opens_monitor(monkeypatch, tmp_path, jobs):
+    home = tmp_path / "h"
+    at = open_page(monkeypatch, home, "pages/launch.py", {"preset": "digits"})
+    no_traceback(at)
+    assert at.selectbox(key="cfg.dataset").value == "digits"
+    at.number_input(key="cfg.epochs").set_value(2)
+    at.text_input(key="cfg.seeds").set_value("0,1").run()
+    no_traceback(at)
+    assert not at.error
+    at.button(key="launch.go").click().run()
+    no_traceback(at)
+    cfgs = [c[1] for c in jobs.calls if c[0] == "submit"]
+    assert [c.seed for c in cfgs] == [0, 1] and all(c.epochs == 2 for c in cfgs)
+    assert len({c[2] for c in jobs.calls if c[0] == "submit"}) == 1      # one sweep id for both
+    assert "Runs" in at.title[0].value
+    ids = [r["id"] for r in Store(home).list_runs()]
+    assert sorted(at.query_params["runs"].split(",")) == sorted(ids)
+
+
+def test_launch_lam_sweep_counts_runs(monkeypatch, empty_home, jobs):
+    at = open_page(monkeypatch, empty_home, "pages/launch.py")
+    at.radio(key="cfg.lam_mode").set_value("sweep").run()
+    at.number_input(key="cfg.lam_count").set_value(4)
+    at.text_input(key="cfg.seeds").set_value("0-2").run()
+    no_traceback(at)
+    assert at.button(key="launch.go").label == "Launch 12 runs"
+
+
+# ---------------------------------------------------------------- invalid input
+
+@pytest.mark.parametrize("change, field", [
+    (lambda at: at.radio(key="cfg.lam_mode").set_value("list").run()
+     .text_input(key="cfg.lam_list").set_value("1, abc"), "lam"),
+    (lambda at: at.number_input(key="cfg.lam").set_value(-1.0), "lam"),
+    (lambda at: at.number_input(key="cfg.epochs").set_value(0), "epochs"),
+    (lambda at: at.number_input(key="cfg.lr").set_value(0.0), "lr"),
+    (lambda at: at.text_input(key="cfg.seeds").set_value("zero"), "seed"),
+    (lambda at: at.selectbox(key="cfg.model").set_value("resnet20"), "model"),          # needs 32×32 inputs
+    (lambda at: at.radio(key="cfg.threshold_mode").set_value("topk"), "target_sparsity"),
+])
+def test_launch_invalid_input_is_blocked_naming_the_field(change, field, monkeypatch, empty_home, jobs):
+    at = open_page(monkeypatch, empty_home, "pages/launch.py")
+    change(at).run()
+    no_traceback(at)
+    errors = [e.value for e in at.error]
+    assert any(f"**{field}**" in e for e in errors), errors
+    assert at.button(key="launch.go").disabled
+    assert not [c for c in jobs.calls if c[0] == "submit"]
+
+
+def test_launch_unknown_sources_fall_back(monkeypatch, mixed, jobs):
+    home, ids = mixed
+    at = open_page(monkeypatch, home, "pages/launch.py", {"from": ids["bad_config"]})
+    no_traceback(at)
+    assert any("cannot be read" in w.value for w in at.warning)
+    at = open_page(monkeypatch, home, "pages/launch.py", {"preset": "nope"})
+    no_traceback(at)
+    assert any("No preset called" in w.value for w in at.warning)
+
+
+def test_home_launch_without_jobs_api_is_a_message(monkeypatch, empty_home, jobs):
+    jobs.fail = "the queue is paused"
+    at = open_page(monkeypatch, empty_home, "pages/home.py")
+    at.button(key="preset_digits").click().run()
+    no_traceback(at)
+    assert any("the queue is paused" in e.value for e in at.error)
+
+
+@pytest.mark.parametrize("page", ["pages/runs.py", "pages/masks.py", "pages/tradeoffs.py", "pages/pixels.py"])
+def test_bad_ids_in_the_url(page, monkeypatch, mixed, jobs):
+    home, ids = mixed
+    at = open_page(monkeypatch, home, page, {"runs": "../../etc/passwd,nosuchrun-000000," + ids["pixel"]})
+    no_traceback(at)
+    t = texts(at)
+    assert "nosuchrun-000000" in t and "passwd" not in t     # unknown ids reported, junk dropped
+
+
+def test_pixels_damaged_snapshots_are_a_message(monkeypatch, mixed, jobs):
+    home, ids = mixed
+    at = open_page(monkeypatch, home, "pages/pixels.py", {"runs": ids["bad_snapshots"]})
+    no_traceback(at)
+    assert at.selectbox(key="pix.run").value == ids["bad_snapshots"]
+    assert any("could not be drawn" in e.value for e in at.error)
+
+
+def test_masks_same_run_twice(monkeypatch, mixed, jobs):
+    home, ids = mixed
+    at = open_page(monkeypatch, home, "pages/masks.py")
+    at.selectbox(key="masks.b").set_value(at.selectbox(key="masks.a").value).run()
+    no_traceback(at)
+    assert any("two different runs" in i.value for i in at.info)
+
+
+def test_tradeoffs_tolerance_and_axes(monkeypatch, mixed, jobs):
+    home, ids = mixed
+    at = open_page(monkeypatch, home, "pages/tradeoffs.py")
+    at.radio(key="trade.x").set_value("wall_seconds").run()
+    no_traceback(at)
+    at.slider(key="trade.tol").set_value(0.05).run()
+    no_traceback(at)
+    assert charts(at) >= 1
+
+
+@pytest.mark.parametrize("change, field", [
+    (lambda at: (at.number_input(key="theory.lo").set_value(10.0), at.number_input(key="theory.hi").set_value(1.0)),
+     "lam"),
+    (lambda at: at.number_input(key="theory.k").set_value(500), "data_params"),
+    (lambda at: at.text_input(key="theory.seeds").set_value("a-b"), "seed"),
+])
+def test_theory_invalid_input(change, field, monkeypatch, empty_home, jobs):
+    at = open_page(monkeypatch, empty_home, "pages/theory.py")
+    change(at)
+    at.run()
+    no_traceback(at)
+    assert any(f"**{field}**" in e.value for e in at.error), [e.value for e in at.error]
+    assert at.button(key="theory.go").disabled
+
+
+# ---------------------------------------------------------------- scale
+
+def test_runs_page_with_200_runs(monkeypatch, tmp_path, jobs):
+    """Functional only; bench/app_responsiveness.py measures the time."""
+    home = tmp_path / "big"
+    ids = synthetic_store(home, 200)
+    at = open_page(monkeypatch, home, "pages/runs.py", {"runs": ",".join(ids[-3:])})
+    no_traceback(at)
+    assert len(at.dataframe[0].value) == 200
+    assert charts(at) >= 3
+    assert json.loads((home / "synthetic.json").read_text())["n"] == 200
+
+
+def test_selection_follows_across_pages(monkeypatch, mixed, jobs):
+    home, ids = mixed
+    at = open_page(monkeypatch, home, "pages/runs.py", {"runs": ids["pixel"]})
+    at.switch_page("pages/theory.py")
+    at.query_params.clear()
+    at.run()
+    at.switch_page("pages/pixels.py").run()            # the sidebar drops the URL's query; the session keeps it
+    no_traceback(at)
+    assert at.selectbox(key="pix.run").value == ids["pixel"]
+    assert at.query_params["runs"] == ids["pixel"]      # and it is written back into the URL
+    at.switch_page("pages/runs.py").run()
+    assert at.multiselect(key="runs.sel").value == [ids["pixel"]]

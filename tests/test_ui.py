@@ -1,0 +1,161 @@
+"""The app's plain-Python parts: store → DataFrame readers, figure builders, the
+cost estimate and the form's parsers (no Streamlit runtime needed)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import pytest
+from app_stores import synthetic_store
+
+from engine.config import ConfigError
+from engine.store import Store
+from ui import data, estimate, figures, widgets
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory):
+    home = tmp_path_factory.mktemp("synth")
+    ids = synthetic_store(home, n=12, running=2)
+    return Store(home), ids
+
+
+def test_readers_on_a_synthetic_store(synth):
+    store, ids = synth
+    runs = store.list_runs()
+    df = data.runs_frame(runs)
+    assert len(df) == 12 and set(df["status"]) == {"done", "running"}
+    assert df.loc[df["status"] == "running", "eta_s"].notna().all()
+    m = data.metrics_frame(data.metrics_rows(store, ids[:3]))
+    assert set(m["run_id"]) == set(ids[:3]) and m["t"].notna().all()
+    assert (m.groupby("run_id")["t"].max() == 3).all()            # 3 search epochs, counted from 0
+    st_ = data.mask_stats_frame(data.mask_stats_rows(store, ids[:1]))
+    h = data.hist_over_time(st_)
+    assert np.allclose(h.groupby("when")["fraction"].sum(), 1.0)
+    pts = data.tradeoff_points(runs)
+    assert len(pts) == 10                                            # only finished runs
+    agg = data.aggregate_seeds(pts)
+    assert agg["n"].sum() == 10
+
+
+def test_time_axis_orders_rounds_and_phases():
+    rows = [{"run_id": "a", "kind": "epoch", "round": r, "phase": p, "epoch": e}
+            for r in (0, 1) for p in ("search", "retrain") for e in (1, 2)]
+    m = data.metrics_frame(rows)
+    assert m["t"].tolist() == [1, 2, 3, 4, 5, 6, 7, 8]
+
+
+def test_parse_ids_drops_junk():
+    assert data.parse_ids("abc-1, ../x,ABC,abc-1,,x" + "y" * 70) == ["abc-1"]
+    assert data.parse_ids(["a1,b2", "c3"]) == ["a1", "b2", "c3"]
+
+
+def test_damaged_runs_are_listed_with_a_reason():
+    run = {"id": "x1", "status": "garbage", "config": None, "summary": None, "reason": "config is not valid JSON"}
+    df = data.runs_frame([run])
+    assert df.iloc[0]["status"] == "unknown" and "not valid JSON" in df.iloc[0]["note"]
+    assert "unreadable" in data.run_label(run)
+    assert data.tradeoff_points([run]).empty
+
+
+def test_mask_iou_and_pixel_map():
+    a = {"l": np.array([[1, 1, 0, 0]], dtype=float)}
+    b = {"l": np.array([[1, 0, 1, 0]], dtype=float)}
+    iou = data.mask_iou(a, b)
+    assert iou.iloc[-1]["iou"] == pytest.approx(1 / 3)
+    img = data.pixel_map({"l": np.arange(16, dtype=float).reshape(1, 16) / 16}, (1, 4, 4))
+    assert img.shape == (4, 4) and img.iloc[1, 0] == pytest.approx(4 / 16)
+    with pytest.raises(ValueError):
+        data.pixel_map({"l": np.zeros((3, 5))}, (1, 4, 4))
+
+
+def test_planted_recovery():
+    t = np.array([1, 1, 0, 0, 0.0])
+    rec = data.planted_recovery(t, np.array([0.9, 0.8, 0.1, 0, 0]), np.array([1, 1, 0, 0, 0]))
+    assert rec["exact"] and rec["false_pos"] == rec["false_neg"] == 0
+    rec = data.planted_recovery(t, np.array([0.9, 0.2, 0.7, 0, 0]), None)
+    assert (rec["false_pos"], rec["false_neg"]) == (1, 1)
+
+
+EMPTY = pd.DataFrame()
+
+
+@pytest.mark.parametrize("build", [
+    lambda: figures.loss_figure(data.metrics_frame([]).assign(run=[])),
+    lambda: figures.accuracy_figure(data.metrics_frame([]).assign(run=[])),
+    lambda: figures.remaining_figure(data.metrics_frame([]).assign(run=[])),
+    lambda: figures.layer_heatmap(data.mask_stats_frame([])),
+    lambda: figures.hist_heatmap(data.hist_over_time(data.mask_stats_frame([])), 0.5),
+    lambda: figures.allocation_figure(data.layer_allocation([])),
+    lambda: figures.tradeoff_figure(data.aggregate_seeds(data.tradeoff_points([])),
+                                    pd.DataFrame(columns=["round"]), None, 0.01),
+    lambda: figures.pixel_animation([], "x"),
+    lambda: figures.lam_sweep_figure(data.tradeoff_points([])),
+    lambda: figures.theory_figure(EMPTY),
+])
+def test_figures_accept_empty_frames(build):
+    fig = build()
+    assert isinstance(fig, go.Figure) and fig.layout.annotations      # a note instead of a blank plot
+
+
+def test_figures_from_a_store(synth):
+    store, ids = synth
+    runs = store.list_runs()
+    m = pd.concat([data.metrics_frame(data.metrics_rows(store, [r["id"]])).assign(run=data.run_label(r))
+                   for r in runs[:2]])
+    for f in (figures.loss_figure, figures.accuracy_figure, figures.remaining_figure, figures.lam_figure):
+        assert len(f(m).data) >= 2
+    pts = data.tradeoff_points(runs)
+    fig = figures.tradeoff_figure(data.aggregate_seeds(pts), data.imp_rounds(store, runs), 0.95, 0.01)
+    assert len(fig.data) >= 1 and fig.layout.xaxis.type == "log"
+    stats = data.mask_stats_frame(data.mask_stats_rows(store, ids[:1]))
+    assert figures.layer_heatmap(stats).data[0].z.shape == (3, 3)
+    assert isinstance(figures.regularizer_curves(pd.DataFrame({"x": [0, 1], "y": [0, 1], "name": "l1",
+                                                               "reference": True})), go.Figure)
+    assert "digraph" in figures.pipeline_dot()
+
+
+def test_estimate_prefers_measurements():
+    cfg = {"model": "lenet300", "dataset": "mnist", "method": "concave", "epochs": 6, "retrain_epochs": 10,
+           "batch_size": 128}
+    guess = estimate.estimate(cfg)
+    assert "throughput" in guess.basis and 10 < guess.seconds < 600 and guess.low < guess.seconds < guess.high
+    hist = [{"status": "done", "config": cfg, "summary": {"wall_seconds": 40.0}}]
+    measured = estimate.estimate(cfg, history=hist)
+    assert "earlier runs" in measured.basis and measured.seconds == pytest.approx(40 + estimate.STARTUP_S, rel=0.05)
+    gpu = estimate.estimate({**cfg, "model": "resnet20", "dataset": "cifar10"}, gpu_available=True)
+    cpu = estimate.estimate({**cfg, "model": "resnet20", "dataset": "cifar10", "device": "cpu"}, gpu_available=True)
+    assert gpu.device == "gpu" and cpu.seconds > 20 * gpu.seconds
+
+
+def test_form_parsers_name_the_field():
+    assert widgets.parse_seeds("0, 2-4") == [0, 2, 3, 4]
+    assert widgets.parse_numbers("0.5 1,2", "lam") == [0.5, 1.0, 2.0]
+    assert widgets.log_space(1, 100, 3) == [1.0, 10.0, 100.0]
+    for fn, key in ((lambda: widgets.parse_seeds("x"), "seed"), (lambda: widgets.parse_numbers("1,a", "lam"), "lam"),
+                    (lambda: widgets.log_space(0, 1, 3), "lam"), (lambda: widgets.parse_seeds("5-1"), "seed")):
+        with pytest.raises(ConfigError) as e:
+            fn()
+        assert e.value.key == key
+
+
+def test_every_config_field_has_help_for_students():
+    from dataclasses import fields
+
+    from engine.config import RunConfig
+    for f in fields(RunConfig):
+        assert widgets.help_for(f.name), f.name
+    back = widgets.config_to_form({"model": "logreg", "dataset": "mnist", "classes": [0, 1], "lam": 2,
+                                   "rewind": "epoch:3", "seed": 4})
+    assert back["lam"] == 2.0 and isinstance(back["lam"], float)
+    assert (back["rewind_kind"], back["rewind_k"], back["seeds"]) == ("epoch:K", 3, "4")
+
+
+def test_export_zip_holds_what_export_writes(synth):
+    import io
+    import zipfile
+    store, ids = synth
+    names = zipfile.ZipFile(io.BytesIO(data.export_zip(store, ids[0]))).namelist()
+    assert {f"{ids[0]}/{n}" for n in ("config.json", "metrics.csv", "summary.json", "checks.json",
+                                      "curves.html")} <= set(names)

@@ -1,0 +1,552 @@
+"""Store → pandas DataFrames for the pages. Plain functions, no Streamlit.
+
+Every reader here tolerates what a live or damaged store holds: runs whose
+config or summary is missing or not JSON, unknown statuses, metrics that are
+still being written, mask files that cannot be read. Such runs are listed with
+a reason; they never take a page down.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import re
+import time
+import zipfile
+from collections.abc import Iterable
+
+import numpy as np
+import pandas as pd
+
+from engine.config import RunConfig
+from engine.store import RUN_ID_RE, STATUSES, Store
+
+STATUS_ICON = {"queued": "⏳", "running": "🔄", "done": "✅", "failed": "❌", "cancelled": "⏹️",
+               "interrupted": "⚠️"}
+ACTIVE = ("queued", "running")
+PHASE_ORDER = {"train": 0, "search": 0, "retrain": 1}
+STALE_HEARTBEAT_S = 30.0
+
+CHECK_TEXT = {
+    "zeros_stay_zero": ("Pruned weights stay exactly zero",
+                        "Largest |θ| over pruned weights after retraining. Anything but 0 means the mask leaked."),
+    "rewind_exact": ("Rewind restores the saved weights exactly",
+                     "Largest difference between the restored and the saved rewind weights. Must be 0."),
+    "sparsity_vs_target": ("Sparsity as targeted",
+                           "Sparsity measured from the masks against the target (within the stated tolerance)."),
+    "masks_nested": ("IMP masks are nested",
+                     "Weights kept in a round that an earlier round had pruned. Must be 0."),
+}
+
+
+# ------------------------------------------------------------------ runs
+
+def parse_ids(value: str | Iterable[str] | None) -> list[str]:
+    """Run ids from a query parameter (comma separated, or repeated); junk is dropped."""
+    if value is None:
+        return []
+    items = value.split(",") if isinstance(value, str) else [p for v in value for p in str(v).split(",")]
+    out: list[str] = []
+    for p in items:
+        p = p.strip()
+        if p and RUN_ID_RE.fullmatch(p) and p not in out:
+            out.append(p)
+    return out
+
+
+def cfg_of(run: dict) -> dict:
+    c = run.get("config")
+    return c if isinstance(c, dict) else {}
+
+
+def summary_of(run: dict) -> dict:
+    s = run.get("summary")
+    return s if isinstance(s, dict) else {}
+
+
+def fmt_lam(v) -> str:
+    if v is None:
+        return "–"
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        return str(v)
+    return f"{v:.3g}"
+
+
+def run_label(run: dict) -> str:
+    """One short line that tells runs apart: what, on what, which λ/seed, id."""
+    c = cfg_of(run)
+    if not c:
+        return f"{run['id']} · (config unreadable)"
+    method = c.get("method", "?")
+    what = f"{method}·{c.get('regularizer', '?')} λ={fmt_lam(c.get('lam'))}" if method == "concave" else method
+    if method == "imp":
+        what += f" ×{c.get('rounds', '?')}"
+    data = c.get("dataset", "?")
+    if c.get("classes"):
+        data += "[" + ",".join(str(x) for x in c["classes"]) + "]"
+    name = f" “{run['name']}”" if run.get("name") else ""
+    return f"{what} · {c.get('model', '?')}/{data} · seed {c.get('seed', 0)} · {run['id']}{name}"
+
+
+def epochs_planned(c: dict) -> int | None:
+    """Epochs of training the config asks for in total (the cost of finding its ticket)."""
+    try:
+        e = int(c.get("epochs", 10))
+        r = int(c.get("rounds", 1))
+        re_ = c.get("retrain_epochs")
+        re_ = e if re_ is None else int(re_)
+    except (TypeError, ValueError):
+        return None
+    m = c.get("method")
+    if m == "concave":
+        return r * (e + re_)
+    if m == "imp":
+        return (r + 1) * e
+    return e
+
+
+def runs_frame(runs: list[dict], now: float | None = None) -> pd.DataFrame:
+    """One row per run with what the monitor and the pickers show."""
+    now = time.time() if now is None else now
+    rows = []
+    for r in runs:
+        c, s = cfg_of(r), summary_of(r)
+        status = r.get("status") if r.get("status") in STATUSES else "unknown"
+        progress = float(r.get("progress") or 0.0)
+        started, finished, hb = r.get("started"), r.get("finished"), r.get("heartbeat")
+        elapsed = ((finished or now) - started) if started else None
+        eta = None
+        if status == "running" and started and progress > 0.01:
+            eta = max(0.0, elapsed * (1 - progress) / progress)
+        hb_age = now - hb if (status == "running" and hb) else None
+        note = r.get("reason") or ""
+        if hb_age is not None and hb_age > STALE_HEARTBEAT_S:
+            note = (note + "; " if note else "") + f"no heartbeat for {hb_age:.0f} s"
+        rows.append({
+            "id": r["id"], "name": r.get("name") or "", "status": status,
+            "state": f"{STATUS_ICON.get(status, '❓')} {status}",
+            "label": run_label(r),
+            "method": c.get("method"), "model": c.get("model"), "dataset": c.get("dataset"),
+            "classes": ",".join(str(x) for x in c["classes"]) if c.get("classes") else "",
+            "regularizer": c.get("regularizer") if c.get("method") == "concave" else None,
+            "lam": c.get("lam") if c.get("method") == "concave" else None,
+            "target_sparsity": c.get("target_sparsity"), "seed": c.get("seed"),
+            "rounds": c.get("rounds"), "epochs": c.get("epochs"),
+            "progress": progress if status != "done" else 1.0,
+            "phase": r.get("phase") or "", "round": r.get("round"),
+            "elapsed_s": elapsed, "eta_s": eta, "heartbeat_age_s": hb_age,
+            "remaining": s.get("remaining"), "sparsity": s.get("sparsity"), "kept": s.get("kept"),
+            "total": s.get("total"), "test_accuracy": s.get("test_accuracy"),
+            "val_accuracy": s.get("val_accuracy"), "wall_seconds": s.get("wall_seconds"),
+            "epochs_spent": epochs_planned(c) if c else None,
+            "created": pd.to_datetime(r.get("created"), unit="s", errors="coerce") if r.get("created") else pd.NaT,
+            "note": note, "sweep_id": r.get("sweep_id") or "",
+            "readable": bool(c),
+        })
+    cols = ["id", "name", "status", "state", "label", "method", "model", "dataset", "classes", "regularizer",
+            "lam", "target_sparsity", "seed", "rounds", "epochs", "progress", "phase", "round", "elapsed_s",
+            "eta_s", "heartbeat_age_s", "remaining", "sparsity", "kept", "total", "test_accuracy",
+            "val_accuracy", "wall_seconds", "epochs_spent", "created", "note", "sweep_id", "readable"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def fmt_duration(seconds) -> str:
+    if seconds is None or (isinstance(seconds, float) and math.isnan(seconds)):
+        return ""
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {(s % 3600) // 60:02d} min"
+
+
+def status_signature(runs: list[dict]) -> tuple:
+    """Changes when a run appears, disappears or changes status (not on progress)."""
+    return tuple(sorted((r["id"], r.get("status")) for r in runs))
+
+
+def run_stamp(run: dict) -> tuple:
+    """Changes whenever the run may have written something new (cache key for its data)."""
+    return (run.get("status"), run.get("progress"), run.get("heartbeat"), run.get("finished"), run.get("phase"))
+
+
+# ------------------------------------------------------------------ metrics
+
+def _bulk(store: Store, table: str, ids: list[str], extra_where: str = "", args: tuple = ()) -> list[dict]:
+    if not ids:
+        return []
+    out: list[dict] = []
+    with store.connect() as db:
+        for i in range(0, len(ids), 500):
+            chunk = ids[i:i + 500]
+            q = (f"SELECT * FROM {table} WHERE run_id IN ({','.join('?' * len(chunk))}){extra_where} "
+                 f"ORDER BY run_id, {'seq' if table == 'metrics' else 'rowid'}")
+            out.extend(dict(r) for r in db.execute(q, (*chunk, *args)).fetchall())
+    return out
+
+
+def metrics_rows(store: Store, ids: list[str], kind: str | None = None) -> list[dict]:
+    """Metric rows of many runs in one query, extra keys merged in."""
+    rows = _bulk(store, "metrics", list(ids), " AND kind=?" if kind else "", (kind,) if kind else ())
+    for d in rows:
+        extra = d.pop("extra", None)
+        if extra:
+            try:
+                d.update(json.loads(extra))
+            except (json.JSONDecodeError, TypeError):
+                pass
+    return rows
+
+
+def mask_stats_rows(store: Store, ids: list[str]) -> list[dict]:
+    rows = _bulk(store, "mask_stats", list(ids))
+    for d in rows:
+        try:
+            d["hist"] = json.loads(d["hist"]) if d.get("hist") else None
+        except (json.JSONDecodeError, TypeError):
+            d["hist"] = None
+    return rows
+
+
+def _add_time_axis(df: pd.DataFrame) -> pd.DataFrame:
+    """Add `t`: epochs since the run began, counted across rounds and phases, and
+    `segment` ("r0 search"). Each (round, phase) segment lasts as long as its last epoch."""
+    if df.empty:
+        df["t"] = []
+        df["segment"] = []
+        return df
+    df = df.copy()
+    df["round"] = df["round"].fillna(0).astype(int)
+    df["phase"] = df["phase"].fillna("train")
+    df["segment"] = "r" + df["round"].astype(str) + " " + df["phase"]
+    t = np.full(len(df), np.nan)
+    for _rid, idx in df.groupby("run_id", sort=False).groups.items():
+        sub = df.loc[idx]
+        order = list(dict.fromkeys(zip(sub["round"], sub["phase"])))
+        order.sort(key=lambda k: (k[0], PHASE_ORDER.get(k[1], 2)))
+        offset = 0.0
+        for key in order:
+            sel = (sub["round"] == key[0]) & (sub["phase"] == key[1])
+            ep = sub.loc[sel, "epoch"].astype(float)
+            pos = [df.index.get_loc(i) for i in sub.index[sel]]
+            t[pos] = offset + ep.fillna(ep.max() if ep.notna().any() else 0).to_numpy()
+            offset += float(ep.max()) if ep.notna().any() else 0.0
+    df["t"] = t
+    return df
+
+
+def metrics_frame(rows: list[dict]) -> pd.DataFrame:
+    cols = ["run_id", "kind", "round", "phase", "epoch", "step", "wall", "lr", "lam", "loss", "loss_task",
+            "loss_reg", "train_acc", "val_acc", "test_acc", "remaining"]
+    df = pd.DataFrame(rows)
+    for c in cols:
+        if c not in df:
+            df[c] = pd.Series(dtype=float)
+    df = df[[c for c in df.columns if c != "seq"]]
+    return _add_time_axis(df)
+
+
+def mask_stats_frame(rows: list[dict]) -> pd.DataFrame:
+    cols = ["run_id", "round", "phase", "epoch", "layer", "numel", "mean", "frac_above", "near_binary",
+            "churn", "dead_units", "hist"]
+    df = pd.DataFrame(rows)
+    for c in cols:
+        if c not in df:
+            df[c] = pd.Series(dtype=float)
+    df = _add_time_axis(df)
+    if not df.empty:
+        df["when"] = df["segment"] + " e" + df["epoch"].fillna(0).astype(int).astype(str)
+        # training order (a retrain's epoch 0 comes after the search's last epoch, at the same t)
+        df["order"] = (df["round"] * 1_000_000 + df["phase"].map(lambda p: PHASE_ORDER.get(p, 2)) * 100_000
+                       + df["epoch"].fillna(0).astype(float))
+    else:
+        df["when"] = []
+        df["order"] = []
+    return df
+
+
+def hist_over_time(stats: pd.DataFrame, layer: str | None = None) -> pd.DataFrame:
+    """Histogram of m (20 bins on [0,1]) per recorded epoch, pooled over layers
+    (or for one layer): long frame with t, when, bin_lo, bin_mid, fraction."""
+    df = stats if layer in (None, "all layers") else stats[stats["layer"] == layer]
+    df = df[df["hist"].notna()]
+    rows = []
+    for (order, when), g in df.groupby(["order", "when"], sort=True):
+        h = np.sum([np.asarray(x, dtype=float) for x in g["hist"]], axis=0)
+        tot = h.sum() or 1.0
+        n = len(h)
+        for i, v in enumerate(h):
+            rows.append({"order": order, "when": when, "bin_lo": i / n, "bin_mid": (i + 0.5) / n,
+                         "fraction": v / tot})
+    return pd.DataFrame(rows, columns=["order", "when", "bin_lo", "bin_mid", "fraction"])
+
+
+def layer_allocation(runs: list[dict]) -> pd.DataFrame:
+    """Final remaining fraction and dead units per layer, from each run's summary."""
+    rows = []
+    for r in runs:
+        layers = summary_of(r).get("layers") or {}
+        for i, (name, d) in enumerate(layers.items()):
+            if not isinstance(d, dict):
+                continue
+            rows.append({"run_id": r["id"], "run": run_label(r), "layer": name, "order": i,
+                         "remaining": d.get("remaining"), "kept": d.get("kept"), "total": d.get("total"),
+                         "dead_units": d.get("dead_units")})
+    return pd.DataFrame(rows, columns=["run_id", "run", "layer", "order", "remaining", "kept", "total",
+                                       "dead_units"])
+
+
+def checks_frame(store: Store, run_id: str) -> pd.DataFrame:
+    rows = []
+    for c in store.checks(run_id):
+        title, what = CHECK_TEXT.get(c["name"], (c["name"], ""))
+        rows.append({"check": title, "name": c["name"], "passed": bool(c["passed"]), "value": c.get("value"),
+                     "target": c.get("target"), "detail": c.get("detail") or what})
+    return pd.DataFrame(rows, columns=["check", "name", "passed", "value", "target", "detail"])
+
+
+# ------------------------------------------------------------------ trade-offs
+
+def group_key(c: dict) -> str:
+    """Runs in one group differ only by seed: the legend entry of the trade-off plot."""
+    m = c.get("method", "?")
+    if m == "concave":
+        g = f"concave · {c.get('regularizer', '?')}"
+        if c.get("warm_start"):
+            g += " (warm start)"
+        if c.get("target_sparsity") is not None:
+            g += " (target)"
+        return g
+    if m == "imp":
+        return f"IMP ({c.get('prune_scope', 'global')}, p={c.get('prune_fraction', 0.2)})"
+    return m
+
+
+def tradeoff_points(runs: list[dict]) -> pd.DataFrame:
+    """Done runs with a summary: one point each."""
+    rows = []
+    for r in runs:
+        c, s = cfg_of(r), summary_of(r)
+        if r.get("status") != "done" or not c or s.get("test_accuracy") is None or s.get("remaining") is None:
+            continue
+        rest = {k: v for k, v in c.items() if k not in ("seed", "name", "device")}
+        rows.append({
+            "run_id": r["id"], "label": run_label(r), "group": group_key(c), "method": c.get("method"),
+            "regularizer": c.get("regularizer") if c.get("method") == "concave" else "",
+            "lam": c.get("lam") if c.get("method") == "concave" else None,
+            "target_sparsity": c.get("target_sparsity"),
+            "seed": c.get("seed"), "model": c.get("model"), "dataset": c.get("dataset"),
+            "classes": ",".join(str(x) for x in c["classes"]) if c.get("classes") else "",
+            "remaining": float(s["remaining"]), "kept": s.get("kept"), "total": s.get("total"),
+            "test_accuracy": float(s["test_accuracy"]),
+            "thresholded_test_accuracy": s.get("thresholded_test_accuracy"),
+            "wall_seconds": s.get("wall_seconds"), "epochs_spent": epochs_planned(c),
+            "setting": json.dumps(rest, sort_keys=True, default=str),
+        })
+    return pd.DataFrame(rows, columns=["run_id", "label", "group", "method", "regularizer", "lam",
+                                       "target_sparsity", "seed", "model", "dataset", "classes", "remaining",
+                                       "kept", "total", "test_accuracy", "thresholded_test_accuracy",
+                                       "wall_seconds", "epochs_spent", "setting"])
+
+
+def aggregate_seeds(points: pd.DataFrame) -> pd.DataFrame:
+    """Runs that differ only by seed become one point: mean, std, min, max, n."""
+    if points.empty:
+        return pd.DataFrame(columns=["group", "setting", "lam", "n", "remaining", "remaining_std",
+                                     "test_accuracy", "acc_std", "acc_min", "acc_max", "wall_seconds",
+                                     "epochs_spent", "seeds", "run_ids"])
+    g = points.groupby(["group", "setting"], sort=False)
+    out = g.agg(lam=("lam", "first"), n=("run_id", "count"), remaining=("remaining", "mean"),
+                remaining_std=("remaining", "std"), test_accuracy=("test_accuracy", "mean"),
+                acc_std=("test_accuracy", "std"), acc_min=("test_accuracy", "min"),
+                acc_max=("test_accuracy", "max"), wall_seconds=("wall_seconds", "mean"),
+                epochs_spent=("epochs_spent", "mean"),
+                seeds=("seed", lambda s: ",".join(str(x) for x in sorted(s))),
+                run_ids=("run_id", lambda s: ",".join(s))).reset_index()
+    out[["remaining_std", "acc_std"]] = out[["remaining_std", "acc_std"]].fillna(0.0)
+    return out.sort_values(["group", "remaining"]).reset_index(drop=True)
+
+
+def imp_rounds(store: Store, runs: list[dict]) -> pd.DataFrame:
+    """IMP's accuracy round by round (one row per round of every IMP run), with the cost so far."""
+    imp = [r for r in runs if cfg_of(r).get("method") == "imp"]
+    if not imp:
+        return pd.DataFrame(columns=["run_id", "label", "seed", "round", "remaining", "test_accuracy",
+                                     "epochs_spent", "wall_seconds"])
+    by_id = {r["id"]: r for r in imp}
+    found = metrics_rows(store, list(by_id), "round")
+    rows = []
+    for rid, grp in (pd.DataFrame(found).groupby("run_id") if found else []):
+        c = cfg_of(by_id[rid])
+        cum = 0.0
+        for _, m in grp.sort_values("round").iterrows():
+            cum += float(m.get("seconds") or 0.0)
+            rows.append({"run_id": rid, "label": run_label(by_id[rid]), "seed": c.get("seed"),
+                         "round": int(m["round"]), "remaining": m["remaining"], "test_accuracy": m["test_acc"],
+                         "epochs_spent": (int(m["round"]) + 1) * int(c.get("epochs", 0)), "wall_seconds": cum})
+    return pd.DataFrame(rows, columns=["run_id", "label", "seed", "round", "remaining", "test_accuracy",
+                                       "epochs_spent", "wall_seconds"])
+
+
+def dense_reference(points: pd.DataFrame, imp: pd.DataFrame) -> float | None:
+    """The dense accuracy: mean over dense runs, else IMP's round 0 (dense training)."""
+    d = points[points["method"] == "dense"]
+    if not d.empty:
+        return float(d["test_accuracy"].mean())
+    if not imp.empty:
+        r0 = imp[imp["round"] == 0]
+        if not r0.empty:
+            return float(r0["test_accuracy"].mean())
+    return None
+
+
+# ------------------------------------------------------------------ masks
+
+def _tag_key(tag: str):
+    m = re.fullmatch(r"r(\d+)-(\w+?)-(?:e(\d+)|(end))", tag)
+    if m:
+        return (int(m.group(1)), PHASE_ORDER.get(m.group(2), 2), int(m.group(3)) if m.group(3) else 10**6, tag)
+    m = re.fullmatch(r"r(\d+)-ticket", tag)
+    if m:
+        return (int(m.group(1)), 1, -1, tag)   # the ticket opens the round's retrain
+    return (10**6, 0, 0, tag)
+
+
+def ordered_tags(tags: list[str], phases: tuple[str, ...] | None = None) -> list[str]:
+    """Snapshot tags in training order; optionally only per-epoch tags of the given phases."""
+    out = sorted(tags, key=_tag_key)
+    if phases is not None:
+        out = [t for t in out if re.fullmatch(rf"r\d+-({'|'.join(phases)})-e\d+", t)]
+    return out
+
+
+def final_ticket_tag(tags: list[str]) -> str | None:
+    tickets = [t for t in tags if re.fullmatch(r"r\d+-ticket", t)]
+    return max(tickets, key=lambda t: int(t[1:].split("-")[0])) if tickets else None
+
+
+def load_masks_np(store: Store, run_id: str, tag: str) -> dict[str, np.ndarray]:
+    return {k: v.numpy() for k, v in store.load_masks(run_id, tag).items()}
+
+
+def mask_iou(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> pd.DataFrame:
+    """IoU of the kept sets of two binary masks, per common layer and over all of them."""
+    rows = []
+    inter_all = union_all = 0
+    for name in a:
+        if name not in b or a[name].shape != b[name].shape:
+            continue
+        x, y = a[name] != 0, b[name] != 0
+        inter, union = int((x & y).sum()), int((x | y).sum())
+        inter_all += inter
+        union_all += union
+        rows.append({"layer": name, "iou": inter / union if union else 1.0, "kept_a": int(x.sum()),
+                     "kept_b": int(y.sum()), "both": inter, "total": x.size})
+    if rows:
+        rows.append({"layer": "all layers", "iou": inter_all / union_all if union_all else 1.0,
+                     "kept_a": sum(r["kept_a"] for r in rows), "kept_b": sum(r["kept_b"] for r in rows),
+                     "both": inter_all, "total": sum(r["total"] for r in rows)})
+    return pd.DataFrame(rows, columns=["layer", "iou", "kept_a", "kept_b", "both", "total"])
+
+
+PIXEL_MODELS = ("logreg", "lenet300")
+PIXEL_DATASETS = ("mnist", "fashion_mnist", "digits")
+
+
+def pixel_capable(run: dict) -> bool:
+    c = cfg_of(run)
+    return c.get("model") in PIXEL_MODELS and c.get("dataset") in PIXEL_DATASETS
+
+
+def pixel_map(masks: dict[str, np.ndarray], in_shape: tuple[int, int, int]) -> pd.DataFrame:
+    """The first layer's mask as an image: for each input pixel, the mean of m over the
+    units it feeds (for binary logistic regression: the mask itself). H×W DataFrame."""
+    if not masks:
+        raise ValueError("the snapshot holds no masks")
+    first = next(iter(masks.values()))
+    c, h, w = in_shape
+    if first.ndim != 2 or first.shape[1] != c * h * w:
+        raise ValueError(f"the first layer's mask has shape {tuple(first.shape)}, not (units, {c * h * w})")
+    img = first.astype(float).mean(axis=0).reshape(c, h, w).mean(axis=0)
+    return pd.DataFrame(img)
+
+
+def planted_recovery(target: np.ndarray, soft: np.ndarray, binary: np.ndarray | None) -> dict:
+    """How well a learned mask recovers the planted support: ‖m* − m̃‖₂ and the support errors."""
+    t = target.reshape(-1).astype(float)
+    s = soft.reshape(-1).astype(float)
+    b = (binary.reshape(-1) != 0) if binary is not None else s > 0.5
+    tt = t != 0
+    tp = int((b & tt).sum())
+    fp = int((b & ~tt).sum())
+    fn = int((~b & tt).sum())
+    return {"dist": float(np.linalg.norm(t - s)), "dist_binary": float(np.linalg.norm(t - b.astype(float))),
+            "true_pos": tp, "false_pos": fp, "false_neg": fn, "kept": int(b.sum()), "k": int(tt.sum()),
+            "exact": fp == 0 and fn == 0,
+            "f1": 2 * tp / (2 * tp + fp + fn) if (2 * tp + fp + fn) else 1.0}
+
+
+# ------------------------------------------------------------------ export
+
+def metrics_csv(store: Store, run_id: str) -> str:
+    rows = store.metrics(run_id)
+    if not rows:
+        return ""
+    keys = sorted({k for r in rows for k in r})
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=keys)
+    w.writeheader()
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+def config_json(run: dict) -> str:
+    return json.dumps(cfg_of(run), indent=2, sort_keys=True)
+
+
+def export_zip(store: Store, run_id: str) -> bytes:
+    """config.json, metrics.csv, summary.json, checks.json and ticket.pt of one run (what `export` writes)."""
+    run = store.get_run(run_id)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr(f"{run_id}/config.json", config_json(run))
+        m = metrics_csv(store, run_id)
+        if m:
+            z.writestr(f"{run_id}/metrics.csv", m)
+        if run.get("summary") is not None:
+            z.writestr(f"{run_id}/summary.json", json.dumps(run["summary"], indent=2))
+        z.writestr(f"{run_id}/checks.json", json.dumps(store.checks(run_id), indent=2))
+        ticket = store.run_dir(run_id) / "ticket.pt"
+        if ticket.exists():
+            z.write(ticket, f"{run_id}/ticket.pt")
+        z.writestr(f"{run_id}/curves.html", curves_html(store, run))
+    return buf.getvalue()
+
+
+def curves_html(store: Store, run: dict) -> str:
+    """The Runs page's curves as one standalone HTML file (the same figure builders)."""
+    from ui import figures
+    df = metrics_frame(metrics_rows(store, [run["id"]])).assign(run=run_label(run))
+    figs = [figures.loss_figure(df), figures.accuracy_figure(df), figures.remaining_figure(df)]
+    body = "".join(f.to_html(full_html=False, include_plotlyjs="cdn" if i == 0 else False)
+                   for i, f in enumerate(figs))
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{run['id']}</title></head><body>"
+            f"<h2>{run_label(run)}</h2>{body}</body></html>")
+
+
+def ticket_bytes(store: Store, run_id: str) -> bytes | None:
+    p = store.run_dir(run_id) / "ticket.pt"
+    return p.read_bytes() if p.exists() else None
+
+
+def duplicate_config(run: dict) -> dict | None:
+    """The run's config, validated again (None when it is unreadable or no longer valid)."""
+    try:
+        return RunConfig.from_dict(cfg_of(run)).to_dict() if cfg_of(run) else None
+    except Exception:
+        return None

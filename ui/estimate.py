@@ -1,0 +1,139 @@
+"""A rough estimate of what a config will cost before it is launched: wall time,
+compute (device-hours) and disk. No Streamlit here.
+
+The estimate prefers measurements: when the store already holds finished runs
+of the same model on the same dataset, their seconds per epoch are used.
+Otherwise a small model of throughput calibrated on this project's 2-core CPU
+(LeNet-300-100 on MNIST: about 2.5 s per epoch) stands in; it is right within
+a factor of about 2, which the page says.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+
+# Forward multiply-accumulates per sample at the model's usual input size (32×32 for CIFAR models).
+MACS = {"logreg": 784, "lenet300": 266_200, "conv2": 38e6, "conv4": 50e6, "conv6": 60e6, "resnet20": 41e6,
+        "resnet32": 69e6, "resnet56": 125e6, "vgg16": 313e6, "wrn16_8": 1.55e9, "resnet18": 570e6}
+TRAIN_SIZE = {"digits": 1437, "mnist": 60_000, "fashion_mnist": 60_000, "cifar10": 50_000, "cifar100": 50_000,
+              "tiny_imagenet": 100_000, "planted": 400}
+NUM_CLASSES = {"digits": 10, "mnist": 10, "fashion_mnist": 10, "cifar10": 10, "cifar100": 100,
+               "tiny_imagenet": 200, "planted": 2}
+# Effective MAC/s (forward + backward counted as 3× forward) and the fixed cost of one step.
+THROUGHPUT = {"cpu": {"mlp": 1.7e10, "conv": 4e9, "step": 1.0e-3},
+              "gpu": {"mlp": 2e12, "conv": 4e12, "step": 3.0e-3}}
+STARTUP_S = 8.0            # importing torch, loading the data
+SEARCH_FACTOR = 1.4        # a search step also trains the masks and evaluates R(m)
+SNAPSHOT_MAX = 300_000     # masks saved every epoch up to this many prunable weights (engine.train)
+
+
+@dataclass
+class Estimate:
+    seconds: float              # wall time of one run
+    low: float
+    high: float
+    epochs: int                 # epochs of training per run
+    device: str                 # "cpu" or "gpu"
+    basis: str                  # where the number comes from
+    disk_bytes: float
+
+    def device_hours(self, runs: int) -> float:
+        return self.seconds * runs / 3600
+
+
+def epochs_of(cfg: dict) -> tuple[int, int]:
+    """(search or plain training epochs, retrain epochs) over all rounds."""
+    e = int(cfg.get("epochs", 10))
+    r = int(cfg.get("rounds", 1))
+    re_ = cfg.get("retrain_epochs")
+    re_ = e if re_ is None else int(re_)
+    m = cfg.get("method")
+    if m == "concave":
+        return r * e, r * re_
+    if m == "imp":
+        return (r + 1) * e, 0
+    return e, 0
+
+
+def _device(cfg: dict, gpu_available: bool) -> str:
+    d = cfg.get("device", "auto")
+    if d.startswith("cuda"):
+        return "gpu"
+    if d == "cpu":
+        return "cpu"
+    return "gpu" if gpu_available else "cpu"
+
+
+def _samples(cfg: dict) -> float:
+    n = TRAIN_SIZE.get(cfg.get("dataset"), 50_000)
+    if cfg.get("dataset") == "planted":
+        n = int((cfg.get("data_params") or {}).get("n_train", n))
+    classes = cfg.get("classes")
+    if classes:
+        n = n * len(classes) / NUM_CLASSES.get(cfg.get("dataset"), 10)
+    return n * (1 - float(cfg.get("val_fraction", 0.1)))
+
+
+def from_history(cfg: dict, history: list[dict]) -> float | None:
+    """Median measured seconds per epoch of finished runs with the same model, dataset and classes."""
+    rates = []
+    for r in history:
+        c, s = r.get("config") or {}, r.get("summary") or {}
+        if (r.get("status") != "done" or not s.get("wall_seconds") or c.get("model") != cfg.get("model")
+                or c.get("dataset") != cfg.get("dataset") or c.get("classes") != cfg.get("classes")
+                or c.get("device", "auto") != cfg.get("device", "auto")
+                or int(c.get("batch_size", 128)) != int(cfg.get("batch_size", 128))):
+            continue
+        try:
+            a, b = epochs_of(c)
+        except (TypeError, ValueError):
+            continue
+        if a + b:
+            rates.append(max(0.0, float(s["wall_seconds"])) / (a * SEARCH_FACTOR + b))
+    return statistics.median(rates) if rates else None
+
+
+def estimate(cfg: dict, gpu_available: bool = False, history: list[dict] | None = None,
+             prunable: int | None = None) -> Estimate:
+    search, plain = epochs_of(cfg)
+    if cfg.get("method") != "concave":
+        search, plain = 0, search
+    device = _device(cfg, gpu_available)
+    measured = from_history(cfg, history or [])
+    weighted = search * SEARCH_FACTOR + plain
+    if measured is not None:
+        seconds = STARTUP_S + measured * weighted
+        basis = "the speed of earlier runs of this model on this dataset in this store"
+        low, high = seconds * 0.7, seconds * 1.5
+    else:
+        model = cfg.get("model", "lenet300")
+        kind = "mlp" if model in ("logreg", "lenet300") else "conv"
+        macs = MACS.get(model, 50e6)
+        if kind == "conv" and cfg.get("dataset") in ("mnist", "fashion_mnist", "digits"):
+            side = 8 if cfg.get("dataset") == "digits" else 28
+            macs *= side * side / 1024
+        tp = THROUGHPUT[device]
+        n = _samples(cfg)
+        steps = n / max(1, int(cfg.get("batch_size", 128)))
+        per_epoch = max(n * macs * 3 / tp[kind], steps * tp["step"]) + 0.05
+        seconds = STARTUP_S + per_epoch * weighted
+        basis = f"a throughput model of a {'GPU' if device == 'gpu' else '2-core CPU'} (no earlier run to go by)"
+        low, high = seconds * 0.5, seconds * 2.0
+    total_epochs = search + plain
+    disk = 0.0
+    if prunable:
+        per_snapshot = prunable * 2.0
+        snaps = total_epochs + 3 * int(cfg.get("rounds", 1)) if prunable <= SNAPSHOT_MAX else 3 * int(
+            cfg.get("rounds", 1))
+        disk = per_snapshot * snaps + prunable * 4.0 * 4  # snapshots + rewind, ticket, checkpoint
+    return Estimate(seconds=seconds, low=low, high=high, epochs=total_epochs, device=device, basis=basis,
+                    disk_bytes=disk)
+
+
+def fmt_bytes(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"

@@ -1,0 +1,539 @@
+"""Plotly figure builders: a DataFrame in, a `go.Figure` out. No Streamlit here,
+so pages, tests and exports share them. Every builder accepts an empty frame
+and then returns a figure with a short note instead of failing."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+TEMPLATE = "plotly_white"
+PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
+           "#bcbd22", "#7f7f7f"]
+REG_COLORS = {"l1": "#1f77b4", "log": "#d62728", "lp": "#ff7f0e", "exp": "#9467bd", "scad": "#8c564b",
+              "mcp": "#e377c2"}
+METHOD_COLORS = {"imp": "#2ca02c", "dense": "#7f7f7f", "random": "#bcbd22"}
+PHASE_FILL = {"search": "rgba(214,39,40,0.06)", "retrain": "rgba(31,119,180,0.06)",
+              "train": "rgba(44,160,44,0.05)"}
+
+
+def _base(fig: go.Figure, title: str | None = None, height: int = 340) -> go.Figure:
+    fig.update_layout(template=TEMPLATE, height=height, margin=dict(l=10, r=10, t=40 if title else 10, b=10),
+                      legend=dict(orientation="h", yanchor="top", y=-0.2, xanchor="left", x=0),
+                      title=dict(text=title, x=0, xanchor="left", font=dict(size=15)) if title else None,
+                      hoverlabel=dict(namelength=-1))
+    return fig
+
+
+def empty_figure(note: str, height: int = 220) -> go.Figure:
+    fig = go.Figure()
+    fig.add_annotation(text=note, x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False,
+                       font=dict(size=14, color="#666"))
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    return _base(fig, height=height)
+
+
+def color_for(key: str, i: int = 0) -> str:
+    k = key.lower()
+    for reg, c in REG_COLORS.items():
+        if f"· {reg}" in k or k == reg:
+            return c
+    for m, c in METHOD_COLORS.items():
+        if k.startswith(m):
+            return c
+    return PALETTE[i % len(PALETTE)]
+
+
+def color_map(keys) -> dict[str, str]:
+    out, used = {}, set()
+    for i, k in enumerate(dict.fromkeys(keys)):
+        c = color_for(str(k), i)
+        if c in used:
+            c = next((p for p in PALETTE if p not in used), PALETTE[i % len(PALETTE)])
+        out[k] = c
+        used.add(c)
+    return out
+
+
+def short(label: str, n: int = 48) -> str:
+    return label if len(label) <= n else label[: n - 1] + "…"
+
+
+# ------------------------------------------------------------------ concepts
+
+def pipeline_dot() -> str:
+    """The method as a Graphviz diagram (st.graphviz_chart renders it in the browser)."""
+    return """digraph G {
+  rankdir=LR; bgcolor="transparent";
+  node [shape=box, style="rounded,filled", fontname="Helvetica", fontsize=13, color="#bbbbbb", fillcolor="#f7f7f7",
+        margin="0.18,0.1"];
+  edge [color="#888888", fontname="Helvetica", fontsize=11];
+  dense  [label="Dense network\\nθ₀ (saved)"];
+  search [label="Search\\nmin L(m⊙θ) + λ·R(m)\\nm ∈ [0,1]", fillcolor="#fde2e1"];
+  thr    [label="Threshold\\nkeep m > τ\\n(or top-k)"];
+  rewind [label="Rewind\\nθ ← θ₀ on kept weights"];
+  retrain[label="Retrain\\nbinary mask fixed", fillcolor="#e1ecf8"];
+  ticket [label="Ticket\\nsparse & trainable", shape=box, fillcolor="#e3f3e0"];
+  dense -> search -> thr -> rewind -> retrain -> ticket;
+  retrain -> search [label="  next round", style=dashed, constraint=false];
+}"""
+
+
+def regularizer_curves(df: pd.DataFrame, title: str = "Penalty R(m) on one mask entry") -> go.Figure:
+    """df: x, y, name, reference (bool: drawn dashed grey, e.g. ℓ1)."""
+    if df.empty:
+        return empty_figure("no penalty to draw")
+    fig = go.Figure()
+    for name, g in df.groupby("name", sort=False):
+        ref = bool(g["reference"].iloc[0]) if "reference" in g else False
+        fig.add_trace(go.Scatter(x=g["x"], y=g["y"], name=name, mode="lines",
+                                 line=dict(color="#999" if ref else REG_COLORS.get(str(name).split()[0], "#d62728"),
+                                           dash="dash" if ref else "solid", width=2 if ref else 3)))
+    fig.update_xaxes(title="mask entry m", range=[0, 1])
+    fig.update_yaxes(title="R(m), scaled to R(0)=0, R(1)=1")
+    fig = _base(fig, title, height=320)
+    fig.update_layout(legend=dict(y=-0.3))
+    return fig
+
+
+# ------------------------------------------------------------------ runs: curves
+
+def _phase_bands(fig: go.Figure, df: pd.DataFrame, row=None, col=None) -> None:
+    """Shade the search / retrain / train segments of a single run."""
+    if df.empty or df["run_id"].nunique() != 1:
+        return
+    for seg, g in df.groupby("segment", sort=False):
+        lo, hi = float(g["t"].min()), float(g["t"].max())
+        phase = seg.split()[-1]
+        start = lo - (g["epoch"].min() if g["epoch"].notna().any() else 0)
+        fig.add_vrect(x0=max(start, 0), x1=hi, fillcolor=PHASE_FILL.get(phase, "rgba(0,0,0,0.03)"), line_width=0,
+                      layer="below", row=row, col=col)
+
+
+def loss_figure(df: pd.DataFrame) -> go.Figure:
+    """Step rows of one or more runs (columns run, t, loss_task, loss_reg): the task loss
+    on top (log scale) and the regularizer term λ·R(m) below, one colour per run.
+    (λ·R(m) can be negative: log(m+ε) < 0 for small m, so it gets its own linear axis.)"""
+    d = df[df["kind"] == "step"] if not df.empty else df
+    if d.empty:
+        return empty_figure("no training steps recorded yet")
+    has_reg = d["loss_reg"].notna().any()
+    fig = make_subplots(rows=2 if has_reg else 1, cols=1, shared_xaxes=True, vertical_spacing=0.06,
+                        row_heights=[0.62, 0.38] if has_reg else [1.0])
+    colors = color_map(d["run"])
+    for run, g in d.groupby("run", sort=False):
+        fig.add_trace(go.Scatter(x=g["t"], y=g["loss_task"], name=short(run), mode="lines",
+                                 line=dict(color=colors[run], width=2), legendgroup=run), row=1, col=1)
+        if has_reg and g["loss_reg"].notna().any():
+            fig.add_trace(go.Scatter(x=g["t"], y=g["loss_reg"], name=f"{short(run)} · λ·R(m)", mode="lines",
+                                     line=dict(color=colors[run], width=2, dash="dash"), legendgroup=run,
+                                     showlegend=False), row=2, col=1)
+    _phase_bands(fig, d, row="all", col=1)
+    fig.update_xaxes(title="epochs since the run started (all phases)", row=2 if has_reg else 1, col=1)
+    fig.update_yaxes(title="task loss (log)", type="log", dtick=1, exponentformat="power", row=1, col=1)
+    if has_reg:
+        fig.update_yaxes(title="λ·R(m)", row=2, col=1)
+    return _base(fig, "Loss: the task (top) and the regularizer λ·R(m) (bottom)", height=380)
+
+
+def accuracy_figure(df: pd.DataFrame) -> go.Figure:
+    d = df[df["kind"] == "epoch"] if not df.empty else df
+    if d.empty:
+        return empty_figure("no finished epoch yet")
+    fig = go.Figure()
+    colors = color_map(d["run"])
+    for run, g in d.groupby("run", sort=False):
+        fig.add_trace(go.Scatter(x=g["t"], y=g["test_acc"], name=f"{short(run)} · test", mode="lines+markers",
+                                 line=dict(color=colors[run], width=2), marker=dict(size=5), legendgroup=run))
+        fig.add_trace(go.Scatter(x=g["t"], y=g["val_acc"], name=f"{short(run)} · validation", mode="lines",
+                                 line=dict(color=colors[run], width=1.5, dash="dot"), legendgroup=run))
+    _phase_bands(fig, d)
+    fig.update_xaxes(title="epochs since the run started (all phases)")
+    fig.update_yaxes(title="accuracy", tickformat=".0%")
+    return _base(fig, "Accuracy: test (solid) and validation (dotted)")
+
+
+def remaining_figure(df: pd.DataFrame) -> go.Figure:
+    d = df[(df["kind"] == "epoch") & df["remaining"].notna()] if not df.empty else df
+    if d.empty:
+        return empty_figure("no mask measurement yet")
+    fig = go.Figure()
+    colors = color_map(d["run"])
+    for run, g in d.groupby("run", sort=False):
+        fig.add_trace(go.Scatter(x=g["t"], y=g["remaining"], name=short(run), mode="lines+markers",
+                                 line=dict(color=colors[run], width=2, shape="hv"), marker=dict(size=5)))
+    _phase_bands(fig, d)
+    fig.update_xaxes(title="epochs since the run started (all phases)")
+    fig.update_yaxes(title="weights remaining (m > τ)", tickformat=".0%", rangemode="tozero")
+    return _base(fig, "Sparsity over time: fraction of weights still in the mask")
+
+
+def lam_figure(df: pd.DataFrame) -> go.Figure:
+    d = df[(df["kind"] == "step") & df["lam"].notna()] if not df.empty else df
+    if d.empty:
+        return empty_figure("λ is constant or not recorded")
+    fig = go.Figure()
+    colors = color_map(d["run"])
+    for run, g in d.groupby("run", sort=False):
+        fig.add_trace(go.Scatter(x=g["t"], y=g["lam"], name=short(run), mode="lines",
+                                 line=dict(color=colors[run], width=2)))
+    fig.update_xaxes(title="epochs since the run started")
+    lam = d["lam"].astype(float)
+    wide = lam.min() > 0 and lam.max() / lam.min() > 10
+    if wide:
+        fig.update_yaxes(title="λ (log)", type="log")
+    else:
+        fig.update_yaxes(title="λ", range=[0, float(lam.max()) * 1.15 or 1.0])
+    return _base(fig, "λ during the search (adapts when a target sparsity is set)", height=260)
+
+
+# ------------------------------------------------------------------ masks
+
+def layer_heatmap(stats: pd.DataFrame) -> go.Figure:
+    """Per-layer remaining fraction (m > τ) over recorded epochs, layers × epochs."""
+    if stats.empty:
+        return empty_figure("no mask statistics recorded")
+    layers = list(dict.fromkeys(stats["layer"]))
+    order = stats.drop_duplicates("when").sort_values("order")["when"].tolist()
+    piv = stats.pivot_table(index="layer", columns="when", values="frac_above", aggfunc="last")
+    piv = piv.reindex(index=layers, columns=order)
+    fig = go.Figure(go.Heatmap(z=piv.values, x=order, y=layers, zmin=0, zmax=1, colorscale="Viridis",
+                               colorbar=dict(title="remaining", tickformat=".0%"),
+                               hovertemplate="%{y}<br>%{x}<br>remaining %{z:.1%}<extra></extra>"))
+    fig.update_yaxes(autorange="reversed", title="layer (input → output)")
+    fig.update_xaxes(title="round, phase, epoch", type="category")
+    return _base(fig, "Remaining fraction per layer over training", height=max(260, 60 + 28 * len(layers)))
+
+
+def hist_heatmap(hist: pd.DataFrame, tau: float) -> go.Figure:
+    """Distribution of m over time (columns: when, t, bin_mid, fraction) with τ drawn in."""
+    if hist.empty:
+        return empty_figure("no histograms recorded")
+    order = hist.drop_duplicates("when").sort_values("order")["when"].tolist()
+    piv = hist.pivot_table(index="bin_mid", columns="when", values="fraction").reindex(columns=order)
+    z = np.sqrt(piv.values)
+    fig = go.Figure(go.Heatmap(z=z, x=order, y=piv.index, customdata=piv.values, colorscale="Magma",
+                               reversescale=True, colorbar=dict(title="share (√)"),
+                               hovertemplate="%{x}<br>m ≈ %{y:.3f}<br>share %{customdata:.1%}<extra></extra>"))
+    fig.add_hline(y=tau, line=dict(color="#1f77b4", width=2, dash="dash"),
+                  annotation_text=f"τ = {tau:g}", annotation_position="top left")
+    fig.update_yaxes(title="mask value m", range=[0, 1])
+    fig.update_xaxes(title="round, phase, epoch", type="category")
+    return _base(fig, "Histogram of m over time (darker = more entries)", height=330)
+
+
+def hist_bars(hist: pd.DataFrame, tau: float, title: str) -> go.Figure:
+    if hist.empty:
+        return empty_figure("no histogram at this epoch")
+    fig = go.Figure(go.Bar(x=hist["bin_mid"], y=hist["fraction"], width=1 / max(1, len(hist)) * 0.95,
+                           marker_color=["#d62728" if b <= tau else "#1f77b4" for b in hist["bin_mid"]],
+                           hovertemplate="m ≈ %{x:.3f}<br>share %{y:.1%}<extra></extra>"))
+    fig.add_vline(x=tau, line=dict(color="#333", width=2, dash="dash"), annotation_text=f"τ = {tau:g}")
+    fig.update_xaxes(title="mask value m (red: pruned at τ, blue: kept)", range=[0, 1])
+    fig.update_yaxes(title="share of entries (log)", tickformat=".2~%", type="log", range=[-4, 0.05])
+    return _base(fig, title, height=300)
+
+
+def layer_lines(stats: pd.DataFrame, column: str, title: str, ytitle: str, percent: bool = True) -> go.Figure:
+    d = stats[stats[column].notna()] if not stats.empty else stats
+    if d.empty:
+        return empty_figure(f"no {ytitle} recorded")
+    fig = go.Figure()
+    colors = color_map(d["layer"])
+    for layer, g in d.groupby("layer", sort=False):
+        g = g.sort_values("order")
+        fig.add_trace(go.Scatter(x=g["when"], y=g[column], name=layer, mode="lines+markers",
+                                 line=dict(color=colors[layer]), marker=dict(size=5)))
+    fig.update_xaxes(title="round, phase, epoch", type="category",
+                     categoryorder="array", categoryarray=d.sort_values("order")["when"].unique().tolist())
+    top = float(d[column].max()) if d[column].notna().any() else 1.0
+    fig.update_yaxes(title=ytitle, tickformat=".0%" if percent else None,
+                     range=[0, max(top * 1.1, 0.05 if percent else 1e-9)])
+    return _base(fig, title, height=300)
+
+
+def allocation_figure(alloc: pd.DataFrame) -> go.Figure:
+    """Final per-layer remaining fraction of several runs side by side."""
+    if alloc.empty:
+        return empty_figure("no finished run with per-layer results selected")
+    fig = go.Figure()
+    colors = color_map(alloc["run"])
+    layers = alloc.sort_values("order")["layer"].unique().tolist()
+    for run, g in alloc.groupby("run", sort=False):
+        fig.add_trace(go.Bar(x=g["layer"], y=g["remaining"], name=short(run, 60), marker_color=colors[run],
+                             customdata=np.stack([g["kept"], g["total"], g["dead_units"]], axis=1),
+                             hovertemplate="%{x}: %{y:.2%} remaining<br>%{customdata[0]:,} of %{customdata[1]:,}"
+                                           "<br>dead units %{customdata[2]:.0%}<extra></extra>"))
+    fig.update_layout(barmode="group")
+    fig.update_xaxes(title="layer (input → output)", categoryorder="array", categoryarray=layers)
+    lo = float(alloc["remaining"].replace(0, np.nan).min()) if alloc["remaining"].gt(0).any() else 0.01
+    fig.update_yaxes(title="weights remaining (log)", tickformat=".2~%", type="log",
+                     range=[math.log10(max(lo * 0.7, 1e-5)), math.log10(1.15)])
+    return _base(fig, "Where the surviving weights are: remaining fraction per layer", height=360)
+
+
+def iou_figure(iou: pd.DataFrame, a: str, b: str) -> go.Figure:
+    if iou.empty:
+        return empty_figure("these runs share no layer of the same shape")
+    fig = go.Figure(go.Bar(x=iou["layer"], y=iou["iou"], marker_color=["#444" if x == "all layers" else "#17becf"
+                                                                     for x in iou["layer"]],
+                           text=[f"{v:.0%}" for v in iou["iou"]], textposition="outside",
+                           hovertemplate="%{x}<br>IoU %{y:.1%}<extra></extra>"))
+    fig.update_yaxes(title="IoU of kept weights", range=[0, 1.1], tickformat=".0%")
+    return _base(fig, f"Mask overlap (intersection over union): {short(a, 30)} vs {short(b, 30)}", height=320)
+
+
+# ------------------------------------------------------------------ trade-offs
+
+def tradeoff_figure(agg: pd.DataFrame, imp: pd.DataFrame, dense: float | None, tol: float,
+                    x: str = "remaining") -> go.Figure:
+    """Test accuracy against remaining weights (log axis, fewer weights to the right):
+    one line per group (seeds aggregated: mean ± std bands), IMP round by round,
+    the dense accuracy and the matching-ticket region (accuracy ≥ dense − tol)."""
+    if agg.empty and imp.empty:
+        return empty_figure("no finished run to place yet")
+    fig = go.Figure()
+    colors = color_map(list(agg["group"]) + (["IMP rounds"] if not imp.empty else []))
+    if dense is not None:
+        fig.add_hrect(y0=dense - tol, y1=1.0, fillcolor="rgba(44,160,44,0.08)", line_width=0, layer="below",
+                      annotation_text="matching tickets", annotation_position="top right")
+        fig.add_hline(y=dense, line=dict(color="#555", dash="dash"), annotation_text=f"dense {dense:.2%}",
+                      annotation_position="bottom left")
+    for group, g in agg.groupby("group", sort=False):
+        g = g.sort_values(x)
+        c = colors[group]
+        if (g["n"] > 1).any():
+            xs = np.concatenate([g[x].to_numpy(), g[x].to_numpy()[::-1]])
+            ys = np.concatenate([(g["test_accuracy"] + g["acc_std"]).to_numpy(),
+                                 (g["test_accuracy"] - g["acc_std"]).to_numpy()[::-1]])
+            fig.add_trace(go.Scatter(x=xs, y=ys, fill="toself", fillcolor=_alpha(c, 0.15), line=dict(width=0),
+                                     hoverinfo="skip", showlegend=False, legendgroup=group))
+        lam = g["lam"].map(lambda v: "" if v is None or (isinstance(v, float) and math.isnan(v)) else f"λ={v:.3g}")
+        fig.add_trace(go.Scatter(
+            x=g[x], y=g["test_accuracy"], name=group, mode="lines+markers", legendgroup=group,
+            line=dict(color=c, width=2), marker=dict(size=8),
+            error_y=dict(type="data", array=g["acc_std"], visible=bool((g["n"] > 1).any()), color=c),
+            customdata=np.stack([lam, g["n"], g["seeds"], g["remaining"]], axis=1),
+            hovertemplate="%{customdata[0]}<br>remaining %{customdata[3]:.2%}<br>test acc %{y:.2%}"
+                          "<br>%{customdata[1]} seed(s): %{customdata[2]}<extra>" + group + "</extra>"))
+    if not imp.empty:
+        by_round = imp.groupby("round").agg(remaining=("remaining", "mean"), acc=("test_accuracy", "mean"),
+                                            std=("test_accuracy", "std"), n=("run_id", "count"),
+                                            epochs_spent=("epochs_spent", "mean"),
+                                            wall_seconds=("wall_seconds", "mean")).reset_index()
+        by_round["std"] = by_round["std"].fillna(0)
+        fig.add_trace(go.Scatter(
+            x=by_round[x], y=by_round["acc"], name="IMP rounds", mode="lines+markers+text",
+            text=[f"r{r}" for r in by_round["round"]], textposition="top center",
+            line=dict(color=METHOD_COLORS["imp"], width=2, dash="dot"), marker=dict(size=7, symbol="diamond"),
+            error_y=dict(type="data", array=by_round["std"], visible=bool((by_round["n"] > 1).any())),
+            hovertemplate="IMP round %{text}<br>test acc %{y:.2%}<extra></extra>"))
+    xs = pd.concat([agg[x], imp[x]] if not imp.empty else [agg[x]]).astype(float)
+    xs = xs[xs > 0]
+    ys = pd.concat([agg["test_accuracy"] - agg["acc_std"], agg["test_accuracy"] + agg["acc_std"]]
+                   + ([imp["test_accuracy"]] if not imp.empty else [])).astype(float)
+    if dense is not None:
+        ys = pd.concat([ys, pd.Series([dense - tol, dense])])
+    if not xs.empty:
+        lo, hi = math.log10(xs.min() / 1.5), math.log10(xs.max() * 1.5)
+        if x == "remaining":
+            fig.update_xaxes(title="weights remaining (log scale; sparser to the right)", type="log",
+                             range=[min(hi, math.log10(1.05)), lo], tickformat=".2~%")
+        else:
+            fig.update_xaxes(title={"epochs_spent": "epochs of training spent finding the ticket",
+                                    "wall_seconds": "seconds spent finding the ticket"}.get(x, x), type="log",
+                             range=[lo, hi])
+    if not ys.dropna().empty:
+        fig.update_yaxes(range=[max(0.0, ys.min() - 0.02), min(1.005, ys.max() + 0.02)])
+    fig.update_yaxes(title="test accuracy", tickformat=".1%")
+    return _base(fig, None, height=440)
+
+
+def cost_figure(points: pd.DataFrame, imp: pd.DataFrame, cost: str) -> go.Figure:
+    """Remaining weights against what it cost to get there (epochs or seconds)."""
+    if points.empty and imp.empty:
+        return empty_figure("no finished run yet")
+    fig = go.Figure()
+    colors = color_map(list(points["group"]) + (["IMP rounds"] if not imp.empty else []))
+    for group, g in points.groupby("group", sort=False):
+        fig.add_trace(go.Scatter(x=g[cost], y=g["remaining"], name=group, mode="markers",
+                                 marker=dict(size=10, color=colors[group], line=dict(width=1, color="white")),
+                                 customdata=np.stack([g["test_accuracy"], g["label"]], axis=1),
+                                 hovertemplate="%{customdata[1]}<br>remaining %{y:.2%}<br>test acc "
+                                               "%{customdata[0]:.2%}<extra></extra>"))
+    if not imp.empty:
+        for _rid, g in imp.groupby("run_id", sort=False):
+            g = g.sort_values("round")
+            fig.add_trace(go.Scatter(x=g[cost], y=g["remaining"], name="IMP rounds", mode="lines+markers",
+                                     line=dict(color=METHOD_COLORS["imp"], dash="dot"), showlegend=False,
+                                     marker=dict(symbol="diamond", size=7), customdata=g["test_accuracy"],
+                                     hovertemplate="IMP round %{text}<br>remaining %{y:.2%}<br>test acc "
+                                                   "%{customdata:.2%}<extra></extra>",
+                                     text=[f"r{r}" for r in g["round"]]))
+    fig.update_xaxes(title={"epochs_spent": "epochs of training spent", "wall_seconds": "seconds spent"}[cost],
+                     type="log")
+    rem = pd.concat([points["remaining"], imp["remaining"]] if not imp.empty else [points["remaining"]])
+    rem = rem[rem > 0].astype(float)
+    fig.update_yaxes(title="weights remaining (log)", type="log", tickformat=".2~%",
+                     range=[math.log10(rem.min() / 1.5), math.log10(min(1.2, rem.max() * 1.5))] if not rem.empty
+                     else None)
+    return _base(fig, "What the sparsity cost", height=360)
+
+
+def _alpha(hex_color: str, a: float) -> str:
+    h = hex_color.lstrip("#")
+    r, g, b = (int(h[i:i + 2], 16) for i in (0, 2, 4))
+    return f"rgba({r},{g},{b},{a})"
+
+
+# ------------------------------------------------------------------ pixels
+
+def pixel_figure(img: pd.DataFrame, title: str, zmax: float = 1.0, colorscale: str = "Viridis",
+                 height: int = 360) -> go.Figure:
+    """An H×W frame of mask values as an image (row 0 at the top)."""
+    if img.empty:
+        return empty_figure("no mask snapshot")
+    fig = go.Figure(go.Heatmap(z=img.values, zmin=0, zmax=zmax, colorscale=colorscale,
+                               colorbar=dict(title="m", len=0.8),
+                               hovertemplate="row %{y}, col %{x}<br>m = %{z:.3f}<extra></extra>"))
+    _square(fig, img.shape)
+    return _base(fig, title, height=height)
+
+
+def pixel_animation(frames: list[tuple[str, pd.DataFrame]], title: str, height: int = 420) -> go.Figure:
+    """One heatmap per snapshot, with a play button and a slider over them."""
+    if not frames:
+        return empty_figure("no per-epoch snapshots")
+    label0, img0 = frames[-1]
+    heat = dict(zmin=0, zmax=1, colorscale="Viridis", colorbar=dict(title="m", len=0.8),
+                hovertemplate="row %{y}, col %{x}<br>m = %{z:.3f}<extra></extra>")
+    fig = go.Figure(go.Heatmap(z=img0.values, **heat),
+                    frames=[go.Frame(data=[go.Heatmap(z=img.values, **heat)], name=label) for label, img in frames])
+    steps = [dict(method="animate", label=label, args=[[label], dict(mode="immediate", frame=dict(duration=0),
+                                                                       transition=dict(duration=0))])
+             for label, _ in frames]
+    fig.update_layout(
+        sliders=[dict(active=len(frames) - 1, steps=steps, currentvalue=dict(prefix="snapshot: ", xanchor="right"),
+                      pad=dict(t=40, b=10), len=0.82, x=0.18, xanchor="left", y=0, yanchor="top")],
+        updatemenus=[dict(type="buttons", showactive=False, x=0, y=0, xanchor="left", yanchor="top",
+                          pad=dict(t=52, r=10),
+                          buttons=[dict(label="▶ play", method="animate",
+                                        args=[None, dict(frame=dict(duration=500, redraw=True), fromcurrent=False,
+                                                         transition=dict(duration=0))])])])
+    _square(fig, img0.shape)
+    return _base(fig, title, height=height)
+
+
+def _square(fig: go.Figure, shape) -> None:
+    fig.update_yaxes(autorange="reversed", scaleanchor="x", constrain="domain", showticklabels=False,
+                     showgrid=False, zeroline=False)
+    fig.update_xaxes(constrain="domain", showticklabels=False, showgrid=False, zeroline=False)
+
+
+def masked_samples_figure(samples: list[tuple[str, pd.DataFrame]], mask: pd.DataFrame) -> go.Figure:
+    """The paper's Fig. 4: sample digits (top row) and what the classifier sees through the mask
+    (bottom row: pruned pixels greyed out)."""
+    if not samples or mask.empty:
+        return empty_figure("no samples to show")
+    n = len(samples)
+    fig = make_subplots(rows=2, cols=n, horizontal_spacing=0.01, vertical_spacing=0.04,
+                        subplot_titles=[lbl for lbl, _ in samples] + [""] * n)
+    keep = mask.values > 0
+    for j, (_, img) in enumerate(samples, start=1):
+        a = img.values.astype(float)
+        a = a / (a.max() or 1.0)
+        seen = np.where(keep, a, np.nan)
+        fig.add_trace(go.Heatmap(z=a, colorscale="Greys", zmin=0, zmax=1, showscale=False, hoverinfo="skip"),
+                      row=1, col=j)
+        fig.add_trace(go.Heatmap(z=seen, colorscale=[[0, "#fff1a8"], [1, "#000000"]], zmin=0, zmax=1,
+                                 showscale=False, hoverinfo="skip"), row=2, col=j)
+    for i in range(1, 2 * n + 1):
+        fig.layout[f"yaxis{'' if i == 1 else i}"].update(autorange="reversed", scaleanchor=f"x{'' if i == 1 else i}",
+                                                         showticklabels=False, showgrid=False, zeroline=False)
+        fig.layout[f"xaxis{'' if i == 1 else i}"].update(showticklabels=False, showgrid=False, zeroline=False)
+    fig.update_layout(plot_bgcolor="#d5dbe7")
+    fig = _base(fig, None, height=270)
+    fig.update_layout(margin=dict(t=30))
+    return fig
+
+
+def lam_sweep_figure(points: pd.DataFrame, what: str = "pixels") -> go.Figure:
+    """The paper's Fig. 3: kept entries and test accuracy against λ, ℓ1 and log side by side."""
+    if points.empty:
+        return empty_figure("no finished λ sweep for this setting yet")
+    fig = make_subplots(rows=1, cols=2, subplot_titles=(f"kept {what}", "test accuracy"), horizontal_spacing=0.1)
+    agg = points.groupby(["regularizer", "lam"]).agg(kept=("kept", "mean"), kept_std=("kept", "std"),
+                                                    acc=("test_accuracy", "mean"), acc_std=("test_accuracy", "std"),
+                                                    n=("run_id", "count")).reset_index().fillna({"kept_std": 0,
+                                                                                                "acc_std": 0})
+    for reg, g in agg.groupby("regularizer", sort=True):
+        g = g.sort_values("lam")
+        c = REG_COLORS.get(reg, "#333")
+        name = {"l1": "ℓ1", "log": "log"}.get(reg, reg)
+        fig.add_trace(go.Scatter(x=g["lam"], y=g["kept"], name=name, legendgroup=reg, mode="lines+markers",
+                                 line=dict(color=c, width=2), marker=dict(size=8),
+                                 error_y=dict(type="data", array=g["kept_std"], visible=bool((g["n"] > 1).any()))),
+                      row=1, col=1)
+        fig.add_trace(go.Scatter(x=g["lam"], y=g["acc"], name=name, legendgroup=reg, showlegend=False,
+                                 mode="lines+markers", line=dict(color=c, width=2), marker=dict(size=8),
+                                 error_y=dict(type="data", array=g["acc_std"], visible=bool((g["n"] > 1).any()))),
+                      row=1, col=2)
+    _lam_axis(fig, agg["lam"])
+    kept = agg["kept"][agg["kept"] > 0]
+    if not kept.empty:
+        lo_k, hi_k = max(kept.min() / 1.6, 0.8), kept.max() * 1.6
+        ticks = [v for e in range(0, 9) for v in (10 ** e, 2 * 10 ** e, 5 * 10 ** e) if lo_k <= v <= hi_k]
+        fig.update_yaxes(type="log", row=1, col=1, title=f"kept {what} (log)", tickvals=ticks,
+                         ticktext=[f"{v:,}" for v in ticks], range=[math.log10(lo_k), math.log10(hi_k)])
+    fig.update_yaxes(tickformat=".1%", row=1, col=2,
+                     range=[max(0.0, agg["acc"].min() - agg["acc_std"].max() - 0.02), 1.005])
+    fig = _base(fig, None, height=360)
+    fig.update_layout(margin=dict(t=40))
+    return fig
+
+
+def _lam_axis(fig: go.Figure, lams: pd.Series) -> None:
+    """A log λ axis labelled at the λ values that were run (plotly's own log ticks are cryptic)."""
+    vals = sorted({float(v) for v in lams.dropna() if float(v) > 0})
+    if not vals:
+        fig.update_xaxes(title="λ")
+        return
+    shown = vals if len(vals) <= 8 else vals[:: math.ceil(len(vals) / 8)]
+    fig.update_xaxes(title="λ", type="log", tickvals=shown, ticktext=[f"{v:g}" for v in shown],
+                     range=[math.log10(vals[0] / 1.6), math.log10(vals[-1] * 1.6)])
+
+
+def theory_figure(df: pd.DataFrame) -> go.Figure:
+    """Planted problem: ‖m* − m̃‖₂ and support errors against λ for each penalty."""
+    if df.empty:
+        return empty_figure("no finished planted run yet")
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.1,
+                        subplot_titles=("distance to the planted mask ‖m* − m̃‖₂", "support errors (missed + extra)"))
+    key = "penalty" if "penalty" in df else "regularizer"
+    agg = df.assign(errors=df["false_pos"] + df["false_neg"]).groupby([key, "lam"]).agg(
+        dist=("dist", "mean"), errors=("errors", "mean"), exact=("exact", "mean"), n=("run_id", "count")
+    ).reset_index()
+    for reg, g in agg.groupby(key, sort=True):
+        g = g.sort_values("lam")
+        c = "#ff7f0e" if "warm" in reg else REG_COLORS.get(reg.split()[0], "#333")
+        name = reg.replace("l1", "ℓ1")
+        fig.add_trace(go.Scatter(x=g["lam"], y=g["dist"], name=name, legendgroup=reg, mode="lines+markers",
+                                 line=dict(color=c, width=2), marker=dict(size=8)), row=1, col=1)
+        fig.add_trace(go.Scatter(x=g["lam"], y=g["errors"], name=name, legendgroup=reg, showlegend=False,
+                                 mode="lines+markers", line=dict(color=c, width=2),
+                                 marker=dict(size=[14 if e == 1 else 8 for e in g["exact"]],
+                                             symbol=["star" if e == 1 else "circle" for e in g["exact"]]),
+                                 customdata=g["exact"],
+                                 hovertemplate="λ=%{x:.3g}<br>%{y:.1f} support errors<br>exact recovery in "
+                                               "%{customdata:.0%} of seeds<extra>" + name + "</extra>"),
+                      row=1, col=2)
+    _lam_axis(fig, agg["lam"])
+    fig.update_yaxes(rangemode="tozero")
+    fig = _base(fig, None, height=380)
+    fig.update_layout(margin=dict(t=40))
+    return fig

@@ -1,0 +1,222 @@
+"""Streamlit glue the pages share: the store, cached reads keyed by a run's
+progress stamp, the run selection kept in the URL, and error guards that turn
+exceptions into messages."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from engine.runner import default_home
+from engine.store import Store, UnknownRun
+from ui import data
+
+log = logging.getLogger("lottery.app")
+
+LIVE_SECONDS = 1.0     # how often live fragments re-read the store while something runs (rows show < 2 s)
+IDLE_SECONDS = 10.0    # ... and while nothing does (to notice runs started elsewhere)
+
+
+def home() -> Path:
+    return Path(default_home())
+
+
+@st.cache_resource(show_spinner=False)
+def _store(home_str: str) -> Store:
+    # Store holds only its path; every call opens its own SQLite connection, so
+    # sharing one instance between sessions and threads is safe.
+    return Store(home_str)
+
+
+def store() -> Store:
+    return _store(str(home()))
+
+
+def runs() -> list[dict]:
+    """Every run, newest first (uncached: cheap, and must be fresh for the monitor)."""
+    return store().list_runs()
+
+
+def get_run(run_id: str) -> dict | None:
+    try:
+        return store().get_run(run_id)
+    except UnknownRun:
+        return None
+
+
+@st.cache_data(show_spinner=False, max_entries=512)
+def _metrics(home_str: str, run_id: str, stamp: tuple) -> pd.DataFrame:
+    return data.metrics_frame(data.metrics_rows(_store(home_str), [run_id]))
+
+
+@st.cache_data(show_spinner=False, max_entries=512)
+def _mask_stats(home_str: str, run_id: str, stamp: tuple) -> pd.DataFrame:
+    return data.mask_stats_frame(data.mask_stats_rows(_store(home_str), [run_id]))
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def _snapshots(home_str: str, run_id: str, stamp: tuple) -> list[str]:
+    return _store(home_str).mask_snapshots(run_id)
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def _masks(home_str: str, run_id: str, tag: str) -> dict:
+    return data.load_masks_np(_store(home_str), run_id, tag)
+
+
+def metrics_of(run: dict) -> pd.DataFrame:
+    """A run's metrics with the time axis; re-read only when the run has moved on."""
+    df = _metrics(str(home()), run["id"], data.run_stamp(run))
+    return df.assign(run=data.run_label(run))
+
+
+def metrics_of_many(chosen: list[dict]) -> pd.DataFrame:
+    frames = [metrics_of(r) for r in chosen]
+    frames = [f for f in frames if not f.empty]
+    return pd.concat(frames, ignore_index=True) if frames else data.metrics_frame([]).assign(run=[])
+
+
+def mask_stats_of(run: dict) -> pd.DataFrame:
+    return _mask_stats(str(home()), run["id"], data.run_stamp(run))
+
+
+def snapshots_of(run: dict) -> list[str]:
+    return _snapshots(str(home()), run["id"], data.run_stamp(run))
+
+
+def masks_of(run_id: str, tag: str) -> dict:
+    """One mask snapshot (snapshots never change once written)."""
+    return _masks(str(home()), run_id, tag)
+
+
+def clear_caches() -> None:
+    for f in (_metrics, _mask_stats, _snapshots, _masks):
+        f.clear()
+
+
+# ------------------------------------------------------------------ selection in the URL
+
+SEL_PARAM = "runs"
+
+
+def selected_ids() -> list[str]:
+    """The selection: from the URL when it names runs, else what was selected on another page."""
+    ids = data.parse_ids(st.query_params.get_all(SEL_PARAM)) if SEL_PARAM in st.query_params else None
+    if ids is None:
+        ids = list(st.session_state.get("_selection", []))
+    return ids
+
+
+def set_selection(ids: list[str]) -> None:
+    st.session_state["_selection"] = list(ids)
+    if ids:
+        st.query_params[SEL_PARAM] = ",".join(ids)
+    elif SEL_PARAM in st.query_params:
+        del st.query_params[SEL_PARAM]
+
+
+def pick_runs(all_runs: list[dict], label: str, key: str, help: str, filter_fn=None, max_selections=None,
+              placeholder: str = "choose runs") -> list[dict]:
+    """A multiselect of runs whose selection lives in the URL (?runs=a,b) and is
+    shared across pages. Ids in the URL that this page does not list are kept in
+    the URL untouched; ids that are in no run of the store are reported."""
+    pool = [r for r in all_runs if filter_fn is None or filter_fn(r)]
+    by_id = {r["id"]: r for r in pool}
+    known = {r["id"] for r in all_runs}
+    wanted = selected_ids()
+    current = [i for i in wanted if i in by_id][: max_selections or None]
+    # The widget follows the URL: reset its state whenever the URL says something else.
+    if key not in st.session_state or st.session_state.get(f"{key}._from") != current:
+        st.session_state[key] = current
+        st.session_state[f"{key}._from"] = current
+    chosen = st.multiselect(label, options=list(by_id), format_func=lambda i: data.run_label(by_id[i]), key=key,
+                            help=help, max_selections=max_selections, placeholder=placeholder)
+    if chosen != current:
+        st.session_state[f"{key}._from"] = chosen
+    _sync_url(chosen + [i for i in wanted if i not in by_id and i in known])
+    _report_missing(wanted, known)
+    return [by_id[i] for i in chosen]
+
+
+def pick_run(all_runs: list[dict], label: str, key: str, help: str, filter_fn=None) -> dict | None:
+    """One run (the first selected one this page can show, else the newest), kept in the URL."""
+    pool = [r for r in all_runs if filter_fn is None or filter_fn(r)]
+    if not pool:
+        return None
+    by_id = {r["id"]: r for r in pool}
+    wanted = selected_ids()
+    current = next((i for i in wanted if i in by_id), pool[0]["id"])
+    if key not in st.session_state or st.session_state.get(f"{key}._from") != current:
+        st.session_state[key] = current
+        st.session_state[f"{key}._from"] = current
+    chosen = st.selectbox(label, options=list(by_id), format_func=lambda i: data.run_label(by_id[i]), key=key,
+                          help=help)
+    if chosen != current:
+        st.session_state[f"{key}._from"] = chosen
+    _sync_url([chosen] + [i for i in wanted if i != chosen and i in {r["id"] for r in all_runs}])
+    _report_missing(wanted, {r["id"] for r in all_runs})
+    return by_id[chosen]
+
+
+def _sync_url(ids: list[str]) -> None:
+    """Write the selection into the URL (and the session) when it says something else."""
+    in_url = data.parse_ids(st.query_params.get_all(SEL_PARAM)) if SEL_PARAM in st.query_params else []
+    if in_url != ids or list(st.session_state.get("_selection", [])) != ids:
+        set_selection(ids)
+
+
+def _report_missing(wanted: list[str], known: set[str]) -> None:
+    missing = [i for i in wanted if i not in known]
+    if missing:
+        st.caption(f"Not in this store (deleted, or from another store): {', '.join(missing)}")
+
+
+# ------------------------------------------------------------------ errors as messages
+
+def show_error(e: Exception, what: str) -> None:
+    log.exception("%s", what)
+    msg = str(e).strip() or type(e).__name__
+    st.error(f"**{what}.** {msg}", icon="⚠️")
+
+
+def guard(what: str):
+    """Decorator: run a page part; an exception becomes one error message, never a traceback."""
+    def deco(fn):
+        @functools.wraps(fn)
+        def wrapper(*a, **kw):
+            try:
+                return fn(*a, **kw)
+            except Exception as e:  # noqa: BLE001 - shown to the user, logged with its traceback
+                show_error(e, what)
+                return None
+        return wrapper
+    return deco
+
+
+def _ensure_routed() -> None:
+    """Make app.py's st.navigation route every request.
+
+    Streamlit treats a `pages/` folder next to the main script as an old-style
+    multipage app until the main script has called st.navigation once in the
+    process; until then a first visit straight to e.g. /runs runs pages/runs.py
+    without app.py (no page config, a bare menu). Flip that switch and rerun,
+    which then goes through app.py. Happens at most once per server process."""
+    try:
+        from streamlit.runtime.pages_manager import PagesManager
+    except ImportError:
+        return
+    if getattr(PagesManager, "uses_pages_directory", False):
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
+def intro(title: str, text: str) -> None:
+    _ensure_routed()
+    st.title(title)
+    st.markdown(f"<div style='font-size:1.05rem;color:#555;margin-top:-0.6rem'>{text}</div>",
+                unsafe_allow_html=True)
+    st.write("")
