@@ -30,7 +30,6 @@ from .store import Store
 SNAPSHOT_EVERY_EPOCH_MAX = 300_000
 STEP_ROWS_PER_EPOCH = 20      # step-level metric rows kept per epoch
 FLUSH_SECONDS = 1.0           # how stale live metrics may get in the store
-HEARTBEAT_SECONDS = 2.0
 
 
 class NonFiniteLoss(RuntimeError):
@@ -137,7 +136,7 @@ class RunContext:
         self.lam_history: list[tuple[int, float]] = []
         self.rewind_state: dict[str, torch.Tensor] | None = None
         self._pending: list[dict] = []
-        self._last_flush = self._last_beat = time.time()
+        self._last_flush = time.time()
         self._prev_snapshot: dict[str, torch.Tensor] | None = None
         self.epochs_planned = 1
         self.epochs_done = 0
@@ -391,12 +390,10 @@ class RunContext:
         self.flush()
 
     def _maybe_flush(self) -> None:
-        now = time.time()
-        if now - self._last_flush >= FLUSH_SECONDS:
+        # Liveness heartbeats come from a thread of the process that runs us
+        # (jobs.Heartbeat: workers, sweep tasks, foreground `run`), not from this loop.
+        if time.time() - self._last_flush >= FLUSH_SECONDS:
             self.flush()
-        if now - self._last_beat >= HEARTBEAT_SECONDS:
-            self.store.update_run(self.run_id, heartbeat=now)
-            self._last_beat = now
 
     def flush(self) -> None:
         rows, self._pending = self._pending, []

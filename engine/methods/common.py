@@ -10,7 +10,7 @@ from ..train import PhaseResult, RunContext
 
 
 def start_retrain(ctx: RunContext, binary: dict[str, torch.Tensor], kind: str, round: int,
-                  soft: dict[str, torch.Tensor] | None = None) -> None:
+                  soft: dict[str, torch.Tensor] | None = None, phase: str = "train") -> None:
     """Set the weights retraining starts from, then fix the binary mask.
 
     init / epoch:K / iter:K  restore the saved rewind weights bit for bit;
@@ -37,6 +37,10 @@ def start_retrain(ctx: RunContext, binary: dict[str, torch.Tensor], kind: str, r
         masking.set_binary(model, binary)
     else:
         raise ValueError(f"unknown rewind kind {kind!r}")
+
+    # the round's ticket: a snapshot and its per-layer statistics, before `phase` trains it
+    ctx.store.save_masks(ctx.run_id, f"r{round}-ticket", binary, binary=True)
+    ctx.record_mask_stats({n: b.float() for n, b in binary.items()}, round, phase, 0, snapshot=False)
 
 
 def check_rewind(ctx: RunContext, binary: dict[str, torch.Tensor], round: int) -> float:

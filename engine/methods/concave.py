@@ -57,9 +57,7 @@ def run(ctx: RunContext) -> dict:
             check_nested(ctx, st["prev"], binary)
             st["threshold_accs"].append(_thresholded_accuracy(ctx, binary))
             # rewind (or fine-tune / re-init) and fix the binary mask
-            start_retrain(ctx, binary, kind, r, soft=soft)
-            ctx.store.save_masks(ctx.run_id, f"r{r}-ticket", binary, binary=True)
-            ctx.record_mask_stats({n: b.float() for n, b in binary.items()}, r, "retrain", 0, snapshot=False)
+            start_retrain(ctx, binary, kind, r, soft=soft, phase="retrain")
             st["binary"] = binary
             ctx.end_stage()
 

@@ -66,8 +66,6 @@ def run(ctx: RunContext) -> dict:
             check_nested(ctx, st["mask"], new)
             st["mask"] = new
             start_retrain(ctx, new, kind, r)
-            ctx.store.save_masks(ctx.run_id, f"r{r}-ticket", new, binary=True)
-            ctx.record_mask_stats({n: b.float() for n, b in new.items()}, r, "train", 0, snapshot=False)
             ctx.end_stage()
         if ctx.stage(f"r{r}-train"):
             t = time.time()
