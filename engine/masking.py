@@ -158,10 +158,11 @@ def set_binary(model: nn.Module, masks: dict[str, torch.Tensor]) -> None:
 
 
 @torch.no_grad()
-def apply_masks_(model: nn.Module) -> None:
+def apply_masks_(model: nn.Module, layers: list[tuple[str, _Masked]] | None = None) -> None:
     """Call after every optimizer step: keeps pruned weights at exactly zero
-    (binary mode), projects m to [0,1] (soft, clip) and keeps frozen entries at 0."""
-    for _, layer in prunable_layers(model):
+    (binary mode), projects m to [0,1] (soft, clip) and keeps frozen entries at 0.
+    `layers` (from prunable_layers) spares the module walk in a hot loop."""
+    for _, layer in layers if layers is not None else prunable_layers(model):
         if layer.mode == "binary":
             layer.weight.mul_(layer.mask)
         elif layer.mode == "soft":

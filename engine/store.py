@@ -42,7 +42,9 @@ CREATE TABLE IF NOT EXISTS runs(
     config TEXT NOT NULL, status TEXT NOT NULL, reason TEXT,
     created REAL NOT NULL, started REAL, finished REAL,
     pid INTEGER, pid_start REAL, heartbeat REAL,
-    progress REAL NOT NULL DEFAULT 0, phase TEXT, round INTEGER, summary TEXT);
+    progress REAL NOT NULL DEFAULT 0, phase TEXT, round INTEGER, summary TEXT,
+    slot TEXT, resume INTEGER NOT NULL DEFAULT 0, data_dir TEXT, host TEXT, executor TEXT,
+    data_version INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS metrics(
     run_id TEXT NOT NULL, seq INTEGER NOT NULL, kind TEXT NOT NULL, round INTEGER, phase TEXT,
     epoch REAL, step INTEGER, wall REAL, lr REAL, lam REAL, loss REAL, loss_task REAL, loss_reg REAL,
@@ -58,15 +60,21 @@ CREATE TABLE IF NOT EXISTS checks(
 """
 
 
-# Columns the jobs manager (engine/jobs.py) adds to `runs`; added in place to
-# stores made before them (ALTER TABLE ... ADD COLUMN), so old stores keep working.
-#   slot      device slot of a running worker (a CUDA_VISIBLE_DEVICES id), NULL on CPU
-#   resume    1 when the next execution continues from the last checkpoint
-#   data_dir  the dataset folder the run was submitted with
-#   host      machine of the process that holds the run (pid/pid_start are only meaningful there)
-#   executor  who starts a queued run: NULL/'jobs' the jobs queue, 'sweep' a sweep's joblib tasks
-JOB_COLUMNS = (("slot", "TEXT"), ("resume", "INTEGER NOT NULL DEFAULT 0"), ("data_dir", "TEXT"),
-               ("host", "TEXT"), ("executor", "TEXT"))
+# Columns of `runs` added after the first stores were made; Store() adds the
+# missing ones in place (ALTER TABLE ... ADD COLUMN), so old stores keep working.
+#   slot          device slot of a running worker (a CUDA_VISIBLE_DEVICES id), NULL on CPU
+#   resume        1 when the next execution continues from the last checkpoint
+#   data_dir      the dataset folder the run was submitted with
+#   host          machine of the process that holds the run (pid/pid_start are only meaningful there)
+#   executor      who starts a queued run: NULL/'jobs' the jobs queue, 'sweep' a sweep's joblib tasks
+#   data_version  bumped in the same transaction as every write or cut of the run's metrics and
+#                 mask statistics: live views compare it instead of counting rows
+ADDED_COLUMNS = (("slot", "TEXT"), ("resume", "INTEGER NOT NULL DEFAULT 0"), ("data_dir", "TEXT"),
+                 ("host", "TEXT"), ("executor", "TEXT"), ("data_version", "INTEGER NOT NULL DEFAULT 0"))
+JOB_COLUMNS = ("slot", "resume", "data_dir", "host", "executor")  # the ones the jobs manager sets
+
+
+_BUMP = "UPDATE runs SET data_version = data_version + 1 WHERE id=?"
 
 
 class UnknownRun(KeyError):
@@ -164,10 +172,10 @@ class Store:
         with self.connect() as db:
             db.executescript(SCHEMA)
             have = {r["name"] for r in db.execute("PRAGMA table_info(runs)")}
-        if any(c not in have for c, _ in JOB_COLUMNS):
+        if any(c not in have for c, _ in ADDED_COLUMNS):
             with self.transaction() as db:   # re-checked under the write lock: concurrent openers
                 have = {r["name"] for r in db.execute("PRAGMA table_info(runs)")}
-                for col, decl in JOB_COLUMNS:
+                for col, decl in ADDED_COLUMNS:
                     if col not in have:
                         db.execute(f"ALTER TABLE runs ADD COLUMN {col} {decl}")
 
@@ -221,7 +229,7 @@ class Store:
         return run_id
 
     _UPDATABLE = frozenset({"status", "reason", "started", "finished", "pid", "pid_start", "heartbeat", "progress",
-                            "phase", "round", "summary", "name", *(c for c, _ in JOB_COLUMNS)})
+                            "phase", "round", "summary", "name", *JOB_COLUMNS})
 
     def update_run(self, run_id: str, **fields) -> None:
         allowed = self._UPDATABLE
@@ -341,6 +349,7 @@ class Store:
                              json.dumps(extra, default=_json_default) if extra else None))
             db.executemany(f"INSERT INTO metrics(run_id, seq, {', '.join(METRIC_COLUMNS)}, extra) "
                            f"VALUES({', '.join('?' * (len(METRIC_COLUMNS) + 3))})", vals)
+            db.execute(_BUMP, (run_id,))
 
     def tail_marks(self, run_id: str) -> dict:
         """How far this run's records go now; a checkpoint stores it so a resume can
@@ -355,6 +364,7 @@ class Store:
         with self.transaction() as db:
             db.execute("DELETE FROM metrics WHERE run_id=? AND seq>?", (run_id, marks["metrics_seq"]))
             db.execute("DELETE FROM mask_stats WHERE run_id=? AND rowid>?", (run_id, marks["mask_rowid"]))
+            db.execute(_BUMP, (run_id,))
         d = self.run_dir(run_id)
         for tmp in [*d.glob(".*.tmp"), *d.glob("masks/.*.tmp")]:  # left by a kill mid-write
             tmp.unlink(missing_ok=True)
@@ -385,6 +395,7 @@ class Store:
                  r["dead_units"], json.dumps(r["hist"])) for r in rows]
         with self.transaction() as db:
             db.executemany("INSERT INTO mask_stats VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?)", vals)
+            db.execute(_BUMP, (run_id,))
 
     def mask_stats(self, run_id: str) -> list[dict]:
         with self.connect() as db:

@@ -129,7 +129,8 @@ class RunContext:
             self.model.to(memory_format=torch.channels_last)
         self.forward = torch.compile(self.model) if cfg.compile else self.model
         self.gen = torch.Generator().manual_seed(cfg.seed)
-        self.total_prunable = sum(layer.weight.numel() for _, layer in masking.prunable_layers(self.model))
+        self.layers = masking.prunable_layers(self.model)  # fixed for the model's life; walked every step
+        self.total_prunable = sum(layer.weight.numel() for _, layer in self.layers)
         self.snapshot_every_epoch = self.total_prunable <= SNAPSHOT_EVERY_EPOCH_MAX
         self.global_step = 0
         self.lam = float(cfg.lam)
@@ -199,21 +200,41 @@ class RunContext:
             total = total / self.total_prunable
         return total
 
+    @torch.no_grad()
+    def add_reg_grad(self, reg: regularizers.Regularizer, params: dict) -> None:
+        """Add the gradient of λR(m) to every mask's gradient, from R's closed-form
+        derivative. Same result as backpropagating through `reg_value`, but one
+        elementwise pass per layer instead of a graph: on LeNet-300-100 that graph
+        cost more than the masked forward pass itself."""
+        coef = self.lam / self.total_prunable if self.cfg.reg_scale == "mean" else self.lam
+        for _, layer in self.layers:
+            m = layer.mask_value()
+            d = reg.grad(m, **params)
+            if layer.mask_param == "sigmoid":  # chain rule through m = sigmoid(s)
+                d.mul_(m * (1.0 - m))
+            if layer.mask.grad is None:
+                layer.mask.grad = d.mul_(coef)
+            else:
+                layer.mask.grad.add_(d, alpha=coef)
+
     # ------------------------------------------------------------------ optimizers
     def make_optimizers(self, train_masks: bool, epochs: int, steps_per_epoch: int):
         cfg = self.cfg
         params = [p for p in masking.weight_parameters(self.model) if p.requires_grad]
+        # Fused kernels (one pass per tensor instead of ~10 ops) exist on CPU and CUDA
+        # for fp32; on LeNet-300-100 they save ~0.65 ms of a ~4 ms Adam step on 2 CPU cores.
+        fused = {"fused": True} if self.device.type in ("cpu", "cuda") else {}
         if cfg.optimizer == "sgd":
-            opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+            opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, **fused)
         elif cfg.optimizer == "adam":
-            opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+            opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **fused)
         else:
-            opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+            opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **fused)
         opts = [opt]
         if train_masks:
             # Masks always use Adam: their loss gradient θ·∂L/∂w is tiny and varies
             # by layer, so a per-coordinate step size is what lets λ mean the same everywhere.
-            opts.append(torch.optim.Adam(masking.mask_parameters(self.model), lr=cfg.mask_lr))
+            opts.append(torch.optim.Adam(masking.mask_parameters(self.model), lr=cfg.mask_lr, **fused))
         scheds = []
         if cfg.lr_schedule == "cosine":
             total = max(1, epochs * steps_per_epoch)
@@ -286,36 +307,40 @@ class RunContext:
                 loss_task = self.task_loss(out, yb)
                 if self._inject_nan_at == self.global_step + 1:
                     loss_task = loss_task * math.nan
-                loss = loss_task
-                r = None
-                if reg is not None:
-                    r = self.reg_value(reg, reg_params)
-                    loss = loss_task + self.lam * r
+                # λR(m) enters through its gradient (add_reg_grad), not the autograd graph.
+                log_row = (step + 1) % log_every == 0 or step == 0
+                rv = None
+                if reg is not None and log_row:  # R(m) itself is only needed for the logged rows
+                    with torch.no_grad():
+                        rv = float(self.reg_value(reg, reg_params))
                 if sync_free:  # GPU: remember the first bad step on the device, look at it when we sync anyway
-                    bad_at = torch.where(torch.isfinite(loss.detach()) | (bad_at > 0), bad_at, self.global_step + 1)
-                elif not torch.isfinite(loss.detach()):
+                    ok = torch.isfinite(loss_task.detach()) | (bad_at > 0)
+                    bad_at = torch.where(ok, bad_at, self.global_step + 1)
+                elif not torch.isfinite(loss_task.detach()):
                     # Stop before the step so weights and the last checkpoint stay good.
                     raise NonFiniteLoss(self.global_step + 1, phase)
                 for o in opts:
                     o.zero_grad(set_to_none=True)
-                loss.backward()
+                loss_task.backward()
+                if reg is not None:
+                    self.add_reg_grad(reg, reg_params)
                 for o in opts:
                     o.step()
                 for sc in scheds:
                     sc.step()
-                masking.apply_masks_(self.model)
+                masking.apply_masks_(self.model, self.layers)
                 step += 1
                 self.global_step += 1
-                if step % log_every == 0 or step == 1:
+                if log_row:
                     self._raise_if_bad(bad_at, phase)
-                    rv = float(r.detach()) if r is not None else None
                     batch_correct = int(self.correct(out, yb))
                     correct += batch_correct
                     seen += len(yb)
                     self._pending.append({
                         "kind": "step", "round": round, "phase": phase, "epoch": (epoch - 1) + (i + 1) / spe,
                         "step": self.global_step, "wall": self.elapsed(), "lr": opts[0].param_groups[0]["lr"],
-                        "lam": self.lam if reg else None, "loss": float(loss.detach()),
+                        "lam": self.lam if reg else None,
+                        "loss": float(loss_task.detach()) + (self.lam * rv if rv is not None else 0.0),
                         "loss_task": float(loss_task.detach()),
                         "loss_reg": self.lam * rv if rv is not None else None,
                         "train_acc": batch_correct / len(yb)})
@@ -379,11 +404,11 @@ class RunContext:
     def record_mask_stats(self, masks, round: int, phase: str, epoch: int, snapshot: bool,
                           tag: str | None = None, binary: bool = False) -> None:
         rows = masking.mask_layer_stats(masks, self.cfg.threshold, self._prev_snapshot)
+        if snapshot or tag:  # the file first: the stats row is what tells live views to look for it
+            self.store.save_masks(self.run_id, tag or f"r{round}-{phase}-e{epoch:04d}", masks, binary=binary)
         self.store.add_mask_stats(self.run_id, {"round": round, "phase": phase, "epoch": epoch,
                                                 "step": self.global_step}, rows)
         self._prev_snapshot = masks
-        if snapshot or tag:
-            self.store.save_masks(self.run_id, tag or f"r{round}-{phase}-e{epoch:04d}", masks, binary=binary)
 
     def log_row(self, **row) -> None:
         self._pending.append({"wall": self.elapsed(), "step": self.global_step, **row})

@@ -49,8 +49,6 @@ def run_table():
         backend.pump(home)
         st.session_state["runs.pumped"] = time.time()
     now = state.runs()
-    if data.status_signature(now) != signature:
-        st.rerun()   # a run appeared, vanished or changed status: refresh the whole page (actions, pickers)
     df = data.runs_frame(now)
     counts = df["status"].value_counts()
     cols = st.columns(6)
@@ -85,6 +83,10 @@ def run_table():
         })
     if len(view) < len(df):
         st.caption(f"Showing {len(view)} of {len(df)} runs.")
+    if data.status_signature(now) != signature:
+        # A run appeared, vanished or changed status. The table above already shows it;
+        # now refresh the rest of the page (pickers, actions) around it.
+        st.rerun()
 
 
 run_table()
@@ -104,7 +106,7 @@ chosen_ids = [r["id"] for r in chosen]
 chosen_active = any(r.get("status") in data.ACTIVE for r in chosen)
 
 
-@st.fragment(run_every=state.LIVE_SECONDS * 2 if chosen_active else None)
+@st.fragment(run_every=state.LIVE_SECONDS if chosen_active else None)   # cheap when nothing changed (stamp)
 @state.guard("The curves could not be drawn")
 def curves():
     fresh = [r for r in (state.get_run(i) for i in chosen_ids) if r is not None]

@@ -24,6 +24,30 @@ def test_bench_runs_quick(script, tmp_path):
     assert "machine" in data and len(data) > 1
 
 
+def test_app_responsiveness_quick(tmp_path):
+    """Server-side page renders with a small synthetic store."""
+    r = subprocess.run([sys.executable, str(ROOT / "bench" / "app_responsiveness.py"), "--quick", "--runs", "12"],
+                       cwd=ROOT, env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}, capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    data = json.loads((ROOT / "bench" / "results" / "app_responsiveness_quick.json").read_text())
+    assert data["runs_in_store"] == 12 and all(c["median_s"] > 0 for c in data["cases"])
+
+
+@pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="needs /usr/bin/chromium (apt-get install -y "
+                                                                   "chromium) to drive the app in a browser")
+def test_app_live_quick(tmp_path):
+    """A real `streamlit run` and Chromium: start-up time and row-to-browser latency are measured."""
+    r = subprocess.run([sys.executable, str(ROOT / "bench" / "app_live.py"), "--quick"], cwd=ROOT,
+                       env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}, capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    data = json.loads((ROOT / "bench" / "results" / "app_live_quick.json").read_text())
+    (row,) = data["stores"]
+    assert row["startup_to_first_page_s"] > 0 and len(row["row_to_browser_s"]["all"]) == 3
+    assert 0 < row["row_to_browser_s"]["max"] < 30
+
+
 @pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="PNG export (kaleido) needs /usr/bin/chromium")
 def test_plots_draw_pngs_from_quick_results():
     """Runs after the benches above (pytest keeps file order): the figures are drawn by ui/figures."""

@@ -391,3 +391,44 @@ def test_checks_round_trip(store):
     assert by["sparsity_vs_target"]["target"] == 0.9
     assert store.checks(other) == []
     assert math.isfinite(by["zeros_stay_zero"]["value"])
+
+
+# ---------------------------------------------------------------- change marker and old stores
+
+def test_data_version_moves_with_every_write_and_cut_of_run_data(store):
+    rid, other = _new(store), _new(store)
+    version = lambda r: store.get_run(r)["data_version"]  # noqa: E731
+    assert version(rid) == 0
+    store.update_run(rid, progress=0.5, heartbeat=1.0)
+    assert version(rid) == 0                                    # bookkeeping is not new data
+    store.add_metrics(rid, [{"kind": "step", "step": 1}])
+    assert version(rid) == 1
+    marks = store.tail_marks(rid)
+    store.add_metrics(rid, [{"kind": "step", "step": 2}, {"kind": "step", "step": 3}])
+    assert version(rid) == 2
+    row = {"layer": "fc", "numel": 1, "mean": 1.0, "frac_above": 1.0, "near_binary": 1.0, "dead_units": 0.0,
+           "hist": [1]}
+    store.add_mask_stats(rid, {"round": 0, "phase": "search", "epoch": 1, "step": 3}, [row])
+    assert version(rid) == 3
+    store.truncate_after(rid, marks)                            # a resume cuts rows: still a change
+    assert version(rid) == 4 and len(store.metrics(rid)) == 1
+    assert version(other) == 0                                  # per run
+
+
+def test_a_store_made_before_the_added_columns_is_upgraded_in_place(tmp_path):
+    home = tmp_path / "old"
+    (home / "runs" / "0123abcd-a1b2c3").mkdir(parents=True)
+    with sqlite3.connect(home / "lottery.db") as db:            # the first release's runs table
+        db.executescript("""CREATE TABLE runs(
+            id TEXT PRIMARY KEY, name TEXT NOT NULL DEFAULT '', sweep_id TEXT, config_hash TEXT,
+            config TEXT NOT NULL, status TEXT NOT NULL, reason TEXT, created REAL NOT NULL, started REAL,
+            finished REAL, pid INTEGER, pid_start REAL, heartbeat REAL, progress REAL NOT NULL DEFAULT 0,
+            phase TEXT, round INTEGER, summary TEXT);""")
+        db.execute("INSERT INTO runs(id, config, status, created) VALUES('0123abcd-a1b2c3', ?, 'done', 1.0)",
+                   (json.dumps(CFG),))
+    s = Store(home)
+    run = s.get_run("0123abcd-a1b2c3")
+    assert run["status"] == "done" and run["config"] == CFG
+    assert run["data_version"] == 0 and run["resume"] == 0 and run["slot"] is None
+    s.add_metrics("0123abcd-a1b2c3", [{"kind": "epoch", "epoch": 1}])
+    assert Store(home).get_run("0123abcd-a1b2c3")["data_version"] == 1

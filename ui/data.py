@@ -172,7 +172,7 @@ def status_signature(runs: list[dict]) -> tuple:
 
 def run_stamp(run: dict) -> tuple:
     """Changes whenever the run may have written something new (cache key for its data)."""
-    return (run.get("status"), run.get("progress"), run.get("heartbeat"), run.get("finished"), run.get("phase"))
+    return (run.get("status"), run.get("progress"), run.get("data_version"), run.get("finished"), run.get("phase"))
 
 
 # ------------------------------------------------------------------ metrics
