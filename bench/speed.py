@@ -6,8 +6,10 @@ same model, measured side by side in one process.
 
 Only the optimizer-step loop is timed (PhaseResult.train_seconds); the three
 modes are interleaved and repeated, the first round is a warm-up, and the
-median of the rest is reported (with the ratio of the fastest epochs beside
-it: on a shared 2-core VM single epochs vary by ±20 %). Targets: masked/dense ≤ 1.05 on ResNet-20,
+ratio reported is the median over repeats of each repeat's own ratio (the
+three modes of one repeat run back to back, so a machine whose speed drifts —
+a shared 2-core VM drifts by up to 1.8× within a minute — affects them alike).
+The ratio of the fastest epochs is reported beside it. Targets: masked/dense ≤ 1.05 on ResNet-20,
 ≤ 1.10 on LeNet-300-100."""
 
 from __future__ import annotations
@@ -76,7 +78,8 @@ def measure(model: str, repeats: int, device: str, quick: bool, precision: str, 
     return {"model": model, "dataset": dataset, "train_samples": samples, "batch_size": batch,
             "device": str(ctx.device), "precision": str(ctx.amp_dtype or "fp32"), "compile": compile,
             "repeats": repeats, "seconds": med, "samples_per_second": {k: samples / v for k, v in med.items()},
-            "search_over_dense": med["search"] / med["dense"], "retrain_over_dense": med["retrain"] / med["dense"],
+            "search_over_dense": statistics.median(s / d for s, d in zip(times["search"], times["dense"])),
+            "retrain_over_dense": statistics.median(r / d for r, d in zip(times["retrain"], times["dense"])),
             "search_over_dense_fastest": min(times["search"]) / min(times["dense"]),
             "retrain_over_dense_fastest": min(times["retrain"]) / min(times["dense"]),
             "all_seconds": times}

@@ -1,7 +1,8 @@
 """Accuracy against sparsity on LeNet-300-100 / MNIST, and the cost of finding
 a ticket (issue 5 §3–§4).
 
-    python bench/tradeoff.py [--quick] [--seeds 0,1,2] [--epochs 10]
+    python bench/tradeoff.py [--quick] [--seeds 0,1,2] [--epochs 10] [--tag NAME]
+    python bench/tradeoff.py --merge tradeoff_seed1 tradeoff_seed2   # seeds run apart → tradeoff.json
 
 Per seed: dense; IMP rewound to init and to an early iteration (one run each,
 every round recorded, 18 rounds reach 1.8% remaining); concave log and ℓ1 with
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 from common import scratch_store, write_result
 
@@ -40,7 +42,12 @@ def main():
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--search-epochs", type=int, default=6)
     ap.add_argument("--early-iter", type=int, default=200, help="IMP late-rewinding point (iterations)")
+    ap.add_argument("--tag", default="", help="write results/tradeoff_<tag>.json (e.g. one seed per process)")
+    ap.add_argument("--merge", nargs="+", metavar="RESULT", help="add these results files' seeds to tradeoff.json")
     args = ap.parse_args()
+    if args.merge:
+        merge(args.merge)
+        return
     quick = args.quick or not mnist_available(default_data_dir())
     levels = [0.5, 0.2] if quick else LEVELS
     seeds = [0] if quick else [int(s) for s in args.seeds.split(",")]
@@ -96,8 +103,32 @@ def main():
             print(f"seed {seed} cost: concave {c['concave_seconds']:.1f} s ({c['concave_accuracy']:.4f}) vs IMP "
                   f"{c['imp_seconds']:.1f} s to round {c['imp_round']} ({c['imp_accuracy']:.4f}); "
                   f"ratio {c['time_ratio']:.3f}, gap {c['accuracy_gap_pp']:+.2f} pp", flush=True)
-    write_result("tradeoff", {"levels": levels, "seeds": seeds, "epochs": ep, "search_epochs": sep,
-                              "rows": rows, "cost": cost}, quick)
+    write_result("tradeoff" + (f"_{args.tag}" if args.tag else ""),
+                 {"levels": levels, "seeds": seeds, "epochs": ep, "search_epochs": sep,
+                  "rows": rows, "cost": cost}, quick)
+
+
+def merge(names: list[str]) -> None:
+    """Seeds run in separate processes (same settings) joined into tradeoff.json; a seed
+    already there is replaced. Each part keeps its machine line in `parts`."""
+    import json
+
+    from common import RESULTS
+    main_path = RESULTS / "tradeoff.json"
+    out = json.loads(main_path.read_text())
+    out.setdefault("parts", [{"seeds": out["seeds"], "machine": out["machine"]}])
+    for name in names:
+        part = json.loads((RESULTS / f"{Path(name).stem}.json").read_text())
+        for key in ("levels", "epochs", "search_epochs"):
+            if part[key] != out[key]:
+                raise SystemExit(f"{name}: {key} {part[key]} differs from tradeoff.json's {out[key]}")
+        new = set(part["seeds"])
+        out["rows"] = [r for r in out["rows"] if r["seed"] not in new] + part["rows"]
+        out["cost"] = [c for c in out["cost"] if c["seed"] not in new] + part["cost"]
+        out["seeds"] = sorted(set(out["seeds"]) | new)
+        out["parts"].append({"seeds": part["seeds"], "machine": part["machine"], "note": part.get("note", "")})
+    main_path.write_text(json.dumps(out, indent=2))
+    print(f"{main_path.name}: seeds {out['seeds']}, {len(out['rows'])} rows")
 
 
 if __name__ == "__main__":

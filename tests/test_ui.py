@@ -156,6 +156,9 @@ def test_export_zip_holds_what_export_writes(synth):
     import io
     import zipfile
     store, ids = synth
-    names = zipfile.ZipFile(io.BytesIO(data.export_zip(store, ids[0]))).namelist()
+    z = zipfile.ZipFile(io.BytesIO(data.export_zip(store, ids[0])))
     assert {f"{ids[0]}/{n}" for n in ("config.json", "metrics.csv", "summary.json", "checks.json",
-                                      "curves.html")} <= set(names)
+                                      "curves.html")} <= set(z.namelist())
+    html = z.read(f"{ids[0]}/curves.html").decode()
+    assert "<script src=" not in html                   # opens offline: plotly.js is inside, not fetched
+    assert html.count('class="plotly-graph-div"') == 3 and len(html) > 1_000_000
