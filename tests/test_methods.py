@@ -252,3 +252,30 @@ def test_mask_gradient_is_that_of_task_loss_plus_lambda_r(store, mask_param, reg
     ctx.add_reg_grad(reg, params)
     for (name, layer), want in zip(ctx.layers, expected):
         torch.testing.assert_close(layer.mask.grad, want, rtol=1e-4, atol=1e-9, msg=name)
+
+
+@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step()`")  # stepped without training here
+@pytest.mark.parametrize("optimizer", ["adam", "adamw", "sgd"])
+def test_masks_get_adam_at_mask_lr_without_weight_decay(store, optimizer):
+    """Whatever the weights use, masks are stepped by Adam at mask_lr with no weight decay
+    (with Adam(W) weights they share one fused optimizer as a second parameter group)."""
+    from engine.train import RunContext
+    cfg = RunConfig.from_dict({**FAST, "method": "concave", "optimizer": optimizer, "lr": 0.003,
+                               "weight_decay": 0.1, "mask_lr": 0.02, "lr_schedule": "cosine"})
+    ctx = RunContext(cfg, store, runner.create(store, cfg), DATA)
+    masking.set_soft(ctx.model)
+    opts, scheds = ctx.make_optimizers(True, epochs=2, steps_per_epoch=5)
+    masks = {id(p) for p in masking.mask_parameters(ctx.model)}
+    groups = [(o, g) for o in opts for g in o.param_groups]
+    mask_groups = [(o, g) for o, g in groups if {id(p) for p in g["params"]} & masks]
+    assert len(mask_groups) == 1
+    o, g = mask_groups[0]
+    assert {id(p) for p in g["params"]} == masks
+    assert isinstance(o, (torch.optim.Adam, torch.optim.AdamW)) and g["lr"] == 0.02 and g["weight_decay"] == 0.0
+    weight_groups = [g for _, g in groups if not {id(p) for p in g["params"]} & masks]
+    assert all(g["lr"] == 0.003 and g["weight_decay"] == 0.1 for g in weight_groups)
+    assert sum(len(g["params"]) for g in weight_groups) == len(masking.weight_parameters(ctx.model))
+    for _ in range(10):                       # the cosine schedule anneals both to 0 over the phase
+        for sc in scheds:
+            sc.step()
+    assert g["lr"] == pytest.approx(0.0, abs=1e-12) and weight_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
