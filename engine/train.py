@@ -275,6 +275,10 @@ class RunContext:
         pos = self._resume_position()
         if pos is not None:  # continue this phase from its checkpoint
             self.model.load_state_dict(self._resume["model"])
+            if len(pos["opts"]) != len(opts) or any(len(o.param_groups) != len(sd["param_groups"])
+                                                    for o, sd in zip(opts, pos["opts"])):
+                raise RuntimeError("this checkpoint holds another optimizer layout (written by an older "
+                                   "engine); it cannot be resumed step for step — start the run again")
             for o, sd in zip(opts, pos["opts"]):
                 o.load_state_dict(sd)
             for sc, sd in zip(scheds, pos["scheds"]):

@@ -108,3 +108,21 @@ def test_nan_at_step_k_fails_there_and_keeps_last_good_checkpoint(store, monkeyp
     assert ck["global_step"] < 50
     assert all(torch.isfinite(v).all() for v in ck["model"].values() if v.is_floating_point())
     assert max(r["step"] for r in store.metrics(run_id) if r["loss_task"] is not None) < 50
+
+
+def test_checkpoint_with_another_optimizer_layout_is_refused_clearly(store):
+    """A mid-phase checkpoint whose optimizer states do not fit this engine's optimizers
+    (e.g. written before the masks joined the weights' Adam) fails with a reason, never half-loads."""
+    cfg = RunConfig.from_dict(CFGS["concave"])
+    run_id = runner.create(store, cfg, status="running")
+    with pytest.raises(Cancelled):
+        runner.execute(store, run_id, DATA, should_stop=stop_at(7))
+    ck = store.load_array(run_id, "ckpt")
+    opts = ck["in_stage"]["opts"]
+    assert len(opts) == 1 and len(opts[0]["param_groups"]) == 2          # weights + masks in one Adam
+    ck["in_stage"]["opts"] = [{**opts[0], "param_groups": opts[0]["param_groups"][:1]}, opts[0]]  # the old layout
+    store.save_array(run_id, "ckpt", ck)
+    with pytest.raises(RuntimeError, match="another optimizer layout"):
+        runner.execute(store, run_id, DATA, resume=True)
+    run = store.get_run(run_id)
+    assert run["status"] == "failed" and "optimizer layout" in run["reason"]
