@@ -21,43 +21,27 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 from common import ROOT, write_result
 
 sys.path.insert(0, str(ROOT / "tests"))
 
+from app_server import CHROMIUM, CHROMIUM_ARGS, DONE_COUNTER_JS, serve  # noqa: E402
 from app_stores import synthetic_store  # noqa: E402
 
 from engine.jobs import Heartbeat, proc_start_time  # noqa: E402
 from engine.store import Store  # noqa: E402
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 BUDGET_S = 2.0
-# Points in the first chart of the Runs page (the loss curves) as Plotly holds them.
-# The "✅ done" counter above the run table.
-DONE_JS = """() => { for (const m of document.querySelectorAll('[data-testid="stMetric"]')) {
-    if (m.innerText.includes('done')) { return parseInt(m.querySelector('[data-testid="stMetricValue"]').innerText) } }
-  return -1 }"""
-# (calcdata: the points Plotly computed from the figure, however its arrays were encoded)
+# Points in the first chart of the Runs page (the loss curves) as Plotly holds them
+# (calcdata: the points Plotly computed from the figure, however its arrays were encoded).
 POINTS_JS = """() => { const g = document.querySelector('.js-plotly-plot');
   return g && g.calcdata ? g.calcdata.reduce((n, t) => n + t.length, 0) : -1 }"""
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _adopt(store: Store, ids: list[str]) -> list[Heartbeat]:
@@ -76,64 +60,22 @@ def measure(n_runs: int, samples: int, browser) -> dict:
     store = Store(home)
     live = ids[-running:]
     beats = _adopt(store, live)
-    rid = live[-1]
-    step = max(r["step"] or 0 for r in store.metrics(rid)) + 1
-
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = dict(os.environ, LOTTERY_HOME=str(home), PYTHONUNBUFFERED="1")
     page = browser.new_page(viewport={"width": 1400, "height": 900})
     page.set_default_timeout(60_000)
-    log = open(home / "streamlit.log", "wb")
-    t_start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-                             "--server.address", "127.0.0.1", "--server.headless", "true"],
-                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.perf_counter() - t_start > 120:
-                raise RuntimeError(f"streamlit did not start: {(home / 'streamlit.log').read_text()[-2000:]}")
-            time.sleep(0.05)
-        t_health = time.perf_counter()
-        page.goto(url)
-        page.wait_for_selector("h1")
-        t_first = time.perf_counter()
-
-        page.goto(f"{url}/runs?runs={rid}")
-        page.wait_for_function(f"({POINTS_JS})() > 0", polling=50)
-        time.sleep(2.0)                                            # let the first render settle
-        rng = random.Random(0)
-        lat = []
-        for k in range(samples):
-            before = page.evaluate(POINTS_JS)
-            time.sleep(rng.uniform(0.2, 1.2))                      # land anywhere in the refresh cycle
-            store.add_metrics(rid, [{"kind": "step", "round": 0, "phase": "search", "epoch": 3 + (k + 1) / 100,
-                                     "step": step + k, "wall": 10.0 + k, "lam": 1.0, "loss": 0.5, "loss_task": 0.4,
-                                     "loss_reg": 0.1, "train_acc": 0.9}])
-            t_write = time.perf_counter()
-            page.wait_for_function(f"({POINTS_JS})() > {before}", polling=25, timeout=30_000)
-            lat.append(time.perf_counter() - t_write)
-        # A status change: the run finishes; the counter and the table row show it.
-        for b in beats:
-            b.stop()
-        done_before = page.evaluate(DONE_JS)
-        time.sleep(rng.uniform(0.2, 1.2))
-        store.update_run(rid, status="done", finished=time.time(), progress=1.0, phase="done")
-        t_write = time.perf_counter()
-        page.wait_for_function(f"({DONE_JS})() > {done_before}", polling=25, timeout=30_000)
-        status_s = time.perf_counter() - t_write
+        t_start = time.perf_counter()
+        with serve(home) as url:
+            t_health = time.perf_counter()
+            page.goto(url)
+            page.wait_for_selector("h1")
+            t_first = time.perf_counter()
+            rows, status_s = _latencies(page, url, store, live[-1], samples, beats)
         return {"runs_in_store": n_runs, "status_to_browser_s": round(status_s, 3),
                 "startup_to_first_page_s": round(t_first - t_start, 2),
                 "startup_to_health_s": round(t_health - t_start, 2),
-                "row_to_browser_s": {"median": round(statistics.median(lat), 3), "max": round(max(lat), 3),
-                                     "min": round(min(lat), 3), "all": [round(x, 3) for x in lat]},
-                "within_budget": max(lat) < BUDGET_S and status_s < BUDGET_S}
+                "row_to_browser_s": {"median": round(statistics.median(rows), 3), "max": round(max(rows), 3),
+                                     "min": round(min(rows), 3), "all": [round(x, 3) for x in rows]},
+                "within_budget": max(rows) < BUDGET_S and status_s < BUDGET_S}
     except Exception:
         shot = ROOT / "test-artifacts" / f"app_live_failure_{n_runs}.png"
         shot.parent.mkdir(exist_ok=True)
@@ -144,12 +86,34 @@ def measure(n_runs: int, samples: int, browser) -> dict:
         for b in beats:
             b.stop()
         page.close()
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-        log.close()
+
+
+def _latencies(page, url: str, store: Store, rid: str, samples: int, beats) -> tuple[list[float], float]:
+    """Seconds from a step row written to one more point in the loss chart (each sample),
+    and from the run marked done to the "done" counter moving."""
+    step = max(r["step"] or 0 for r in store.metrics(rid)) + 1
+    page.goto(f"{url}/runs?runs={rid}")
+    page.wait_for_function(f"({POINTS_JS})() > 0", polling=50)
+    time.sleep(2.0)                                            # let the first render settle
+    rng = random.Random(0)
+    rows = []
+    for k in range(samples):
+        before = page.evaluate(POINTS_JS)
+        time.sleep(rng.uniform(0.2, 1.2))                      # land anywhere in the refresh cycle
+        store.add_metrics(rid, [{"kind": "step", "round": 0, "phase": "search", "epoch": 3 + (k + 1) / 100,
+                                 "step": step + k, "wall": 10.0 + k, "lam": 1.0, "loss": 0.5, "loss_task": 0.4,
+                                 "loss_reg": 0.1, "train_acc": 0.9}])
+        t_write = time.perf_counter()
+        page.wait_for_function(f"({POINTS_JS})() > {before}", polling=25, timeout=30_000)
+        rows.append(time.perf_counter() - t_write)
+    for b in beats:                                            # the run finishes
+        b.stop()
+    done_before = page.evaluate(DONE_COUNTER_JS)
+    time.sleep(rng.uniform(0.2, 1.2))
+    store.update_run(rid, status="done", finished=time.time(), progress=1.0, phase="done")
+    t_write = time.perf_counter()
+    page.wait_for_function(f"({DONE_COUNTER_JS})() > {done_before}", polling=25, timeout=30_000)
+    return rows, time.perf_counter() - t_write
 
 
 def main() -> None:
@@ -170,7 +134,7 @@ def main() -> None:
     samples = 3 if args.quick else args.samples
     rows = []
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
             for n in sizes:
                 r = measure(n, samples, browser)

@@ -1,0 +1,68 @@
+"""A real `streamlit run` of the app and the headless Chromium that drives it,
+shared by tests/test_browser.py and bench/app_live.py.
+
+Chromium is the apt package (/usr/bin/chromium), driven by the pip package
+playwright with `executable_path` (never `playwright install`)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+# The "✅ done" counter above the Runs page's live table (a DOM element; the table is a canvas).
+DONE_COUNTER_JS = """() => { for (const m of document.querySelectorAll('[data-testid="stMetric"]')) {
+    if (m.innerText.includes('done')) { return parseInt(m.querySelector('[data-testid="stMetricValue"]').innerText) } }
+  return -1 }"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def serve(home: Path, env: dict | None = None, timeout: float = 120) -> Iterator[str]:
+    """`streamlit run app.py` on a free 127.0.0.1 port with LOTTERY_HOME=home; yields
+    its URL once the server answers its health check; stops the whole process
+    group afterwards. The server's output goes to home/streamlit.log."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    full_env = dict(os.environ, LOTTERY_HOME=str(home), PYTHONUNBUFFERED="1", **(env or {}))
+    log = open(home / "streamlit.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
+                             "--server.address", "127.0.0.1", "--server.headless", "true"],
+                            cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.time() + timeout
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.time() > deadline:
+                raise RuntimeError(f"streamlit did not start: {(home / 'streamlit.log').read_text()[-2000:]}")
+            time.sleep(0.05)
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
