@@ -27,7 +27,11 @@ PAGES = {
 
 page = st.navigation(PAGES)
 
-from ui import state  # noqa: E402 - after st.navigation, so the menu shows before torch is imported
+# After st.navigation, so the menu shows before torch is imported. The first view
+# of a fresh server waits seconds for that import; the spinner says so (it only
+# appears after 0.5 s, so reruns, which import nothing, never show it).
+with st.spinner("Loading the engine (PyTorch)…"):
+    from ui import state  # noqa: E402
 
 with st.sidebar:
     st.caption(f"Store: `{state.home()}`")
