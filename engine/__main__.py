@@ -355,20 +355,21 @@ def build_parser() -> argparse.ArgumentParser:
     def common(sp):
         sp.add_argument("--home", help="store root (env LOTTERY_HOME; default cache/ in the project)")
 
+    def config_source(sp, what: str = "config"):
+        """Where a config comes from (run, submit, sweep share these) and the dataset folder."""
+        sp.add_argument("--config", help=f"the {what} as a RunConfig JSON file")
+        sp.add_argument("--preset", help=f"or a built-in preset as the {what}: {', '.join(PRESETS)}")
+        sp.add_argument("--set", action="append", metavar="KEY=VALUE", help=f"override one {what} key")
+        sp.add_argument("--data-dir", help="dataset folder (env LOTTERY_DATA; default cache/data)")
+
     sp = sub.add_parser("run", help="run one config in the foreground; prints the run id last")
-    sp.add_argument("--config", help="a RunConfig JSON file")
-    sp.add_argument("--preset", help=f"a built-in preset: {', '.join(PRESETS)}")
-    sp.add_argument("--set", action="append", metavar="KEY=VALUE", help="override one config key")
-    sp.add_argument("--data-dir", help="dataset folder (env LOTTERY_DATA; default cache/data)")
+    config_source(sp)
     sp.add_argument("--quiet", action="store_true", help="no progress bar")
     common(sp)
     sp.set_defaults(func=cmd_run)
 
     sp = sub.add_parser("submit", help="queue a run for a background worker; prints its id")
-    sp.add_argument("--config", help="a RunConfig JSON file")
-    sp.add_argument("--preset", help=f"a built-in preset: {', '.join(PRESETS)}")
-    sp.add_argument("--set", action="append", metavar="KEY=VALUE", help="override one config key")
-    sp.add_argument("--data-dir", help="dataset folder (env LOTTERY_DATA; default cache/data)")
+    config_source(sp)
     common(sp)
     sp.set_defaults(func=cmd_submit)
 
@@ -384,9 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_resume)
 
     sp = sub.add_parser("sweep", help="run a grid of configs × seeds through joblib (or a dask cluster)")
-    sp.add_argument("--config", help="the base RunConfig JSON file")
-    sp.add_argument("--preset", help=f"or a built-in preset as the base: {', '.join(PRESETS)}")
-    sp.add_argument("--set", action="append", metavar="KEY=VALUE", help="override one base config key")
+    config_source(sp, "base config")
     sp.add_argument("--grid", action="append", metavar="KEY=V1,V2,...",
                     help="values of one key (JSON where it parses, else text); repeat for a product")
     sp.add_argument("--seeds", metavar="S1,S2,...", help="seeds for every grid point")
@@ -394,7 +393,6 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--jobs", type=int, default=1, help="local parallel runs (joblib n_jobs; -1 = all cores)")
     sp.add_argument("--background", action="store_true",
                     help="queue the runs for background workers (the jobs queue) and return at once")
-    sp.add_argument("--data-dir", help="dataset folder (env LOTTERY_DATA; default cache/data)")
     common(sp)
     sp.set_defaults(func=cmd_sweep)
 
