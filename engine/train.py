@@ -62,8 +62,8 @@ class LamController:
     when too few are. Multiplicative, at most ×e^±0.2 per update.
     """
 
-    def __init__(self, model, target_remaining: float, tau: float, total_steps: int):
-        self.model, self.target, self.tau, self.total = model, target_remaining, tau, total_steps
+    def __init__(self, layers, target_remaining: float, tau: float, total_steps: int):
+        self.layers, self.target, self.tau, self.total = layers, target_remaining, tau, total_steps
         self.prev: torch.Tensor | None = None
         self.prev_step = 0
         self.velocity: torch.Tensor | None = None
@@ -76,8 +76,7 @@ class LamController:
 
     def update(self, lam: float, step: int) -> float:
         with torch.no_grad():
-            m = torch.cat([layer.mask_value().detach().flatten() for _, layer in
-                           masking.prunable_layers(self.model)]).float()
+            m = torch.cat([layer.mask_value().detach().flatten() for _, layer in self.layers]).float()
         if self.prev is not None:
             v = (m - self.prev) / max(1, step - self.prev_step)
             self.velocity = v if self.velocity is None else 0.8 * self.velocity + 0.2 * v
@@ -116,6 +115,7 @@ class RunContext:
                                                device=self.device, params=cfg.data_params)
         torch.manual_seed(cfg.seed)
         self.model = build_model(cfg.model, self.splits.in_shape, self.splits.num_classes).to(self.device)
+        self.layers = masking.prunable_layers(self.model)  # fixed for the model's life; walked every step
         self.binary_logit = self.splits.num_classes == 2 and self._out_features() == 1
         # GPU path: data already lives on the device (load_dataset); conv nets go
         # channels_last and the forward pass runs under bf16 autocast where the
@@ -129,7 +129,6 @@ class RunContext:
             self.model.to(memory_format=torch.channels_last)
         self.forward = torch.compile(self.model) if cfg.compile else self.model
         self.gen = torch.Generator().manual_seed(cfg.seed)
-        self.layers = masking.prunable_layers(self.model)  # fixed for the model's life; walked every step
         self.total_prunable = sum(layer.weight.numel() for _, layer in self.layers)
         self.snapshot_every_epoch = self.total_prunable <= SNAPSHOT_EVERY_EPOCH_MAX
         self.global_step = 0
@@ -153,7 +152,7 @@ class RunContext:
             self._load_checkpoint()
 
     def _out_features(self) -> int:
-        return masking.prunable_layers(self.model)[-1][1].weight.shape[0]
+        return self.layers[-1][1].weight.shape[0]
 
     # ------------------------------------------------------------------ loss / eval
     def task_loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -193,7 +192,7 @@ class RunContext:
     def reg_value(self, reg: regularizers.Regularizer, params: dict) -> torch.Tensor:
         """R(m) summed over entries, or averaged per entry (reg_scale=mean)."""
         total = None
-        for _, layer in masking.prunable_layers(self.model):
+        for _, layer in self.layers:
             r = reg.fn(layer.mask_value(), **params).sum()
             total = r if total is None else total + r
         if self.cfg.reg_scale == "mean":
@@ -267,7 +266,7 @@ class RunContext:
         opts, scheds = self.make_optimizers(reg is not None, epochs, spe)
         log_every = max(1, spe // STEP_ROWS_PER_EPOCH)
         adapt_every = max(1, spe // 10)
-        controller = LamController(self.model, target_remaining, cfg.threshold, epochs * spe) \
+        controller = LamController(self.layers, target_remaining, cfg.threshold, epochs * spe) \
             if target_remaining is not None else None
         self.model.train()
 
@@ -461,14 +460,13 @@ class RunContext:
         """Everything needed to continue: model (with masks and their modes),
         method state, λ, RNG states, and where in the current stage we are.
         Saved atomically, so a kill mid-write leaves the previous one intact."""
-        layers = masking.prunable_layers(self.model)
         ck = {
             "version": 1,
             "done_stages": list(self.done_stages),
             "in_stage": None if position is None else {"name": self.current_stage, **position},
             "model": self.model.state_dict(),
-            "modes": {n: [layer.mode, layer.mask_param] for n, layer in layers},
-            "frozen": {n: layer._frozen_keep.cpu() for n, layer in layers
+            "modes": {n: [layer.mode, layer.mask_param] for n, layer in self.layers},
+            "frozen": {n: layer._frozen_keep.cpu() for n, layer in self.layers
                        if getattr(layer, "_frozen_keep", None) is not None},
             "state": self.state,
             "lam": self.lam, "lam_history": [list(x) for x in self.lam_history],
@@ -495,7 +493,7 @@ class RunContext:
         self.gen.set_state(ck["gen"])
         torch.set_rng_state(ck["torch_rng"])
         self.wall_offset = float(ck["wall"])
-        for n, layer in masking.prunable_layers(self.model):
+        for n, layer in self.layers:
             layer.mode, layer.mask_param = ck["modes"][n]
             layer.mask.requires_grad_(layer.mode == "soft")
             keep = ck["frozen"].get(n)
