@@ -26,9 +26,8 @@ live = run.get("status") in data.ACTIVE
 @st.fragment(run_every=state.LIVE_SECONDS if live else None)
 @state.guard("The mask history could not be drawn")
 def evolution(run_id: str):
-    fresh = state.get_run(run_id)
+    fresh = state.reread(run_id)
     if fresh is None:
-        st.warning("This run was deleted.")
         return
     stats = state.mask_stats_of(fresh)
     if stats.empty:

@@ -63,9 +63,8 @@ def sample_images(dataset: str, classes: tuple, data_dir: str, n: int = 8) -> li
 @st.fragment(run_every=state.LIVE_SECONDS if run.get("status") in data.ACTIVE else None)
 @state.guard("The pixel mask could not be drawn")
 def mask_view(run_id: str):
-    fresh = state.get_run(run_id)
+    fresh = state.reread(run_id)
     if fresh is None:
-        st.warning("This run was deleted.")
         return
     tags = state.snapshots_of(fresh)
     per_epoch = data.ordered_tags(tags, phases=("search", "train"))

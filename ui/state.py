@@ -48,6 +48,14 @@ def get_run(run_id: str) -> dict | None:
         return None
 
 
+def reread(run_id: str) -> dict | None:
+    """The run as stored now, for a live fragment's tick; says so when it was deleted meanwhile."""
+    run = get_run(run_id)
+    if run is None:
+        st.warning("This run was deleted.")
+    return run
+
+
 @st.cache_data(show_spinner=False, max_entries=512)
 def _metrics(home_str: str, run_id: str, stamp: tuple) -> pd.DataFrame:
     return data.metrics_frame(data.metrics_rows(_store(home_str), [run_id]))
