@@ -128,6 +128,7 @@ class RunContext:
         if self.memory_format is torch.channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.forward = torch.compile(self.model) if cfg.compile else self.model
+        self.setup_seconds = time.time() - self.t0  # loading the data and building the model
         self.gen = torch.Generator().manual_seed(cfg.seed)
         self.total_prunable = sum(layer.weight.numel() for _, layer in self.layers)
         self.snapshot_every_epoch = self.total_prunable <= SNAPSHOT_EVERY_EPOCH_MAX

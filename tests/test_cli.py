@@ -44,6 +44,7 @@ def test_run_show_list_export(tmp_path, cfg_file):
     for key in ("sparsity", "remaining", "kept", "total", "test_accuracy", "wall_seconds"):
         assert key in s
     assert s["kept"] / s["total"] == pytest.approx(s["remaining"])
+    assert 0 < s["setup_seconds"] < s["wall_seconds"]  # the time estimate takes set-up out of the epoch rate
     assert {c["name"] for c in view["checks"]} >= {"rewind_exact", "zeros_stay_zero"}
 
     lst = cli("list", "--json", home=home)

@@ -124,6 +124,15 @@ def test_estimate_prefers_measurements():
     hist = [{"status": "done", "config": cfg, "summary": {"wall_seconds": 40.0}}]
     measured = estimate.estimate(cfg, history=hist)
     assert "earlier runs" in measured.basis and measured.seconds == pytest.approx(40 + estimate.STARTUP_S, rel=0.05)
+    # A run's own set-up (data loading) is not spread over its epochs: a short run
+    # that spent 6 of its 10 s loading data predicts 4 s of training for the same
+    # epochs, and twice the epochs cost twice the training, not twice the set-up.
+    short = {**cfg, "epochs": 3, "retrain_epochs": 3}
+    hist = [{"status": "done", "config": short, "summary": {"wall_seconds": 10.0, "setup_seconds": 6.0}}]
+    same = estimate.estimate(short, history=hist)
+    assert same.seconds == pytest.approx(estimate.WORKER_START_S + 10.0, rel=1e-6)
+    double = estimate.estimate({**short, "epochs": 6, "retrain_epochs": 6}, history=hist)
+    assert double.seconds == pytest.approx(estimate.WORKER_START_S + 6.0 + 8.0, rel=1e-6)
     gpu = estimate.estimate({**cfg, "model": "resnet20", "dataset": "cifar10"}, gpu_available=True)
     cpu = estimate.estimate({**cfg, "model": "resnet20", "dataset": "cifar10", "device": "cpu"}, gpu_available=True)
     assert gpu.device == "gpu" and cpu.seconds > 20 * gpu.seconds

@@ -4,7 +4,7 @@ compute (device-hours) and disk. No Streamlit here.
 The estimate prefers measurements: when the store already holds finished runs
 of the same model on the same dataset, their seconds per epoch are used.
 Otherwise a small model of throughput calibrated on this project's 2-core CPU
-(LeNet-300-100 on MNIST: about 2.5 s per epoch) stands in; it is right within
+(LeNet-300-100 on MNIST: about 1.6 s per epoch with its evaluation) stands in; it is right within
 a factor of about 2, which the page says.
 """
 
@@ -21,9 +21,10 @@ TRAIN_SIZE = {"digits": 1437, "mnist": 60_000, "fashion_mnist": 60_000, "cifar10
 NUM_CLASSES = {"digits": 10, "mnist": 10, "fashion_mnist": 10, "cifar10": 10, "cifar100": 100,
                "tiny_imagenet": 200, "planted": 2}
 # Effective MAC/s (forward + backward counted as 3× forward) and the fixed cost of one step.
-THROUGHPUT = {"cpu": {"mlp": 1.7e10, "conv": 4e9, "step": 1.0e-3},
+THROUGHPUT = {"cpu": {"mlp": 2.8e10, "conv": 4e9, "step": 1.0e-3},
               "gpu": {"mlp": 2e12, "conv": 4e12, "step": 3.0e-3}}
-STARTUP_S = 8.0            # importing torch, loading the data
+STARTUP_S = 8.0            # starting the worker, importing torch, loading the data
+WORKER_START_S = 3.5       # starting the worker process and importing torch (3.2 s measured on the 2-core CPU)
 SEARCH_FACTOR = 1.4        # a search step also trains the masks and evaluates R(m)
 SNAPSHOT_MAX = 300_000     # masks saved every epoch up to this many prunable weights (engine.train)
 
@@ -75,9 +76,13 @@ def _samples(cfg: dict) -> float:
     return n * (1 - float(cfg.get("val_fraction", 0.1)))
 
 
-def from_history(cfg: dict, history: list[dict]) -> float | None:
-    """Median measured seconds per epoch of finished runs with the same model, dataset and classes."""
-    rates = []
+def from_history(cfg: dict, history: list[dict]) -> tuple[float, float | None] | None:
+    """(seconds per weighted epoch, seconds of set-up) as the medians over finished
+    runs with the same model, dataset, classes, device and batch size. A run's
+    wall time counts from before its data was loaded; its summary's
+    `setup_seconds` (loading the data, building the model) is taken out of the
+    per-epoch rate so that short runs do not inflate it."""
+    rates, setups = [], []
     for r in history:
         c, s = r.get("config") or {}, r.get("summary") or {}
         if (r.get("status") != "done" or not s.get("wall_seconds") or c.get("model") != cfg.get("model")
@@ -87,11 +92,16 @@ def from_history(cfg: dict, history: list[dict]) -> float | None:
             continue
         try:
             a, b = epochs_of(c)
+            setup = float(s.get("setup_seconds") or 0.0)
         except (TypeError, ValueError):
             continue
         if a + b:
-            rates.append(max(0.0, float(s["wall_seconds"])) / (a * SEARCH_FACTOR + b))
-    return statistics.median(rates) if rates else None
+            rates.append(max(0.0, float(s["wall_seconds"]) - setup) / (a * SEARCH_FACTOR + b))
+            if setup:
+                setups.append(setup)
+    if not rates:
+        return None
+    return statistics.median(rates), (statistics.median(setups) if setups else None)
 
 
 def estimate(cfg: dict, gpu_available: bool = False, history: list[dict] | None = None,
@@ -103,7 +113,8 @@ def estimate(cfg: dict, gpu_available: bool = False, history: list[dict] | None 
     measured = from_history(cfg, history or [])
     weighted = search * SEARCH_FACTOR + plain
     if measured is not None:
-        seconds = STARTUP_S + measured * weighted
+        rate, setup = measured
+        seconds = WORKER_START_S + (STARTUP_S - WORKER_START_S if setup is None else setup) + rate * weighted
         basis = "the speed of earlier runs of this model on this dataset in this store"
         low, high = seconds * 0.7, seconds * 1.5
     else:
