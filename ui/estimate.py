@@ -21,7 +21,9 @@ TRAIN_SIZE = {"digits": 1437, "mnist": 60_000, "fashion_mnist": 60_000, "cifar10
 NUM_CLASSES = {"digits": 10, "mnist": 10, "fashion_mnist": 10, "cifar10": 10, "cifar100": 100,
                "tiny_imagenet": 200, "planted": 2}
 # Effective MAC/s (forward + backward counted as 3× forward) and the fixed cost of one step.
-THROUGHPUT = {"cpu": {"mlp": 2.8e10, "conv": 4e9, "step": 1.0e-3},
+# CPU figures from bench/speed.py on the 2-core machine (docs/RESULTS.md): LeNet-300-100
+# ≈ 31k samples/s, Conv-2 and ResNet-20 on 32×32 input ≈ 260 samples/s.
+THROUGHPUT = {"cpu": {"mlp": 2.8e10, "conv": 3e10, "step": 1.0e-3},
               "gpu": {"mlp": 2e12, "conv": 4e12, "step": 3.0e-3}}
 STARTUP_S = 8.0            # starting the worker, importing torch, loading the data
 WORKER_START_S = 3.5       # starting the worker process and importing torch (3.2 s measured on the 2-core CPU)
