@@ -36,7 +36,9 @@ if not capable:
                 st.rerun()
     st.stop()
 
+# With nothing selected, open on the newest logistic-regression run: its mask is the picture.
 run = state.pick_run(all_runs, "Run", key="pix.run", filter_fn=data.pixel_capable,
+                     prefer_fn=lambda r: data.cfg_of(r).get("model") == "logreg",
                      help="A logistic-regression or LeNet run on MNIST, Fashion-MNIST or digits.")
 cfg = data.cfg_of(run)
 in_shape = dataset_info(cfg["dataset"]).in_shape

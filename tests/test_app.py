@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 import types
 from pathlib import Path
 
@@ -241,6 +242,22 @@ def test_pixels_mixed(monkeypatch, mixed, jobs):
     assert at.selectbox(key="pix.run").value == ids["pixel"]
     assert charts(at) >= 3       # animation over epochs, the ticket, digits through the mask (+ λ sweep)
     assert any(m.label == "Pixels used" for m in at.metric)
+
+
+def test_pixels_opens_on_the_newest_logreg_run(monkeypatch, tmp_path, jobs):
+    """With nothing selected, Pixel masks shows the newest logistic-regression run,
+    though a LeNet run on digits (which it can also show) is newer."""
+    home = tmp_path / "h"
+    store = Store(home)
+    older = runner.create(store, RunConfig.from_dict(dict(model="logreg", dataset="digits", classes=[0, 1],
+                                                          method="concave", lam=2.0)), status="queued")
+    time.sleep(0.01)
+    newer = runner.create(store, RunConfig.from_dict(dict(model="lenet300", dataset="digits", method="concave",
+                                                          lam=2.0)), status="queued")
+    assert [r["id"] for r in store.list_runs()] == [newer, older]
+    at = open_page(monkeypatch, home, "pages/pixels.py")
+    no_traceback(at)
+    assert at.selectbox(key="pix.run").value == older
 
 
 def test_theory_mixed(monkeypatch, mixed, jobs):

@@ -150,14 +150,17 @@ def pick_runs(all_runs: list[dict], label: str, key: str, help: str, filter_fn=N
     return [by_id[i] for i in chosen]
 
 
-def pick_run(all_runs: list[dict], label: str, key: str, help: str, filter_fn=None) -> dict | None:
-    """One run (the first selected one this page can show, else the newest), kept in the URL."""
+def pick_run(all_runs: list[dict], label: str, key: str, help: str, filter_fn=None,
+             prefer_fn=None) -> dict | None:
+    """One run (the first selected one this page can show, else the newest one
+    `prefer_fn` likes, else the newest), kept in the URL."""
     pool = [r for r in all_runs if filter_fn is None or filter_fn(r)]
     if not pool:
         return None
     by_id = {r["id"]: r for r in pool}
     wanted = selected_ids()
-    current = next((i for i in wanted if i in by_id), pool[0]["id"])
+    newest = next((r for r in pool if prefer_fn(r)), pool[0]) if prefer_fn else pool[0]
+    current = next((i for i in wanted if i in by_id), newest["id"])
     if key not in st.session_state or st.session_state.get(f"{key}._from") != current:
         st.session_state[key] = current
         st.session_state[f"{key}._from"] = current
