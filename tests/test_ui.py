@@ -171,3 +171,30 @@ def test_export_zip_holds_what_export_writes(synth):
     html = z.read(f"{ids[0]}/curves.html").decode()
     assert "<script src=" not in html                   # opens offline: plotly.js is inside, not fetched
     assert html.count('class="plotly-graph-div"') == 3 and len(html) > 1_000_000
+
+
+def test_a_run_keeps_its_colour_in_every_monitor_figure():
+    """λ has rows only for the concave run; it must still get the colour that run has
+    in the loss, accuracy and sparsity figures (and a legend saying which run it is)."""
+    def rows(with_lam):
+        out = []
+        for e in (1, 2):
+            out.append({"kind": "step", "round": 0, "phase": "search", "epoch": e - 0.5, "step": e, "wall": e,
+                        "loss_task": 1.0 / e, "loss_reg": 0.1 if with_lam else None,
+                        "lam": 5.0 if with_lam else None})
+            out.append({"kind": "epoch", "round": 0, "phase": "search", "epoch": e, "step": e, "wall": e,
+                        "loss_task": 1.0 / e, "val_acc": 0.9, "test_acc": 0.9, "remaining": 1.0 / e})
+        return out
+    imp, concave = "imp ×3 · lenet300/digits · seed 0 · a", "concave·l1 λ=5 · lenet300/digits · seed 0 · b"
+    df = pd.concat([data.metrics_frame(rows(False)).assign(run=imp),
+                    data.metrics_frame(rows(True)).assign(run=concave)], ignore_index=True)
+    colour = {}
+    for f in (figures.loss_figure, figures.accuracy_figure, figures.remaining_figure, figures.lam_figure):
+        for tr in f(df).data:
+            run = imp if tr.name.startswith("imp") else concave
+            assert colour.setdefault(run, tr.line.color) == tr.line.color, (f.__name__, tr.name)
+    assert colour[concave] == figures.REG_COLORS["l1"] and colour[imp] == figures.METHOD_COLORS["imp"]
+    lam = figures.lam_figure(df)
+    assert [tr.name for tr in lam.data] == [figures.short(concave)] and lam.layout.showlegend
+    # Legends sit at the figure's bottom edge (the margin grows), never over the x-axis title.
+    assert figures.accuracy_figure(df).layout.legend.yref == "container"

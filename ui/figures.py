@@ -23,7 +23,9 @@ PHASE_FILL = {"search": "rgba(214,39,40,0.06)", "retrain": "rgba(31,119,180,0.06
 
 def _base(fig: go.Figure, title: str | None = None, height: int = 340) -> go.Figure:
     fig.update_layout(template=TEMPLATE, height=height, margin=dict(l=10, r=10, t=40 if title else 10, b=10),
-                      legend=dict(orientation="h", yanchor="top", y=-0.2, xanchor="left", x=0),
+                      # Below the plot at the figure's bottom edge: the bottom margin grows to fit
+                      # it, so a legend of several rows never covers the x-axis title.
+                      legend=dict(orientation="h", yref="container", yanchor="bottom", y=0, xanchor="left", x=0),
                       title=dict(text=title, x=0, xanchor="left", font=dict(size=15)) if title else None,
                       hoverlabel=dict(namelength=-1))
     return fig
@@ -39,9 +41,11 @@ def empty_figure(note: str, height: int = 220) -> go.Figure:
 
 
 def color_for(key: str, i: int = 0) -> str:
+    """The colour of a method's group ("concave · log"), a run label ("concave·log λ=2 · …")
+    or a method name; else the i-th of the palette."""
     k = key.lower()
     for reg, c in REG_COLORS.items():
-        if f"· {reg}" in k or k == reg:
+        if f"· {reg}" in k or k.startswith(f"concave·{reg} ") or k == reg:
             return c
     for m, c in METHOD_COLORS.items():
         if k.startswith(m):
@@ -58,6 +62,12 @@ def color_map(keys) -> dict[str, str]:
         out[k] = c
         used.add(c)
     return out
+
+
+def _run_colors(df: pd.DataFrame) -> dict[str, str]:
+    """One colour per run of the whole frame, not of the rows a figure draws, so that
+    a run keeps its colour in every figure of the monitor (λ has rows for fewer runs)."""
+    return color_map(df["run"])
 
 
 def short(label: str, n: int = 48) -> str:
@@ -96,9 +106,7 @@ def regularizer_curves(df: pd.DataFrame, title: str = "Penalty R(m) on one mask 
                                            dash="dash" if ref else "solid", width=2 if ref else 3)))
     fig.update_xaxes(title="mask entry m", range=[0, 1])
     fig.update_yaxes(title="R(m), scaled to R(0)=0, R(1)=1")
-    fig = _base(fig, title, height=320)
-    fig.update_layout(legend=dict(y=-0.3))
-    return fig
+    return _base(fig, title, height=320)
 
 
 # ------------------------------------------------------------------ runs: curves
@@ -125,7 +133,7 @@ def loss_figure(df: pd.DataFrame) -> go.Figure:
     has_reg = d["loss_reg"].notna().any()
     fig = make_subplots(rows=2 if has_reg else 1, cols=1, shared_xaxes=True, vertical_spacing=0.06,
                         row_heights=[0.62, 0.38] if has_reg else [1.0])
-    colors = color_map(d["run"])
+    colors = _run_colors(df)
     for run, g in d.groupby("run", sort=False):
         fig.add_trace(go.Scatter(x=g["t"], y=g["loss_task"], name=short(run), mode="lines",
                                  line=dict(color=colors[run], width=2), legendgroup=run), row=1, col=1)
@@ -146,7 +154,7 @@ def accuracy_figure(df: pd.DataFrame) -> go.Figure:
     if d.empty:
         return empty_figure("no finished epoch yet")
     fig = go.Figure()
-    colors = color_map(d["run"])
+    colors = _run_colors(df)
     for run, g in d.groupby("run", sort=False):
         fig.add_trace(go.Scatter(x=g["t"], y=g["test_acc"], name=f"{short(run)} · test", mode="lines+markers",
                                  line=dict(color=colors[run], width=2), marker=dict(size=5), legendgroup=run))
@@ -163,7 +171,7 @@ def remaining_figure(df: pd.DataFrame) -> go.Figure:
     if d.empty:
         return empty_figure("no mask measurement yet")
     fig = go.Figure()
-    colors = color_map(d["run"])
+    colors = _run_colors(df)
     for run, g in d.groupby("run", sort=False):
         fig.add_trace(go.Scatter(x=g["t"], y=g["remaining"], name=short(run), mode="lines+markers",
                                  line=dict(color=colors[run], width=2, shape="hv"), marker=dict(size=5)))
@@ -178,7 +186,7 @@ def lam_figure(df: pd.DataFrame) -> go.Figure:
     if d.empty:
         return empty_figure("λ is constant or not recorded")
     fig = go.Figure()
-    colors = color_map(d["run"])
+    colors = _run_colors(df)
     for run, g in d.groupby("run", sort=False):
         fig.add_trace(go.Scatter(x=g["t"], y=g["lam"], name=short(run), mode="lines",
                                  line=dict(color=colors[run], width=2)))
@@ -189,6 +197,7 @@ def lam_figure(df: pd.DataFrame) -> go.Figure:
         fig.update_yaxes(title="λ (log)", type="log")
     else:
         fig.update_yaxes(title="λ", range=[0, float(lam.max()) * 1.15 or 1.0])
+    fig.update_layout(showlegend=True)  # even for one line: several runs may be selected
     return _base(fig, "λ during the search (adapts when a target sparsity is set)", height=260)
 
 
