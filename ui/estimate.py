@@ -25,8 +25,9 @@ NUM_CLASSES = {"digits": 10, "mnist": 10, "fashion_mnist": 10, "cifar10": 10, "c
 # ≈ 31k samples/s, Conv-2 and ResNet-20 on 32×32 input ≈ 260 samples/s.
 THROUGHPUT = {"cpu": {"mlp": 2.8e10, "conv": 3e10, "step": 1.0e-3},
               "gpu": {"mlp": 2e12, "conv": 4e12, "step": 3.0e-3}}
-STARTUP_S = 8.0            # starting the worker, importing torch, loading the data
 WORKER_START_S = 3.5       # starting the worker process and importing torch (3.2 s measured on the 2-core CPU)
+SETUP_S = 4.5              # loading the data and building the model, where no earlier run measured it
+STARTUP_S = WORKER_START_S + SETUP_S
 SEARCH_FACTOR = 1.4        # a search step also trains the masks and evaluates R(m)
 SNAPSHOT_MAX = 300_000     # masks saved every epoch up to this many prunable weights (engine.train)
 
@@ -116,7 +117,7 @@ def estimate(cfg: dict, gpu_available: bool = False, history: list[dict] | None 
     weighted = search * SEARCH_FACTOR + plain
     if measured is not None:
         rate, setup = measured
-        seconds = WORKER_START_S + (STARTUP_S - WORKER_START_S if setup is None else setup) + rate * weighted
+        seconds = WORKER_START_S + (SETUP_S if setup is None else setup) + rate * weighted
         basis = "the speed of earlier runs of this model on this dataset in this store"
         low, high = seconds * 0.7, seconds * 1.5
     else:
