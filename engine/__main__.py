@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from .config import PRESETS, ConfigError, RunConfig
+from .text import for_terminal as tty  # stored text printed raw could rewrite the terminal
 
 
 class UsageError(Exception):
@@ -99,7 +100,7 @@ def cmd_run(args) -> int:
         print(run_id)
         return 130
     except Exception as e:  # the run is already marked failed with its reason
-        print(f"run {run_id} failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
+        print(f"run {run_id} failed: {type(e).__name__}: {tty(str(e).splitlines()[0]) if str(e) else ''}",
               file=sys.stderr)
         print(f"(traceback in {store.run_dir(run_id) / 'error.txt'})", file=sys.stderr)
         print(run_id)
@@ -161,13 +162,14 @@ def cmd_show(args) -> int:
     else:
         for k, v in view.items():
             if k not in ("config", "summary", "checks"):
-                print(f"{k:>10}: {v}")
+                print(f"{k:>10}: {tty(v)}")
         if "summary" in view:
             s = view["summary"]
             print(f"   summary: test acc {s['test_accuracy']:.4f}, remaining {s['remaining']:.4f} "
                   f"({s['kept']}/{s['total']}), {s['wall_seconds']:.1f} s")
         for c in view["checks"]:
-            print(f"     check: {'PASS' if c['passed'] else 'FAIL'} {c['name']} = {c['value']} ({c['detail']})")
+            print(f"     check: {'PASS' if c['passed'] else 'FAIL'} {tty(c['name'])} = {c['value']} "
+                  f"({tty(c['detail'])})")
     return 0
 
 
@@ -188,8 +190,9 @@ def cmd_list(args) -> int:
         s = r["summary"] or {}
         acc = f"{s['test_accuracy']:.4f}" if "test_accuracy" in s else "-"
         rem = f"{s['remaining']:.4f}" if "remaining" in s else "-"
-        print(f"{r['id']}  {r['status']:<11} {cfg.get('method', '?'):<8} {cfg.get('model', '?')}/"
-              f"{cfg.get('dataset', '?'):<14} acc {acc}  remaining {rem}  {r['name'] or ''}")
+        print(f"{tty(r['id'])}  {tty(r['status']):<11} {tty(cfg.get('method', '?')):<8} "
+              f"{tty(cfg.get('model', '?'))}/{tty(cfg.get('dataset', '?')):<14} acc {acc}  remaining {rem}  "
+              f"{tty(r['name'] or '')}")
     return 0
 
 
@@ -254,7 +257,7 @@ def cmd_cancel(args) -> int:
         raise UsageError(f"--grace must be ≥ 0 seconds, got {args.grace}")
     _open_store(args)          # an existing store, or one line and exit 2 (nothing created)
     run = _jobs_call(jobs.cancel, args.run_id, _home(args), grace=args.grace)
-    print(f"run {run['id']} {run['status']}{': ' + run['reason'] if run['reason'] else ''}", file=sys.stderr)
+    print(f"run {run['id']} {run['status']}{': ' + tty(run['reason']) if run['reason'] else ''}", file=sys.stderr)
     print(run["status"])
     return 0 if run["status"] == "cancelled" else 1
 
@@ -344,7 +347,7 @@ def cmd_sweep(args) -> int:
         s = r["summary"] or {}
         acc = f"acc {s['test_accuracy']:.4f} remaining {s['remaining']:.4f}" if "test_accuracy" in s else \
             (r["reason"] or "")
-        print(f"{rid}  {r['status']:<10} {acc}  {r['name']}", file=sys.stderr)
+        print(f"{rid}  {r['status']:<10} {tty(acc)}  {tty(r['name'])}", file=sys.stderr)
     return 0 if all(runs.get(rid, {}).get("status") == "done" for rid in run_ids) else 1
 
 
@@ -429,11 +432,23 @@ def main(argv=None) -> int:
     try:
         return args.func(args)
     except ConfigError as e:
-        print(f"error: invalid config: {e}", file=sys.stderr)
+        print(f"error: invalid config: {tty(e)}", file=sys.stderr)
     except UsageError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {tty(e)}", file=sys.stderr)
     return 2
 
 
+def _main_quiet_on_broken_pipe() -> int:
+    """main(); when the reader of stdout has gone (`list | head`), end quietly with
+    128 + SIGPIPE, as Unix tools do, instead of printing a BrokenPipeError traceback."""
+    try:
+        rc = main()
+        sys.stdout.flush()          # a closed pipe shows up here rather than at exit
+        return rc
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())   # so the flush at exit is silent
+        return 141
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(_main_quiet_on_broken_pipe())

@@ -11,7 +11,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .config import RunConfig
-from .data import DatasetUnavailable, default_data_dir
 from .store import Store, atomic_write_json
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -32,6 +31,7 @@ def execute(store: Store, run_id: str, data_dir: str | os.PathLike | None = None
     marked failed with a one-line reason and the exception is re-raised.
     With `resume`, continue from the run's last complete checkpoint; records
     written after it are dropped first, so no step is duplicated or missing."""
+    from .data import DatasetUnavailable, default_data_dir  # here: importing data imports torch
     from .methods import METHOD_FUNCS
     from .train import Cancelled, NonFiniteLoss, RunContext
 

@@ -27,9 +27,12 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
+# torch is imported inside the functions that handle tensors: reading the index (`list`, `show`,
+# the app's tables) must not pay the seconds torch takes to import.
 
 STATUSES = ("queued", "running", "done", "failed", "cancelled", "interrupted")
 RUN_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
@@ -112,6 +115,7 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 
 
 def atomic_torch_save(path: Path, obj: Any) -> None:
+    import torch
     buf = io.BytesIO()
     torch.save(obj, buf)
     atomic_write_bytes(path, buf.getvalue())
@@ -119,6 +123,7 @@ def atomic_torch_save(path: Path, obj: Any) -> None:
 
 def torch_load(path: Path) -> Any:
     """Safe load: tensors and plain containers only, never arbitrary pickles."""
+    import torch
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
@@ -147,10 +152,10 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 def _json_default(o):
-    if isinstance(o, torch.Tensor):
-        return o.tolist()
     if isinstance(o, Path):
         return str(o)
+    if hasattr(o, "tolist"):     # a tensor or numpy array (no torch import needed to tell)
+        return o.tolist()
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
@@ -422,6 +427,7 @@ class Store:
     def save_masks(self, run_id: str, tag: str, masks: dict[str, torch.Tensor], binary: bool) -> Path:
         if not re.fullmatch(r"[A-Za-z0-9_.-]+", tag):
             raise ValueError(f"bad snapshot tag {tag!r}")
+        import torch
         conv = {k: (v != 0) if binary else v.detach().to(torch.float16).cpu() for k, v in masks.items()}
         path = self.run_dir(run_id) / "masks" / f"{tag}.pt"
         atomic_torch_save(path, conv)
