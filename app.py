@@ -31,10 +31,10 @@ page = st.navigation(PAGES)
 # of a fresh server waits seconds for that import; the spinner says so (it only
 # appears after 0.5 s, so reruns, which import nothing, never show it).
 with st.spinner("Loading the engine (PyTorch)…"):
-    from ui import state  # noqa: E402
+    from ui import md, state  # noqa: E402
 
 with st.sidebar:
-    st.caption(f"Store: `{state.home()}`")
+    st.caption(f"Store: {md.code(state.home())}")
 try:
     page.run()
 except Exception as e:  # noqa: BLE001 - a page error is a message, never a traceback

@@ -4,7 +4,7 @@ import streamlit as st
 
 from engine.config import ConfigError
 from engine.data import default_data_dir, mnist_available
-from ui import backend, data, estimate, figures, state, widgets
+from ui import backend, data, estimate, figures, md, state, widgets
 
 state.intro("🎟️ Lottery Lab",
             "Find <b>lottery tickets</b> — sparse subnetworks that train as well as the full network — by "
@@ -36,20 +36,21 @@ def machine():
     free, total = backend.disk_free(home)
     c1, c2 = st.columns(2)
     c1.metric("Device", f"{len(gpu_names)} GPU" + ("s" if len(gpu_names) != 1 else "") if gpu_names
-              else f"CPU × {backend.cpu_count()}", help="\n".join(gpu_names) or "No NVIDIA GPU found (nvidia-smi).")
-    c2.metric("Free disk", estimate.fmt_bytes(free), help=f"of {estimate.fmt_bytes(total)} at {home}")
+              else f"CPU × {backend.cpu_count()}",
+              help="  \n".join(md.esc(g) for g in gpu_names) or "No NVIDIA GPU found (nvidia-smi).")
+    c2.metric("Free disk", estimate.fmt_bytes(free), help=f"of {estimate.fmt_bytes(total)} at {md.code(home)}")
     counts = df["status"].value_counts() if not df.empty else {}
     c1, c2, c3 = st.columns(3)
     c1.metric("Running", int(counts.get("running", 0)))
     c2.metric("Queued", int(counts.get("queued", 0)))
     c3.metric("Done", int(counts.get("done", 0)))
     if problem:
-        st.warning(problem)
+        st.warning(md.esc(problem))
     active = df[df["status"].isin(data.ACTIVE)] if not df.empty else df
     if not active.empty:
         for _, r in active.head(5).iterrows():
-            st.progress(min(1.0, float(r["progress"])), text=f"{r['state']} · {r['label']} · "
-                                                            f"{r['phase'] or 'waiting for a slot'}")
+            st.progress(min(1.0, float(r["progress"])), text=f"{md.esc(r['state'])} · {md.esc(r['label'])} · "
+                                                            f"{md.esc(r['phase'] or 'waiting for a slot')}")
         st.page_link("pages/runs.py", label="Watch them on the Runs page", icon=":material/monitoring:")
     elif not runs_now:
         st.info("No runs yet. Pick a preset below — the digits one finishes in about 10 seconds on a laptop CPU.")
@@ -88,20 +89,20 @@ for col, (key, names, title, text, warn) in zip(cols, CARDS):
         try:
             cfgs = [widgets.preset_config(n) for n in names]
         except ConfigError as e:
-            st.error(f"Preset is invalid: {e}")
+            st.error(f"Preset is invalid: {md.esc(e)}")
             continue
         est = [estimate.estimate(c.to_dict(), bool(gpu_names), all_runs) for c in cfgs]
         st.caption(f"≈ {data.fmt_duration(sum(e.seconds for e in est))} on "
                    f"{'this GPU' if est[0].device == 'gpu' else 'this CPU'}")
         if warn:
-            st.caption(f"⚠️ {warn}")
+            st.caption(f"⚠️ {md.esc(warn)}")
         b1, b2 = st.columns(2)
         if b1.button("Launch", key=f"preset_{key}", type="primary", width="stretch",
                      help=f"Queue {len(cfgs)} run{'s' if len(cfgs) > 1 else ''} now and open the monitor."):
             try:
                 ids = backend.submit(cfgs, home)
             except backend.BackendError as e:
-                st.error(str(e))
+                st.error(md.esc(e))
             else:
                 state.set_selection(ids)
                 st.switch_page("pages/runs.py", query_params={"runs": ",".join(ids)})

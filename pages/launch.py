@@ -6,7 +6,7 @@ import streamlit as st
 
 from engine.config import PRESETS
 from engine.data import dataset_info
-from ui import backend, data, estimate, state, widgets
+from ui import backend, data, estimate, md, state, widgets
 
 state.intro("🚀 Launch",
             "Set up a run — or a sweep over λ values and seeds — and queue it. Every value is checked by the same "
@@ -38,17 +38,17 @@ if "from" in qp:
     src = state.get_run(qp["from"])
     cfg = data.duplicate_config(src) if src else None
     if cfg is None:
-        st.warning(f"Run `{qp['from']}` is not in the store or its config cannot be read; starting from the "
+        st.warning(f"Run {md.code(qp['from'])} is not in the store or its config cannot be read; starting from the "
                    f"digits preset instead.")
         form.load(PRESETS["digits"], "preset:digits")
     else:
         form.load(cfg, f"run:{src['id']}")
-        source_note = f"Duplicating **{data.run_label(src)}** — change what you want, then launch a new run."
+        source_note = f"Duplicating **{md.esc(data.run_label(src))}** — change what you want, then launch a new run."
 elif qp.get("preset") in PRESETS:
     form.load(PRESETS[qp["preset"]], f"preset:{qp['preset']}")
 else:
     if "preset" in qp:
-        st.warning(f"No preset called `{qp['preset']}`; known: {', '.join(PRESETS)}.")
+        st.warning(f"No preset called {md.code(qp['preset'])}; known: {md.esc(', '.join(PRESETS))}.")
     if st.session_state.get("cfg._source") is None:
         form.load(PRESETS["digits"], "preset:digits")
 
@@ -70,7 +70,8 @@ with c2:
     if source_note:
         st.info(source_note)
     else:
-        st.caption(f"Form loaded from: `{(st.session_state.get('cfg._source') or 'preset:digits').split(':', 1)[1]}`")
+        source = (st.session_state.get('cfg._source') or 'preset:digits').split(':', 1)[1]
+        st.caption(f"Form loaded from: {md.code(source)}")
 
 done_runs = [r for r in all_runs if r.get("status") == "done" and r.get("config")]
 gpu_names = backend.gpus()
@@ -90,7 +91,7 @@ if res.ok:
     c1, c2, c3, c4 = st.columns(4)
     c1.metric("Runs", n, help="One run per combination of λ values and seeds.")
     c2.metric("Time per run", f"≈ {data.fmt_duration(est.seconds)}",
-              help=f"Between {data.fmt_duration(est.low)} and {data.fmt_duration(est.high)}: {est.basis}.")
+              help=f"Between {data.fmt_duration(est.low)} and {data.fmt_duration(est.high)}: {md.esc(est.basis)}.")
     c3.metric("All runs", f"≈ {data.fmt_duration(est.seconds * n / slots)}",
               help=f"{slots} run{'s' if slots > 1 else ''} at a time on this machine; the rest wait in the queue.")
     c4.metric(f"{'GPU' if est.device == 'gpu' else 'CPU'} time", f"{est.device_hours(n):.2g} h",
@@ -99,7 +100,7 @@ if res.ok:
     if prunable:
         bits.insert(0, f"{prunable:,} prunable weights")
         bits.append(f"≈ {estimate.fmt_bytes(est.disk_bytes * n)} of mask snapshots and checkpoints")
-    st.caption(" · ".join(bits))
+    st.caption(" · ".join(md.esc(b) for b in bits))
     if est.device == "cpu" and est.seconds > 3600:
         st.warning("This will take hours on a CPU. Consider a GPU machine, or fewer epochs to try things out.")
     with st.expander(f"The config{'s' if n > 1 else ''} as JSON (what `python -m engine run --config` takes)"):
@@ -107,7 +108,7 @@ if res.ok:
         if n > 20:
             st.caption(f"… and {n - 20} more.")
 else:
-    st.error(f"Cannot launch yet — **{res.error_key}**: {res.error}", icon="✋")
+    st.error(f"Cannot launch yet — **{md.esc(res.error_key)}**: {md.esc(res.error)}", icon="✋")
 
 label = f"Launch {len(res.configs)} runs" if len(res.configs) > 1 else "Launch run"
 if st.button(label, type="primary", disabled=not res.ok, key="launch.go",
@@ -115,7 +116,7 @@ if st.button(label, type="primary", disabled=not res.ok, key="launch.go",
     try:
         ids = backend.submit(res.configs, home)
     except backend.BackendError as e:
-        st.error(str(e))
+        st.error(md.esc(e))
     else:
         state.set_selection(ids)
         st.switch_page("pages/runs.py", query_params={"runs": ",".join(ids)})

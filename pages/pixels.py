@@ -9,7 +9,7 @@ import streamlit as st
 
 from engine.config import PRESETS, RunConfig
 from engine.data import DATASETS, dataset_info, default_data_dir
-from ui import backend, data, figures, state
+from ui import backend, data, figures, md, state
 
 state.intro("🖼️ Pixel masks",
             "In logistic regression every weight belongs to one input pixel, so the learned mask is a picture of "
@@ -30,7 +30,7 @@ if not capable:
             try:
                 ids = backend.submit([RunConfig.from_dict(dict(PRESETS[name]))], home)
             except backend.BackendError as e:
-                st.error(str(e))
+                st.error(md.esc(e))
             else:
                 state.set_selection(ids)
                 st.rerun()
@@ -104,7 +104,7 @@ def mask_view(run_id: str):
     try:
         samples = sample_images(cfg["dataset"], tuple(cfg.get("classes") or ()), str(default_data_dir()))
     except Exception as e:  # noqa: BLE001 - e.g. MNIST files missing on this machine
-        st.info(f"Sample images are not available here: {e}")
+        st.info(f"Sample images are not available here: {md.esc(e)}")
         return
     st.plotly_chart(figures.masked_samples_figure(samples, mask_img), key="pix.samples")
     st.caption("Top: test images. Bottom: what the classifier sees — only the pixels the mask keeps (pale yellow: a "
@@ -147,9 +147,10 @@ if c1.button(f"Run the λ sweep ({2 * len(LAMS)} runs)", key="pix.sweep.go",
         cfgs = backend.expand(base, {"regularizer": ["l1", "log"], "lam": LAMS}, [int(cfg.get("seed", 0))])
         ids = backend.submit(cfgs, home)
     except Exception as e:  # noqa: BLE001 - ConfigError or BackendError, both readable
-        st.error(str(e))
+        st.error(md.esc(e))
     else:
         st.toast(f"Queued {len(ids)} runs")
         st.rerun()
-c2.caption(f"Uses {cfg['model']} on {cfg['dataset']}" + (f" (classes {cfg['classes']})" if cfg.get("classes") else "")
-           + f", {cfg.get('epochs')} search + {cfg.get('retrain_epochs') or cfg.get('epochs')} retrain epochs.")
+c2.caption(md.esc(f"Uses {cfg['model']} on {cfg['dataset']}" + (f" (classes {cfg['classes']})" if cfg.get("classes")
+                  else "") + f", {cfg.get('epochs')} search + {cfg.get('retrain_epochs') or cfg.get('epochs')} "
+                  "retrain epochs."))

@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from engine.store import STATUSES
-from ui import backend, data, figures, state, widgets
+from ui import backend, data, figures, md, state, widgets
 
 state.intro("📈 Runs",
             "Every run in the store, updated live while they train. Select runs to compare their curves and see "
@@ -18,7 +18,7 @@ problem = backend.pump(home)
 st.session_state["runs.pumped"] = time.time()
 all_runs = state.runs()
 if problem:
-    st.caption(f"⚠️ {problem}")
+    st.caption(f"⚠️ {md.esc(problem)}")
 if not all_runs:
     st.info("No runs yet. Launch one — the offline digits preset takes about 10 seconds on a CPU — and it will "
             "appear here while it trains.", icon="🎟️")
@@ -150,16 +150,16 @@ def _details(run: dict) -> None:
     status = run.get("status")
     s = data.summary_of(run)
     row = data.runs_frame([run]).iloc[0]
-    head = f"{data.STATUS_ICON.get(status, '❓')} **{status}**"
+    head = f"{data.STATUS_ICON.get(status, '❓')} **{md.esc(status)}**"
     if run.get("phase"):
-        head += f" · {run['phase']}"
+        head += f" · {md.esc(run['phase'])}"
     if status == "running":
         head += f" · {row['progress']:.0%}"
         if row["eta_s"] is not None and not pd.isna(row["eta_s"]):
             head += f" · about {data.fmt_duration(row['eta_s'])} left"
     st.markdown(head)
     if run.get("reason"):
-        (st.error if status == "failed" else st.warning)(run["reason"])
+        (st.error if status == "failed" else st.warning)(md.esc(run["reason"]))
     if status == "interrupted":
         st.caption("Its worker stopped without finishing (killed, out of memory, machine restarted). Resume "
                    "continues from the last complete checkpoint.")
@@ -171,19 +171,19 @@ def _details(run: dict) -> None:
         try:
             with st.spinner("Stopping the worker (it saves a checkpoint first)…"):
                 backend.cancel(rid, home)
-            st.toast(f"Cancelled {rid}")
+            st.toast(f"Cancelled {md.esc(rid)}")
             st.rerun()
         except backend.BackendError as e:
-            st.error(str(e))
+            st.error(md.esc(e))
     if a[1].button("Resume", key=f"resume.{rid}", disabled=status not in ("interrupted", "cancelled", "failed"),
                    width="stretch", icon=":material/play_circle:",
                    help="Queue it again; it continues from its last complete checkpoint."):
         try:
             backend.resume(rid, home)
-            st.toast(f"Resuming {rid}")
+            st.toast(f"Resuming {md.esc(rid)}")
             st.rerun()
         except backend.BackendError as e:
-            st.error(str(e))
+            st.error(md.esc(e))
     if a[2].button("Duplicate with changes", key=f"dup.{rid}", width="stretch", icon=":material/content_copy:",
                    disabled=not run.get("config"),
                    help="Open the Launch form filled with this run's config; change it and launch a new run."):
@@ -195,14 +195,14 @@ def _details(run: dict) -> None:
         st.session_state[confirm_key] = True
     if st.session_state.get(confirm_key):
         with st.container(border=True):
-            st.warning(f"Delete run `{rid}` and all its files (metrics, masks, ticket)? This cannot be undone.")
+            st.warning(f"Delete run {md.code(rid)} and all its files (metrics, masks, ticket)? This cannot be undone.")
             y, n, _ = st.columns([1, 1, 4])
             if y.button("Yes, delete", key=f"delete_yes.{rid}", type="primary"):
                 state.store().delete_run(rid)
                 st.session_state.pop(confirm_key, None)
                 state.clear_caches()
                 state.set_selection([i for i in state.selected_ids() if i != rid])
-                st.toast(f"Deleted {rid}")
+                st.toast(f"Deleted {md.esc(rid)}")
                 st.rerun()
             if n.button("Keep it", key=f"delete_no.{rid}"):
                 st.session_state.pop(confirm_key, None)
@@ -237,7 +237,7 @@ def _details(run: dict) -> None:
                           "Test accuracy of the thresholded mask before retraining: what thresholding cost."))
         items.append(("Wall time", data.fmt_duration(s.get("wall_seconds")), None))
         if s.get("device"):
-            items.append(("Device", str(s["device"]), None))
+            items.append(("Device", md.esc(s["device"]), None))
         for col, (label, value, hlp) in zip(st.columns(len(items)), items):
             col.metric(label, value, help=hlp)
     left, right = st.columns([1, 1], gap="large")
@@ -262,7 +262,7 @@ def _details(run: dict) -> None:
                 st.code("\n".join(err.read_text(errors="replace").splitlines()[-25:]), language="text")
 
 
-tabs = st.tabs([f"{data.STATUS_ICON.get(r.get('status'), '❓')} {r['id']}" for r in chosen])
+tabs = st.tabs([f"{data.STATUS_ICON.get(r.get('status'), '❓')} {md.esc(r['id'])}" for r in chosen])
 for tab, run in zip(tabs, chosen):
     with tab:
         state.guard(f"Run {run['id']} could not be shown")(_details)(run)

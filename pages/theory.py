@@ -9,7 +9,7 @@ import streamlit as st
 
 from engine.config import ConfigError, RunConfig
 from engine.data import DATASETS, PLANTED_DEFAULTS, default_data_dir
-from ui import backend, data, figures, state, widgets
+from ui import backend, data, figures, md, state, widgets
 
 state.intro("📐 Theory",
             "A convex problem whose answer is known: logistic regression on synthetic data generated from only "
@@ -167,9 +167,9 @@ try:
     cfgs = backend.expand(base, {"regularizer": ["l1", "log"], "lam": lams}, seed_list)
     err = None
 except ConfigError as e:
-    cfgs, err = [], f"**{e.key}** — {e}"
+    cfgs, err = [], f"**{md.esc(e.key)}** — {md.esc(e)}"
 c[3].caption(f"{len(cfgs)} runs: ℓ1 and log at λ = {', '.join(f'{x:g}' for x in lams) if not err else '…'}"
-             + (f", seeds {seeds}" if not err else ""))
+             + (f", seeds {md.esc(seeds)}" if not err else ""))
 if err:
     st.error(err, icon="✋")
 if st.button(f"Run the planted experiment ({len(cfgs)} runs)", type="primary", disabled=not cfgs, key="theory.go",
@@ -177,7 +177,7 @@ if st.button(f"Run the planted experiment ({len(cfgs)} runs)", type="primary", d
     try:
         ids = backend.submit(cfgs, home)
     except backend.BackendError as e:
-        st.error(str(e))
+        st.error(md.esc(e))
     else:
         st.toast(f"Queued {len(ids)} planted runs")
         st.rerun()
@@ -196,7 +196,7 @@ if st.button(f"Run log warm-started from the ℓ1 runs ({len(todo)} runs)", disa
                                      "regularizer": "log", "warm_start": r["id"]}) for r in todo]
         ids = backend.submit(cfgs, home)
     except (ConfigError, backend.BackendError) as e:
-        st.error(str(e))
+        st.error(md.esc(e))
     else:
         st.toast(f"Queued {len(ids)} warm-started runs")
         st.rerun()

@@ -13,7 +13,7 @@ import streamlit as st
 
 from engine.runner import default_home
 from engine.store import Store, UnknownRun
-from ui import data
+from ui import data, md
 
 log = logging.getLogger("lottery.app")
 
@@ -183,7 +183,7 @@ def _sync_url(ids: list[str]) -> None:
 def _report_missing(wanted: list[str], known: set[str]) -> None:
     missing = [i for i in wanted if i not in known]
     if missing:
-        st.caption(f"Not in this store (deleted, or from another store): {', '.join(missing)}")
+        st.caption(f"Not in this store (deleted, or from another store): {md.esc(', '.join(missing))}")
 
 
 # ------------------------------------------------------------------ errors as messages
@@ -191,7 +191,7 @@ def _report_missing(wanted: list[str], known: set[str]) -> None:
 def show_error(e: Exception, what: str) -> None:
     log.exception("%s", what)
     msg = str(e).strip() or type(e).__name__
-    st.error(f"**{what}.** {msg}", icon="⚠️")
+    st.error(f"**{md.esc(what)}.** {md.esc(msg)}", icon="⚠️")
 
 
 def guard(what: str):

@@ -22,7 +22,7 @@ from engine import data as edata
 from engine import models as emodels
 from engine import regularizers as eregs
 from engine.config import METHODS, OPTIMIZERS, PRESETS, ConfigError, RunConfig
-from ui import backend, figures
+from ui import backend, figures, md
 
 # ------------------------------------------------------------------ help for students
 
@@ -477,7 +477,7 @@ class ConfigForm:
                 st.caption("A curve above the dashed ℓ1 line rises faster near 0: small entries pay more per unit "
                            "than large ones, so the search pushes them to 0 while keeping big ones near 1.")
             except Exception as e:  # out-of-range parameters: the validation below names them
-                st.info(f"The penalty cannot be drawn with these parameters ({e}).")
+                st.info(f"The penalty cannot be drawn with these parameters ({md.esc(e)}).")
 
     def _advanced(self, v: dict, parse_errors: list) -> None:
         cols = st.columns(3)
@@ -544,7 +544,7 @@ class ConfigForm:
         if res.error:
             where = self.slots.get(res.error_key)
             if where is not None:
-                where.error(f"**{res.error_key}** — {res.error}", icon="✋")
+                where.error(f"**{md.esc(res.error_key)}** — {md.esc(res.error)}", icon="✋")
         return res
 
 
@@ -558,7 +558,8 @@ def checklist(checks: pd.DataFrame) -> None:
         icon = "✅" if c["passed"] else "❌"
         val = "" if c["value"] is None or pd.isna(c["value"]) else f"{c['value']:.4g}"
         tgt = "" if c["target"] is None or pd.isna(c["target"]) else f" (target {c['target']:.4g})"
-        st.markdown(f"{icon} **{c['check']}** — measured {val}{tgt}  \n<span style='color:#777'>{c['detail']}</span>",
+        st.markdown(f"{icon} **{md.esc(c['check'])}** — measured {val}{tgt}  \n"
+                    f"<span style='color:#777'>{md.esc(c['detail'])}</span>",
                     unsafe_allow_html=True)
     for name, (title, what) in CHECK_TEXT.items():
         if name not in recorded:

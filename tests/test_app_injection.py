@@ -1,0 +1,184 @@
+"""No Markdown injection: every page, walked with AppTest over a store whose
+runs carry hostile names, phases, reasons and statuses, and with hostile query
+parameters, renders no live link or image to a foreign site.
+
+Streamlit renders Markdown in more places than st.markdown (captions, alerts,
+progress and toast texts, metric labels and values, tab and expander labels,
+widget labels and help). The test collects every such string from the element
+protos AppTest receives and reads it as Markdown does: backslash escapes and
+code spans are literal; whatever is left must not hold the foreign host."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+from app_stores import TINY, _real
+from streamlit.testing.v1 import AppTest
+from test_app import DATA, PAGES, jobs, no_traceback, open_page, routed_by_app_py  # noqa: F401 - fixtures
+
+from engine.store import Store
+from ui import md
+
+HOST = "evil.example"
+NAME = "[Log in again](https://evil.example/login) ![t](https://evil.example/track.png)"
+# each closes the page's own backticks / bold first, then links out
+QP = "x` [EVIL](https://evil.example/login) `y"
+QP2 = "x** <https://evil.example/a> www.evil.example/b **y ![i](https://evil.example/i.png)"
+
+# ------------------------------------------------------------------ reading Markdown as the renderer does
+
+_ASCII_PUNCT = set("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~")
+
+
+def live_text(markdown: str) -> str:
+    """The characters of `markdown` that Markdown syntax can act on: backslash-escaped
+    punctuation and the content of code spans are dropped (both are always literal)."""
+    out, i, n = [], 0, len(markdown)
+    while i < n:
+        c = markdown[i]
+        if c == "\\" and i + 1 < n and markdown[i + 1] in _ASCII_PUNCT:
+            out.append(" ")                     # a literal character: breaks up any URL or syntax
+            i += 2
+            continue
+        if c == "`":
+            run = re.match(r"`+", markdown[i:]).group()
+            close = re.search(rf"(?<!`){run}(?!`)", markdown[i + len(run):])
+            if close:                           # a code span: literal up to the same-length closing run
+                out.append(" ")
+                i += len(run) + close.end()
+                continue
+            out.append(run)
+            i += len(run)
+            continue
+        out.append(c)
+        i += 1
+    return "".join(out)
+
+
+def test_live_text_reads_markdown_like_the_renderer():
+    assert HOST in live_text(NAME)
+    assert HOST in live_text(f"Run `{QP}` is not in the store")      # the reflected bug of issue 13
+    assert HOST not in live_text(f"`{HOST}` and \\[a\\]\\(https\\:\\/\\/evil\\.example\\)")
+    for hostile in (NAME, QP, QP2, "``" + NAME, "\\" + NAME, NAME + "\\"):
+        for wrap in ("{}", "**{}**", "`x` {} `y`", "Run {} ·"):
+            assert HOST not in live_text(wrap.format(md.esc(hostile))), hostile
+            assert HOST not in live_text(wrap.format(md.code(hostile))), hostile
+
+
+# ------------------------------------------------------------------ what AppTest shows
+
+# proto fields that Streamlit renders as Markdown, and elements whose text is plain
+MD_FIELDS = {"body", "label", "help", "text", "delta", "caption"}
+PLAIN_ELEMENTS = {"code", "json", "text", "arrow_data_frame", "plotly_chart", "html", "exception"}
+
+
+def _strings(msg, path=""):
+    for field, value in msg.ListFields():
+        name = f"{path}.{field.name}" if path else field.name
+        repeated = field.is_repeated if hasattr(field, "is_repeated") else field.label == field.LABEL_REPEATED
+        items = value if repeated else [value]
+        for v in items:
+            if field.type == field.TYPE_MESSAGE:
+                yield from _strings(v, name)
+            elif field.type == field.TYPE_STRING:
+                yield name, v
+
+
+def markdown_strings(at: AppTest) -> list[tuple[str, str]]:
+    """(where, text) for every string AppTest received that Streamlit renders as Markdown."""
+    out = []
+
+    def walk(node, where):
+        proto = getattr(node, "proto", None)
+        kind = getattr(node, "type", type(node).__name__)
+        if proto is not None and kind not in PLAIN_ELEMENTS:
+            for name, text in _strings(proto):
+                leaf = name.rsplit(".", 1)[-1]
+                if leaf in MD_FIELDS or (leaf == "options" and kind in ("radio", "button_group")):
+                    out.append((f"{where}/{kind}.{name}", text))
+        for key, child in (getattr(node, "children", None) or {}).items():
+            walk(child, f"{where}/{key}")
+
+    walk(at._tree, "")
+    return out
+
+
+def assert_no_foreign_links(at: AppTest, what: str) -> list[tuple[str, str]]:
+    found = markdown_strings(at)
+    assert found, f"{what}: no Markdown seen at all"
+    bad = [(w, t) for w, t in found if HOST in live_text(t)]
+    assert not bad, f"{what}: live Markdown with {HOST}:\n" + "\n".join(f"{w}: {t!r}" for w, t in bad)
+    return found
+
+
+def shown(found, *needles: str) -> bool:
+    """Whether one string on the page holds all `needles` as literal text (once the renderer removed the escapes)."""
+    return any(all(n in re.sub(r"\\(.)", r"\1", t) for n in needles) for _, t in found)
+
+
+# ------------------------------------------------------------------ the store and the walk
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory):
+    """Finished runs (a LeNet and a pixel run) and hand-made live ones, all named NAME."""
+    home = tmp_path_factory.mktemp("hostile")
+    store = Store(home)
+    ids = {"done": _real(store, DATA, model="lenet300", dataset="digits", method="concave", regularizer="log",
+                         lam=5.0, name=NAME, **TINY),
+           "pixel": _real(store, DATA, model="logreg", dataset="digits", classes=[0, 1], method="concave",
+                          regularizer="log", lam=2.0, epochs=1, retrain_epochs=1, batch_size=64, lr=0.01, name=NAME)}
+    now = time.time()
+    for role, fields in {"running": dict(started=now - 5, heartbeat=now, progress=0.3, phase=f"search {NAME}"),
+                         "queued": {}, "failed": dict(finished=now, reason=f"ValueError: {NAME}"),
+                         "odd_status": {}}.items():
+        rid = store.create_run(dict(store.get_run(ids["done"])["config"], seed=len(ids) + 7), f"{len(ids):064d}",
+                               name=NAME, status="queued")
+        store.update_run(rid, status="running" if role == "running" else "queued" if role == "queued" else
+                         "failed" if role == "failed" else "done", **fields)
+        ids[role] = rid
+    with store.connect() as db:         # a damaged row: its status is stored text too
+        db.execute("UPDATE runs SET status=? WHERE id=?", (NAME, ids["odd_status"]))
+    return home, ids
+
+
+def _visits(ids):
+    for page in PAGES:        # every run selected, and hostile parameters each page may read
+        yield page, {"runs": ",".join(ids.values()), "from": QP, "preset": QP, "x": QP2}
+    yield "pages/launch.py", {"from": ids["done"]}        # "Duplicating **NAME**"
+    yield "pages/launch.py", {"from": QP2}
+    yield "pages/launch.py", {"preset": QP}
+    yield "pages/launch.py", {"preset": QP2}
+    yield "pages/pixels.py", {"runs": ids["pixel"]}
+
+
+def test_every_page_shows_hostile_text_inert(monkeypatch, hostile, jobs):  # noqa: F811
+    home, ids = hostile
+    seen = []
+    for page, query in _visits(ids):
+        at = open_page(monkeypatch, home, page, query=query)
+        no_traceback(at)
+        seen += assert_no_foreign_links(at, f"{page}?{query}")
+    # the hostile text is really on the pages (escaped), so the walk above looked at it
+    assert shown(seen, NAME)
+    assert shown(seen, f"search {NAME}")           # Home's progress text of the running run
+    assert shown(seen, "Duplicating **", f"“{NAME}”**")
+    assert shown(seen, f"ValueError: {NAME}")       # the failed run's reason on Runs
+    assert shown(seen, QP)                          # the unknown ?from= / ?preset= is quoted back, inert
+
+
+def test_home_progress_text_is_escaped(monkeypatch, hostile, jobs):  # noqa: F811
+    """The exact bug of issue 13: Home's list of running runs (st.progress text)."""
+    home, ids = hostile
+    at = open_page(monkeypatch, home, "pages/home.py")
+    texts = [t for w, t in markdown_strings(at) if "progress.text" in w]
+    assert texts and any("Log in again" in t for t in texts), texts
+    assert all(HOST not in live_text(t) for t in texts), texts
+
+
+def test_store_path_in_the_sidebar_is_code(monkeypatch, tmp_path, jobs):  # noqa: F811
+    home = tmp_path / "a`b [x](https://evil.example) c"
+    at = open_page(monkeypatch, home, "pages/home.py")
+    found = assert_no_foreign_links(at, "home with a hostile store path")
+    assert shown(found, str(home))
