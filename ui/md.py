@@ -19,8 +19,8 @@ import re
 from engine.text import for_terminal
 
 # Every ASCII punctuation character may be backslash-escaped in CommonMark, and an escaped one is
-# always literal: no link, image, emphasis, code, HTML, autolink (":" "/" "." "@"), LaTeX ("$"),
-# emoji shortcode or Streamlit directive (":red[...]", ":material/...:") can start.
+# always literal: no link, image, emphasis, code, HTML, <autolink>, LaTeX ("$"), emoji shortcode or
+# Streamlit directive (":red[...]", ":material/...:") can start.
 _PUNCT = re.compile(r"([!-/:-@\[-`{-~])")
 
 
@@ -29,9 +29,17 @@ def _one_line(value) -> str:
     return for_terminal("" if value is None else value)
 
 
+# GFM turns bare URLs and e-mail addresses into links after escapes are resolved (remark's
+# autolink-literal pass works on the final text), so escaping cannot stop those: an invisible
+# word joiner (U+2060) inside "://", "www." and after "@" does.
+_AUTOLINK = re.compile(r"(?<=:)(?=//)|(?<=www)(?=\.)|(?<=@)", re.I)
+WORD_JOINER = "\u2060"
+
+
 def esc(value) -> str:
-    """`value` as literal text inside Markdown (one line; every ASCII punctuation escaped)."""
-    return _PUNCT.sub(r"\\\1", _one_line(value))
+    """`value` as literal text inside Markdown (one line; every ASCII punctuation escaped,
+    no autolink)."""
+    return _PUNCT.sub(r"\\\1", _AUTOLINK.sub(WORD_JOINER, _one_line(value)))
 
 
 def code(value) -> str:

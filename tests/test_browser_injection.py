@@ -1,0 +1,105 @@
+"""No Markdown injection in the rendered page: a real `streamlit run` in headless
+Chromium, over a store whose runs are named like a phishing link plus a
+tracking image, and with hostile query parameters. The DOM must hold no <a> or
+<img> pointing off the app, and the browser must request nothing from the
+foreign host. (tests/test_app_injection.py checks the same at the Markdown
+level for every page; this checks what the frontend really renders.)"""
+
+from __future__ import annotations
+
+import time
+from urllib.parse import quote, urlsplit
+
+import pytest
+
+from engine.config import RunConfig
+from engine.store import Store
+from tests.app_server import CHROMIUM, CHROMIUM_ARGS, serve
+from tests.test_browser import settle
+
+try:
+    from playwright.sync_api import sync_playwright
+except ImportError:  # pragma: no cover - depends on the machine
+    sync_playwright = None
+
+pytestmark = [
+    pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} not found: apt-get install -y chromium"),
+    pytest.mark.skipif(sync_playwright is None, reason="the playwright Python package is not installed"),
+]
+
+NAME = "[Log in again](https://evil.example/login) ![t](https://evil.example/track.png)"
+QP = "x` [EVIL](https://evil.example/login) `y"
+
+# every <a href> and <img src> in the document, as absolute URLs
+LINKS_JS = """() => [...document.querySelectorAll('a[href], img[src], image[href], source[src]')]
+  .map(e => e.href && e.href.baseVal !== undefined ? e.href.baseVal : (e.href || e.src || ''))"""
+
+
+def _hostile_store(home) -> dict[str, str]:
+    """Hand-written runs (nothing trains): done, running, queued, failed, all named NAME."""
+    store = Store(home)
+    cfg = RunConfig.from_dict(dict(model="lenet300", dataset="digits", method="concave", lam=2.0, name=NAME))
+    now = time.time()
+    ids = {}
+    for i, (role, fields) in enumerate({
+            "done": dict(started=now - 60, finished=now - 50, progress=1.0, phase="done",
+                         summary={"test_accuracy": 0.9, "remaining": 0.1, "kept": 10, "total": 100,
+                                  "sparsity": 0.9, "wall_seconds": 10.0, "device": NAME}),
+            "running": dict(started=now - 10, heartbeat=now, progress=0.4, phase=f"search {NAME}"),
+            "queued": {},
+            "failed": dict(started=now - 30, finished=now - 20, reason=f"ValueError: {NAME}")}.items()):
+        rid = store.create_run(cfg.replace(seed=i).to_dict(), f"{i:064d}", name=NAME, status="queued")
+        store.update_run(rid, status={"done": "done", "running": "running", "queued": "queued",
+                                      "failed": "failed"}[role], **fields)
+        ids[role] = rid
+    return ids
+
+
+def test_hostile_names_and_parameters_render_no_foreign_links(tmp_path):
+    home = tmp_path / "home"
+    ids = _hostile_store(home)
+    # The pages the issue found links on, and one more; AppTest walks all of them (test_app_injection.py).
+    visits = ["/", f"/runs?runs={','.join(ids.values())}", f"/launch?from={ids['done']}",
+              f"/launch?preset={quote(QP)}", f"/masks?runs={ids['done']}&from={quote(QP)}"]
+    foreign_requests: list[str] = []
+    expect_name = {"/", visits[1], visits[2]}
+    timings: dict[str, float] = {}
+    # The queue paused (nothing starts) and a heartbeat timeout longer than the test keep the running run running.
+    env = {"LOTTERY_MAX_RUNS": "0", "LOTTERY_HEARTBEAT_TIMEOUT": "3600"}
+    with serve(home, env=env, timeout=90) as url, sync_playwright() as p:
+        own = urlsplit(url).netloc
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1600})
+        page.set_default_timeout(60_000)
+
+        def gate(route):
+            u = urlsplit(route.request.url)
+            if u.scheme in ("http", "https", "ws", "wss") and u.netloc != own:
+                foreign_requests.append(route.request.url)
+                return route.abort()
+            return route.continue_()
+
+        page.route("**/*", gate)
+        try:
+            seen_text = ""
+            for path in visits:
+                t0 = time.time()
+                page.goto(url + path)
+                page.wait_for_selector("h1")
+                if path in expect_name:           # these pages show the name: wait until they do
+                    page.get_by_text("Log in again", exact=False).first.wait_for()
+                settle(page, quiet=0.7, timeout=8)   # live pages (a running run) never go quiet for long
+                timings[path] = round(time.time() - t0, 1)
+                links = page.evaluate(LINKS_JS)
+                foreign = [u for u in links if urlsplit(u).scheme in ("http", "https")
+                           and urlsplit(u).netloc != own]
+                assert not foreign, f"{path}: links or images off the app: {foreign}"
+                seen_text += page.inner_text("body").replace("\u2060", "")   # ui.md's invisible word joiners
+        finally:
+            browser.close()
+    print("seconds per page:", timings)
+    assert not foreign_requests, foreign_requests
+    # the hostile text was on the pages, shown literally (as text, not as a link)
+    assert NAME in seen_text
+    assert f"search {NAME}" in seen_text                  # Home's progress text of the running run
+    assert QP in seen_text                                # ?preset= / ?from= quoted back as code
