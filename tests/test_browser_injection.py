@@ -1,12 +1,19 @@
-"""No Markdown injection in the rendered page: a real `streamlit run` in headless
-Chromium, over a store whose runs are named like a phishing link plus a
-tracking image, and with hostile query parameters. The DOM must hold no <a> or
-<img> pointing off the app, and the browser must request nothing from the
-foreign host. (tests/test_app_injection.py checks the same at the Markdown
-level for every page; this checks what the frontend really renders.)"""
+"""A real `streamlit run` against hostile input.
+
+- No Markdown injection in the rendered page: headless Chromium, over a store
+  whose runs are named like a phishing link plus a tracking image, and with
+  hostile query parameters. The DOM must hold no <a> or <img> pointing off the
+  app, and the browser must request nothing from the foreign host.
+  (tests/test_app_injection.py checks the same at the Markdown level for every
+  page; this checks what the frontend really renders.)
+- What `server.allowedHosts` protects: the WebSocket (all data and actions)
+  refuses a foreign Host header; plain HTTP (the page shell, health) does not."""
 
 from __future__ import annotations
 
+import base64
+import os
+import socket
 import time
 from urllib.parse import quote, urlsplit
 
@@ -22,10 +29,6 @@ try:
 except ImportError:  # pragma: no cover - depends on the machine
     sync_playwright = None
 
-pytestmark = [
-    pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} not found: apt-get install -y chromium"),
-    pytest.mark.skipif(sync_playwright is None, reason="the playwright Python package is not installed"),
-]
 
 NAME = "[Log in again](https://evil.example/login) ![t](https://evil.example/track.png)"
 QP = "x` [EVIL](https://evil.example/login) `y"
@@ -55,18 +58,27 @@ def _hostile_store(home) -> dict[str, str]:
     return ids
 
 
-def test_hostile_names_and_parameters_render_no_foreign_links(tmp_path):
-    home = tmp_path / "home"
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    home = tmp_path_factory.mktemp("hostile-browser")
     ids = _hostile_store(home)
+    # The queue paused (nothing starts) and a heartbeat timeout longer than the test keep the running run running.
+    env = {"LOTTERY_MAX_RUNS": "0", "LOTTERY_HEARTBEAT_TIMEOUT": "3600"}
+    with serve(home, env=env, timeout=90) as url:
+        yield url, ids
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} not found: apt-get install -y chromium")
+@pytest.mark.skipif(sync_playwright is None, reason="the playwright Python package is not installed")
+def test_hostile_names_and_parameters_render_no_foreign_links(server):
+    url, ids = server
     # The pages the issue found links on, and one more; AppTest walks all of them (test_app_injection.py).
     visits = ["/", f"/runs?runs={','.join(ids.values())}", f"/launch?from={ids['done']}",
               f"/launch?preset={quote(QP)}", f"/masks?runs={ids['done']}&from={quote(QP)}"]
     foreign_requests: list[str] = []
     expect_name = {"/", visits[1], visits[2]}
     timings: dict[str, float] = {}
-    # The queue paused (nothing starts) and a heartbeat timeout longer than the test keep the running run running.
-    env = {"LOTTERY_MAX_RUNS": "0", "LOTTERY_HEARTBEAT_TIMEOUT": "3600"}
-    with serve(home, env=env, timeout=90) as url, sync_playwright() as p:
+    with sync_playwright() as p:
         own = urlsplit(url).netloc
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1600})
@@ -103,3 +115,34 @@ def test_hostile_names_and_parameters_render_no_foreign_links(tmp_path):
     assert NAME in seen_text
     assert f"search {NAME}" in seen_text                  # Home's progress text of the running run
     assert QP in seen_text                                # ?preset= / ?from= quoted back as code
+
+
+def _upgrade(url: str, host: str) -> str:
+    """The status line the server answers to a WebSocket upgrade of Streamlit's stream with this Host."""
+    u = urlsplit(url)
+    with socket.create_connection((u.hostname, u.port), timeout=30) as s:
+        s.sendall((f"GET /_stcore/stream HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                   f"Sec-WebSocket-Key: {base64.b64encode(os.urandom(16)).decode()}\r\n"
+                   f"Sec-WebSocket-Version: 13\r\nOrigin: http://{host}\r\n\r\n").encode())
+        return s.recv(4096).decode(errors="replace").split("\r\n")[0]
+
+
+def _get(url: str, path: str, host: str) -> str:
+    u = urlsplit(url)
+    with socket.create_connection((u.hostname, u.port), timeout=30) as s:
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+        return s.recv(4096).decode(errors="replace").split("\r\n")[0]
+
+
+def test_allowed_hosts_guards_the_websocket_only(server):
+    """README, "Reaching the app from another machine": exactly what the Host check covers.
+    A page loaded from a rebinding name (evil.example -> 127.0.0.1) cannot open the
+    WebSocket, which carries every run, figure and action; plain HTTP still answers."""
+    url, _ = server
+    port = urlsplit(url).port
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}"):
+        assert " 101 " in _upgrade(url, host), host                      # the app's own names: accepted
+    for host in ("evil.example", f"evil.example:{port}", f"127.0.0.1.evil.example:{port}"):
+        assert " 403 " in _upgrade(url, host), host                      # any other name: refused
+    for path in ("/", "/_stcore/health"):
+        assert " 200 " in _get(url, path, "evil.example"), path          # not covered: static shell, health
