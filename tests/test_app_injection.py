@@ -10,6 +10,7 @@ code spans are literal; whatever is left must not hold the foreign host."""
 
 from __future__ import annotations
 
+import json
 import re
 import time
 
@@ -19,12 +20,14 @@ from streamlit.testing.v1 import AppTest
 from test_app import DATA, PAGES, jobs, no_traceback, open_page, routed_by_app_py  # noqa: F401 - fixtures
 
 from engine.store import Store
-from ui import md
+from ui import data, md
 
 HOST = "evil.example"
 NAME = "[Log in again](https://evil.example/login) ![t](https://evil.example/track.png)"
 # each closes the page's own backticks / bold first, then links out
 QP = "x` [EVIL](https://evil.example/login) `y"
+# plotly renders this subset of HTML in trace names, titles and hover texts
+HTML = '<a href="https://evil.example/h">x</a> <img src="https://evil.example/h.png">'
 QP2 = "x** <https://evil.example/a> www.evil.example/b **y ![i](https://evil.example/i.png)"
 
 # ------------------------------------------------------------------ reading Markdown as the renderer does
@@ -91,6 +94,7 @@ def test_links_out_reads_markdown_like_the_renderer():
 # proto fields that Streamlit renders as Markdown, and elements whose text is plain
 MD_FIELDS = {"body", "label", "help", "text", "delta", "caption"}
 PLAIN_ELEMENTS = {"code", "json", "text", "arrow_data_frame", "plotly_chart", "html", "exception"}
+LIVE_HTML = re.compile(r"<(?:a|img)\b[^>]*evil\.example", re.I)
 
 
 def _strings(msg, path=""):
@@ -124,10 +128,27 @@ def markdown_strings(at: AppTest) -> list[tuple[str, str]]:
     return out
 
 
+def plotly_strings(at: AppTest) -> list[str]:
+    """Every string in every plotly figure the page sends (names, titles, hover texts, data), but
+    legendgroup, an identifier plotly never shows."""
+    def strings(o):
+        if isinstance(o, str):
+            yield o
+        elif isinstance(o, dict):
+            for k, v in o.items():
+                if k != "legendgroup":
+                    yield from strings(v)
+        elif isinstance(o, list):
+            for v in o:
+                yield from strings(v)
+    return [t for el in at.get("plotly_chart") for t in strings(json.loads(el.proto.spec))]
+
+
 def assert_no_foreign_links(at: AppTest, what: str) -> list[tuple[str, str]]:
     found = markdown_strings(at)
     assert found, f"{what}: no Markdown seen at all"
     bad = [(w, t) for w, t in found if links_out(t)]
+    bad += [("plotly", t) for t in plotly_strings(at) if LIVE_HTML.search(t)]
     assert not bad, f"{what}: live Markdown with {HOST}:\n" + "\n".join(f"{w}: {t!r}" for w, t in bad)
     return found
 
@@ -146,7 +167,7 @@ def hostile(tmp_path_factory):
     home = tmp_path_factory.mktemp("hostile")
     store = Store(home)
     ids = {"done": _real(store, DATA, model="lenet300", dataset="digits", method="concave", regularizer="log",
-                         lam=5.0, name=NAME, **TINY)}
+                         lam=5.0, name=f"{NAME} {HTML}", **TINY)}
     now = time.time()
     for role, fields in {"running": dict(started=now - 5, heartbeat=now, progress=0.3, phase=f"search {NAME}"),
                          "queued": {}, "failed": dict(finished=now, reason=f"ValueError: {NAME}"),
@@ -180,7 +201,7 @@ def test_every_page_shows_hostile_text_inert(monkeypatch, hostile, jobs):  # noq
     # the hostile text is really on the pages (escaped), so the walk above looked at it
     assert shown(seen, NAME)
     assert shown(seen, f"search {NAME}")           # Home's progress text of the running run
-    assert shown(seen, "Duplicating **", f"“{NAME}”**")
+    assert shown(seen, "Duplicating **", f"“{NAME} {HTML}”**")
     assert shown(seen, f"ValueError: {NAME}")       # the failed run's reason on Runs
     assert shown(seen, QP)                          # the unknown ?from= / ?preset= is quoted back, inert
 
@@ -199,3 +220,14 @@ def test_store_path_in_the_sidebar_is_code(monkeypatch, tmp_path, jobs):  # noqa
     at = open_page(monkeypatch, home, "pages/home.py")
     found = assert_no_foreign_links(at, "home with a hostile store path")
     assert shown(found, str(home))
+
+
+def test_figures_and_the_exported_html_keep_run_names_inert(monkeypatch, hostile, jobs):  # noqa: F811
+    """Plotly renders <a href> in legends and titles; curves.html (in the export zip) is a web page."""
+    home, ids = hostile
+    at = open_page(monkeypatch, home, "pages/tradeoffs.py")     # its cost figure's hover names the run in full
+    texts = plotly_strings(at)
+    assert any("&lt;a href=" in t for t in texts), "the run's name is not in the figures"   # shown, escaped
+    assert not [t for t in texts if LIVE_HTML.search(t)]
+    page = data.curves_html(Store(home), Store(home).get_run(ids["done"]))
+    assert "&lt;a href=" in page and not LIVE_HTML.search(page)

@@ -33,9 +33,10 @@ except ImportError:  # pragma: no cover - depends on the machine
 NAME = "[Log in again](https://evil.example/login) ![t](https://evil.example/track.png)"
 QP = "x` [EVIL](https://evil.example/login) `y"
 
-# every <a href> and <img src> in the document, as absolute URLs
-LINKS_JS = """() => [...document.querySelectorAll('a[href], img[src], image[href], source[src]')]
-  .map(e => e.href && e.href.baseVal !== undefined ? e.href.baseVal : (e.href || e.src || ''))"""
+# every link and image target in the document (HTML and SVG, e.g. plotly's <a xlink:href>), as absolute URLs
+LINKS_JS = """() => [...document.querySelectorAll('a, img, image, source')]
+  .map(e => e.getAttribute('href') || e.getAttribute('xlink:href') || e.getAttribute('src') || '')
+  .filter(u => u).map(u => { try { return new URL(u, location.href).href } catch (x) { return u } })"""
 
 
 def _hostile_store(home) -> dict[str, str]:

@@ -9,6 +9,7 @@ a reason; they never take a page down.
 from __future__ import annotations
 
 import csv
+import html
 import io
 import json
 import math
@@ -537,7 +538,7 @@ def curves_html(store: Store, run: dict) -> str:
     body = "".join(f.to_html(full_html=False, include_plotlyjs=(i == 0))
                    for i, f in enumerate(figs))
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{run['id']}</title></head><body>"
-            f"<h2>{run_label(run)}</h2>{body}</body></html>")
+            f"<h2>{html.escape(run_label(run))}</h2>{body}</body></html>")
 
 
 def ticket_bytes(store: Store, run_id: str) -> bytes | None:

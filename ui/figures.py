@@ -11,6 +11,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from ui import md
+
 TEMPLATE = "plotly_white"
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
            "#bcbd22", "#7f7f7f"]
@@ -71,7 +73,8 @@ def _run_colors(df: pd.DataFrame) -> dict[str, str]:
 
 
 def short(label: str, n: int = 48) -> str:
-    return label if len(label) <= n else label[: n - 1] + "…"
+    """A run's label shortened for a legend or title, its HTML made inert (plotly renders <a href>)."""
+    return md.plotly(label if len(label) <= n else label[: n - 1] + "…")
 
 
 # ------------------------------------------------------------------ concepts
@@ -372,7 +375,7 @@ def cost_figure(points: pd.DataFrame, imp: pd.DataFrame, cost: str) -> go.Figure
     for group, g in points.groupby("group", sort=False):
         fig.add_trace(go.Scatter(x=g[cost], y=g["remaining"], name=group, mode="markers",
                                  marker=dict(size=10, color=colors[group], line=dict(width=1, color="white")),
-                                 customdata=np.stack([g["test_accuracy"], g["label"]], axis=1),
+                                 customdata=np.stack([g["test_accuracy"], g["label"].map(md.plotly)], axis=1),
                                  hovertemplate="%{customdata[1]}<br>remaining %{y:.2%}<br>test acc "
                                                "%{customdata[0]:.2%}<extra></extra>"))
     if not imp.empty:

@@ -10,10 +10,13 @@ error text or path shown by the app goes through `esc` (as plain text) or
 `code` (as inline code) when it is placed into one of those.
 
 Selectbox and multiselect options and dataframe cells are plain text: they
-need neither (and would show the backslashes)."""
+need neither (and would show the backslashes). Plotly renders a subset of HTML
+in trace names, titles and hover texts (`<a href>` becomes a live link), so run
+names go into figures through `plotly`."""
 
 from __future__ import annotations
 
+import html
 import re
 
 from engine.text import for_terminal
@@ -48,3 +51,8 @@ def code(value) -> str:
     longest = max((len(m) for m in re.findall(r"`+", text)), default=0)
     fence = "`" * (longest + 1)
     return f"{fence} {text} {fence}"      # the spaces are stripped by the renderer; they let text start with `
+
+
+def plotly(value) -> str:
+    """`value` as literal text in a plotly name, title or hover text (HTML entities; plotly decodes them)."""
+    return html.escape(_one_line(value), quote=False)
