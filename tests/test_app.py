@@ -9,6 +9,7 @@ test, tests/test_browser.py, launches a real one)."""
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 import types
@@ -110,12 +111,18 @@ def no_traceback(at: AppTest) -> None:
     assert not at.exception, "\n".join(str(e.value) for e in at.exception)
 
 
+def plain(markdown: str) -> str:
+    """Markdown as the reader sees the text: ui.md's escapes and invisible word joiners removed."""
+    return re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", markdown).replace("\u2060", "")
+
+
 def texts(at: AppTest) -> str:
+    """The text of the page's Markdown elements as the reader sees it."""
     parts = []
     for kind in ("markdown", "caption", "info", "warning", "error", "success", "metric", "subheader", "title"):
         for el in getattr(at, kind):
             parts.append(str(getattr(el, "value", "")) + " " + str(getattr(el, "label", "")))
-    return "\n".join(parts)
+    return plain("\n".join(parts))
 
 
 def charts(at: AppTest) -> int:
@@ -317,7 +324,7 @@ def test_launch_invalid_input_is_blocked_naming_the_field(change, field, monkeyp
     at = open_page(monkeypatch, empty_home, "pages/launch.py")
     change(at).run()
     no_traceback(at)
-    errors = [e.value for e in at.error]
+    errors = [plain(e.value) for e in at.error]
     assert any(f"**{field}**" in e for e in errors), errors
     assert at.button(key="launch.go").disabled
     assert not [c for c in jobs.calls if c[0] == "submit"]
@@ -387,7 +394,7 @@ def test_theory_invalid_input(change, field, monkeypatch, empty_home, jobs):
     change(at)
     at.run()
     no_traceback(at)
-    assert any(f"**{field}**" in e.value for e in at.error), [e.value for e in at.error]
+    assert any(f"**{field}**" in plain(e.value) for e in at.error), [e.value for e in at.error]
     assert at.button(key="theory.go").disabled
 
 
