@@ -89,7 +89,7 @@ def mask_view(run_id: str):
             binary = data.pixel_map(masks, in_shape)
             first = next(iter(masks.values()))
             used = int((first != 0).any(axis=0).sum())
-            st.plotly_chart(figures.pixel_figure(binary, f"The ticket ({ticket})"), key="pix.ticket")
+            st.plotly_chart(figures.pixel_figure(binary, f"The ticket ({md.plotly(ticket)})"), key="pix.ticket")
             s = data.summary_of(fresh)
             c1, c2 = st.columns(2)
             c1.metric("Pixels used", f"{used:,} of {first.shape[1]:,}",

@@ -126,10 +126,10 @@ def results():
     penalties = sorted(sub["penalty"].unique())
     for col, pen in zip(st.columns(max(2, len(penalties))), penalties):
         x = best[best["penalty"] == pen].iloc[0]
-        col.metric(f"Best {pen.replace('l1', 'ℓ1')}", f"{int(x['errors'])} support errors",
+        col.metric(f"Best {md.esc(pen.replace('l1', 'ℓ1'))}", f"{int(x['errors'])} support errors",
                    help=f"at λ = {x['lam']:.3g}: ‖m* − m̃‖₂ = {x['dist']:.3f}, kept {x['kept']} of k = {x['k']}")
     exact = sub.groupby("penalty")["exact"].agg(["sum", "count"])
-    st.caption("Exact recoveries: " + ", ".join(f"{r.replace('l1', 'ℓ1')} {int(v['sum'])} of {int(v['count'])} "
+    st.caption("Exact recoveries: " + ", ".join(f"{md.esc(r.replace('l1', 'ℓ1'))} {int(v['sum'])} of {int(v['count'])} "
                                                 "runs" for r, v in exact.iterrows()) + ". Left: distance between "
                "the soft mask m̃ at the end of the search and the planted mask m* (0 = perfect). Right: features "
                "kept by mistake plus features missed, after thresholding.")
