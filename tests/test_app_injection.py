@@ -89,6 +89,14 @@ def test_links_out_reads_markdown_like_the_renderer():
             assert not links_out(wrap.format(md.code(hostile))), hostile
 
 
+def test_esc_and_code_keep_the_visible_text():
+    """Escaping changes what Markdown does with the text, not what the reader sees."""
+    for text in (NAME, QP, QP2, HTML, "a_b*c~d $x$ :red[y] :material/home: #1 - 2. 3", "λ=0.5 · lenet300/digits[0,1]"):
+        assert re.sub(r"\\(.)", r"\1", md.esc(text)).replace(md.WORD_JOINER, "") == text
+        assert md.code(text).strip("`")[1:-1] == text
+    assert md.esc("a\nb\r\x1b[2Jc") == "a b c"          # one line: a newline would start a new block
+
+
 # ------------------------------------------------------------------ what AppTest shows
 
 # proto fields that Streamlit renders as Markdown, and elements whose text is plain
