@@ -22,6 +22,7 @@ import pandas as pd
 
 from engine.config import RunConfig
 from engine.store import RUN_ID_RE, STATUSES, Store
+from ui import names
 
 STATUS_ICON = {"queued": "⏳", "running": "🔄", "done": "✅", "failed": "❌", "cancelled": "⏹️",
                "interrupted": "⚠️"}
@@ -66,14 +67,7 @@ def summary_of(run: dict) -> dict:
     return s if isinstance(s, dict) else {}
 
 
-def fmt_lam(v) -> str:
-    if v is None:
-        return "–"
-    try:
-        v = float(v)
-    except (TypeError, ValueError):
-        return str(v)
-    return f"{v:.3g}"
+fmt_lam = names.fmt_lam
 
 
 def run_label(run: dict) -> str:
@@ -81,10 +75,7 @@ def run_label(run: dict) -> str:
     c = cfg_of(run)
     if not c:
         return f"{run['id']} · (config unreadable)"
-    method = c.get("method", "?")
-    what = f"{method}·{c.get('regularizer', '?')} λ={fmt_lam(c.get('lam'))}" if method == "concave" else method
-    if method == "imp":
-        what += f" ×{c.get('rounds', '?')}"
+    what = names.method_label(c)
     data = c.get("dataset", "?")
     if c.get("classes"):
         data += "[" + ",".join(str(x) for x in c["classes"]) + "]"
@@ -260,7 +251,7 @@ def mask_stats_frame(rows: list[dict]) -> pd.DataFrame:
             df[c] = pd.Series(dtype=float)
     df = _add_time_axis(df)
     if not df.empty:
-        df["when"] = df["segment"] + " e" + df["epoch"].fillna(0).astype(int).astype(str)
+        df["when"] = [names.when_label(r, p, e) for r, p, e in zip(df["round"], df["phase"], df["epoch"])]
         # training order (a retrain's epoch 0 comes after the search's last epoch, at the same t)
         df["order"] = (df["round"] * 1_000_000 + df["phase"].map(lambda p: PHASE_ORDER.get(p, 2)) * 100_000
                        + df["epoch"].fillna(0).astype(float))
@@ -286,18 +277,30 @@ def hist_over_time(stats: pd.DataFrame, layer: str | None = None) -> pd.DataFram
     return pd.DataFrame(rows, columns=["order", "when", "bin_lo", "bin_mid", "fraction"])
 
 
+def name_layers(df: pd.DataFrame, cfg: dict, col: str = "layer") -> pd.DataFrame:
+    """Layers by what they are ("fc1 784→300") in `col`, the module path in `module`."""
+    df = df.copy()
+    df["module"] = df[col] if col in df else pd.Series(dtype=str)
+    if not df.empty:
+        labels = names.layer_names_for(cfg)
+        df[col] = df[col].map(lambda p: labels.get(p, p))
+    return df
+
+
 def layer_allocation(runs: list[dict]) -> pd.DataFrame:
     """Final remaining fraction and dead units per layer, from each run's summary."""
     rows = []
     for r in runs:
         layers = summary_of(r).get("layers") or {}
+        labels = names.layer_names_for(cfg_of(r)) if layers else {}
         for i, (name, d) in enumerate(layers.items()):
             if not isinstance(d, dict):
                 continue
-            rows.append({"run_id": r["id"], "run": run_label(r), "layer": name, "order": i,
+            rows.append({"run_id": r["id"], "run": run_label(r), "layer": labels.get(name, name), "module": name,
+                         "order": i,
                          "remaining": d.get("remaining"), "kept": d.get("kept"), "total": d.get("total"),
                          "dead_units": d.get("dead_units")})
-    return pd.DataFrame(rows, columns=["run_id", "run", "layer", "order", "remaining", "kept", "total",
+    return pd.DataFrame(rows, columns=["run_id", "run", "layer", "module", "order", "remaining", "kept", "total",
                                        "dead_units"])
 
 
@@ -314,17 +317,7 @@ def checks_frame(store: Store, run_id: str) -> pd.DataFrame:
 
 def group_key(c: dict) -> str:
     """Runs in one group differ only by seed: the legend entry of the trade-off plot."""
-    m = c.get("method", "?")
-    if m == "concave":
-        g = f"concave · {c.get('regularizer', '?')}"
-        if c.get("warm_start"):
-            g += " (warm start)"
-        if c.get("target_sparsity") is not None:
-            g += " (target)"
-        return g
-    if m == "imp":
-        return f"IMP ({c.get('prune_scope', 'global')}, p={c.get('prune_fraction', 0.2)})"
-    return m
+    return names.group_label(c)
 
 
 def tradeoff_points(runs: list[dict]) -> pd.DataFrame:
@@ -393,6 +386,36 @@ def imp_rounds(store: Store, runs: list[dict]) -> pd.DataFrame:
                                        "epochs_spent", "wall_seconds"])
 
 
+def imp_prune_text(runs: list[dict]) -> str | None:
+    """What IMP's rounds prune, from the runs' own prune_fraction: "20 %" or "20 % or 50 %"."""
+    fr = sorted({float(cfg_of(r).get("prune_fraction", 0.2)) for r in runs if cfg_of(r).get("method") == "imp"})
+    if not fr:
+        return None
+    return " or ".join(f"{f * 100:.3g} %" for f in fr)
+
+
+def tradeoff_table(agg: pd.DataFrame, imp: pd.DataFrame, runs: list[dict]) -> pd.DataFrame:
+    """The rows under the trade-off plot: every plotted point, so every plotted run has a
+    row (seed groups as aggregated; each IMP run's rounds, averaged over seeds like the plot)."""
+    table = agg.assign(round=pd.Series([None] * len(agg), dtype="Int64", index=agg.index))
+    if imp.empty:
+        return table
+    by_id = {r["id"]: r for r in runs}
+    imp = imp.assign(group=[group_key(cfg_of(by_id[i])) if i in by_id else "IMP" for i in imp["run_id"]])
+    g = imp.groupby(["group", "round"], sort=True)
+    rows = g.agg(n=("run_id", "count"), remaining=("remaining", "mean"), remaining_std=("remaining", "std"),
+                 test_accuracy=("test_accuracy", "mean"), acc_std=("test_accuracy", "std"),
+                 acc_min=("test_accuracy", "min"), acc_max=("test_accuracy", "max"),
+                 wall_seconds=("wall_seconds", "mean"), epochs_spent=("epochs_spent", "mean"),
+                 seeds=("seed", lambda s: ",".join(str(x) for x in sorted(s))),
+                 run_ids=("run_id", lambda s: ",".join(s))).reset_index()
+    rows[["remaining_std", "acc_std"]] = rows[["remaining_std", "acc_std"]].fillna(0.0)
+    rows["round"] = rows["round"].astype("Int64")
+    rows["setting"] = ""
+    rows["lam"] = None
+    return pd.concat([table, rows[[c for c in table.columns if c in rows]]], ignore_index=True)
+
+
 def dense_reference(points: pd.DataFrame, imp: pd.DataFrame) -> float | None:
     """The dense accuracy: mean over dense runs, else IMP's round 0 (dense training)."""
     d = points[points["method"] == "dense"]
@@ -452,6 +475,19 @@ def mask_iou(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> pd.DataFrame
                      "kept_a": sum(r["kept_a"] for r in rows), "kept_b": sum(r["kept_b"] for r in rows),
                      "both": inter_all, "total": sum(r["total"] for r in rows)})
     return pd.DataFrame(rows, columns=["layer", "iou", "kept_a", "kept_b", "both", "total"])
+
+
+def overlap_partner(a: dict, candidates: list[dict]) -> str | None:
+    """The run to compare run a's ticket with: the first candidate (callers list the
+    user's picks first, then finished runs newest first) that is not a and has the same
+    model, dataset and classes, so the two tickets share their layers."""
+    ca = cfg_of(a)
+    key = (ca.get("model"), ca.get("dataset"), ca.get("classes") or None)
+    for r in candidates:
+        cr = cfg_of(r)
+        if r["id"] != a["id"] and (cr.get("model"), cr.get("dataset"), cr.get("classes") or None) == key:
+            return r["id"]
+    return None
 
 
 PIXEL_MODELS = ("logreg", "lenet300")

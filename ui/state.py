@@ -89,7 +89,8 @@ def metrics_of_many(chosen: list[dict]) -> pd.DataFrame:
 
 
 def mask_stats_of(run: dict) -> pd.DataFrame:
-    return _mask_stats(str(home()), run["id"], data.run_stamp(run))
+    """A run's mask statistics, layers named by what they are ("fc1 784→300"; path in `module`)."""
+    return data.name_layers(_mask_stats(str(home()), run["id"], data.run_stamp(run)), data.cfg_of(run))
 
 
 def snapshots_of(run: dict) -> list[str]:
