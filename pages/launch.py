@@ -107,7 +107,10 @@ if res.ok:
         if n > 20:
             st.caption(f"… and {n - 20} more.")
 else:
-    st.error(f"Cannot launch yet — **{res.error_key}**: {res.error}", icon="✋")
+    keys = list(dict.fromkeys(e.key for e in res.errors)) or [res.error_key]
+    st.error(f"Cannot launch yet — fix {'this value' if len(keys) == 1 else f'these {len(keys)} values'} "
+             f"(each message sits next to its field): **{', '.join(keys)}**. First: "
+             f"{widgets.md_escape(res.error)}", icon="✋")
 
 label = f"Launch {len(res.configs)} runs" if len(res.configs) > 1 else "Launch run"
 if st.button(label, type="primary", disabled=not res.ok, key="launch.go",

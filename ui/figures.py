@@ -560,31 +560,50 @@ def _square(fig: go.Figure, shape) -> None:
     fig.update_xaxes(constrain="domain", showticklabels=False, showgrid=False, zeroline=False)
 
 
-def masked_samples_figure(samples: list[tuple[str, pd.DataFrame]], mask: pd.DataFrame) -> go.Figure:
+def masked_samples_figure(samples: list[tuple[str, pd.DataFrame]], mask: pd.DataFrame,
+                          height: int = 330) -> go.Figure:
     """The paper's Fig. 4: sample digits (top row) and what the classifier sees through the mask
-    (bottom row: pruned pixels greyed out)."""
+    (bottom row: the digit faded, every kept pixel a large mark on it: filled red where the
+    image has ink, a blue ring where it is blank). A mark is at least KEPT_MARK_PX across
+    however small the picture is drawn, so 8 kept pixels are visible from the back of a room."""
     if not samples or mask.empty:
         return empty_figure("no samples to show")
     n = len(samples)
-    fig = make_subplots(rows=2, cols=n, horizontal_spacing=0.01, vertical_spacing=0.04,
+    fig = make_subplots(rows=2, cols=n, horizontal_spacing=0.015, vertical_spacing=0.05,
                         subplot_titles=[lbl for lbl, _ in samples] + [""] * n)
     keep = mask.values > 0
+    rows, cols = np.nonzero(keep)
+    h, w = keep.shape
+    # a cell of the picture is about (plot height / 2 rows) / h pixels tall
+    cell = (height - 60) / 2 / h
+    size = max(KEPT_MARK_PX, cell * 0.95) if len(rows) <= 200 else max(cell * 0.95, 3)
     for j, (_, img) in enumerate(samples, start=1):
         a = img.values.astype(float)
         a = a / (a.max() or 1.0)
-        seen = np.where(keep, a, np.nan)
         fig.add_trace(go.Heatmap(z=a, colorscale="Greys", zmin=0, zmax=1, showscale=False, hoverinfo="skip"),
                       row=1, col=j)
-        fig.add_trace(go.Heatmap(z=seen, colorscale=[[0, "#fff1a8"], [1, "#000000"]], zmin=0, zmax=1,
-                                 showscale=False, hoverinfo="skip"), row=2, col=j)
+        fig.add_trace(go.Heatmap(z=a, colorscale=[[0, "#ffffff"], [1, "#b8b8b8"]], zmin=0, zmax=1, showscale=False,
+                                 hoverinfo="skip"), row=2, col=j)
+        ink = a[rows, cols] > 0.25
+        fig.add_trace(go.Scatter(
+            x=cols, y=rows, mode="markers", showlegend=False,
+            marker=dict(size=size, symbol="square" if len(rows) > 200 else "circle",
+                        color=np.where(ink, "#d62728", "rgba(0,0,0,0)"),
+                        line=dict(width=2, color=np.where(ink, "#ffffff", "#1f4e9c").tolist())),
+            customdata=np.where(ink, "ink", "blank"),
+            hovertemplate="row %{y}, col %{x}: kept (%{customdata})<extra></extra>"), row=2, col=j)
     for i in range(1, 2 * n + 1):
         fig.layout[f"yaxis{'' if i == 1 else i}"].update(autorange="reversed", scaleanchor=f"x{'' if i == 1 else i}",
                                                          showticklabels=False, showgrid=False, zeroline=False)
-        fig.layout[f"xaxis{'' if i == 1 else i}"].update(showticklabels=False, showgrid=False, zeroline=False)
-    fig.update_layout(plot_bgcolor="#d5dbe7")
-    fig = _base(fig, None, height=270)
+        fig.layout[f"xaxis{'' if i == 1 else i}"].update(showticklabels=False, showgrid=False, zeroline=False,
+                                                         range=[-0.5, w - 0.5])
+    fig.update_layout(plot_bgcolor="#ffffff")
+    fig = _base(fig, None, height=height)
     fig.update_layout(margin=dict(t=30))
     return fig
+
+
+KEPT_MARK_PX = 11
 
 
 def lam_sweep_figure(points: pd.DataFrame, what: str = "pixels") -> go.Figure:
