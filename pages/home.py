@@ -107,7 +107,7 @@ for col, (key, names, title, text, warn) in zip(cols, CARDS):
                 st.switch_page("pages/runs.py", query_params={"runs": ",".join(ids)})
         if b2.button("Customise", key=f"custom_{key}", width="stretch",
                      help="Open this preset in the Launch form to change it first."):
-            st.switch_page("pages/launch.py", query_params={"preset": names[-1]})
+            st.switch_page("pages/launch.py", query_params={"preset": ",".join(names)})   # every run of it
 
 if all_runs:
     st.subheader("Latest runs", divider="gray")

@@ -367,6 +367,27 @@ def test_launch_shows_every_invalid_value_at_once(monkeypatch, empty_home, jobs)
     assert any("7 epochs of training per run" in c.value for c in at.caption)
 
 
+def test_customise_imp_vs_concave_opens_and_launches_both(monkeypatch, empty_home, jobs):
+    """"Customise" on the IMP vs concave preset loaded only the concave run."""
+    at = open_page(monkeypatch, empty_home, "pages/home.py")
+    at.button(key="custom_lenet").click().run()
+    no_traceback(at)
+    assert "Launch" in at.title[0].value
+    assert at.number_input(key="cfg.rounds").value == 7               # the IMP run's form ...
+    assert at.number_input(key="cfg2.retrain_epochs").value >= 1      # ... and the concave run's, below it
+    assert at.query_params["preset"] == "lenet300-imp,lenet300-concave"
+    at.switch_page("pages/launch.py")                                 # AppTest reruns the page it was on
+    at.number_input(key="cfg2.epochs").set_value(3).run()             # change one of them
+    no_traceback(at)
+    assert at.button(key="launch.go").label == "Launch 2 runs"
+    at.button(key="launch.go").click().run()
+    no_traceback(at)
+    cfgs = [c[1] for c in jobs.calls if c[0] == "submit"]
+    assert sorted(c.method for c in cfgs) == ["concave", "imp"]
+    assert next(c for c in cfgs if c.method == "concave").epochs == 3
+    assert next(c for c in cfgs if c.method == "imp").rounds == 7
+
+
 def test_launch_unknown_sources_fall_back(monkeypatch, mixed, jobs):
     home, ids = mixed
     at = open_page(monkeypatch, home, "pages/launch.py", {"from": ids["bad_config"]})

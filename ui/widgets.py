@@ -480,7 +480,7 @@ class ConfigForm:
                     x, y = reg.curve(params)
                     rows.append(pd.DataFrame({"x": x, "y": y, "name": f"{v['regularizer']} (your settings)",
                                               "reference": False}))
-                st.plotly_chart(figures.regularizer_curves(pd.concat(rows)), key="reg_curve",
+                st.plotly_chart(figures.regularizer_curves(pd.concat(rows)), key=f"{self.k}.reg_curve",
                                 config={"displayModeBar": False})
                 st.caption("A curve above the dashed ℓ1 line rises faster near 0: small entries pay more per unit "
                            "than large ones, so the search pushes them to 0 while keeping big ones near 1.")
