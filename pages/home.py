@@ -31,7 +31,7 @@ gpu_names = backend.gpus()
 @state.guard("The machine's state could not be read")
 def machine():
     runs_now = state.runs()
-    df = data.runs_frame(runs_now)
+    df = data.runs_frame(runs_now, cancelling=state.cancelling_ids(runs_now))
     st.markdown("##### This machine")
     free, total = backend.disk_free(home)
     c1, c2 = st.columns(2)
@@ -48,8 +48,7 @@ def machine():
     active = df[df["status"].isin(data.ACTIVE)] if not df.empty else df
     if not active.empty:
         for _, r in active.head(5).iterrows():
-            st.progress(min(1.0, float(r["progress"])), text=f"{r['state']} · {r['label']} · "
-                                                            f"{r['phase'] or 'waiting for a slot'}")
+            st.progress(min(1.0, float(r["progress"])), text=f"{r['label']} · {data.status_line(r)}")
         st.page_link("pages/runs.py", label="Watch them on the Runs page", icon=":material/monitoring:")
     elif not runs_now:
         st.info("No runs yet. Pick a preset below — the digits one finishes in about 10 seconds on a laptop CPU.")
@@ -111,10 +110,11 @@ for col, (key, names, title, text, warn) in zip(cols, CARDS):
 
 if all_runs:
     st.subheader("Latest runs", divider="gray")
-    recent = df.head(5)
+    recent = df.head(5).assign(remaining=lambda d: d["remaining"].map(data.fmt_pct_or_missing),
+                               test_accuracy=lambda d: d["test_accuracy"].map(data.fmt_pct_or_missing))
     st.dataframe(recent[["state", "label", "progress", "remaining", "test_accuracy"]], hide_index=True,
                  width="stretch",
                  column_config={"state": "status", "label": st.column_config.TextColumn("run", width="large"),
                                 "progress": st.column_config.ProgressColumn("progress", min_value=0, max_value=1),
-                                "remaining": st.column_config.NumberColumn("remaining", format="percent"),
-                                "test_accuracy": st.column_config.NumberColumn("test acc", format="percent")})
+                                "remaining": st.column_config.TextColumn("remaining"),
+                                "test_accuracy": st.column_config.TextColumn("test acc")})

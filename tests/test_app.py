@@ -180,6 +180,72 @@ def test_runs_mixed_selection_details(monkeypatch, mixed, jobs):
     assert ("cancel", ids["running"]) in jobs.calls
 
 
+def test_runs_progress_reads_the_same_everywhere(monkeypatch, mixed, jobs):
+    """The run panel said "running · 0%" while the table said 40 %, and queued rows
+    printed "None": one status line (data.status_line) for table, panel and Home, and
+    "queued (1st)" / "—" instead of None."""
+    home, ids = mixed
+    at = open_page(monkeypatch, home, "pages/runs.py", {"runs": f"{ids['running']},{ids['queued']}"})
+    no_traceback(at)
+    table = at.dataframe[0].value
+    running = table[table["state"] == "🔄 running"].iloc[0]
+    assert running["where"].startswith("running · 40% · round 1 · search · epoch 1/1 · about"), running["where"]
+    queued = table[table["state"] == "⏳ queued"].iloc[0]
+    assert queued["where"] == "queued (1st)"
+    cells = table[["where", "eta", "remaining", "test_accuracy", "elapsed", "note"]].astype(str).to_numpy().ravel()
+    assert "None" not in cells and "nan" not in cells
+    assert queued["remaining"] == "—" and queued["eta"] == "—"
+    heads = [m.value for m in at.markdown if "running ·" in m.value or "queued (" in m.value]
+    assert any("running · 40% · round 1 · search · epoch 1/1" in h for h in heads), heads
+    assert any("queued (1st)" in h for h in heads), heads
+    home_at = open_page(monkeypatch, home, "pages/home.py")
+    bars = [p.text for p in home_at.get("progress")]
+    assert any("running · 40%" in (b or "") for b in bars) and any("queued (1st)" in (b or "") for b in bars), bars
+
+
+def test_runs_cancel_says_cancelling_at_once(monkeypatch, tmp_path, jobs):
+    """Cancel looked dead until the worker recorded `cancelled` (22 s). The panel says
+    "cancelling…" at once and what happens next; the button cannot be pressed twice."""
+    home = tmp_path / "h"
+    store = Store(home)
+    rid = runner.create(store, RunConfig.from_dict({"dataset": "digits", "epochs": 1}), status="queued")
+    store.update_run(rid, status="running", started=time.time() - 5, heartbeat=time.time(), progress=0.3,
+                     phase="round 0 search epoch 1/1")
+    at = open_page(monkeypatch, home, "pages/runs.py", {"runs": rid})
+    at.button(key=f"cancel.{rid}").click().run()
+    no_traceback(at)
+    assert ("cancel", rid) in jobs.calls
+    info = " ".join(i.value for i in at.info)
+    assert "Cancelling…" in info and "finishes the step it is on" in info and "checkpoint" in info
+    assert at.button(key=f"cancel.{rid}").disabled and at.button(key=f"cancel.{rid}").label == "Cancelling…"
+    assert at.dataframe[0].value.iloc[0]["state"] == "⏹️ cancelling…"
+    # another tab (a new session) sees it too, from the engine's cancel marker
+    (store.run_dir(rid) / "cancel").write_text("10\n")
+    other = open_page(monkeypatch, home, "pages/runs.py", {"runs": rid})
+    assert other.dataframe[0].value.iloc[0]["state"] == "⏹️ cancelling…"
+
+
+def test_runs_failure_reason_is_whole(monkeypatch, tmp_path, jobs):
+    """A missing dataset's reason was cut mid-word ("at a fo") in the run panel: the
+    store keeps 500 characters; the panel shows the whole message, download hint included."""
+    home = tmp_path / "h"
+    store = Store(home)
+    rid = runner.create(store, RunConfig.from_dict({"dataset": "mnist", "epochs": 1}), status="queued")
+    full = ("dataset 'mnist' is not available: its files are not in /data/MNIST/raw/ and downloading failed "
+            "(URLError: <urlopen error [Errno -3] Temporary failure in name resolution>" + " x" * 120 + "). "
+            "Put the four files train-images-idx3-ubyte, ... there; they can be downloaded (as .gz, then gunzip) "
+            "from https://ossci-datasets.s3.amazonaws.com/mnist/ on a machine with internet. Or point "
+            "$LOTTERY_DATA (or data_dir) at a folder that already has them.")
+    store.update_run(rid, status="failed", started=time.time() - 5, finished=time.time(), reason=full[:500])
+    (store.run_dir(rid) / "error.txt").write_text("Traceback (most recent call last):\n  File \"x.py\", line 1\n"
+                                                  "    load()\nengine.data.DatasetUnavailable: " + full + "\n")
+    at = open_page(monkeypatch, home, "pages/runs.py", {"runs": rid})
+    no_traceback(at)
+    shown = " ".join(e.value for e in at.error)
+    assert "at a folder that already has them." in shown.replace("\\", "")
+    assert "on a machine with internet" in shown
+
+
 def test_runs_delete_asks_first(monkeypatch, tmp_path, jobs):
     home = tmp_path / "h"
     store = Store(home)

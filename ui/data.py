@@ -100,9 +100,46 @@ def epochs_planned(c: dict) -> int | None:
     return e
 
 
-def runs_frame(runs: list[dict], now: float | None = None) -> pd.DataFrame:
-    """One row per run with what the monitor and the pickers show."""
+def ordinal(n: int) -> str:
+    return f"{n}{'th' if 10 <= n % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')}"
+
+
+def queue_positions(runs: list[dict]) -> dict[str, int]:
+    """Queued runs → their place in the queue (1 = next), in the order workers claim them
+    (oldest first, as engine.store.claim_next)."""
+    q = sorted((r for r in runs if r.get("status") == "queued"), key=lambda r: (r.get("created") or 0))
+    return {r["id"]: i for i, r in enumerate(q, start=1)}
+
+
+MISSING = "—"
+
+
+def status_line(row) -> str:
+    """The one line that says where a run is, from one runs_frame row: the table's
+    "where" column and the run panel's heading both use it (one source of progress)."""
+    s = row["status"]
+    if s == "queued":
+        pos = row.get("queue_pos")
+        return f"queued ({ordinal(int(pos))})" if pos and not pd.isna(pos) else "queued"
+    if s == "running":
+        if row.get("cancelling"):
+            return "cancelling… (finishing the current step, then a checkpoint)"
+        bits = [f"running · {float(row['progress']):.0%}"]
+        if row.get("phase"):
+            bits.append(names.phase_label(str(row["phase"])))
+        eta = row.get("eta_s")
+        if eta is not None and not pd.isna(eta):
+            bits.append(f"about {fmt_duration(eta)} left")
+        return " · ".join(bits)
+    return s
+
+
+def runs_frame(runs: list[dict], now: float | None = None, cancelling: set[str] | frozenset = frozenset(),
+               queue: dict[str, int] | None = None) -> pd.DataFrame:
+    """One row per run with what the monitor and the pickers show. `cancelling`: running
+    runs whose cancel was asked; `queue`: queue positions (default: from these runs)."""
     now = time.time() if now is None else now
+    queue = queue_positions(runs) if queue is None else queue
     rows = []
     for r in runs:
         c, s = cfg_of(r), summary_of(r)
@@ -117,9 +154,11 @@ def runs_frame(runs: list[dict], now: float | None = None) -> pd.DataFrame:
         note = r.get("reason") or ""
         if hb_age is not None and hb_age > STALE_HEARTBEAT_S:
             note = (note + "; " if note else "") + f"no heartbeat for {hb_age:.0f} s"
+        stopping = status == "running" and r["id"] in cancelling
         rows.append({
             "id": r["id"], "name": r.get("name") or "", "status": status,
-            "state": f"{STATUS_ICON.get(status, '❓')} {status}",
+            "state": "⏹️ cancelling…" if stopping else f"{STATUS_ICON.get(status, '❓')} {status}",
+            "cancelling": stopping, "queue_pos": queue.get(r["id"]),
             "label": run_label(r),
             "method": c.get("method"), "model": c.get("model"), "dataset": c.get("dataset"),
             "classes": ",".join(str(x) for x in c["classes"]) if c.get("classes") else "",
@@ -138,11 +177,36 @@ def runs_frame(runs: list[dict], now: float | None = None) -> pd.DataFrame:
             "note": note, "sweep_id": r.get("sweep_id") or "",
             "readable": bool(c),
         })
-    cols = ["id", "name", "status", "state", "label", "method", "model", "dataset", "classes", "regularizer",
+    cols = ["id", "name", "status", "state", "cancelling", "queue_pos", "label", "method", "model", "dataset",
+            "classes", "regularizer",
             "lam", "target_sparsity", "seed", "rounds", "epochs", "progress", "phase", "round", "elapsed_s",
             "eta_s", "heartbeat_age_s", "remaining", "sparsity", "kept", "total", "test_accuracy",
             "val_accuracy", "wall_seconds", "epochs_spent", "created", "note", "sweep_id", "readable"]
-    return pd.DataFrame(rows, columns=cols)
+    df = pd.DataFrame(rows, columns=cols)
+    df["where"] = [status_line(row) for _, row in df.iterrows()] if not df.empty else []
+    return df
+
+
+def fmt_pct_or_missing(v) -> str:
+    """A fraction as "97.25%", or "—" when there is none yet (never "None")."""
+    return MISSING if v is None or (isinstance(v, float) and math.isnan(v)) else f"{float(v):.2%}"
+
+
+def full_reason(run: dict, error_text: str | None) -> str:
+    """A failed run's whole reason. The store keeps a short one (cut at 500 characters);
+    the worker's traceback (error.txt) ends with the whole exception message, which is
+    used when it continues the stored reason (e.g. a missing dataset's download hint)."""
+    reason = str(run.get("reason") or "")
+    if not error_text:
+        return reason
+    lines = error_text.rstrip().splitlines()
+    i = max((k for k, ln in enumerate(lines) if ln.startswith("  ")), default=-1)
+    last = "\n".join(lines[i + 1:]).strip()
+    msg = re.sub(r"^[\w.]+: ", "", last, count=1)
+    head = reason[:60]
+    if head and head in msg and len(msg) > len(reason.strip().rstrip(".…")):
+        return reason[: reason.index(head)] + msg[msg.index(head):]
+    return reason
 
 
 def fmt_duration(seconds) -> str:

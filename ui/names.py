@@ -110,6 +110,15 @@ def when_label(round_: int, phase: str, epoch) -> str:
     return f"round {int(round_) + 1} · {PHASE_WORDS.get(phase, phase)} · epoch {e}"
 
 
+def phase_label(phase: str) -> str:
+    """The engine's progress text "round 0 search epoch 2/3" in the same words (rounds from 1)."""
+    m = re.fullmatch(r"round (\d+) (\w+) epoch (\d+)/(\d+)", phase.strip())
+    if m:
+        return (f"round {int(m.group(1)) + 1} · {PHASE_WORDS.get(m.group(2), m.group(2))} · "
+                f"epoch {m.group(3)}/{m.group(4)}")
+    return phase
+
+
 # ------------------------------------------------------------------ layers
 
 def layer_names(shapes: dict[str, tuple]) -> dict[str, str]:

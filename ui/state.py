@@ -107,6 +107,27 @@ def clear_caches() -> None:
         f.clear()
 
 
+# ------------------------------------------------------------------ cancelling
+
+CANCEL_MARKER = "cancel"    # engine.jobs writes runs/<id>/cancel when a cancel is asked
+
+
+def mark_cancelling(run_id: str) -> None:
+    st.session_state.setdefault("_cancelling", set()).add(run_id)
+
+
+def cancelling_ids(runs: list[dict]) -> set[str]:
+    """Running runs whose cancel was asked (here, or from any tab or the CLI: the marker)."""
+    asked = st.session_state.get("_cancelling", set())
+    out = set()
+    for r in runs:
+        if r.get("status") != "running":
+            continue
+        if r["id"] in asked or (store().run_dir(r["id"]) / CANCEL_MARKER).exists():
+            out.add(r["id"])
+    return out
+
+
 # ------------------------------------------------------------------ selection in the URL
 
 SEL_PARAM = "runs"
