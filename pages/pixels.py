@@ -9,7 +9,7 @@ import streamlit as st
 
 from engine.config import PRESETS, RunConfig
 from engine.data import DATASETS, dataset_info, default_data_dir
-from ui import backend, data, figures, names, state
+from ui import backend, data, figures, names, state, widgets
 
 state.intro("🖼️ Pixel masks",
             "In logistic regression every weight belongs to one input pixel, so the learned mask is a picture of "
@@ -140,18 +140,18 @@ def sweep_view():
 
 sweep_view()
 LAMS = [0.5, 1.0, 2.0, 5.0, 10.0, 20.0]
-c1, c2 = st.columns([1, 3])
-if c1.button(f"Run the λ sweep ({2 * len(LAMS)} runs)", key="pix.sweep.go",
-             help="ℓ1 and log at λ = 0.5 … 20 with this run's other settings, one seed. Runs queue in the "
-                  "background; the plot fills in as they finish."):
-    base = {k: v for k, v in cfg.items() if k not in ("lam", "regularizer", "seed", "name", "target_sparsity")}
-    try:
-        cfgs = backend.expand(base, {"regularizer": ["l1", "log"], "lam": LAMS}, [int(cfg.get("seed", 0))])
-        ids = backend.submit(cfgs, home)
-    except Exception as e:  # noqa: BLE001 - ConfigError or BackendError, both readable
-        st.error(str(e))
-    else:
-        st.toast(f"Queued {len(ids)} runs")
-        st.rerun()
+c1, c2 = st.columns([1, 2])
+base = {k: v for k, v in cfg.items() if k not in ("lam", "regularizer", "seed", "name", "target_sparsity")}
+try:
+    sweep_cfgs = backend.expand(base, {"regularizer": ["l1", "log"], "lam": LAMS}, [int(cfg.get("seed", 0))])
+except Exception as e:  # noqa: BLE001 - a ConfigError, readable
+    sweep_cfgs = []
+    st.error(str(e))
+with c1:
+    widgets.sweep_button(f"Run the λ sweep ({2 * len(LAMS)} runs)", sweep_cfgs, "pix.sweep.go", home,
+                         what="λ sweep", per_run_s=data.summary_of(run).get("wall_seconds"),
+                         help="ℓ1 and log at λ = 0.5 … 20 with this run's other settings, one seed. Runs queue in "
+                              "the background; the plot fills in as they finish. Disabled while this sweep is "
+                              "queued or running.")
 c2.caption(f"Uses {cfg['model']} on {cfg['dataset']}" + (f" (classes {cfg['classes']})" if cfg.get("classes") else "")
            + f", {cfg.get('epochs')} search + {cfg.get('retrain_epochs') or cfg.get('epochs')} retrain epochs.")

@@ -454,6 +454,33 @@ def test_customise_imp_vs_concave_opens_and_launches_both(monkeypatch, empty_hom
     assert next(c for c in cfgs if c.method == "imp").rounds == 7
 
 
+def test_sweep_from_a_page_queues_once_and_shows_its_progress(monkeypatch, tmp_path, jobs):
+    """A sweep launched from a page: two clicks (here: the button in two tabs, both drawn
+    before the first click) queue it once; then its progress and the button disabled."""
+    home = tmp_path / "h"
+    first = open_page(monkeypatch, home, "pages/theory.py")
+    second = open_page(monkeypatch, home, "pages/theory.py")
+    assert not first.button(key="theory.go").disabled and not second.button(key="theory.go").disabled
+    first.button(key="theory.go").click().run()
+    second.button(key="theory.go").click().run()
+    no_traceback(first)
+    no_traceback(second)
+    subs = [c for c in jobs.calls if c[0] == "submit"]
+    assert len(subs) == 14 and len({c[2] for c in subs}) == 1, len(subs)       # one sweep, once
+    assert len(Store(home).list_runs()) == 14
+    for at in (first, second):
+        at.run()
+        assert at.button(key="theory.go").disabled
+        bars = [p.text for p in at.get("progress")]
+        assert any("planted experiment: 0 of 14 done · 0 running · 14 queued" in (b or "") for b in bars), bars
+    # when it is over, the button is enabled again and the progress bar gone
+    store = Store(home)
+    for r in store.list_runs():
+        store.update_run(r["id"], status="done", summary={"wall_seconds": 2.0})
+    first.run()
+    assert not first.button(key="theory.go").disabled and not first.get("progress")
+
+
 def test_launch_unknown_sources_fall_back(monkeypatch, mixed, jobs):
     home, ids = mixed
     at = open_page(monkeypatch, home, "pages/launch.py", {"from": ids["bad_config"]})

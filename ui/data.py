@@ -187,6 +187,32 @@ def runs_frame(runs: list[dict], now: float | None = None, cancelling: set[str] 
     return df
 
 
+def sweep_progress(runs: list[dict], cfgs: list, now: float | None = None,
+                   per_run_s: float | None = None) -> dict:
+    """Where the runs of a planned sweep stand in the store: for each planned config (by
+    content hash), its newest run. Counts done / running / queued / other, `active` while
+    any is queued or running, and an ETA: the running runs' own ETAs plus, for each queued
+    run, the median wall time of this sweep's finished runs (else per_run_s), one at a time."""
+    hashes = [c.content_hash() for c in cfgs]
+    newest: dict[str, dict] = {}
+    for r in sorted(runs, key=lambda r: r.get("created") or 0):
+        if r.get("config_hash") in hashes:
+            newest[r["config_hash"]] = r
+    mine = list(newest.values())
+    count = {k: sum(r.get("status") == k for r in mine) for k in ("done", "running", "queued")}
+    walls = sorted(float(summary_of(r)["wall_seconds"]) for r in mine
+                   if r.get("status") == "done" and summary_of(r).get("wall_seconds"))
+    per_run = walls[len(walls) // 2] if walls else per_run_s
+    eta = None
+    if count["running"] or count["queued"]:
+        frame = runs_frame([r for r in mine if r.get("status") == "running"], now=now)
+        left = [e for e in frame["eta_s"] if e is not None and not pd.isna(e)]
+        if per_run is not None:
+            eta = sum(left) + count["queued"] * per_run
+    return {"total": len(hashes), **count, "other": len(mine) - sum(count.values()),
+            "active": bool(count["running"] or count["queued"]), "eta_s": eta, "run_ids": [r["id"] for r in mine]}
+
+
 def fmt_pct_or_missing(v) -> str:
     """A fraction as "97.25%", or "—" when there is none yet (never "None")."""
     return MISSING if v is None or (isinstance(v, float) and math.isnan(v)) else f"{float(v):.2%}"

@@ -23,6 +23,7 @@ from engine import models as emodels
 from engine import regularizers as eregs
 from engine.config import METHODS, OPTIMIZERS, PRESETS, ConfigError, RunConfig
 from ui import backend, figures
+from ui import data as data_
 
 # ------------------------------------------------------------------ help for students
 
@@ -613,6 +614,53 @@ def checklist(checks: pd.DataFrame) -> None:
         if name not in recorded:
             st.markdown(f"▫️ **{title}** — not recorded for this run  \n<span style='color:#999'>{what}</span>",
                         unsafe_allow_html=True)
+
+
+def sweep_button(label: str, cfgs: list[RunConfig], key: str, home, help: str, what: str = "sweep",
+                 per_run_s: float | None = None, disabled: bool = False) -> list[str] | None:
+    """A button that queues a sweep launched from a page, and then, where it was, the
+    sweep's progress (done / running / queued, ETA), live, with the button disabled while
+    any run of it is queued or running. Before submitting it asks the store again, so a
+    double click (or a click in a second tab) never queues the same sweep twice.
+    Returns the new run ids when it queued them."""
+    from ui import state
+    slot = st.container()
+
+    def status_now() -> dict:
+        return data_.sweep_progress(state.runs(), cfgs, per_run_s=per_run_s) if cfgs else {"active": False}
+
+    def progress() -> None:
+        p = status_now()
+        if p.get("active"):
+            eta = f" · about {data_.fmt_duration(p['eta_s'])} left" if p.get("eta_s") is not None else ""
+            st.progress(p["done"] / max(1, p["total"]),
+                        text=f"{what}: {p['done']} of {p['total']} done · {p['running']} running · "
+                             f"{p['queued']} queued{eta}")
+        if st.session_state.get(f"{key}._active") != p.get("active"):
+            st.session_state[f"{key}._active"] = p.get("active")
+            st.rerun(scope="app")        # the button below follows (enabled again when it is over)
+
+    p = status_now()
+    st.session_state[f"{key}._active"] = p.get("active")
+    with slot:      # live only while the sweep is queued or running
+        st.fragment(run_every=state.LIVE_SECONDS * 2 if p.get("active") else None)(progress)()
+    if p.get("active"):
+        label = f"{label} — queued or running"
+    clicked = st.button(label, key=key, disabled=disabled or not cfgs or p.get("active", False), help=help,
+                        type="primary")
+    if not clicked:
+        return None
+    if status_now().get("active"):                  # a second click that arrived before the page changed
+        st.info(f"This {what} is already queued; its progress is shown above.")
+        return None
+    try:
+        ids = backend.submit(cfgs, home)
+    except backend.BackendError as e:
+        st.error(str(e))
+        return None
+    st.toast(f"Queued {len(ids)} runs")
+    st.rerun()
+    return ids
 
 
 def preset_config(name: str) -> RunConfig:
