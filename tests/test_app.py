@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 import time
 import types
 from pathlib import Path
@@ -71,6 +72,16 @@ def routed_by_app_py(monkeypatch):
         PagesManager.uses_pages_directory = False
 
     monkeypatch.setattr(PagesManager, "__init__", patched)
+
+
+@pytest.fixture(autouse=True)
+def torch_threads_restored():
+    """The app keeps torch to one thread (ui/state.py); AppTest runs it in this process,
+    so the suite's later tests get their threads back."""
+    import torch
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
 
 
 @pytest.fixture
@@ -139,9 +150,18 @@ def test_empty_store(page, monkeypatch, empty_home, jobs):
 # ---------------------------------------------------------------- mixed store
 
 def test_home_mixed(monkeypatch, mixed, jobs):
+    import torch
     home, ids = mixed
+    torch.set_num_threads(2)
     at = open_page(monkeypatch, home, "pages/home.py")
     no_traceback(at)
+    # The app process never computes on a torch thread pool: torch's default for every thread
+    # (a page's script and fragment threads) is one thread. (This test thread keeps its own.)
+    seen = []
+    t = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
+    t.start()
+    t.join()
+    assert seen == [1]
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Running"] == "1" and metrics["Queued"] == "1"
     assert ("pump",) in jobs.calls

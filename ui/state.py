@@ -17,6 +17,18 @@ from ui import data
 
 log = logging.getLogger("lottery.app")
 
+
+def one_torch_thread() -> None:
+    """The app never trains, but reading masks and datasets goes through torch, whose thread
+    pool would otherwise take every core from the workers and the server: one thread."""
+    import torch
+    torch.set_num_threads(1)      # also the default of every thread that has not computed yet
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:       # only possible before torch's first parallel work; harmless after
+        pass
+
+
 LIVE_SECONDS = 1.0     # how often live fragments re-read the store while something runs (rows show < 2 s)
 IDLE_SECONDS = 10.0    # ... and while nothing does (to notice runs started elsewhere)
 
