@@ -110,7 +110,8 @@ if ok:
     est = ests[0][0]
     seconds = sum(e.seconds * k for e, k, _ in ests) / n      # per run, averaged over the forms' runs
     slots = max(1, len(gpu_names)) if est.device == "gpu" else 1
-    c1, c2, c3, c4 = st.columns(4)
+    c1, c2 = st.columns(2)
+    c3, c4 = st.columns(2)          # two a row: "≈ 1 min 05 s" fits at 1024×768
     c1.metric("Runs", n, help="One run per combination of λ values and seeds" + (", per form." if len(forms) > 1
                                                                               else "."))
     c2.metric("Time per run", f"≈ {data.fmt_duration(seconds)}",

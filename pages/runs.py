@@ -51,7 +51,7 @@ def run_table():
     now = state.runs()
     df = data.runs_frame(now, cancelling=state.cancelling_ids(now))
     counts = df["status"].value_counts()
-    cols = st.columns(6)
+    cols = [c for _ in range(2) for c in st.columns(3)]      # 3 a row: labels fit at 1024×768
     for c, s in zip(cols, ("running", "queued", "done", "failed", "cancelled", "interrupted")):
         c.metric(f"{data.STATUS_ICON[s]} {s}", int(counts.get(s, 0)))
     view = df
@@ -187,7 +187,7 @@ def _details(run: dict) -> None:
     cancelling = status == "running" and rid in state.cancelling_ids([run])
 
     # ---- actions
-    a = st.columns(4)
+    a = [c for _ in range(2) for c in st.columns(2)]     # 2 a row: labels fit at 1024×768
     if a[0].button("Cancelling…" if cancelling else "Cancel", key=f"cancel.{rid}",
                    disabled=status not in data.ACTIVE or cancelling, width="stretch", icon=":material/stop_circle:",
                    help="Stop the run: it finishes its current step, saves a checkpoint and shows as cancelled; "
@@ -231,7 +231,7 @@ def _details(run: dict) -> None:
             if n.button("Keep it", key=f"delete_no.{rid}"):
                 st.session_state.pop(confirm_key, None)
                 st.rerun()
-    d = st.columns(4)
+    d = [c for _ in range(2) for c in st.columns(2)]
     d[0].download_button("Config (JSON)", data=lambda: data.config_json(run), file_name=f"{rid}-config.json",
                          mime="application/json", key=f"dl_cfg.{rid}", width="stretch", on_click="ignore",
                          icon=":material/download:", help="The config, reusable with `python -m engine run --config`.")
@@ -262,7 +262,8 @@ def _details(run: dict) -> None:
         items.append(("Wall time", data.fmt_duration(s.get("wall_seconds")), None))
         if s.get("device"):
             items.append(("Device", str(s["device"]), None))
-        for col, (label, value, hlp) in zip(st.columns(len(items)), items):
+        cols = [c for _ in range(0, len(items), 3) for c in st.columns(3)]     # 3 a row: values fit
+        for col, (label, value, hlp) in zip(cols, items):
             col.metric(label, value, help=hlp)
     left, right = st.columns([1, 1], gap="large")
     with left:

@@ -23,12 +23,33 @@ PHASE_FILL = {"search": "rgba(214,39,40,0.06)", "retrain": "rgba(31,119,180,0.06
               "train": "rgba(44,160,44,0.05)"}
 
 
-def _base(fig: go.Figure, title: str | None = None, height: int = 340) -> go.Figure:
-    fig.update_layout(template=TEMPLATE, height=height, margin=dict(l=10, r=10, t=40 if title else 10, b=10),
+TITLE_CHARS = 34      # a title line that fits a half-width figure at 1024×768 (about 270 px at 14 px)
+
+
+def wrap_title(title: str, width: int = TITLE_CHARS) -> str:
+    """Break a title into lines of at most `width` characters (plotly never wraps: a long
+    title is cut off at the figure's edge)."""
+    lines: list[str] = []
+    for word in title.split(" "):
+        if lines and len(lines[-1]) + 1 + len(word) <= width:
+            lines[-1] += " " + word
+        else:
+            lines.append(word)
+    return "<br>".join(lines)
+
+
+def _base(fig: go.Figure, title: str | None = None, height: int = 340, title_chars: int = TITLE_CHARS) -> go.Figure:
+    if title:
+        title = wrap_title(title, title_chars)
+        lines = title.count("<br>") + 1
+        height += 18 * (lines - 1)
+    fig.update_layout(template=TEMPLATE, height=height,
+                      margin=dict(l=10, r=10, t=(22 + 18 * title.count("<br>") + 16) if title else 10, b=10),
                       # Below the plot at the figure's bottom edge: the bottom margin grows to fit
                       # it, so a legend of several rows never covers the x-axis title.
                       legend=dict(orientation="h", yref="container", yanchor="bottom", y=0, xanchor="left", x=0),
-                      title=dict(text=title, x=0, xanchor="left", font=dict(size=15)) if title else None,
+                      title=dict(text=title, x=0, xanchor="left", y=1, yref="container", yanchor="top",
+                                 pad=dict(t=8), font=dict(size=14)) if title else None,
                       hoverlabel=dict(namelength=-1))
     return fig
 
@@ -72,7 +93,7 @@ def _run_colors(df: pd.DataFrame) -> dict[str, str]:
     return color_map(df["run"])
 
 
-def short(label: str, n: int = 48) -> str:
+def short(label: str, n: int = 34) -> str:
     return label if len(label) <= n else label[: n - 1] + "…"
 
 
@@ -182,6 +203,29 @@ def pipeline_dot() -> str:
 }"""
 
 
+PIPELINE_STEPS = [("Dense network", "θ₀ saved", "#f7f7f7"),
+                  ("Search", "min L(m⊙θ) + λ·R(m), m ∈ [0,1]", "#fde2e1"),
+                  ("Threshold", "keep m > τ (or top-k)", "#f7f7f7"),
+                  ("Rewind", "θ ← θ₀ on kept weights", "#f7f7f7"),
+                  ("Retrain", "binary mask fixed", "#e1ecf8"),
+                  ("Ticket", "sparse & trainable", "#e3f3e0")]
+
+
+def pipeline_html() -> str:
+    """The method as boxes and arrows in HTML: the text keeps its size (15 px) and the
+    boxes wrap onto a second line on a narrow screen, where a diagram scaled to the page
+    width had 8 px text at 1024×768."""
+    box = ("<div class='ll-step' style='flex:0 1 auto;min-width:7.5rem;max-width:12rem;padding:0.45rem 0.7rem;"
+           "border:1px solid #bbb;border-radius:0.6rem;background:{bg};font-size:15px;line-height:1.3;"
+           "text-align:center'><b>{title}</b><br><span style='font-size:14px;color:#444'>{text}</span></div>")
+    arrow = "<div style='flex:0 0 auto;font-size:20px;color:#888'>→</div>"
+    parts = [box.format(bg=bg, title=t, text=x) for t, x, bg in PIPELINE_STEPS]
+    return ("<div data-testid='pipeline' style='display:flex;flex-wrap:wrap;align-items:center;gap:0.4rem;"
+            "margin:0.5rem 0'>" + arrow.join(parts) +
+            "<div style='flex-basis:100%;font-size:14px;color:#666'>↻ several rounds: each retrained ticket is the "
+            "start of the next search.</div></div>")
+
+
 def regularizer_curves(df: pd.DataFrame, title: str = "Penalty R(m) on one mask entry") -> go.Figure:
     """df: x, y, name, reference (bool: drawn dashed grey, e.g. ℓ1)."""
     if df.empty:
@@ -194,7 +238,7 @@ def regularizer_curves(df: pd.DataFrame, title: str = "Penalty R(m) on one mask 
                                            dash="dash" if ref else "solid", width=2 if ref else 3)))
     fig.update_xaxes(title="mask entry m", range=[0, 1])
     fig.update_yaxes(title="R(m), scaled to R(0)=0, R(1)=1")
-    return _base(fig, title, height=320)
+    return _base(fig, title, height=320, title_chars=18)     # drawn in a narrow column of the Launch form
 
 
 # ------------------------------------------------------------------ runs: curves
@@ -230,7 +274,7 @@ def loss_figure(df: pd.DataFrame) -> go.Figure:
                                      line=dict(color=colors[run], width=2, dash="dash"), legendgroup=run,
                                      showlegend=False), row=2, col=1)
     _phase_bands(fig, d, row="all", col=1)
-    fig.update_xaxes(title="epochs since the run started (all phases)", row=2 if has_reg else 1, col=1)
+    fig.update_xaxes(title="epochs (all phases)", row=2 if has_reg else 1, col=1)
     loss = d["loss_task"].astype(float)
     loss = loss[loss > 0]
     if not loss.empty:
@@ -254,7 +298,7 @@ def accuracy_figure(df: pd.DataFrame) -> go.Figure:
         fig.add_trace(go.Scatter(x=g["t"], y=g["val_acc"], name=f"{short(run)} · validation", mode="lines",
                                  line=dict(color=colors[run], width=1.5, dash="dot"), legendgroup=run))
     _phase_bands(fig, d)
-    fig.update_xaxes(title="epochs since the run started (all phases)")
+    fig.update_xaxes(title="epochs (all phases)")
     acc = pd.concat([d["test_acc"], d["val_acc"]]).astype(float).dropna()
     if not acc.empty:
         fig.update_yaxes(**percent_axis(acc.min(), acc.max(), n=5, pad=0.08))
@@ -272,7 +316,7 @@ def remaining_figure(df: pd.DataFrame) -> go.Figure:
         fig.add_trace(go.Scatter(x=g["t"], y=g["remaining"], name=short(run), mode="lines+markers",
                                  line=dict(color=colors[run], width=2, shape="hv"), marker=dict(size=5)))
     _phase_bands(fig, d)
-    fig.update_xaxes(title="epochs since the run started (all phases)")
+    fig.update_xaxes(title="epochs (all phases)")
     fig.update_yaxes(title="weights remaining (m > τ)", **percent_axis(0.0, float(d["remaining"].max()) * 1.05, n=5))
     return _base(fig, "Sparsity over time: fraction of weights still in the mask")
 
@@ -286,7 +330,7 @@ def lam_figure(df: pd.DataFrame) -> go.Figure:
     for run, g in d.groupby("run", sort=False):
         fig.add_trace(go.Scatter(x=g["t"], y=g["lam"], name=short(run), mode="lines",
                                  line=dict(color=colors[run], width=2)))
-    fig.update_xaxes(title="epochs since the run started")
+    fig.update_xaxes(title="epochs")
     lam = d["lam"].astype(float)
     wide = lam.min() > 0 and lam.max() / lam.min() > 10
     if wide:
@@ -543,8 +587,11 @@ def pixel_animation(frames: list[tuple[str, pd.DataFrame]], title: str, height: 
                                                                        transition=dict(duration=0))])
              for label, _ in frames]
     fig.update_layout(
-        sliders=[dict(active=len(frames) - 1, steps=steps, currentvalue=dict(prefix="snapshot: ", xanchor="right"),
-                      pad=dict(t=40, b=10), len=0.82, x=0.18, xanchor="left", y=0, yanchor="top")],
+        # The step labels ("round 1 · search · epoch 3") would overlap under the slider's ticks:
+        # they are drawn transparent, and the current one is written above the slider.
+        sliders=[dict(active=len(frames) - 1, steps=steps, font=dict(color="rgba(0,0,0,0)"), ticklen=4,
+                      currentvalue=dict(prefix="snapshot: ", xanchor="left", font=dict(color="#333", size=13)),
+                      pad=dict(t=40, b=10), len=0.74, x=0.26, xanchor="left", y=0, yanchor="top")],
         updatemenus=[dict(type="buttons", showactive=False, x=0, y=0, xanchor="left", yanchor="top",
                           pad=dict(t=52, r=10),
                           buttons=[dict(label="▶ play", method="animate",
@@ -574,9 +621,11 @@ def masked_samples_figure(samples: list[tuple[str, pd.DataFrame]], mask: pd.Data
     keep = mask.values > 0
     rows, cols = np.nonzero(keep)
     h, w = keep.shape
-    # a cell of the picture is about (plot height / 2 rows) / h pixels tall
-    cell = (height - 60) / 2 / h
-    size = max(KEPT_MARK_PX, cell * 0.95) if len(rows) <= 200 else max(cell * 0.95, 3)
+    # A cell's size on screen: the smaller of (plot height / 2 rows) / h and, on the
+    # narrowest layout (about 560 px of plot at 1024×768), its share of the width.
+    cell = min((height - 60) / 2 / h, NARROW_PLOT_PX / n / w)
+    sparse = len(rows) <= max(12, 0.15 * keep.size)     # a few pixels: large marks; many: one square per cell
+    size = max(KEPT_MARK_PX, cell) if sparse else max(cell * 0.9, 2)
     for j, (_, img) in enumerate(samples, start=1):
         a = img.values.astype(float)
         a = a / (a.max() or 1.0)
@@ -587,9 +636,9 @@ def masked_samples_figure(samples: list[tuple[str, pd.DataFrame]], mask: pd.Data
         ink = a[rows, cols] > 0.25
         fig.add_trace(go.Scatter(
             x=cols, y=rows, mode="markers", showlegend=False,
-            marker=dict(size=size, symbol="square" if len(rows) > 200 else "circle",
+            marker=dict(size=size, symbol="circle" if sparse else "square",
                         color=np.where(ink, "#d62728", "rgba(0,0,0,0)"),
-                        line=dict(width=2, color=np.where(ink, "#ffffff", "#1f4e9c").tolist())),
+                        line=dict(width=2 if sparse else 1, color=np.where(ink, "#ffffff", "#1f4e9c").tolist())),
             customdata=np.where(ink, "ink", "blank"),
             hovertemplate="row %{y}, col %{x}: kept (%{customdata})<extra></extra>"), row=2, col=j)
     for i in range(1, 2 * n + 1):
@@ -604,6 +653,7 @@ def masked_samples_figure(samples: list[tuple[str, pd.DataFrame]], mask: pd.Data
 
 
 KEPT_MARK_PX = 11
+NARROW_PLOT_PX = 560
 
 
 def lam_sweep_figure(points: pd.DataFrame, what: str = "pixels") -> go.Figure:
