@@ -273,9 +273,15 @@ def _details(run: dict) -> None:
         layers = data.layer_allocation([run])
         if not layers.empty:
             st.markdown("**Per layer**")
-            st.dataframe(layers[["layer", "kept", "total", "remaining", "dead_units"]], hide_index=True,
+            st.dataframe(layers[["layer", "kept", "total", "remaining", "dead_units", "module"]], hide_index=True,
                          width="stretch",
-                         column_config={"remaining": st.column_config.NumberColumn(format="percent"),
+                         column_config={"layer": st.column_config.TextColumn(
+                                            "layer", help="fc = fully connected (inputs→outputs), conv = "
+                                                          "convolution (channels in→out, kernel); out = the output "
+                                                          "layer"),
+                                        "module": st.column_config.TextColumn(
+                                            "module", help="The layer's path in the PyTorch model"),
+                                        "remaining": st.column_config.NumberColumn(format="percent"),
                                         "dead_units": st.column_config.NumberColumn(
                                             "dead units", format="percent",
                                             help="Output units whose every incoming weight was pruned")})

@@ -73,7 +73,7 @@ def plot():
     table = data.tradeoff_table(agg, imp, runs_used)
     if dense is not None:
         table["matches"] = table["test_accuracy"] >= dense - tol
-    st.dataframe(table.drop(columns=["setting", "run_ids"]), hide_index=True, width="stretch",
+    st.dataframe(table.drop(columns=["setting"]), hide_index=True, width="stretch",
                  column_config={"remaining": st.column_config.NumberColumn(format="percent"),
                                 "remaining_std": st.column_config.NumberColumn("± remaining", format="percent"),
                                 "test_accuracy": st.column_config.NumberColumn("test acc", format="percent"),
@@ -83,6 +83,7 @@ def plot():
                                 "epochs_spent": st.column_config.NumberColumn("epochs", format="%d"),
                                 "lam": st.column_config.NumberColumn("λ", format="%g"),
                                 "round": st.column_config.NumberColumn("IMP round", format="%d"),
+                                "run_ids": st.column_config.TextColumn("runs", help="The run ids of this row"),
                                 "n": st.column_config.NumberColumn("seeds run")})
     csv = pts.drop(columns=["setting_key"]).to_csv(index=False)
     st.download_button("Download these points (CSV)", csv, file_name="tradeoffs.csv", mime="text/csv",

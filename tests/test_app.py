@@ -311,6 +311,47 @@ def test_masks_iou_between_concave_and_imp(monkeypatch, mixed, jobs):
     assert iou and iou[0].value.endswith("%")
 
 
+def test_masks_overlap_opens_on_a_compatible_ticket(monkeypatch, mixed, jobs):
+    """Ticket B defaulted to a run with no layer in common with A (the logreg pixel run
+    picked second) and the section opened on a warning."""
+    home, ids = mixed
+    at = open_page(monkeypatch, home, "pages/masks.py", {"runs": f"{ids['concave']},{ids['pixel']}"})
+    no_traceback(at)
+    assert at.selectbox(key="masks.a").value == ids["concave"]
+    assert at.selectbox(key="masks.b").value == ids["imp"]        # the newest finished LeNet-on-digits run
+    assert not any("no layer in common" in w.value for w in at.warning)
+    assert any(m.label == "IoU of kept weights" for m in at.metric)
+
+
+def test_pages_name_layers_runs_and_snapshots(monkeypatch, mixed, jobs):
+    """Layers were "classifier.0/2/4", runs "concave·l1", snapshots "r0-search-e0003"."""
+    home, ids = mixed
+    at = open_page(monkeypatch, home, "pages/runs.py", {"runs": ids["concave"]})
+    no_traceback(at)
+    per_layer = next(d.value for d in at.dataframe if "module" in d.value.columns)
+    assert per_layer["layer"].tolist() == ["fc1 64→300", "fc2 300→100", "out 100→10"]
+    assert per_layer["module"].tolist() == ["classifier.0", "classifier.2", "classifier.4"]
+    assert at.multiselect(key="runs.sel").format_func(ids["concave"]).startswith("log mask λ=5 · lenet300/digits")
+    at = open_page(monkeypatch, home, "pages/masks.py", {"runs": ids["concave"]})
+    heat = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert heat["data"][0]["y"] == ["fc1 64→300", "fc2 300→100", "out 100→10"]
+    assert "round 1 · search · epoch 1" in heat["data"][0]["x"]
+    at = open_page(monkeypatch, home, "pages/pixels.py", {"runs": ids["pixel"]})
+    specs = " ".join(json.dumps(json.loads(c.proto.spec), ensure_ascii=False) for c in at.get("plotly_chart"))
+    assert "round 1 · search · epoch 2" in specs and "r0-search-e" not in specs
+    assert "The ticket (round 1 · ticket)" in specs
+
+
+def test_tradeoffs_table_has_a_row_for_every_plotted_run(monkeypatch, mixed, jobs):
+    home, ids = mixed
+    at = open_page(monkeypatch, home, "pages/tradeoffs.py")
+    no_traceback(at)
+    table = at.dataframe[0].value
+    listed = set(",".join(table["run_ids"].astype(str)).split(","))
+    assert {ids["imp"], ids["concave"]} <= listed
+    assert any("each later round prunes 20 % of the weights still in" in c.value for c in at.caption)
+
+
 def test_tradeoffs_mixed(monkeypatch, mixed, jobs):
     home, ids = mixed
     at = open_page(monkeypatch, home, "pages/tradeoffs.py")
