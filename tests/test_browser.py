@@ -234,11 +234,9 @@ def test_projector_size_nothing_clipped_and_ticks_read(projector_store):
             for path, name in pages:
                 page.goto(f"{url}/{path}")
                 page.wait_for_selector("h1")
-                settle(page, quiet=1.5)
-                if name != "launch":
-                    page.wait_for_function("document.querySelectorAll('.js-plotly-plot .main-svg').length >= 1"
-                                           if name != "home" else "true")
-                time.sleep(1.0)
+                if name not in ("launch", "home"):
+                    page.wait_for_function("document.querySelectorAll('.js-plotly-plot .main-svg').length >= 1")
+                settle(page, quiet=1.0)
                 ARTIFACTS.mkdir(exist_ok=True)
                 page.screenshot(path=str(ARTIFACTS / f"projector-{name}.png"), full_page=True)
                 assert page.evaluate(CLIPPED_JS) == [], (name, page.evaluate(CLIPPED_JS))
