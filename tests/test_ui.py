@@ -338,3 +338,22 @@ def test_mask_overlap_partner_is_the_newest_compatible_run():
     cands = [mk("pix", "logreg", [0, 1]), mk("a", "lenet300"), mk("new", "lenet300"), mk("old", "lenet300")]
     assert data.overlap_partner(a, cands) == "new"
     assert data.overlap_partner(a, cands[:2]) is None
+
+
+def test_kept_pixels_are_large_high_contrast_marks():
+    """"Digits through the mask" drew 8 kept pixels as 2–4 px dots: each is now a mark at
+    least KEPT_MARK_PX across, red where the digit has ink, a blue ring where it is blank."""
+    mask = np.zeros((28, 28))
+    kept = [(10, 14), (12, 14), (14, 10), (20, 20), (5, 5), (14, 14), (16, 12), (8, 20)]
+    for r, c in kept:
+        mask[r, c] = 1
+    digit = np.zeros((28, 28))
+    digit[8:20, 12:16] = 1.0                              # a "1": ink in a vertical band
+    fig = figures.masked_samples_figure([(str(i), pd.DataFrame(digit)) for i in range(8)], pd.DataFrame(mask))
+    marks = [tr for tr in fig.data if tr.type == "scatter"]
+    assert len(marks) == 8                                 # one layer of marks per sample, over the faded digit
+    for tr in marks:
+        assert sorted(zip(tr.y, tr.x)) == sorted(kept)
+        assert tr.marker.size >= figures.KEPT_MARK_PX >= 10
+        colours = list(tr.marker.color)
+        assert colours.count("#d62728") == 4 and colours.count("rgba(0,0,0,0)") == 4   # ink / blank
