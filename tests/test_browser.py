@@ -199,7 +199,7 @@ TICKS_JS = """() => {
     const w = svg.getBoundingClientRect().width;
     for (const g of svg.querySelectorAll('.gtitle')) {
       const b = g.getBoundingClientRect(), s = svg.getBoundingClientRect();
-      if (b.right > s.left + w + 1) titles.push(g.textContent.slice(0, 60));
+      if (b.right > s.left + w + 1 || b.top < s.top - 1) titles.push(g.textContent.slice(0, 60));
     }
   }
   return {bad, titles} }"""

@@ -48,8 +48,9 @@ def _base(fig: go.Figure, title: str | None = None, height: int = 340, title_cha
                       # Below the plot at the figure's bottom edge: the bottom margin grows to fit
                       # it, so a legend of several rows never covers the x-axis title.
                       legend=dict(orientation="h", yref="container", yanchor="bottom", y=0, xanchor="left", x=0),
-                      title=dict(text=title, x=0, xanchor="left", y=1, yref="container", yanchor="top",
-                                 pad=dict(t=8), font=dict(size=14)) if title else None,
+                      # y left to plotly ("auto": centred in the top margin); an anchored multi-line
+                      # title overflowed the figure's top edge.
+                      title=dict(text=title, x=0, xanchor="left", font=dict(size=14)) if title else None,
                       hoverlabel=dict(namelength=-1))
     return fig
 
