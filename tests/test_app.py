@@ -533,7 +533,8 @@ def test_sweep_from_a_page_queues_once_and_shows_its_progress(monkeypatch, tmp_p
         at.run()
         assert at.button(key="theory.go").disabled
         bars = [p.text for p in at.get("progress")]
-        assert any("planted experiment: 0 of 14 done · 0 running · 14 queued" in (b or "") for b in bars), bars
+        assert any("planted experiment: 0 of 14 done · 0 running · 14 queued · about" in (b or "")
+                   for b in bars), bars                                    # with an ETA
     # when it is over, the button is enabled again and the progress bar gone
     store = Store(home)
     for r in store.list_runs():

@@ -623,8 +623,10 @@ def sweep_button(label: str, cfgs: list[RunConfig], key: str, home, help: str, w
     any run of it is queued or running. Before submitting it asks the store again, so a
     double click (or a click in a second tab) never queues the same sweep twice.
     Returns the new run ids when it queued them."""
-    from ui import state
+    from ui import estimate, state
     slot = st.container()
+    if per_run_s is None and cfgs:       # no finished run of it yet: the cost model's guess
+        per_run_s = estimate.estimate(cfgs[0].to_dict(), bool(backend.gpus()), state.runs()).seconds
 
     def status_now() -> dict:
         return data_.sweep_progress(state.runs(), cfgs, per_run_s=per_run_s) if cfgs else {"active": False}
