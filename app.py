@@ -33,6 +33,8 @@ page = st.navigation(PAGES)
 with st.spinner("Loading the engine (PyTorch)…"):
     from ui import md, state  # noqa: E402
 
+state.one_torch_thread()          # the app never computes on a torch thread pool (workers train)
+
 with st.sidebar:
     st.caption(f"Store: {md.code(state.home())}")
 try:

@@ -24,6 +24,11 @@ CPU-only machine; 0 pauses the queue. GPUs are found without initialising CUDA
 here (`LOTTERY_GPUS`, else `CUDA_VISIBLE_DEVICES`, else `nvidia-smi -L`, else
 /proc/driver/nvidia/gpus); each worker gets its slot as `CUDA_VISIBLE_DEVICES`.
 
+Priority: workers run below the app so pages stay responsive while they train:
+niceness +`LOTTERY_WORKER_NICE` (default 10; 0 leaves it) and `LOTTERY_WORKER_THREADS`
+torch threads (default: on a machine with ≤ 2 cores, one core fewer than it has, so
+the app keeps one; else torch's own choice).
+
 Liveness: a running run is alive only while its pid exists, that process's
 start time (field 22 of /proc/<pid>/stat) equals the recorded `pid_start`, and
 its heartbeat is younger than `LOTTERY_HEARTBEAT_TIMEOUT` (30 s). Workers beat
@@ -125,6 +130,42 @@ def resolve_max_runs(value: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise JobError(f"max_runs must be an integer ≥ 0, got {value!r}")
     return value
+
+
+def worker_priority() -> tuple[int, int | None]:
+    """(niceness increment, torch threads or None for torch's default) for a worker,
+    from $LOTTERY_WORKER_NICE and $LOTTERY_WORKER_THREADS (see the module doc)."""
+    def env_int(name: str, lo: int, hi: int) -> int | None:
+        raw = os.environ.get(name, "").strip()
+        if not raw:
+            return None
+        try:
+            v = int(raw)
+        except ValueError:
+            v = None
+        if v is None or not lo <= v <= hi:
+            raise JobError(f"{name} must be an integer in [{lo}, {hi}], got {raw!r}")
+        return v
+    nice = env_int("LOTTERY_WORKER_NICE", 0, 19)
+    threads = env_int("LOTTERY_WORKER_THREADS", 1, 1024)
+    if threads is None:
+        try:
+            cores = len(os.sched_getaffinity(0))
+        except AttributeError:
+            cores = os.cpu_count() or 1
+        threads = max(1, cores - 1) if cores <= 2 else None
+    return (10 if nice is None else nice), threads
+
+
+def _lower_priority() -> None:
+    """Called first thing in a worker process: yield the CPU to the app."""
+    nice, threads = worker_priority()
+    if nice:
+        with contextlib.suppress(OSError):
+            os.nice(nice)
+    if threads:
+        import torch
+        torch.set_num_threads(threads)
 
 
 def hostname() -> str:
@@ -290,6 +331,7 @@ def submit(cfg: RunConfig | dict, home: str | os.PathLike | None = None,
     if start:                  # a bad setting is refused before anything is written
         resolve_max_runs()
         heartbeat_timeout()
+        worker_priority()
     store, home = _open(home)
     run_id = store.create_run(cfg.to_dict(), cfg.content_hash(), name=cfg.name, status="queued",
                               sweep_id=sweep_id, extra={"data_dir": _data_dir(data_dir), "executor": "jobs"})
@@ -599,9 +641,10 @@ def work(run_id: str, home: str | os.PathLike | None = None, data_dir: str | Non
     store, home = _open(home)
     run = _get(store, run_id)
     me = os.getpid()
+    _lower_priority()
     print(f"=== worker {me} on {hostname()} for run {run_id} at {time.strftime('%Y-%m-%d %H:%M:%S')} "
-          f"(resume={bool(run['resume'])}, CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')})",
-          flush=True)
+          f"(resume={bool(run['resume'])}, CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')}, "
+          f"nice {os.nice(0)}, torch threads {worker_priority()[1] or 'default'})", flush=True)
     claimed = run["status"] == "running" and (run["pid"] in (None, me)) and (not run["host"] or
                                                                               run["host"] == hostname())
     if not claimed:

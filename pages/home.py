@@ -31,14 +31,14 @@ gpu_names = backend.gpus()
 @state.guard("The machine's state could not be read")
 def machine():
     runs_now = state.runs()
-    df = data.runs_frame(runs_now)
+    df = data.runs_frame(runs_now, cancelling=state.cancelling_ids(runs_now))
     st.markdown("##### This machine")
     free, total = backend.disk_free(home)
-    c1, c2 = st.columns(2)
-    c1.metric("Device", f"{len(gpu_names)} GPU" + ("s" if len(gpu_names) != 1 else "") if gpu_names
-              else f"CPU × {backend.cpu_count()}",
-              help="  \n".join(md.esc(g) for g in gpu_names) or "No NVIDIA GPU found (nvidia-smi).")
-    c2.metric("Free disk", estimate.fmt_bytes(free), help=f"of {estimate.fmt_bytes(total)} at {md.code(home)}")
+    # Plain lines, not big metrics: side by side in this column they were cut off ("CP…", "77.…").
+    device = (f"{len(gpu_names)} GPU" + ("s" if len(gpu_names) != 1 else "") + f" ({', '.join(gpu_names)})"
+              if gpu_names else f"CPU × {backend.cpu_count()} (no NVIDIA GPU found)")
+    st.markdown(f"**Device:** {md.esc(device)}  \n**Free disk:** {estimate.fmt_bytes(free)} of "
+                f"{estimate.fmt_bytes(total)}")
     counts = df["status"].value_counts() if not df.empty else {}
     c1, c2, c3 = st.columns(3)
     c1.metric("Running", int(counts.get("running", 0)))
@@ -49,19 +49,18 @@ def machine():
     active = df[df["status"].isin(data.ACTIVE)] if not df.empty else df
     if not active.empty:
         for _, r in active.head(5).iterrows():
-            st.progress(min(1.0, float(r["progress"])), text=f"{md.esc(r['state'])} · {md.esc(r['label'])} · "
-                                                            f"{md.esc(r['phase'] or 'waiting for a slot')}")
-        st.page_link("pages/runs.py", label="Watch them on the Runs page", icon=":material/monitoring:")
+            st.progress(min(1.0, float(r["progress"])), text=f"{md.esc(r['label'])} · {md.esc(data.status_line(r))}")
+        st.page_link("pages/runs.py", label="Watch on Runs", icon=":material/monitoring:")
     elif not runs_now:
         st.info("No runs yet. Pick a preset below — the digits one finishes in about 10 seconds on a laptop CPU.")
     else:
         st.caption(f"{len(runs_now)} runs in the store, none running.")
-        st.page_link("pages/runs.py", label="Browse them on the Runs page", icon=":material/monitoring:")
+        st.page_link("pages/runs.py", label="Open Runs", icon=":material/monitoring:")
 
 
 with right:
     machine()
-st.graphviz_chart(figures.pipeline_dot(), width="stretch")
+st.html(figures.pipeline_html())
 
 st.subheader("Presets, one click away", divider="gray")
 have_mnist = mnist_available(default_data_dir())
@@ -81,7 +80,7 @@ CARDS = [
      "The paper's convolutional setting: 30 search + 60 retrain epochs with SGD and a cosine schedule.",
      None if gpu_names else "no GPU on this machine: this takes many hours on a CPU"),
 ]
-cols = st.columns(len(CARDS))
+cols = [c for _ in range(0, len(CARDS), 2) for c in st.columns(2)]     # two a row: buttons fit at 1024×768
 for col, (key, names, title, text, warn) in zip(cols, CARDS):
     with col, st.container(border=True):
         st.markdown(f"**{title}**")
@@ -108,14 +107,15 @@ for col, (key, names, title, text, warn) in zip(cols, CARDS):
                 st.switch_page("pages/runs.py", query_params={"runs": ",".join(ids)})
         if b2.button("Customise", key=f"custom_{key}", width="stretch",
                      help="Open this preset in the Launch form to change it first."):
-            st.switch_page("pages/launch.py", query_params={"preset": names[-1]})
+            st.switch_page("pages/launch.py", query_params={"preset": ",".join(names)})   # every run of it
 
 if all_runs:
     st.subheader("Latest runs", divider="gray")
-    recent = df.head(5)
+    recent = df.head(5).assign(remaining=lambda d: d["remaining"].map(data.fmt_pct_or_missing),
+                               test_accuracy=lambda d: d["test_accuracy"].map(data.fmt_pct_or_missing))
     st.dataframe(recent[["state", "label", "progress", "remaining", "test_accuracy"]], hide_index=True,
                  width="stretch",
-                 column_config={"state": "status", "label": st.column_config.TextColumn("run", width="large"),
+                 column_config={"state": "status", "label": st.column_config.TextColumn("run", width="medium"),
                                 "progress": st.column_config.ProgressColumn("progress", min_value=0, max_value=1),
-                                "remaining": st.column_config.NumberColumn("remaining", format="percent"),
-                                "test_accuracy": st.column_config.NumberColumn("test acc", format="percent")})
+                                "remaining": st.column_config.TextColumn("remaining"),
+                                "test_accuracy": st.column_config.TextColumn("test acc")})

@@ -32,8 +32,10 @@ def prunable_weights(model: str, dataset: str, n_classes: int | None) -> int | N
     return sum(layer.weight.numel() for _, layer in masking.prunable_layers(m))
 
 
-# ---- where the form starts from: a run to duplicate, a preset, or the offline default
+# ---- where the form starts from: a run to duplicate, a preset (or a preset pair such as
+# "IMP vs concave": one form per run, one after the other), or the offline default
 source_note = None
+wanted = [p for p in str(qp.get("preset", "")).split(",") if p]
 if "from" in qp:
     src = state.get_run(qp["from"])
     cfg = data.duplicate_config(src) if src else None
@@ -44,13 +46,20 @@ if "from" in qp:
     else:
         form.load(cfg, f"run:{src['id']}")
         source_note = f"Duplicating **{md.esc(data.run_label(src))}** — change what you want, then launch a new run."
-elif qp.get("preset") in PRESETS:
-    form.load(PRESETS[qp["preset"]], f"preset:{qp['preset']}")
+    wanted = []
+elif wanted and all(p in PRESETS for p in wanted):
+    form.load(PRESETS[wanted[0]], f"preset:{wanted[0]}")
 else:
-    if "preset" in qp:
-        st.warning(f"No preset called {md.code(qp['preset'])}; known: {md.esc(', '.join(PRESETS))}.")
+    if wanted:
+        st.warning(f"No preset called {md.code(','.join(wanted))}; known: {md.esc(', '.join(PRESETS))}.")
+        wanted = []
     if st.session_state.get("cfg._source") is None:
         form.load(PRESETS["digits"], "preset:digits")
+forms = [form]
+for i, name in enumerate(wanted[1:], start=2):
+    extra = widgets.ConfigForm(f"cfg{i}")
+    extra.load(PRESETS[name], f"preset:{name}")
+    forms.append(extra)
 
 
 def _start_from():
@@ -69,52 +78,76 @@ with c1:
 with c2:
     if source_note:
         st.info(source_note)
+    elif len(forms) > 1:
+        st.info(f"This preset is {len(forms)} runs: {', '.join(md.code(n) for n in wanted)}. Each has its own form "
+                f"below, one after the other; Launch queues all of them.")
     else:
         source = (st.session_state.get('cfg._source') or 'preset:digits').split(':', 1)[1]
         st.caption(f"Form loaded from: {md.code(source)}")
 
 done_runs = [r for r in all_runs if r.get("status") == "done" and r.get("config")]
 gpu_names = backend.gpus()
-res = form.render(done_runs=done_runs, gpu_names=gpu_names)
+results = []
+for i, f in enumerate(forms):
+    if len(forms) > 1:
+        st.header(f"Run {i + 1} of {len(forms)}: {wanted[i]}", divider="blue")
+    results.append(f.render(done_runs=done_runs, gpu_names=gpu_names))
+configs = [c for r in results for c in r.configs]
+ok = all(r.ok for r in results)
 
 st.subheader("4 · Cost and launch", divider="gray")
-if res.ok:
-    first = res.configs[0].to_dict()
-    n = len(res.configs)
-    try:
-        prunable = prunable_weights(first["model"], first["dataset"], len(first["classes"]) if first["classes"]
-                                    else None)
-    except Exception:  # noqa: BLE001 - the count is informative only
-        prunable = None
-    est = estimate.estimate(first, bool(gpu_names), all_runs, prunable=prunable)
+if ok:
+    n = len(configs)
+    ests = []
+    for r in results:
+        first = r.configs[0].to_dict()
+        try:
+            prunable = prunable_weights(first["model"], first["dataset"], len(first["classes"]) if first["classes"]
+                                        else None)
+        except Exception:  # noqa: BLE001 - the count is informative only
+            prunable = None
+        ests.append((estimate.estimate(first, bool(gpu_names), all_runs, prunable=prunable), len(r.configs),
+                     prunable))
+    est = ests[0][0]
+    seconds = sum(e.seconds * k for e, k, _ in ests) / n      # per run, averaged over the forms' runs
     slots = max(1, len(gpu_names)) if est.device == "gpu" else 1
-    c1, c2, c3, c4 = st.columns(4)
-    c1.metric("Runs", n, help="One run per combination of λ values and seeds.")
-    c2.metric("Time per run", f"≈ {data.fmt_duration(est.seconds)}",
-              help=f"Between {data.fmt_duration(est.low)} and {data.fmt_duration(est.high)}: {md.esc(est.basis)}.")
-    c3.metric("All runs", f"≈ {data.fmt_duration(est.seconds * n / slots)}",
+    c1, c2 = st.columns(2)
+    c3, c4 = st.columns(2)          # two a row: "≈ 1 min 05 s" fits at 1024×768
+    c1.metric("Runs", n, help="One run per combination of λ values and seeds" + (", per form." if len(forms) > 1
+                                                                              else "."))
+    c2.metric("Time per run", f"≈ {data.fmt_duration(seconds)}",
+              help=f"Between {data.fmt_duration(min(e.low for e, _, _ in ests))} and "
+                   f"{data.fmt_duration(max(e.high for e, _, _ in ests))}: {md.esc(est.basis)}.")
+    c3.metric("All runs", f"≈ {data.fmt_duration(seconds * n / slots)}",
               help=f"{slots} run{'s' if slots > 1 else ''} at a time on this machine; the rest wait in the queue.")
-    c4.metric(f"{'GPU' if est.device == 'gpu' else 'CPU'} time", f"{est.device_hours(n):.2g} h",
-              help=f"Device-hours in total ({est.epochs} epochs of training per run).")
-    bits = [f"{est.epochs} epochs of training per run", f"estimated from {est.basis}"]
-    if prunable:
-        bits.insert(0, f"{prunable:,} prunable weights")
-        bits.append(f"≈ {estimate.fmt_bytes(est.disk_bytes * n)} of mask snapshots and checkpoints")
-    st.caption(" · ".join(md.esc(b) for b in bits))
-    if est.device == "cpu" and est.seconds > 3600:
+    c4.metric(f"{'GPU' if est.device == 'gpu' else 'CPU'} time", f"{seconds * n / 3600:.2g} h",
+              help="Device-hours in total.")
+    for e, k, prunable in ests:
+        bits = [f"{e.epochs} epochs of training per run", f"estimated from {e.basis}"]
+        if prunable:
+            bits.insert(0, f"{prunable:,} prunable weights")
+            bits.append(f"≈ {estimate.fmt_bytes(e.disk_bytes * k)} of mask snapshots and checkpoints")
+        st.caption(" · ".join(md.esc(b) for b in bits))
+    if est.device == "cpu" and seconds > 3600:
         st.warning("This will take hours on a CPU. Consider a GPU machine, or fewer epochs to try things out.")
     with st.expander(f"The config{'s' if n > 1 else ''} as JSON (what `python -m engine run --config` takes)"):
-        st.code(json.dumps([c.to_dict() for c in res.configs[:20]] if n > 1 else first, indent=2), language="json")
+        st.code(json.dumps([c.to_dict() for c in configs[:20]] if n > 1 else configs[0].to_dict(), indent=2),
+                language="json")
         if n > 20:
             st.caption(f"… and {n - 20} more.")
 else:
-    st.error(f"Cannot launch yet — **{md.esc(res.error_key)}**: {md.esc(res.error)}", icon="✋")
+    errs = [e for r in results for e in (r.errors or [])]
+    keys = list(dict.fromkeys(e.key for e in errs)) or [r.error_key for r in results if r.error_key]
+    first_err = next((r.error for r in results if r.error), "")
+    st.error(f"Cannot launch yet — fix {'this value' if len(keys) == 1 else f'these {len(keys)} values'} "
+             f"(each message sits next to its field): **{md.esc(', '.join(k for k in keys if k))}**. First: "
+             f"{md.esc(first_err)}", icon="✋")
 
-label = f"Launch {len(res.configs)} runs" if len(res.configs) > 1 else "Launch run"
-if st.button(label, type="primary", disabled=not res.ok, key="launch.go",
+label = f"Launch {len(configs)} runs" if len(configs) > 1 else "Launch run"
+if st.button(label, type="primary", disabled=not ok, key="launch.go",
              help="Queue the run(s) for a background worker and open the monitor."):
     try:
-        ids = backend.submit(res.configs, home)
+        ids = backend.submit(configs, home)
     except backend.BackendError as e:
         st.error(md.esc(e))
     else:

@@ -36,13 +36,17 @@ def evolution(run_id: str):
         return
     tau = float(data.cfg_of(fresh).get("threshold", 0.5))
     st.plotly_chart(figures.layer_heatmap(stats), key="masks.heat")
-    st.caption("Each row is a prunable layer, each column an epoch (r = round; search epochs train the mask, a "
-               "retrain's epoch 0 is the binary ticket). Dark cells: layers that lost most of their weights.")
+    st.caption("Each row is a prunable layer (fc = fully connected, in→out units; hover for its module path), each "
+               "column an epoch (search epochs train the mask, a retrain's epoch 0 is the binary ticket). Dark "
+               "cells: layers that lost most of their weights.")
     layers = ["all layers"] + list(dict.fromkeys(stats["layer"]))
     c1, c2 = st.columns([3, 2])
     with c1:
+        paths = dict(zip(stats["layer"], stats["module"]))
         which = st.selectbox("Histogram of", layers, key="masks.layer",
-                             help="Pool the mask values of every layer, or look at one layer.")
+                             format_func=lambda la: la if la not in paths else f"{la}  ({paths[la]})",
+                             help="Pool the mask values of every layer, or look at one layer (module path in "
+                                  "brackets).")
         hist = data.hist_over_time(stats, which)
         st.plotly_chart(figures.hist_heatmap(hist, tau), key="masks.hist")
     with c2:
@@ -90,15 +94,13 @@ ids = [r["id"] for r in done]
 by_id = {r["id"]: r for r in done}
 a = c1.selectbox("Ticket A", ids, index=ids.index(compare[0]["id"]) if compare else 0, key="masks.a",
                  format_func=lambda i: data.run_label(by_id[i]), help="First ticket.")
-def _same_net(r):
-    ca, cr = data.cfg_of(by_id[a]), data.cfg_of(r)
-    return r["id"] != a and (cr.get("model"), cr.get("dataset")) == (ca.get("model"), ca.get("dataset"))
-
-
-others = [r["id"] for r in compare[1:] if r["id"] != a] + [r["id"] for r in done if _same_net(r)] + \
-    [i for i in ids if i != a]
-b = c2.selectbox("Ticket B", ids, index=ids.index(others[0]) if others else 0, key="masks.b",
-                 format_func=lambda i: data.run_label(by_id[i]), help="Second ticket (same model and dataset).")
+b_default = data.overlap_partner(by_id[a], [by_id[r["id"]] for r in compare[1:] if r["id"] in by_id] + done)
+if st.session_state.get("masks.b._for") != a:      # a new ticket A: B follows it to a compatible run
+    st.session_state["masks.b"] = b_default or next((i for i in ids if i != a), a)
+    st.session_state["masks.b._for"] = a
+b = c2.selectbox("Ticket B", ids, key="masks.b", format_func=lambda i: data.run_label(by_id[i]),
+                 help="Second ticket. It opens on the most recent finished run with the same model and dataset "
+                      "as ticket A (a ticket's overlap with another network means nothing).")
 
 
 @state.guard("The overlap could not be computed")
@@ -112,6 +114,7 @@ def overlap():
         st.info("One of these runs saved no binary ticket.")
         return
     iou = data.mask_iou(state.masks_of(a, ta), state.masks_of(b, tb))
+    iou = data.name_layers(iou, data.cfg_of(by_id[a]))
     if iou.empty:
         st.warning("These tickets have no layer in common (different models or datasets).")
         return

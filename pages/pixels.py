@@ -9,7 +9,7 @@ import streamlit as st
 
 from engine.config import PRESETS, RunConfig
 from engine.data import DATASETS, dataset_info, default_data_dir
-from ui import backend, data, figures, md, state
+from ui import backend, data, figures, md, names, state, widgets
 
 state.intro("🖼️ Pixel masks",
             "In logistic regression every weight belongs to one input pixel, so the learned mask is a picture of "
@@ -77,7 +77,7 @@ def mask_view(run_id: str):
         return
     left, right = st.columns([3, 2], gap="large")
     with left:
-        frames = [(t, data.pixel_map(state.masks_of(run_id, t), in_shape)) for t in per_epoch]
+        frames = [(names.snapshot_label(t), data.pixel_map(state.masks_of(run_id, t), in_shape)) for t in per_epoch]
         if frames:
             st.plotly_chart(figures.pixel_animation(frames, f"Mask while it is learned ({len(frames)} snapshots)"),
                             key="pix.anim")
@@ -89,14 +89,16 @@ def mask_view(run_id: str):
             binary = data.pixel_map(masks, in_shape)
             first = next(iter(masks.values()))
             used = int((first != 0).any(axis=0).sum())
-            st.plotly_chart(figures.pixel_figure(binary, f"The ticket ({md.plotly(ticket)})"), key="pix.ticket")
+            st.plotly_chart(figures.pixel_figure(binary, f"The ticket ({md.plotly(names.snapshot_label(ticket))})"),
+                            key="pix.ticket")
             s = data.summary_of(fresh)
-            c1, c2 = st.columns(2)
-            c1.metric("Pixels used", f"{used:,} of {first.shape[1]:,}",
+            # One under the other, each the column's full width: side by side they were cut off
+            # ("4 o…", "99.…") at 1024×768.
+            st.metric(f"Pixels used (of {first.shape[1]:,})", f"{used:,}",
                       help="Input pixels with at least one kept weight (first layer). "
                            f"{int((first != 0).sum()):,} of {first.size:,} first-layer weights are kept.")
             if s.get("test_accuracy") is not None:
-                c2.metric("Test accuracy", f"{s['test_accuracy']:.2%}")
+                st.metric("Test accuracy", f"{s['test_accuracy']:.2%}")
         else:
             st.info("The binary ticket appears here once the search ends and the mask is thresholded.")
     mask_img = binary if ticket else (frames[-1][1] > tau).astype(float)
@@ -107,9 +109,9 @@ def mask_view(run_id: str):
         st.info(f"Sample images are not available here: {md.esc(e)}")
         return
     st.plotly_chart(figures.masked_samples_figure(samples, mask_img), key="pix.samples")
-    st.caption("Top: test images. Bottom: what the classifier sees — only the pixels the mask keeps (pale yellow: a "
-               "kept pixel with no ink in this image); blue-grey pixels were pruned. On MNIST 0-vs-1 a handful "
-               "of well-placed pixels is enough to tell 0 from 1.")
+    st.caption("Top: test images. Bottom: the same image faded, with every pixel the mask keeps marked — red: a "
+               "kept pixel with ink in this image, blue ring: a kept pixel that is blank here. The classifier sees "
+               "only the marked pixels. On MNIST 0-vs-1 a handful of well-placed pixels is enough to tell 0 from 1.")
 
 
 mask_view(run["id"])
@@ -138,19 +140,18 @@ def sweep_view():
 
 sweep_view()
 LAMS = [0.5, 1.0, 2.0, 5.0, 10.0, 20.0]
-c1, c2 = st.columns([1, 3])
-if c1.button(f"Run the λ sweep ({2 * len(LAMS)} runs)", key="pix.sweep.go",
-             help="ℓ1 and log at λ = 0.5 … 20 with this run's other settings, one seed. Runs queue in the "
-                  "background; the plot fills in as they finish."):
-    base = {k: v for k, v in cfg.items() if k not in ("lam", "regularizer", "seed", "name", "target_sparsity")}
-    try:
-        cfgs = backend.expand(base, {"regularizer": ["l1", "log"], "lam": LAMS}, [int(cfg.get("seed", 0))])
-        ids = backend.submit(cfgs, home)
-    except Exception as e:  # noqa: BLE001 - ConfigError or BackendError, both readable
-        st.error(md.esc(e))
-    else:
-        st.toast(f"Queued {len(ids)} runs")
-        st.rerun()
-c2.caption(md.esc(f"Uses {cfg['model']} on {cfg['dataset']}" + (f" (classes {cfg['classes']})" if cfg.get("classes")
-                  else "") + f", {cfg.get('epochs')} search + {cfg.get('retrain_epochs') or cfg.get('epochs')} "
-                  "retrain epochs."))
+c1, c2 = st.columns([1, 2])
+base = {k: v for k, v in cfg.items() if k not in ("lam", "regularizer", "seed", "name", "target_sparsity")}
+try:
+    sweep_cfgs = backend.expand(base, {"regularizer": ["l1", "log"], "lam": LAMS}, [int(cfg.get("seed", 0))])
+except Exception as e:  # noqa: BLE001 - a ConfigError, readable
+    sweep_cfgs = []
+    st.error(str(e))
+with c1:
+    widgets.sweep_button(f"Run the λ sweep ({2 * len(LAMS)} runs)", sweep_cfgs, "pix.sweep.go", home,
+                         what="λ sweep", per_run_s=data.summary_of(run).get("wall_seconds"),
+                         help="ℓ1 and log at λ = 0.5 … 20 with this run's other settings, one seed. Runs queue in "
+                              "the background; the plot fills in as they finish. Disabled while this sweep is "
+                              "queued or running.")
+c2.caption(f"Uses {cfg['model']} on {cfg['dataset']}" + (f" (classes {cfg['classes']})" if cfg.get("classes") else "")
+           + f", {cfg.get('epochs')} search + {cfg.get('retrain_epochs') or cfg.get('epochs')} retrain epochs.")

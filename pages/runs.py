@@ -49,9 +49,9 @@ def run_table():
         backend.pump(home)
         st.session_state["runs.pumped"] = time.time()
     now = state.runs()
-    df = data.runs_frame(now)
+    df = data.runs_frame(now, cancelling=state.cancelling_ids(now))
     counts = df["status"].value_counts()
-    cols = st.columns(6)
+    cols = [c for _ in range(2) for c in st.columns(3)]      # 3 a row: labels fit at 1024×768
     for c, s in zip(cols, ("running", "queued", "done", "failed", "cancelled", "interrupted")):
         c.metric(f"{data.STATUS_ICON[s]} {s}", int(counts.get(s, 0)))
     view = df
@@ -62,23 +62,28 @@ def run_table():
     if needle:
         view = view[view["label"].str.contains(needle, case=False, regex=False)
                     | view["note"].str.contains(needle, case=False, regex=False)]
-    view = view.assign(eta=[("waiting for a slot" if s == "queued" else data.fmt_duration(e) if e is not None
-                             and not pd.isna(e) else "") for s, e in zip(view["status"], view["eta_s"])],
-                       elapsed=view["elapsed_s"].map(data.fmt_duration))
+    # Missing values are written "—" (a number column would print "None").
+    view = view.assign(eta=[data.fmt_duration(e) if s == "running" and e is not None and not pd.isna(e)
+                            else data.MISSING for s, e in zip(view["status"], view["eta_s"])],
+                       elapsed=view["elapsed_s"].map(lambda e: data.fmt_duration(e) or data.MISSING),
+                       remaining=view["remaining"].map(data.fmt_pct_or_missing),
+                       test_accuracy=view["test_accuracy"].map(data.fmt_pct_or_missing),
+                       note=view["note"].map(lambda n: n or data.MISSING))
     st.dataframe(
-        view[["state", "label", "progress", "phase", "eta", "remaining", "test_accuracy", "elapsed", "note"]],
+        view[["state", "label", "progress", "where", "eta", "remaining", "test_accuracy", "elapsed", "note"]],
         hide_index=True, width="stretch", height=min(38 + 35 * max(len(view), 1), 420),
         column_config={
             "state": st.column_config.TextColumn("status", width="small"),
             "label": st.column_config.TextColumn("run", width="large"),
             "progress": st.column_config.ProgressColumn("progress", min_value=0.0, max_value=1.0, format="percent",
                                                         width="small"),
-            "phase": st.column_config.TextColumn("phase / round"),
+            "where": st.column_config.TextColumn("where it is", width="medium",
+                                                 help="Queued: its place in the queue. Running: progress, phase "
+                                                      "and time left (the same line as in the run's panel)."),
             "eta": st.column_config.TextColumn("ETA"),
             "elapsed": st.column_config.TextColumn("elapsed"),
-            "remaining": st.column_config.NumberColumn("remaining", format="percent",
-                                                       help="Fraction of prunable weights in the ticket"),
-            "test_accuracy": st.column_config.NumberColumn("test acc", format="percent"),
+            "remaining": st.column_config.TextColumn("remaining", help="Fraction of prunable weights in the ticket"),
+            "test_accuracy": st.column_config.TextColumn("test acc"),
             "note": st.column_config.TextColumn("reason / note", width="medium"),
         })
     if len(view) < len(df):
@@ -145,33 +150,52 @@ def curves():
 curves()
 
 
-def _details(run: dict) -> None:
-    rid = run["id"]
+def _head(rid: str) -> None:
+    """The run's status line, re-read from the store every second while it is active:
+    the same line (status_line) and the same progress as the table above."""
+    run = state.get_run(rid)
+    if run is None:
+        st.warning("This run was deleted.")
+        return
     status = run.get("status")
-    s = data.summary_of(run)
-    row = data.runs_frame([run]).iloc[0]
-    head = f"{data.STATUS_ICON.get(status, '❓')} **{md.esc(status)}**"
-    if run.get("phase"):
-        head += f" · {md.esc(run['phase'])}"
+    everyone = state.runs()
+    row = data.runs_frame([run], cancelling=state.cancelling_ids([run]),
+                          queue=data.queue_positions(everyone)).iloc[0]
+    st.markdown(f"{row['state'].split(' ')[0]} **{md.esc(data.status_line(row))}**")
     if status == "running":
-        head += f" · {row['progress']:.0%}"
-        if row["eta_s"] is not None and not pd.isna(row["eta_s"]):
-            head += f" · about {data.fmt_duration(row['eta_s'])} left"
-    st.markdown(head)
+        st.progress(min(1.0, float(row["progress"])))
+    if row["cancelling"]:
+        st.info("Cancelling… The worker finishes the step it is on, saves a checkpoint and then records the run "
+                "as cancelled — usually within seconds, longer for a slow step. What it recorded is kept and "
+                "Resume can continue from the checkpoint.", icon="⏹️")
     if run.get("reason"):
-        (st.error if status == "failed" else st.warning)(md.esc(run["reason"]))
+        err = state.store().run_dir(rid) / "error.txt"
+        text = err.read_text(errors="replace") if status == "failed" and err.exists() else None
+        (st.error if status == "failed" else st.warning)(md.esc(data.full_reason(run, text)))
     if status == "interrupted":
         st.caption("Its worker stopped without finishing (killed, out of memory, machine restarted). Resume "
                    "continues from the last complete checkpoint.")
 
+
+def _details(run: dict) -> None:
+    rid = run["id"]
+    status = run.get("status")
+    s = data.summary_of(run)
+    live = status in data.ACTIVE
+    st.fragment(run_every=state.LIVE_SECONDS if live else None)(
+        state.guard("The run's status could not be read")(_head))(rid)
+    cancelling = status == "running" and rid in state.cancelling_ids([run])
+
     # ---- actions
-    a = st.columns(4)
-    if a[0].button("Cancel", key=f"cancel.{rid}", disabled=status not in data.ACTIVE, width="stretch",
-                   icon=":material/stop_circle:", help="Stop the run; what it recorded so far is kept."):
+    a = [c for _ in range(2) for c in st.columns(2)]     # 2 a row: labels fit at 1024×768
+    if a[0].button("Cancelling…" if cancelling else "Cancel", key=f"cancel.{rid}",
+                   disabled=status not in data.ACTIVE or cancelling, width="stretch", icon=":material/stop_circle:",
+                   help="Stop the run: it finishes its current step, saves a checkpoint and shows as cancelled; "
+                        "what it recorded so far is kept."):
         try:
-            with st.spinner("Stopping the worker (it saves a checkpoint first)…"):
-                backend.cancel(rid, home)
-            st.toast(f"Cancelled {md.esc(rid)}")
+            backend.cancel(rid, home)            # returns at once; the worker stops on its own
+            state.mark_cancelling(rid)
+            st.toast(f"Cancelling {md.esc(rid)}: it finishes its current step and saves a checkpoint first")
             st.rerun()
         except backend.BackendError as e:
             st.error(md.esc(e))
@@ -207,7 +231,7 @@ def _details(run: dict) -> None:
             if n.button("Keep it", key=f"delete_no.{rid}"):
                 st.session_state.pop(confirm_key, None)
                 st.rerun()
-    d = st.columns(4)
+    d = [c for _ in range(2) for c in st.columns(2)]
     d[0].download_button("Config (JSON)", data=lambda: data.config_json(run), file_name=f"{rid}-config.json",
                          mime="application/json", key=f"dl_cfg.{rid}", width="stretch", on_click="ignore",
                          icon=":material/download:", help="The config, reusable with `python -m engine run --config`.")
@@ -238,7 +262,8 @@ def _details(run: dict) -> None:
         items.append(("Wall time", data.fmt_duration(s.get("wall_seconds")), None))
         if s.get("device"):
             items.append(("Device", md.esc(s["device"]), None))
-        for col, (label, value, hlp) in zip(st.columns(len(items)), items):
+        cols = [c for _ in range(0, len(items), 3) for c in st.columns(3)]     # 3 a row: values fit
+        for col, (label, value, hlp) in zip(cols, items):
             col.metric(label, value, help=hlp)
     left, right = st.columns([1, 1], gap="large")
     with left:
@@ -248,9 +273,15 @@ def _details(run: dict) -> None:
         layers = data.layer_allocation([run])
         if not layers.empty:
             st.markdown("**Per layer**")
-            st.dataframe(layers[["layer", "kept", "total", "remaining", "dead_units"]], hide_index=True,
+            st.dataframe(layers[["layer", "kept", "total", "remaining", "dead_units", "module"]], hide_index=True,
                          width="stretch",
-                         column_config={"remaining": st.column_config.NumberColumn(format="percent"),
+                         column_config={"layer": st.column_config.TextColumn(
+                                            "layer", help="fc = fully connected (inputs→outputs), conv = "
+                                                          "convolution (channels in→out, kernel); out = the output "
+                                                          "layer"),
+                                        "module": st.column_config.TextColumn(
+                                            "module", help="The layer's path in the PyTorch model"),
+                                        "remaining": st.column_config.NumberColumn(format="percent"),
                                         "dead_units": st.column_config.NumberColumn(
                                             "dead units", format="percent",
                                             help="Output units whose every incoming weight was pruned")})

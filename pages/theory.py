@@ -172,15 +172,10 @@ c[3].caption(f"{len(cfgs)} runs: ℓ1 and log at λ = {', '.join(f'{x:g}' for x 
              + (f", seeds {md.esc(seeds)}" if not err else ""))
 if err:
     st.error(err, icon="✋")
-if st.button(f"Run the planted experiment ({len(cfgs)} runs)", type="primary", disabled=not cfgs, key="theory.go",
-             help="Queue the runs in the background; the plots above fill in as they finish."):
-    try:
-        ids = backend.submit(cfgs, home)
-    except backend.BackendError as e:
-        st.error(md.esc(e))
-    else:
-        st.toast(f"Queued {len(ids)} planted runs")
-        st.rerun()
+widgets.sweep_button(f"Run the planted experiment ({len(cfgs)} runs)", cfgs, "theory.go", home,
+                     what="planted experiment",
+                     help="Queue the runs in the background; the plots above fill in as they finish. Disabled "
+                          "while this experiment is queued or running.")
 
 l1_done = [r for r in planted if r.get("status") == "done" and data.cfg_of(r).get("regularizer") == "l1"
            and not data.cfg_of(r).get("warm_start")]

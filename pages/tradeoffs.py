@@ -60,7 +60,8 @@ def plot():
         src = "dense runs" if (pts["method"] == "dense").any() else "IMP's round 0 (dense training)"
         notes.append(f"dense accuracy {dense:.2%} from {src}")
     if not imp.empty:
-        notes.append("IMP rounds: r0 is the dense network, each later round prunes 20 % more (dotted line)")
+        notes.append(f"IMP rounds: r0 is the dense network, each later round prunes "
+                     f"{data.imp_prune_text(runs_used)} of the weights still in (dotted line)")
     st.caption(" · ".join(notes).capitalize() + ".")
 
     if xaxis == "remaining":
@@ -69,10 +70,10 @@ def plot():
                             format_func={"epochs_spent": "epochs", "wall_seconds": "seconds"}.get)
             st.plotly_chart(figures.cost_figure(final, imp, cost), key="trade.costfig")
 
-    table = agg.copy()
+    table = data.tradeoff_table(agg, imp, runs_used)
     if dense is not None:
         table["matches"] = table["test_accuracy"] >= dense - tol
-    st.dataframe(table.drop(columns=["setting", "run_ids"]), hide_index=True, width="stretch",
+    st.dataframe(table.drop(columns=["setting"]), hide_index=True, width="stretch",
                  column_config={"remaining": st.column_config.NumberColumn(format="percent"),
                                 "remaining_std": st.column_config.NumberColumn("± remaining", format="percent"),
                                 "test_accuracy": st.column_config.NumberColumn("test acc", format="percent"),
@@ -81,6 +82,8 @@ def plot():
                                 "wall_seconds": st.column_config.NumberColumn("seconds", format="%.1f"),
                                 "epochs_spent": st.column_config.NumberColumn("epochs", format="%d"),
                                 "lam": st.column_config.NumberColumn("λ", format="%g"),
+                                "round": st.column_config.NumberColumn("IMP round", format="%d"),
+                                "run_ids": st.column_config.TextColumn("runs", help="The run ids of this row"),
                                 "n": st.column_config.NumberColumn("seeds run")})
     csv = pts.drop(columns=["setting_key"]).to_csv(index=False)
     st.download_button("Download these points (CSV)", csv, file_name="tradeoffs.csv", mime="text/csv",

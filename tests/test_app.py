@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+import threading
 import time
 import types
 from pathlib import Path
@@ -72,6 +73,16 @@ def routed_by_app_py(monkeypatch):
         PagesManager.uses_pages_directory = False
 
     monkeypatch.setattr(PagesManager, "__init__", patched)
+
+
+@pytest.fixture(autouse=True)
+def torch_threads_restored():
+    """The app keeps torch to one thread (ui/state.py); AppTest runs it in this process,
+    so the suite's later tests get their threads back."""
+    import torch
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
 
 
 @pytest.fixture
@@ -146,9 +157,18 @@ def test_empty_store(page, monkeypatch, empty_home, jobs):
 # ---------------------------------------------------------------- mixed store
 
 def test_home_mixed(monkeypatch, mixed, jobs):
+    import torch
     home, ids = mixed
+    torch.set_num_threads(2)
     at = open_page(monkeypatch, home, "pages/home.py")
     no_traceback(at)
+    # The app process never computes on a torch thread pool: torch's default for every thread
+    # (a page's script and fragment threads) is one thread. (This test thread keeps its own.)
+    seen = []
+    t = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
+    t.start()
+    t.join()
+    assert seen == [1]
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Running"] == "1" and metrics["Queued"] == "1"
     assert ("pump",) in jobs.calls
@@ -187,6 +207,72 @@ def test_runs_mixed_selection_details(monkeypatch, mixed, jobs):
     assert ("cancel", ids["running"]) in jobs.calls
 
 
+def test_runs_progress_reads_the_same_everywhere(monkeypatch, mixed, jobs):
+    """The run panel said "running · 0%" while the table said 40 %, and queued rows
+    printed "None": one status line (data.status_line) for table, panel and Home, and
+    "queued (1st)" / "—" instead of None."""
+    home, ids = mixed
+    at = open_page(monkeypatch, home, "pages/runs.py", {"runs": f"{ids['running']},{ids['queued']}"})
+    no_traceback(at)
+    table = at.dataframe[0].value
+    running = table[table["state"] == "🔄 running"].iloc[0]
+    assert running["where"].startswith("running · 40% · round 1 · search · epoch 1/1 · about"), running["where"]
+    queued = table[table["state"] == "⏳ queued"].iloc[0]
+    assert queued["where"] == "queued (1st)"
+    cells = table[["where", "eta", "remaining", "test_accuracy", "elapsed", "note"]].astype(str).to_numpy().ravel()
+    assert "None" not in cells and "nan" not in cells
+    assert queued["remaining"] == "—" and queued["eta"] == "—"
+    heads = [m.value for m in at.markdown if "running ·" in m.value or "queued (" in m.value]
+    assert any("running · 40% · round 1 · search · epoch 1/1" in h for h in heads), heads
+    assert any("queued (1st)" in h for h in heads), heads
+    home_at = open_page(monkeypatch, home, "pages/home.py")
+    bars = [p.text for p in home_at.get("progress")]
+    assert any("running · 40%" in (b or "") for b in bars) and any("queued (1st)" in (b or "") for b in bars), bars
+
+
+def test_runs_cancel_says_cancelling_at_once(monkeypatch, tmp_path, jobs):
+    """Cancel looked dead until the worker recorded `cancelled` (22 s). The panel says
+    "cancelling…" at once and what happens next; the button cannot be pressed twice."""
+    home = tmp_path / "h"
+    store = Store(home)
+    rid = runner.create(store, RunConfig.from_dict({"dataset": "digits", "epochs": 1}), status="queued")
+    store.update_run(rid, status="running", started=time.time() - 5, heartbeat=time.time(), progress=0.3,
+                     phase="round 0 search epoch 1/1")
+    at = open_page(monkeypatch, home, "pages/runs.py", {"runs": rid})
+    at.button(key=f"cancel.{rid}").click().run()
+    no_traceback(at)
+    assert ("cancel", rid) in jobs.calls
+    info = " ".join(i.value for i in at.info)
+    assert "Cancelling…" in info and "finishes the step it is on" in info and "checkpoint" in info
+    assert at.button(key=f"cancel.{rid}").disabled and at.button(key=f"cancel.{rid}").label == "Cancelling…"
+    assert at.dataframe[0].value.iloc[0]["state"] == "⏹️ cancelling…"
+    # another tab (a new session) sees it too, from the engine's cancel marker
+    (store.run_dir(rid) / "cancel").write_text("10\n")
+    other = open_page(monkeypatch, home, "pages/runs.py", {"runs": rid})
+    assert other.dataframe[0].value.iloc[0]["state"] == "⏹️ cancelling…"
+
+
+def test_runs_failure_reason_is_whole(monkeypatch, tmp_path, jobs):
+    """A missing dataset's reason was cut mid-word ("at a fo") in the run panel: the
+    store keeps 500 characters; the panel shows the whole message, download hint included."""
+    home = tmp_path / "h"
+    store = Store(home)
+    rid = runner.create(store, RunConfig.from_dict({"dataset": "mnist", "epochs": 1}), status="queued")
+    full = ("dataset 'mnist' is not available: its files are not in /data/MNIST/raw/ and downloading failed "
+            "(URLError: <urlopen error [Errno -3] Temporary failure in name resolution>" + " x" * 120 + "). "
+            "Put the four files train-images-idx3-ubyte, ... there; they can be downloaded (as .gz, then gunzip) "
+            "from https://ossci-datasets.s3.amazonaws.com/mnist/ on a machine with internet. Or point "
+            "$LOTTERY_DATA (or data_dir) at a folder that already has them.")
+    store.update_run(rid, status="failed", started=time.time() - 5, finished=time.time(), reason=full[:500])
+    (store.run_dir(rid) / "error.txt").write_text("Traceback (most recent call last):\n  File \"x.py\", line 1\n"
+                                                  "    load()\nengine.data.DatasetUnavailable: " + full + "\n")
+    at = open_page(monkeypatch, home, "pages/runs.py", {"runs": rid})
+    no_traceback(at)
+    shown = " ".join(e.value for e in at.error)
+    assert "at a folder that already has them." in shown.replace("\\", "")
+    assert "on a machine with internet" in shown
+
+
 def test_runs_delete_asks_first(monkeypatch, tmp_path, jobs):
     home = tmp_path / "h"
     store = Store(home)
@@ -210,7 +296,7 @@ def test_runs_duplicate_opens_launch_filled(monkeypatch, mixed, jobs):
     assert "Launch" in at.title[0].value
     assert at.selectbox(key="cfg.model").value == "logreg"
     assert at.multiselect(key="cfg.classes").value == [0, 1]
-    assert at.number_input(key="cfg.lam").value == 2.0
+    assert at.text_input(key="cfg.lam").value == "2"
 
 
 def test_masks_mixed(monkeypatch, mixed, jobs):
@@ -232,6 +318,47 @@ def test_masks_iou_between_concave_and_imp(monkeypatch, mixed, jobs):
     assert iou and iou[0].value.endswith("%")
 
 
+def test_masks_overlap_opens_on_a_compatible_ticket(monkeypatch, mixed, jobs):
+    """Ticket B defaulted to a run with no layer in common with A (the logreg pixel run
+    picked second) and the section opened on a warning."""
+    home, ids = mixed
+    at = open_page(monkeypatch, home, "pages/masks.py", {"runs": f"{ids['concave']},{ids['pixel']}"})
+    no_traceback(at)
+    assert at.selectbox(key="masks.a").value == ids["concave"]
+    assert at.selectbox(key="masks.b").value == ids["imp"]        # the newest finished LeNet-on-digits run
+    assert not any("no layer in common" in w.value for w in at.warning)
+    assert any(m.label == "IoU of kept weights" for m in at.metric)
+
+
+def test_pages_name_layers_runs_and_snapshots(monkeypatch, mixed, jobs):
+    """Layers were "classifier.0/2/4", runs "concave·l1", snapshots "r0-search-e0003"."""
+    home, ids = mixed
+    at = open_page(monkeypatch, home, "pages/runs.py", {"runs": ids["concave"]})
+    no_traceback(at)
+    per_layer = next(d.value for d in at.dataframe if "module" in d.value.columns)
+    assert per_layer["layer"].tolist() == ["fc1 64→300", "fc2 300→100", "out 100→10"]
+    assert per_layer["module"].tolist() == ["classifier.0", "classifier.2", "classifier.4"]
+    assert at.multiselect(key="runs.sel").format_func(ids["concave"]).startswith("log mask λ=5 · lenet300/digits")
+    at = open_page(monkeypatch, home, "pages/masks.py", {"runs": ids["concave"]})
+    heat = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert heat["data"][0]["y"] == ["fc1 64→300", "fc2 300→100", "out 100→10"]
+    assert "round 1 · search · epoch 1" in heat["data"][0]["x"]
+    at = open_page(monkeypatch, home, "pages/pixels.py", {"runs": ids["pixel"]})
+    specs = " ".join(json.dumps(json.loads(c.proto.spec), ensure_ascii=False) for c in at.get("plotly_chart"))
+    assert "round 1 · search · epoch 2" in specs and "r0-search-e" not in specs
+    assert "The ticket (round 1 · ticket)" in specs
+
+
+def test_tradeoffs_table_has_a_row_for_every_plotted_run(monkeypatch, mixed, jobs):
+    home, ids = mixed
+    at = open_page(monkeypatch, home, "pages/tradeoffs.py")
+    no_traceback(at)
+    table = at.dataframe[0].value
+    listed = set(",".join(table["run_ids"].astype(str)).split(","))
+    assert {ids["imp"], ids["concave"]} <= listed
+    assert any("each later round prunes 20 % of the weights still in" in c.value for c in at.caption)
+
+
 def test_tradeoffs_mixed(monkeypatch, mixed, jobs):
     home, ids = mixed
     at = open_page(monkeypatch, home, "pages/tradeoffs.py")
@@ -248,7 +375,7 @@ def test_pixels_mixed(monkeypatch, mixed, jobs):
     no_traceback(at)
     assert at.selectbox(key="pix.run").value == ids["pixel"]
     assert charts(at) >= 3       # animation over epochs, the ticket, digits through the mask (+ λ sweep)
-    assert any(m.label == "Pixels used" for m in at.metric)
+    assert any(m.label.startswith("Pixels used") for m in at.metric)
 
 
 def test_pixels_opens_on_the_newest_logreg_run(monkeypatch, tmp_path, jobs):
@@ -313,7 +440,7 @@ def test_launch_lam_sweep_counts_runs(monkeypatch, empty_home, jobs):
 @pytest.mark.parametrize("change, field", [
     (lambda at: at.radio(key="cfg.lam_mode").set_value("list").run()
      .text_input(key="cfg.lam_list").set_value("1, abc"), "lam"),
-    (lambda at: at.number_input(key="cfg.lam").set_value(-1.0), "lam"),
+    (lambda at: at.text_input(key="cfg.lam").set_value("-1"), "lam"),
     (lambda at: at.number_input(key="cfg.epochs").set_value(0), "epochs"),
     (lambda at: at.number_input(key="cfg.lr").set_value(0.0), "lr"),
     (lambda at: at.text_input(key="cfg.seeds").set_value("zero"), "seed"),
@@ -328,6 +455,99 @@ def test_launch_invalid_input_is_blocked_naming_the_field(change, field, monkeyp
     assert any(f"**{field}**" in e for e in errors), errors
     assert at.button(key="launch.go").disabled
     assert not [c for c in jobs.calls if c[0] == "submit"]
+
+
+INVALID = {   # field: (how to type it, what the message must quote)
+    "epochs": (lambda at: at.number_input(key="cfg.epochs").set_value(1000000), "got 1000000"),
+    "lr": (lambda at: at.number_input(key="cfg.lr").set_value(-1.0), "got -1"),
+    "batch_size": (lambda at: at.number_input(key="cfg.batch_size").set_value(0), "got 0"),
+    "lam": (lambda at: at.text_input(key="cfg.lam").set_value("abc"), "got 'abc'"),
+}
+
+
+@pytest.mark.parametrize("field", list(INVALID))
+def test_launch_invalid_value_is_named_next_to_its_field(field, monkeypatch, empty_home, jobs):
+    """1000000 epochs or lr −1 only outlined the field in red and kept the old value (Launch
+    enabled, the estimate unchanged). Each invalid value now shows the engine's one-line
+    message quoting the typed value, Launch is disabled and no estimate is shown."""
+    at = open_page(monkeypatch, empty_home, "pages/launch.py")
+    assert any(m.label == "Time per run" for m in at.metric)
+    INVALID[field][0](at).run()
+    no_traceback(at)
+    errors = [e.value for e in at.error]
+    assert any(f"**{field}**" in e and INVALID[field][1] in e for e in errors), errors
+    assert at.button(key="launch.go").disabled
+    assert not any(m.label == "Time per run" for m in at.metric)      # no estimate of another value
+    assert not [c for c in jobs.calls if c[0] == "submit"]
+
+
+def test_launch_shows_every_invalid_value_at_once(monkeypatch, empty_home, jobs):
+    at = open_page(monkeypatch, empty_home, "pages/launch.py")
+    for typed, _ in INVALID.values():
+        typed(at)
+    at.run()
+    no_traceback(at)
+    shown = "\n".join(e.value for e in at.error)
+    for field, (_, quote) in INVALID.items():
+        assert f"**{field}**" in shown and quote in shown, (field, shown)
+    assert at.button(key="launch.go").disabled
+    # fixed again: the estimate describes the values now shown
+    at.number_input(key="cfg.epochs").set_value(3)
+    at.number_input(key="cfg.retrain_epochs").set_value(4)
+    at.number_input(key="cfg.lr").set_value(0.01)
+    at.number_input(key="cfg.batch_size").set_value(64)
+    at.text_input(key="cfg.lam").set_value("2").run()
+    assert not at.error and not at.button(key="launch.go").disabled
+    assert any("7 epochs of training per run" in c.value for c in at.caption)
+
+
+def test_customise_imp_vs_concave_opens_and_launches_both(monkeypatch, empty_home, jobs):
+    """"Customise" on the IMP vs concave preset loaded only the concave run."""
+    at = open_page(monkeypatch, empty_home, "pages/home.py")
+    at.button(key="custom_lenet").click().run()
+    no_traceback(at)
+    assert "Launch" in at.title[0].value
+    assert at.number_input(key="cfg.rounds").value == 7               # the IMP run's form ...
+    assert at.number_input(key="cfg2.retrain_epochs").value >= 1      # ... and the concave run's, below it
+    assert at.query_params["preset"] == "lenet300-imp,lenet300-concave"
+    at.switch_page("pages/launch.py")                                 # AppTest reruns the page it was on
+    at.number_input(key="cfg2.epochs").set_value(3).run()             # change one of them
+    no_traceback(at)
+    assert at.button(key="launch.go").label == "Launch 2 runs"
+    at.button(key="launch.go").click().run()
+    no_traceback(at)
+    cfgs = [c[1] for c in jobs.calls if c[0] == "submit"]
+    assert sorted(c.method for c in cfgs) == ["concave", "imp"]
+    assert next(c for c in cfgs if c.method == "concave").epochs == 3
+    assert next(c for c in cfgs if c.method == "imp").rounds == 7
+
+
+def test_sweep_from_a_page_queues_once_and_shows_its_progress(monkeypatch, tmp_path, jobs):
+    """A sweep launched from a page: two clicks (here: the button in two tabs, both drawn
+    before the first click) queue it once; then its progress and the button disabled."""
+    home = tmp_path / "h"
+    first = open_page(monkeypatch, home, "pages/theory.py")
+    second = open_page(monkeypatch, home, "pages/theory.py")
+    assert not first.button(key="theory.go").disabled and not second.button(key="theory.go").disabled
+    first.button(key="theory.go").click().run()
+    second.button(key="theory.go").click().run()
+    no_traceback(first)
+    no_traceback(second)
+    subs = [c for c in jobs.calls if c[0] == "submit"]
+    assert len(subs) == 14 and len({c[2] for c in subs}) == 1, len(subs)       # one sweep, once
+    assert len(Store(home).list_runs()) == 14
+    for at in (first, second):
+        at.run()
+        assert at.button(key="theory.go").disabled
+        bars = [p.text for p in at.get("progress")]
+        assert any("planted experiment: 0 of 14 done · 0 running · 14 queued · about" in (b or "")
+                   for b in bars), bars                                    # with an ETA
+    # when it is over, the button is enabled again and the progress bar gone
+    store = Store(home)
+    for r in store.list_runs():
+        store.update_run(r["id"], status="done", summary={"wall_seconds": 2.0})
+    first.run()
+    assert not first.button(key="theory.go").disabled and not first.get("progress")
 
 
 def test_launch_unknown_sources_fall_back(monkeypatch, mixed, jobs):

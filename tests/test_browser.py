@@ -172,3 +172,97 @@ def test_launch_watch_and_analyse_in_a_browser(server):
             browser.close()
     ARTIFACTS.mkdir(exist_ok=True)
     (ARTIFACTS / "browser_timings.json").write_text(json.dumps(timings, indent=2))
+
+
+# ---------------------------------------------------------------- at projector size (issue 12)
+
+CLIPPED_JS = """() => {
+  const out = [];
+  const vw = window.innerWidth;
+  const sel = '[data-testid="stMetricValue"], [data-testid="stMetricLabel"], [data-testid="stMain"] button';
+  for (const el of document.querySelectorAll(sel)) {
+    const r = el.getBoundingClientRect();
+    if (r.width === 0) continue;
+    const inner = el.querySelector('p, div, span') || el;
+    const cut = inner.scrollWidth > inner.clientWidth + 1 || el.scrollWidth > el.clientWidth + 1;
+    if (cut || r.left < -1 || r.right > vw + 1) out.push(el.innerText.trim().slice(0, 60));
+  }
+  return out }"""
+
+TICKS_JS = """() => {
+  const bad = [], titles = [];
+  for (const svg of document.querySelectorAll('.js-plotly-plot .main-svg')) {
+    for (const layer of svg.querySelectorAll('.xaxislayer-above, .yaxislayer-above')) {
+      const t = [...layer.querySelectorAll('text')].map(e => e.textContent).filter(s => s);
+      for (let i = 1; i < t.length; i++) if (t[i] === t[i - 1]) bad.push(t.join(' '));
+    }
+    const w = svg.getBoundingClientRect().width;
+    for (const g of svg.querySelectorAll('.gtitle')) {
+      const b = g.getBoundingClientRect(), s = svg.getBoundingClientRect();
+      if (b.right > s.left + w + 1 || b.top < s.top - 1) titles.push(g.textContent.slice(0, 60));
+    }
+  }
+  return {bad, titles} }"""
+
+
+@pytest.fixture(scope="module")
+def projector_store(tmp_path_factory):
+    """A store with finished runs of several kinds and one real pixel run (no worker)."""
+    import sys
+    sys.path.insert(0, str(ROOT / "tests"))
+    from app_stores import _real, synthetic_store
+
+    from engine.store import Store
+    home = tmp_path_factory.mktemp("projector-home")
+    ids = synthetic_store(home, n=8, running=1)
+    pixel = _real(Store(home), ROOT / "cache" / "data", model="logreg", dataset="digits", classes=[0, 1],
+                  method="concave", regularizer="log", lam=2.0, epochs=2, retrain_epochs=1, batch_size=64, lr=0.01)
+    return home, ids, pixel
+
+
+def test_projector_size_nothing_clipped_and_ticks_read(projector_store):
+    """At 1024×768 metrics and buttons were cut off ("4 o…", "99.…"), accuracy ticks all read
+    "100%", the Home diagram's text was ~8 px and out-of-range numbers were silently kept."""
+    home, ids, pixel = projector_store
+    with serve(home, env={"LOTTERY_MAX_RUNS": "0"}, timeout=60) as url, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1024, "height": 768})
+        page.set_default_timeout(60_000)
+        try:
+            pages = [("", "home"), (f"runs?runs={ids[-1]},{ids[0]}", "runs"), (f"pixels?runs={pixel}", "pixels"),
+                     ("tradeoffs", "tradeoffs"), (f"masks?runs={ids[0]},{ids[1]}", "masks"), ("launch", "launch")]
+            for path, name in pages:
+                page.goto(f"{url}/{path}")
+                page.wait_for_selector("h1")
+                if name not in ("launch", "home"):
+                    page.wait_for_function("document.querySelectorAll('.js-plotly-plot .main-svg').length >= 1")
+                settle(page, quiet=1.0)
+                ARTIFACTS.mkdir(exist_ok=True)
+                page.screenshot(path=str(ARTIFACTS / f"projector-{name}.png"), full_page=True)
+                assert page.evaluate(CLIPPED_JS) == [], (name, page.evaluate(CLIPPED_JS))
+                ticks = page.evaluate(TICKS_JS)
+                assert ticks == {"bad": [], "titles": []}, (name, ticks)
+                if name == "pixels":
+                    for label in ("Pixels used", "Test accuracy"):
+                        expect(page.locator("[data-testid='stMetric']").filter(has_text=label)).to_be_visible()
+                if name == "home":       # the pipeline's text at its own size, every box on screen
+                    sizes = page.evaluate("""() => [...document.querySelectorAll('.ll-step')].map(e => {
+                        const r = e.getBoundingClientRect();
+                        return [parseFloat(getComputedStyle(e).fontSize), r.left, r.right] })""")
+                    assert len(sizes) == 6 and all(fs >= 14 and left >= 0 and right <= 1024
+                                                   for fs, left, right in sizes), sizes
+            # the Launch form: an out-of-range value is named, never silently kept
+            box = page.locator("[data-testid='stNumberInput']").filter(has_text="Epochs per search").locator("input")
+            box.fill("1000000")
+            box.press("Enter")
+            settle(page)
+            expect(page.get_by_text("got 1000000").first).to_be_visible()
+            expect(page.get_by_role("button", name="Launch run")).to_be_disabled()
+            assert box.input_value() == "1000000"
+            page.screenshot(path=str(ARTIFACTS / "projector-launch-invalid.png"), full_page=True)
+        except Exception:
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "projector-failure.png"), full_page=True)
+            raise
+        finally:
+            browser.close()

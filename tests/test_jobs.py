@@ -586,3 +586,33 @@ def test_nan_at_step_k_fails_there_and_keeps_the_last_good_checkpoint(home, monk
     ckpt = torch_load(ckpt_path)
     if isinstance(ckpt, dict) and "global_step" in ckpt:
         assert ckpt["global_step"] < k
+
+
+# ------------------------------------------------------------------ priority (issue 12 item 16)
+
+def test_workers_run_below_the_app(home, monkeypatch):
+    """Page loads took up to 40 s while one worker trained on 2 cores: workers start at a
+    lower CPU priority and, on ≤ 2 cores, leave the app a core (LOTTERY_WORKER_NICE /
+    LOTTERY_WORKER_THREADS change both; junk is refused naming the variable)."""
+    for k in ("LOTTERY_WORKER_NICE", "LOTTERY_WORKER_THREADS"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    assert jobs.worker_priority() == (10, 1)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)))
+    assert jobs.worker_priority() == (10, None)             # many cores: torch's own choice
+    monkeypatch.setenv("LOTTERY_WORKER_NICE", "0")
+    monkeypatch.setenv("LOTTERY_WORKER_THREADS", "3")
+    assert jobs.worker_priority() == (0, 3)
+    monkeypatch.setenv("LOTTERY_WORKER_NICE", "high")
+    with pytest.raises(jobs.JobError, match="LOTTERY_WORKER_NICE must be an integer in"):
+        jobs.submit(TINY, home=home)
+    monkeypatch.undo()
+    monkeypatch.setenv("LOTTERY_HOME", str(home))
+    monkeypatch.setenv("LOTTERY_WORKER_THREADS", "1")
+    store = Store(home)
+    rid = jobs.submit(TINY, home=home)
+    wait_status(store, rid, "done")
+    log = (store.run_dir(rid) / "worker.log").read_text()
+    m = re.search(r"nice (\d+), torch threads (\w+)", log)
+    assert m, log[-500:]
+    assert int(m.group(1)) == min(19, os.nice(0) + 10) and m.group(2) == "1"

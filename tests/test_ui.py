@@ -157,7 +157,7 @@ def test_every_config_field_has_help_for_students():
         assert widgets.help_for(f.name), f.name
     back = widgets.config_to_form({"model": "logreg", "dataset": "mnist", "classes": [0, 1], "lam": 2,
                                    "rewind": "epoch:3", "seed": 4})
-    assert back["lam"] == 2.0 and isinstance(back["lam"], float)
+    assert back["lam"] == "2"                     # λ is typed as text (validated by the engine)
     assert (back["rewind_kind"], back["rewind_k"], back["seeds"]) == ("epoch:K", 3, "4")
 
 
@@ -185,16 +185,175 @@ def test_a_run_keeps_its_colour_in_every_monitor_figure():
             out.append({"kind": "epoch", "round": 0, "phase": "search", "epoch": e, "step": e, "wall": e,
                         "loss_task": 1.0 / e, "val_acc": 0.9, "test_acc": 0.9, "remaining": 1.0 / e})
         return out
-    imp, concave = "imp ×3 · lenet300/digits · seed 0 · a", "concave·l1 λ=5 · lenet300/digits · seed 0 · b"
+    imp, concave = "IMP 3×20% · lenet300/digits · seed 0 · a", "ℓ1 mask λ=5 · lenet300/digits · seed 0 · b"
     df = pd.concat([data.metrics_frame(rows(False)).assign(run=imp),
                     data.metrics_frame(rows(True)).assign(run=concave)], ignore_index=True)
     colour = {}
     for f in (figures.loss_figure, figures.accuracy_figure, figures.remaining_figure, figures.lam_figure):
         for tr in f(df).data:
-            run = imp if tr.name.startswith("imp") else concave
+            run = imp if tr.name.startswith("IMP") else concave
             assert colour.setdefault(run, tr.line.color) == tr.line.color, (f.__name__, tr.name)
     assert colour[concave] == figures.REG_COLORS["l1"] and colour[imp] == figures.METHOD_COLORS["imp"]
     lam = figures.lam_figure(df)
     assert [tr.name for tr in lam.data] == [figures.short(concave)] and lam.layout.showlegend
     # Legends sit at the figure's bottom edge (the margin grows), never over the x-axis title.
     assert figures.accuracy_figure(df).layout.legend.yref == "container"
+
+
+# ---------------------------------------------------------------- issue 12: plots that read right
+
+def _acc_frame(lo: float, hi: float, n: int = 8) -> pd.DataFrame:
+    rows = [{"run_id": "a", "kind": "epoch", "round": 0, "phase": "search", "epoch": e, "step": e,
+             "test_acc": lo + (hi - lo) * (e % 3) / 2, "val_acc": lo + (hi - lo) * ((e + 1) % 3) / 2,
+             "remaining": lo + (hi - lo) * e / n}
+            for e in range(1, n + 1)]
+    return data.metrics_frame(rows).assign(run="log mask λ=2 · logreg/mnist · seed 0 · a")
+
+
+@pytest.mark.parametrize("lo, hi", [(0.995, 0.9995), (0.9999, 1.0), (0.955, 0.99), (0.0, 1.0), (0.62, 0.64),
+                                    (0.004, 0.03)])
+def test_percent_axes_never_repeat_a_label(lo, hi):
+    """The 8-pixel run's accuracy (99.5–100 %) printed "100%" on every tick. Each percent axis
+    gets a step and as many decimals as the range needs: adjacent labels always differ."""
+    df = _acc_frame(lo, hi)
+    for fig in (figures.accuracy_figure(df), figures.remaining_figure(df)):
+        axis = fig.layout.yaxis
+        assert axis.dtick is not None and axis.tickformat, "ticks left to plotly's automatic choice"
+        labels = figures.linear_tick_labels({"range": list(axis.range), "dtick": axis.dtick,
+                                             "tickformat": axis.tickformat})
+        assert len(labels) >= 3, labels
+        assert all(a != b for a, b in zip(labels, labels[1:])), labels
+        # the drawn data lies inside the axis
+        assert axis.range[0] <= min(lo, hi) and axis.range[1] >= max(lo, hi) * (1 if hi < 1 else 0.999)
+
+
+@pytest.mark.parametrize("lo, hi, percent, max_ticks", [(0.012, 1.05, True, 8), (3.1, 480.0, False, 8),
+                                                        (9.0, 100.0, False, 6), (1e-4, 1.0, True, 5),
+                                                        (0.55, 1.05, True, 6), (4.0, 9.0, False, 4)])
+def test_log_ticks_are_1_2_5_and_fewer_on_short_axes(lo, hi, percent, max_ticks):
+    """Trade-offs' "seconds spent" axis printed "9 100 2 3 4 5 6 7 8" and a remaining axis
+    "100%90%80%70%": explicit 1-2-5 × 10^k ticks, at most max_ticks, labels distinct."""
+    t = figures.log_ticks(lo, hi, percent=percent, max_ticks=max_ticks)
+    vals, text = t["tickvals"], t["ticktext"]
+    assert 2 <= len(vals) <= max_ticks and vals == sorted(vals)
+    assert all(lo * 0.999 <= v <= hi * 1.001 for v in vals)
+    assert len(set(text)) == len(text)
+    if hi / lo >= 10:   # a decade or more: only round values
+        assert all(float(f"{v:.1e}".split("e")[0]) in (1.0, 2.0, 3.0, 5.0) for v in vals), vals
+    if percent:
+        assert all(x.endswith("%") for x in text)
+
+
+def test_log_axes_of_the_trade_off_figures_use_explicit_ticks():
+    pts = pd.DataFrame({"group": ["log mask"] * 3, "setting": ["a", "b", "c"], "lam": [1.0, 2.0, 5.0],
+                        "n": [1, 1, 1], "remaining": [0.5, 0.1, 0.02], "remaining_std": [0.0] * 3,
+                        "test_accuracy": [0.98, 0.975, 0.96], "acc_std": [0.0] * 3,
+                        "wall_seconds": [9.0, 30.0, 120.0], "epochs_spent": [10, 20, 40], "seeds": ["0"] * 3,
+                        "label": ["x"] * 3})
+    imp = pd.DataFrame({"run_id": ["i"] * 3, "round": [0, 1, 2], "remaining": [1.0, 0.8, 0.64],
+                        "test_accuracy": [0.98, 0.98, 0.97], "epochs_spent": [10, 20, 30],
+                        "wall_seconds": [10.0, 20.0, 30.0]})
+    for x in ("remaining", "wall_seconds", "epochs_spent"):
+        ax = figures.tradeoff_figure(pts, imp, 0.98, 0.005, x=x).layout.xaxis
+        assert ax.type == "log" and ax.tickvals and len(set(ax.ticktext)) == len(ax.ticktext) <= 8
+    ax = figures.tradeoff_figure(pts, imp, 0.98, 0.005, x="wall_seconds").layout.xaxis
+    assert list(ax.ticktext) == ["10", "20", "50", "100"]
+    fig = figures.cost_figure(pts, imp, "wall_seconds")
+    assert list(fig.layout.xaxis.ticktext) == ["10", "20", "50", "100"]
+    assert fig.layout.yaxis.ticktext and all(t.endswith("%") for t in fig.layout.yaxis.ticktext)
+
+
+def test_trade_offs_table_and_caption_come_from_the_runs():
+    """The caption said IMP prunes "20 %" whatever the run's prune_fraction; the table
+    below the plot had no row for the IMP run."""
+    runs = [{"id": "imp50", "status": "done", "config": {"method": "imp", "prune_fraction": 0.5, "rounds": 2}},
+            {"id": "cc", "status": "done", "config": {"method": "concave", "regularizer": "log", "lam": 2.0}}]
+    assert data.imp_prune_text(runs) == "50 %"
+    assert data.imp_prune_text(runs + [{"id": "x", "config": {"method": "imp", "prune_fraction": 0.2}}]) \
+        == "20 % or 50 %"
+    assert data.imp_prune_text(runs[1:]) is None
+    agg = pd.DataFrame({"group": ["log mask"], "setting": ["s"], "lam": [2.0], "n": [1], "remaining": [0.05],
+                        "remaining_std": [0.0], "test_accuracy": [0.97], "acc_std": [0.0], "acc_min": [0.97],
+                        "acc_max": [0.97], "wall_seconds": [5.0], "epochs_spent": [20], "seeds": ["0"],
+                        "run_ids": ["cc"]})
+    imp = pd.DataFrame({"run_id": ["imp50"] * 3, "label": ["l"] * 3, "seed": [0] * 3, "round": [0, 1, 2],
+                        "remaining": [1.0, 0.5, 0.25], "test_accuracy": [0.98, 0.97, 0.96],
+                        "epochs_spent": [10, 20, 30], "wall_seconds": [3.0, 6.0, 9.0]})
+    table = data.tradeoff_table(agg, imp, runs)
+    assert len(table) == 4 and set(",".join(table["run_ids"]).split(",")) == {"cc", "imp50"}
+    assert table.loc[table["run_ids"] == "imp50", "remaining"].tolist() == [1.0, 0.5, 0.25]
+    assert table["group"].iloc[-1] == "IMP (global, 50% a round)"
+
+
+# ---------------------------------------------------------------- issue 12: names people understand
+
+def test_run_labels_say_what_the_run_is():
+    from ui import names
+    lab = lambda **c: data.run_label({"id": "r1", "config": {"model": "lenet300", "dataset": "mnist", **c}})  # noqa: E731
+    assert lab(method="concave", regularizer="l1", lam=2.0).startswith("ℓ1 mask λ=2 · lenet300/mnist")
+    assert lab(method="concave", regularizer="log", lam=2.0).startswith("log mask λ=2 ·")
+    assert lab(method="imp", rounds=7, prune_fraction=0.2).startswith("IMP 7×20% ·")
+    assert lab(method="dense").startswith("dense ·")
+    assert lab(method="random", target_sparsity=0.9).startswith("random 90% pruned ·")
+    assert lab(method="cs").startswith("cs ·")                    # a new method: its name, until it registers one
+    names.METHOD_LABELS["cs"] = lambda c: f"CS β={c.get('beta', 1)}"
+    try:
+        assert lab(method="cs", beta=3).startswith("CS β=3 ·")
+    finally:
+        del names.METHOD_LABELS["cs"]
+    # colours follow the labels: ℓ1 and log masks keep their penalty's colour, IMP its own
+    assert figures.color_for("ℓ1 mask λ=2 · x") == figures.REG_COLORS["l1"]
+    assert figures.color_for("log mask") == figures.REG_COLORS["log"]
+    assert figures.color_for("IMP 7×20% · x") == figures.METHOD_COLORS["imp"]
+
+
+def test_layers_are_named_by_what_they_are():
+    from ui import names
+    assert names.layer_names_for({"model": "lenet300", "dataset": "mnist"}) == {
+        "classifier.0": "fc1 784→300", "classifier.2": "fc2 300→100", "classifier.4": "out 100→10"}
+    assert names.layer_names({"features.0": (16, 3, 3, 3), "features.3": (32, 16, 3, 3), "fc": (10, 32)}) == {
+        "features.0": "conv1 3→16 3×3", "features.3": "conv2 16→32 3×3", "fc": "out 32→10"}
+    stats = pd.DataFrame({"layer": ["classifier.0", "classifier.4"], "x": [1, 2]})
+    named = data.name_layers(stats, {"model": "lenet300", "dataset": "digits"})
+    assert named["layer"].tolist() == ["fc1 64→300", "out 100→10"]
+    assert named["module"].tolist() == ["classifier.0", "classifier.4"]       # the path, for the tooltip
+    assert data.name_layers(stats, {"model": "nosuch", "dataset": "digits"})["layer"].tolist() == \
+        ["classifier.0", "classifier.4"]
+
+
+def test_snapshots_are_named_by_when_they_were_taken():
+    from ui import names
+    assert names.snapshot_label("r0-search-e0003") == "round 1 · search · epoch 3"
+    assert names.snapshot_label("r1-retrain-end") == "round 2 · retrain · end"
+    assert names.snapshot_label("r0-ticket") == "round 1 · ticket"
+    assert names.snapshot_label("weird") == "weird"
+    st_ = data.mask_stats_frame([{"run_id": "a", "round": 0, "phase": "search", "epoch": 3, "layer": "l"}])
+    assert st_["when"].tolist() == ["round 1 · search · epoch 3"]
+
+
+def test_mask_overlap_partner_is_the_newest_compatible_run():
+    mk = lambda i, model, classes=None: {"id": i, "config": {"model": model, "dataset": "digits",  # noqa: E731
+                                                             "classes": classes}}
+    a = mk("a", "lenet300")
+    cands = [mk("pix", "logreg", [0, 1]), mk("a", "lenet300"), mk("new", "lenet300"), mk("old", "lenet300")]
+    assert data.overlap_partner(a, cands) == "new"
+    assert data.overlap_partner(a, cands[:2]) is None
+
+
+def test_kept_pixels_are_large_high_contrast_marks():
+    """"Digits through the mask" drew 8 kept pixels as 2–4 px dots: each is now a mark at
+    least KEPT_MARK_PX across, red where the digit has ink, a blue ring where it is blank."""
+    mask = np.zeros((28, 28))
+    kept = [(10, 14), (12, 14), (14, 10), (20, 20), (5, 5), (14, 14), (16, 12), (8, 20)]
+    for r, c in kept:
+        mask[r, c] = 1
+    digit = np.zeros((28, 28))
+    digit[8:20, 12:16] = 1.0                              # a "1": ink in a vertical band
+    fig = figures.masked_samples_figure([(str(i), pd.DataFrame(digit)) for i in range(8)], pd.DataFrame(mask))
+    marks = [tr for tr in fig.data if tr.type == "scatter"]
+    assert len(marks) == 8                                 # one layer of marks per sample, over the faded digit
+    for tr in marks:
+        assert sorted(zip(tr.y, tr.x)) == sorted(kept)
+        assert tr.marker.size >= figures.KEPT_MARK_PX >= 10
+        colours = list(tr.marker.color)
+        assert colours.count("#d62728") == 4 and colours.count("rgba(0,0,0,0)") == 4   # ink / blank

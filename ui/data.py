@@ -23,6 +23,7 @@ import pandas as pd
 
 from engine.config import RunConfig
 from engine.store import RUN_ID_RE, STATUSES, Store
+from ui import names
 
 STATUS_ICON = {"queued": "⏳", "running": "🔄", "done": "✅", "failed": "❌", "cancelled": "⏹️",
                "interrupted": "⚠️"}
@@ -67,14 +68,7 @@ def summary_of(run: dict) -> dict:
     return s if isinstance(s, dict) else {}
 
 
-def fmt_lam(v) -> str:
-    if v is None:
-        return "–"
-    try:
-        v = float(v)
-    except (TypeError, ValueError):
-        return str(v)
-    return f"{v:.3g}"
+fmt_lam = names.fmt_lam
 
 
 def run_label(run: dict) -> str:
@@ -82,10 +76,7 @@ def run_label(run: dict) -> str:
     c = cfg_of(run)
     if not c:
         return f"{run['id']} · (config unreadable)"
-    method = c.get("method", "?")
-    what = f"{method}·{c.get('regularizer', '?')} λ={fmt_lam(c.get('lam'))}" if method == "concave" else method
-    if method == "imp":
-        what += f" ×{c.get('rounds', '?')}"
+    what = names.method_label(c)
     data = c.get("dataset", "?")
     if c.get("classes"):
         data += "[" + ",".join(str(x) for x in c["classes"]) + "]"
@@ -110,9 +101,46 @@ def epochs_planned(c: dict) -> int | None:
     return e
 
 
-def runs_frame(runs: list[dict], now: float | None = None) -> pd.DataFrame:
-    """One row per run with what the monitor and the pickers show."""
+def ordinal(n: int) -> str:
+    return f"{n}{'th' if 10 <= n % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')}"
+
+
+def queue_positions(runs: list[dict]) -> dict[str, int]:
+    """Queued runs → their place in the queue (1 = next), in the order workers claim them
+    (oldest first, as engine.store.claim_next)."""
+    q = sorted((r for r in runs if r.get("status") == "queued"), key=lambda r: (r.get("created") or 0))
+    return {r["id"]: i for i, r in enumerate(q, start=1)}
+
+
+MISSING = "—"
+
+
+def status_line(row) -> str:
+    """The one line that says where a run is, from one runs_frame row: the table's
+    "where" column and the run panel's heading both use it (one source of progress)."""
+    s = row["status"]
+    if s == "queued":
+        pos = row.get("queue_pos")
+        return f"queued ({ordinal(int(pos))})" if pos and not pd.isna(pos) else "queued"
+    if s == "running":
+        if row.get("cancelling"):
+            return "cancelling… (finishing the current step, then a checkpoint)"
+        bits = [f"running · {float(row['progress']):.0%}"]
+        if row.get("phase"):
+            bits.append(names.phase_label(str(row["phase"])))
+        eta = row.get("eta_s")
+        if eta is not None and not pd.isna(eta):
+            bits.append(f"about {fmt_duration(eta)} left")
+        return " · ".join(bits)
+    return s
+
+
+def runs_frame(runs: list[dict], now: float | None = None, cancelling: set[str] | frozenset = frozenset(),
+               queue: dict[str, int] | None = None) -> pd.DataFrame:
+    """One row per run with what the monitor and the pickers show. `cancelling`: running
+    runs whose cancel was asked; `queue`: queue positions (default: from these runs)."""
     now = time.time() if now is None else now
+    queue = queue_positions(runs) if queue is None else queue
     rows = []
     for r in runs:
         c, s = cfg_of(r), summary_of(r)
@@ -127,9 +155,11 @@ def runs_frame(runs: list[dict], now: float | None = None) -> pd.DataFrame:
         note = r.get("reason") or ""
         if hb_age is not None and hb_age > STALE_HEARTBEAT_S:
             note = (note + "; " if note else "") + f"no heartbeat for {hb_age:.0f} s"
+        stopping = status == "running" and r["id"] in cancelling
         rows.append({
             "id": r["id"], "name": r.get("name") or "", "status": status,
-            "state": f"{STATUS_ICON.get(status, '❓')} {status}",
+            "state": "⏹️ cancelling…" if stopping else f"{STATUS_ICON.get(status, '❓')} {status}",
+            "cancelling": stopping, "queue_pos": queue.get(r["id"]),
             "label": run_label(r),
             "method": c.get("method"), "model": c.get("model"), "dataset": c.get("dataset"),
             "classes": ",".join(str(x) for x in c["classes"]) if c.get("classes") else "",
@@ -148,11 +178,62 @@ def runs_frame(runs: list[dict], now: float | None = None) -> pd.DataFrame:
             "note": note, "sweep_id": r.get("sweep_id") or "",
             "readable": bool(c),
         })
-    cols = ["id", "name", "status", "state", "label", "method", "model", "dataset", "classes", "regularizer",
+    cols = ["id", "name", "status", "state", "cancelling", "queue_pos", "label", "method", "model", "dataset",
+            "classes", "regularizer",
             "lam", "target_sparsity", "seed", "rounds", "epochs", "progress", "phase", "round", "elapsed_s",
             "eta_s", "heartbeat_age_s", "remaining", "sparsity", "kept", "total", "test_accuracy",
             "val_accuracy", "wall_seconds", "epochs_spent", "created", "note", "sweep_id", "readable"]
-    return pd.DataFrame(rows, columns=cols)
+    df = pd.DataFrame(rows, columns=cols)
+    df["where"] = [status_line(row) for _, row in df.iterrows()] if not df.empty else []
+    return df
+
+
+def sweep_progress(runs: list[dict], cfgs: list, now: float | None = None,
+                   per_run_s: float | None = None) -> dict:
+    """Where the runs of a planned sweep stand in the store: for each planned config (by
+    content hash), its newest run. Counts done / running / queued / other, `active` while
+    any is queued or running, and an ETA: the running runs' own ETAs plus, for each queued
+    run, the median wall time of this sweep's finished runs (else per_run_s), one at a time."""
+    hashes = [c.content_hash() for c in cfgs]
+    newest: dict[str, dict] = {}
+    for r in sorted(runs, key=lambda r: r.get("created") or 0):
+        if r.get("config_hash") in hashes:
+            newest[r["config_hash"]] = r
+    mine = list(newest.values())
+    count = {k: sum(r.get("status") == k for r in mine) for k in ("done", "running", "queued")}
+    walls = sorted(float(summary_of(r)["wall_seconds"]) for r in mine
+                   if r.get("status") == "done" and summary_of(r).get("wall_seconds"))
+    per_run = walls[len(walls) // 2] if walls else per_run_s
+    eta = None
+    if count["running"] or count["queued"]:
+        frame = runs_frame([r for r in mine if r.get("status") == "running"], now=now)
+        left = [e for e in frame["eta_s"] if e is not None and not pd.isna(e)]
+        if per_run is not None:
+            eta = sum(left) + count["queued"] * per_run
+    return {"total": len(hashes), **count, "other": len(mine) - sum(count.values()),
+            "active": bool(count["running"] or count["queued"]), "eta_s": eta, "run_ids": [r["id"] for r in mine]}
+
+
+def fmt_pct_or_missing(v) -> str:
+    """A fraction as "97.25%", or "—" when there is none yet (never "None")."""
+    return MISSING if v is None or (isinstance(v, float) and math.isnan(v)) else f"{float(v):.2%}"
+
+
+def full_reason(run: dict, error_text: str | None) -> str:
+    """A failed run's whole reason. The store keeps a short one (cut at 500 characters);
+    the worker's traceback (error.txt) ends with the whole exception message, which is
+    used when it continues the stored reason (e.g. a missing dataset's download hint)."""
+    reason = str(run.get("reason") or "")
+    if not error_text:
+        return reason
+    lines = error_text.rstrip().splitlines()
+    i = max((k for k, ln in enumerate(lines) if ln.startswith("  ")), default=-1)
+    last = "\n".join(lines[i + 1:]).strip()
+    msg = re.sub(r"^[\w.]+: ", "", last, count=1)
+    head = reason[:60]
+    if head and head in msg and len(msg) > len(reason.strip().rstrip(".…")):
+        return reason[: reason.index(head)] + msg[msg.index(head):]
+    return reason
 
 
 def fmt_duration(seconds) -> str:
@@ -261,7 +342,7 @@ def mask_stats_frame(rows: list[dict]) -> pd.DataFrame:
             df[c] = pd.Series(dtype=float)
     df = _add_time_axis(df)
     if not df.empty:
-        df["when"] = df["segment"] + " e" + df["epoch"].fillna(0).astype(int).astype(str)
+        df["when"] = [names.when_label(r, p, e) for r, p, e in zip(df["round"], df["phase"], df["epoch"])]
         # training order (a retrain's epoch 0 comes after the search's last epoch, at the same t)
         df["order"] = (df["round"] * 1_000_000 + df["phase"].map(lambda p: PHASE_ORDER.get(p, 2)) * 100_000
                        + df["epoch"].fillna(0).astype(float))
@@ -287,18 +368,30 @@ def hist_over_time(stats: pd.DataFrame, layer: str | None = None) -> pd.DataFram
     return pd.DataFrame(rows, columns=["order", "when", "bin_lo", "bin_mid", "fraction"])
 
 
+def name_layers(df: pd.DataFrame, cfg: dict, col: str = "layer") -> pd.DataFrame:
+    """Layers by what they are ("fc1 784→300") in `col`, the module path in `module`."""
+    df = df.copy()
+    df["module"] = df[col] if col in df else pd.Series(dtype=str)
+    if not df.empty:
+        labels = names.layer_names_for(cfg)
+        df[col] = df[col].map(lambda p: labels.get(p, p))
+    return df
+
+
 def layer_allocation(runs: list[dict]) -> pd.DataFrame:
     """Final remaining fraction and dead units per layer, from each run's summary."""
     rows = []
     for r in runs:
         layers = summary_of(r).get("layers") or {}
+        labels = names.layer_names_for(cfg_of(r)) if layers else {}
         for i, (name, d) in enumerate(layers.items()):
             if not isinstance(d, dict):
                 continue
-            rows.append({"run_id": r["id"], "run": run_label(r), "layer": name, "order": i,
+            rows.append({"run_id": r["id"], "run": run_label(r), "layer": labels.get(name, name), "module": name,
+                         "order": i,
                          "remaining": d.get("remaining"), "kept": d.get("kept"), "total": d.get("total"),
                          "dead_units": d.get("dead_units")})
-    return pd.DataFrame(rows, columns=["run_id", "run", "layer", "order", "remaining", "kept", "total",
+    return pd.DataFrame(rows, columns=["run_id", "run", "layer", "module", "order", "remaining", "kept", "total",
                                        "dead_units"])
 
 
@@ -315,17 +408,7 @@ def checks_frame(store: Store, run_id: str) -> pd.DataFrame:
 
 def group_key(c: dict) -> str:
     """Runs in one group differ only by seed: the legend entry of the trade-off plot."""
-    m = c.get("method", "?")
-    if m == "concave":
-        g = f"concave · {c.get('regularizer', '?')}"
-        if c.get("warm_start"):
-            g += " (warm start)"
-        if c.get("target_sparsity") is not None:
-            g += " (target)"
-        return g
-    if m == "imp":
-        return f"IMP ({c.get('prune_scope', 'global')}, p={c.get('prune_fraction', 0.2)})"
-    return m
+    return names.group_label(c)
 
 
 def tradeoff_points(runs: list[dict]) -> pd.DataFrame:
@@ -394,6 +477,36 @@ def imp_rounds(store: Store, runs: list[dict]) -> pd.DataFrame:
                                        "epochs_spent", "wall_seconds"])
 
 
+def imp_prune_text(runs: list[dict]) -> str | None:
+    """What IMP's rounds prune, from the runs' own prune_fraction: "20 %" or "20 % or 50 %"."""
+    fr = sorted({float(cfg_of(r).get("prune_fraction", 0.2)) for r in runs if cfg_of(r).get("method") == "imp"})
+    if not fr:
+        return None
+    return " or ".join(f"{f * 100:.3g} %" for f in fr)
+
+
+def tradeoff_table(agg: pd.DataFrame, imp: pd.DataFrame, runs: list[dict]) -> pd.DataFrame:
+    """The rows under the trade-off plot: every plotted point, so every plotted run has a
+    row (seed groups as aggregated; each IMP run's rounds, averaged over seeds like the plot)."""
+    table = agg.assign(round=pd.Series([None] * len(agg), dtype="Int64", index=agg.index))
+    if imp.empty:
+        return table
+    by_id = {r["id"]: r for r in runs}
+    imp = imp.assign(group=[group_key(cfg_of(by_id[i])) if i in by_id else "IMP" for i in imp["run_id"]])
+    g = imp.groupby(["group", "round"], sort=True)
+    rows = g.agg(n=("run_id", "count"), remaining=("remaining", "mean"), remaining_std=("remaining", "std"),
+                 test_accuracy=("test_accuracy", "mean"), acc_std=("test_accuracy", "std"),
+                 acc_min=("test_accuracy", "min"), acc_max=("test_accuracy", "max"),
+                 wall_seconds=("wall_seconds", "mean"), epochs_spent=("epochs_spent", "mean"),
+                 seeds=("seed", lambda s: ",".join(str(x) for x in sorted(s))),
+                 run_ids=("run_id", lambda s: ",".join(s))).reset_index()
+    rows[["remaining_std", "acc_std"]] = rows[["remaining_std", "acc_std"]].fillna(0.0)
+    rows["round"] = rows["round"].astype("Int64")
+    rows["setting"] = ""
+    rows["lam"] = None
+    return pd.concat([table, rows[[c for c in table.columns if c in rows]]], ignore_index=True)
+
+
 def dense_reference(points: pd.DataFrame, imp: pd.DataFrame) -> float | None:
     """The dense accuracy: mean over dense runs, else IMP's round 0 (dense training)."""
     d = points[points["method"] == "dense"]
@@ -453,6 +566,19 @@ def mask_iou(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> pd.DataFrame
                      "kept_a": sum(r["kept_a"] for r in rows), "kept_b": sum(r["kept_b"] for r in rows),
                      "both": inter_all, "total": sum(r["total"] for r in rows)})
     return pd.DataFrame(rows, columns=["layer", "iou", "kept_a", "kept_b", "both", "total"])
+
+
+def overlap_partner(a: dict, candidates: list[dict]) -> str | None:
+    """The run to compare run a's ticket with: the first candidate (callers list the
+    user's picks first, then finished runs newest first) that is not a and has the same
+    model, dataset and classes, so the two tickets share their layers."""
+    ca = cfg_of(a)
+    key = (ca.get("model"), ca.get("dataset"), ca.get("classes") or None)
+    for r in candidates:
+        cr = cfg_of(r)
+        if r["id"] != a["id"] and (cr.get("model"), cr.get("dataset"), cr.get("classes") or None) == key:
+            return r["id"]
+    return None
 
 
 PIXEL_MODELS = ("logreg", "lenet300")

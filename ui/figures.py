@@ -12,6 +12,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from ui import md
+from ui.names import reg_name
 
 TEMPLATE = "plotly_white"
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
@@ -23,12 +24,34 @@ PHASE_FILL = {"search": "rgba(214,39,40,0.06)", "retrain": "rgba(31,119,180,0.06
               "train": "rgba(44,160,44,0.05)"}
 
 
-def _base(fig: go.Figure, title: str | None = None, height: int = 340) -> go.Figure:
-    fig.update_layout(template=TEMPLATE, height=height, margin=dict(l=10, r=10, t=40 if title else 10, b=10),
+TITLE_CHARS = 34      # a title line that fits a half-width figure at 1024×768 (about 270 px at 14 px)
+
+
+def wrap_title(title: str, width: int = TITLE_CHARS) -> str:
+    """Break a title into lines of at most `width` characters (plotly never wraps: a long
+    title is cut off at the figure's edge)."""
+    lines: list[str] = []
+    for word in title.split(" "):
+        if lines and len(lines[-1]) + 1 + len(word) <= width:
+            lines[-1] += " " + word
+        else:
+            lines.append(word)
+    return "<br>".join(lines)
+
+
+def _base(fig: go.Figure, title: str | None = None, height: int = 340, title_chars: int = TITLE_CHARS) -> go.Figure:
+    if title:
+        title = wrap_title(title, title_chars)
+        lines = title.count("<br>") + 1
+        height += 18 * (lines - 1)
+    fig.update_layout(template=TEMPLATE, height=height,
+                      margin=dict(l=10, r=10, t=(22 + 18 * title.count("<br>") + 16) if title else 10, b=10),
                       # Below the plot at the figure's bottom edge: the bottom margin grows to fit
                       # it, so a legend of several rows never covers the x-axis title.
                       legend=dict(orientation="h", yref="container", yanchor="bottom", y=0, xanchor="left", x=0),
-                      title=dict(text=title, x=0, xanchor="left", font=dict(size=15)) if title else None,
+                      # y left to plotly ("auto": centred in the top margin); an anchored multi-line
+                      # title overflowed the figure's top edge.
+                      title=dict(text=title, x=0, xanchor="left", font=dict(size=14)) if title else None,
                       hoverlabel=dict(namelength=-1))
     return fig
 
@@ -43,11 +66,11 @@ def empty_figure(note: str, height: int = 220) -> go.Figure:
 
 
 def color_for(key: str, i: int = 0) -> str:
-    """The colour of a method's group ("concave · log"), a run label ("concave·log λ=2 · …")
+    """The colour of a method's group ("log mask"), a run label ("log mask λ=2 · …")
     or a method name; else the i-th of the palette."""
     k = key.lower()
     for reg, c in REG_COLORS.items():
-        if f"· {reg}" in k or k.startswith(f"concave·{reg} ") or k == reg:
+        if k.startswith(f"{reg_name(reg).lower()} mask") or k == reg:
             return c
     for m, c in METHOD_COLORS.items():
         if k.startswith(m):
@@ -72,9 +95,95 @@ def _run_colors(df: pd.DataFrame) -> dict[str, str]:
     return color_map(df["run"])
 
 
-def short(label: str, n: int = 48) -> str:
+def short(label: str, n: int = 34) -> str:
     """A run's label shortened for a legend or title, its HTML made inert (plotly renders <a href>)."""
     return md.plotly(label if len(label) <= n else label[: n - 1] + "…")
+
+
+# ------------------------------------------------------------------ axes
+# Plotly's automatic ticks can print the same text twice (".0%" on a 99.5–100 %
+# axis) and label log axes with run-together minor digits. So every builder
+# chooses its ticks here, from the range it draws.
+
+def nice_step(raw: float) -> float:
+    """The smallest of 1, 2, 5 × 10^k that is ≥ raw."""
+    if not raw > 0:
+        return 1.0
+    e = math.floor(math.log10(raw))
+    for m in (1, 2, 5, 10):
+        if m * 10 ** e >= raw * (1 - 1e-9):
+            return m * 10 ** e
+    return 10 ** (e + 1)
+
+
+def percent_axis(lo: float, hi: float, n: int = 5, pad: float = 0.0) -> dict:
+    """Axis settings for fractions shown as %: a range, a 1-2-5 step giving about n
+    ticks, and as many decimals as that step needs so adjacent labels always differ."""
+    lo, hi = float(lo), float(hi)
+    if not hi > lo:
+        half = max(abs(hi) * 0.005, 0.0005)
+        lo, hi = lo - half, hi + half
+    span = hi - lo
+    lo, hi = lo - pad * span, hi + pad * span
+    # the 1-2-5 step whose tick count is closest to n
+    step = min((m * 10.0 ** e for e in range(math.floor(math.log10((hi - lo) / n)) - 1,
+                                              math.floor(math.log10((hi - lo) / n)) + 2) for m in (1, 2, 5)),
+               key=lambda st: abs(math.log((hi - lo) / st / n)))
+    decimals = max(0, -math.floor(math.log10(step * 100) + 1e-9))
+    return dict(range=[lo, hi], tick0=0, dtick=step, tickformat=f".{decimals}%")
+
+
+def linear_tick_labels(axis: dict) -> list[str]:
+    """The labels an axis made by percent_axis shows (d3's ".N%" is Python's)."""
+    lo, hi = axis["range"]
+    step = axis["dtick"]
+    fmt = axis["tickformat"]
+    k = math.ceil(lo / step - 1e-9)
+    out = []
+    while k * step <= hi + 1e-12:
+        out.append(format(k * step, fmt))
+        k += 1
+    return out
+
+
+def fmt_pct(v: float) -> str:
+    """0.005 → "0.5%", 0.2 → "20%", 1 → "100%": as many decimals as the value needs."""
+    pp = v * 100
+    decimals = max(0, -math.floor(math.log10(pp) + 1e-9)) if pp > 0 else 0
+    return f"{pp:.{decimals}f}%"
+
+
+def fmt_num(v: float) -> str:
+    return f"{v:,.0f}" if v >= 1000 else f"{v:g}"
+
+
+def log_ticks(lo: float, hi: float, percent: bool = False, max_ticks: int = 6) -> dict:
+    """Explicit ticks for a log axis over [lo, hi] (data units, > 0): 1, 2, 5 × 10^k,
+    only powers of 10 when those would be more than max_ticks (a short axis), every
+    other power when even those are too many. Returns tickvals and ticktext."""
+    lo, hi = (float(min(lo, hi)), float(max(lo, hi)))
+    if not lo > 0:
+        lo = hi / 1000 if hi > 0 else 1e-3
+    e0, e1 = math.floor(math.log10(lo)) - 1, math.ceil(math.log10(hi)) + 1
+    vals: list[float] = []
+    for mults in ((1, 2, 5), (1, 3), (1,)):
+        vals = [float(f"{m * 10.0 ** e:.12g}") for e in range(e0, e1 + 1) for m in mults
+                if lo * (1 - 1e-9) <= m * 10.0 ** e <= hi * (1 + 1e-9)]
+        if len(vals) <= max_ticks:
+            break
+    if len(vals) > max_ticks:
+        vals = vals[:: math.ceil(len(vals) / max_ticks)]
+    if len(vals) < 2:   # less than a decade: two or three round values inside the range
+        step = nice_step((hi - lo) / 3)
+        vals = sorted({float(f"{k * step:.12g}") for k in range(math.ceil(lo / step), math.floor(hi / step) + 1)
+                       if k > 0}) or [float(f"{lo:.2g}")]
+    fmt = fmt_pct if percent else fmt_num
+    return dict(tickvals=vals, ticktext=[fmt(v) for v in vals])
+
+
+def axis_px_ticks(px: float, per_tick: float = 55) -> int:
+    """How many labels fit along an axis of px pixels."""
+    return max(2, int(px // per_tick))
 
 
 # ------------------------------------------------------------------ concepts
@@ -97,6 +206,29 @@ def pipeline_dot() -> str:
 }"""
 
 
+PIPELINE_STEPS = [("Dense network", "θ₀ saved", "#f7f7f7"),
+                  ("Search", "min L(m⊙θ) + λ·R(m), m ∈ [0,1]", "#fde2e1"),
+                  ("Threshold", "keep m > τ (or top-k)", "#f7f7f7"),
+                  ("Rewind", "θ ← θ₀ on kept weights", "#f7f7f7"),
+                  ("Retrain", "binary mask fixed", "#e1ecf8"),
+                  ("Ticket", "sparse & trainable", "#e3f3e0")]
+
+
+def pipeline_html() -> str:
+    """The method as boxes and arrows in HTML: the text keeps its size (15 px) and the
+    boxes wrap onto a second line on a narrow screen, where a diagram scaled to the page
+    width had 8 px text at 1024×768."""
+    box = ("<div class='ll-step' style='flex:0 1 auto;min-width:7.5rem;max-width:12rem;padding:0.45rem 0.7rem;"
+           "border:1px solid #bbb;border-radius:0.6rem;background:{bg};font-size:15px;line-height:1.3;"
+           "text-align:center'><b>{title}</b><br><span style='font-size:14px;color:#444'>{text}</span></div>")
+    arrow = "<div style='flex:0 0 auto;font-size:20px;color:#888'>→</div>"
+    parts = [box.format(bg=bg, title=t, text=x) for t, x, bg in PIPELINE_STEPS]
+    return ("<div data-testid='pipeline' style='display:flex;flex-wrap:wrap;align-items:center;gap:0.4rem;"
+            "margin:0.5rem 0'>" + arrow.join(parts) +
+            "<div style='flex-basis:100%;font-size:14px;color:#666'>↻ several rounds: each retrained ticket is the "
+            "start of the next search.</div></div>")
+
+
 def regularizer_curves(df: pd.DataFrame, title: str = "Penalty R(m) on one mask entry") -> go.Figure:
     """df: x, y, name, reference (bool: drawn dashed grey, e.g. ℓ1)."""
     if df.empty:
@@ -109,7 +241,7 @@ def regularizer_curves(df: pd.DataFrame, title: str = "Penalty R(m) on one mask 
                                            dash="dash" if ref else "solid", width=2 if ref else 3)))
     fig.update_xaxes(title="mask entry m", range=[0, 1])
     fig.update_yaxes(title="R(m), scaled to R(0)=0, R(1)=1")
-    return _base(fig, title, height=320)
+    return _base(fig, title, height=320, title_chars=18)     # drawn in a narrow column of the Launch form
 
 
 # ------------------------------------------------------------------ runs: curves
@@ -145,8 +277,13 @@ def loss_figure(df: pd.DataFrame) -> go.Figure:
                                      line=dict(color=colors[run], width=2, dash="dash"), legendgroup=run,
                                      showlegend=False), row=2, col=1)
     _phase_bands(fig, d, row="all", col=1)
-    fig.update_xaxes(title="epochs since the run started (all phases)", row=2 if has_reg else 1, col=1)
-    fig.update_yaxes(title="task loss (log)", type="log", dtick=1, exponentformat="power", row=1, col=1)
+    fig.update_xaxes(title="epochs (all phases)", row=2 if has_reg else 1, col=1)
+    loss = d["loss_task"].astype(float)
+    loss = loss[loss > 0]
+    if not loss.empty:
+        lo, hi = float(loss.min()) / 1.3, float(loss.max()) * 1.3
+        fig.update_yaxes(range=[math.log10(lo), math.log10(hi)], **log_ticks(lo, hi, max_ticks=4), row=1, col=1)
+    fig.update_yaxes(title="task loss (log)", type="log", row=1, col=1)
     if has_reg:
         fig.update_yaxes(title="λ·R(m)", row=2, col=1)
     return _base(fig, "Loss: the task (top) and the regularizer λ·R(m) (bottom)", height=380)
@@ -164,8 +301,11 @@ def accuracy_figure(df: pd.DataFrame) -> go.Figure:
         fig.add_trace(go.Scatter(x=g["t"], y=g["val_acc"], name=f"{short(run)} · validation", mode="lines",
                                  line=dict(color=colors[run], width=1.5, dash="dot"), legendgroup=run))
     _phase_bands(fig, d)
-    fig.update_xaxes(title="epochs since the run started (all phases)")
-    fig.update_yaxes(title="accuracy", tickformat=".0%")
+    fig.update_xaxes(title="epochs (all phases)")
+    acc = pd.concat([d["test_acc"], d["val_acc"]]).astype(float).dropna()
+    if not acc.empty:
+        fig.update_yaxes(**percent_axis(acc.min(), acc.max(), n=5, pad=0.08))
+    fig.update_yaxes(title="accuracy")
     return _base(fig, "Accuracy: test (solid) and validation (dotted)")
 
 
@@ -179,8 +319,8 @@ def remaining_figure(df: pd.DataFrame) -> go.Figure:
         fig.add_trace(go.Scatter(x=g["t"], y=g["remaining"], name=short(run), mode="lines+markers",
                                  line=dict(color=colors[run], width=2, shape="hv"), marker=dict(size=5)))
     _phase_bands(fig, d)
-    fig.update_xaxes(title="epochs since the run started (all phases)")
-    fig.update_yaxes(title="weights remaining (m > τ)", tickformat=".0%", rangemode="tozero")
+    fig.update_xaxes(title="epochs (all phases)")
+    fig.update_yaxes(title="weights remaining (m > τ)", **percent_axis(0.0, float(d["remaining"].max()) * 1.05, n=5))
     return _base(fig, "Sparsity over time: fraction of weights still in the mask")
 
 
@@ -193,11 +333,13 @@ def lam_figure(df: pd.DataFrame) -> go.Figure:
     for run, g in d.groupby("run", sort=False):
         fig.add_trace(go.Scatter(x=g["t"], y=g["lam"], name=short(run), mode="lines",
                                  line=dict(color=colors[run], width=2)))
-    fig.update_xaxes(title="epochs since the run started")
+    fig.update_xaxes(title="epochs")
     lam = d["lam"].astype(float)
     wide = lam.min() > 0 and lam.max() / lam.min() > 10
     if wide:
-        fig.update_yaxes(title="λ (log)", type="log")
+        lo, hi = float(lam.min()) / 1.3, float(lam.max()) * 1.3
+        fig.update_yaxes(title="λ (log)", type="log", range=[math.log10(lo), math.log10(hi)],
+                         **log_ticks(lo, hi, max_ticks=4))
     else:
         fig.update_yaxes(title="λ", range=[0, float(lam.max()) * 1.15 or 1.0])
     fig.update_layout(showlegend=True)  # even for one line: several runs may be selected
@@ -214,9 +356,12 @@ def layer_heatmap(stats: pd.DataFrame) -> go.Figure:
     order = stats.drop_duplicates("when").sort_values("order")["when"].tolist()
     piv = stats.pivot_table(index="layer", columns="when", values="frac_above", aggfunc="last")
     piv = piv.reindex(index=layers, columns=order)
+    module = dict(zip(stats["layer"], stats["module"])) if "module" in stats else {}
+    paths = np.array([[module.get(la, la)] * len(order) for la in layers], dtype=object)
     fig = go.Figure(go.Heatmap(z=piv.values, x=order, y=layers, zmin=0, zmax=1, colorscale="Viridis",
-                               colorbar=dict(title="remaining", tickformat=".0%"),
-                               hovertemplate="%{y}<br>%{x}<br>remaining %{z:.1%}<extra></extra>"))
+                               colorbar=dict(title="remaining", tickformat=".0%"), customdata=paths,
+                               hovertemplate="%{y} (module %{customdata})<br>%{x}<br>remaining %{z:.1%}"
+                                             "<extra></extra>"))
     fig.update_yaxes(autorange="reversed", title="layer (input → output)")
     fig.update_xaxes(title="round, phase, epoch", type="category")
     return _base(fig, "Remaining fraction per layer over training", height=max(260, 60 + 28 * len(layers)))
@@ -247,7 +392,8 @@ def hist_bars(hist: pd.DataFrame, tau: float, title: str) -> go.Figure:
                            hovertemplate="m ≈ %{x:.3f}<br>share %{y:.1%}<extra></extra>"))
     fig.add_vline(x=tau, line=dict(color="#333", width=2, dash="dash"), annotation_text=f"τ = {tau:g}")
     fig.update_xaxes(title="mask value m (red: pruned at τ, blue: kept)", range=[0, 1])
-    fig.update_yaxes(title="share of entries (log)", tickformat=".2~%", type="log", range=[-4, 0.05])
+    fig.update_yaxes(title="share of entries (log)", type="log", range=[-4, 0.05],
+                     **log_ticks(1e-4, 1.0, percent=True, max_ticks=5))
     return _base(fig, title, height=300)
 
 
@@ -259,13 +405,17 @@ def layer_lines(stats: pd.DataFrame, column: str, title: str, ytitle: str, perce
     colors = color_map(d["layer"])
     for layer, g in d.groupby("layer", sort=False):
         g = g.sort_values("order")
+        path = g["module"].iloc[0] if "module" in g else layer
         fig.add_trace(go.Scatter(x=g["when"], y=g[column], name=layer, mode="lines+markers",
-                                 line=dict(color=colors[layer]), marker=dict(size=5)))
+                                 line=dict(color=colors[layer]), marker=dict(size=5),
+                                 hovertemplate=f"{layer} (module {path})<br>%{{x}}<br>%{{y:.1%}}<extra></extra>"))
     fig.update_xaxes(title="round, phase, epoch", type="category",
                      categoryorder="array", categoryarray=d.sort_values("order")["when"].unique().tolist())
     top = float(d[column].max()) if d[column].notna().any() else 1.0
-    fig.update_yaxes(title=ytitle, tickformat=".0%" if percent else None,
-                     range=[0, max(top * 1.1, 0.05 if percent else 1e-9)])
+    if percent:
+        fig.update_yaxes(title=ytitle, **percent_axis(0.0, max(top * 1.1, 0.05), n=4))
+    else:
+        fig.update_yaxes(title=ytitle, range=[0, max(top * 1.1, 1e-9)])
     return _base(fig, title, height=300)
 
 
@@ -278,14 +428,17 @@ def allocation_figure(alloc: pd.DataFrame) -> go.Figure:
     layers = alloc.sort_values("order")["layer"].unique().tolist()
     for run, g in alloc.groupby("run", sort=False):
         fig.add_trace(go.Bar(x=g["layer"], y=g["remaining"], name=short(run, 60), marker_color=colors[run],
-                             customdata=np.stack([g["kept"], g["total"], g["dead_units"]], axis=1),
-                             hovertemplate="%{x}: %{y:.2%} remaining<br>%{customdata[0]:,} of %{customdata[1]:,}"
+                             customdata=np.stack([g["kept"], g["total"], g["dead_units"],
+                                                  g["module"] if "module" in g else g["layer"]], axis=1),
+                             hovertemplate="%{x} (module %{customdata[3]})<br>%{y:.2%} remaining<br>"
+                                           "%{customdata[0]:,} of %{customdata[1]:,}"
                                            "<br>dead units %{customdata[2]:.0%}<extra></extra>"))
     fig.update_layout(barmode="group")
     fig.update_xaxes(title="layer (input → output)", categoryorder="array", categoryarray=layers)
     lo = float(alloc["remaining"].replace(0, np.nan).min()) if alloc["remaining"].gt(0).any() else 0.01
-    fig.update_yaxes(title="weights remaining (log)", tickformat=".2~%", type="log",
-                     range=[math.log10(max(lo * 0.7, 1e-5)), math.log10(1.15)])
+    fig.update_yaxes(title="weights remaining (log)", type="log",
+                     range=[math.log10(max(lo * 0.7, 1e-5)), math.log10(1.15)],
+                     **log_ticks(max(lo * 0.7, 1e-5), 1.15, percent=True, max_ticks=6))
     return _base(fig, "Where the surviving weights are: remaining fraction per layer", height=360)
 
 
@@ -296,7 +449,7 @@ def iou_figure(iou: pd.DataFrame, a: str, b: str) -> go.Figure:
                                                                      for x in iou["layer"]],
                            text=[f"{v:.0%}" for v in iou["iou"]], textposition="outside",
                            hovertemplate="%{x}<br>IoU %{y:.1%}<extra></extra>"))
-    fig.update_yaxes(title="IoU of kept weights", range=[0, 1.1], tickformat=".0%")
+    fig.update_yaxes(title="IoU of kept weights", **percent_axis(0.0, 1.1, n=5))
     return _base(fig, f"Mask overlap (intersection over union): {short(a, 30)} vs {short(b, 30)}", height=320)
 
 
@@ -354,15 +507,16 @@ def tradeoff_figure(agg: pd.DataFrame, imp: pd.DataFrame, dense: float | None, t
     if not xs.empty:
         lo, hi = math.log10(xs.min() / 1.5), math.log10(xs.max() * 1.5)
         if x == "remaining":
+            hi = min(hi, math.log10(1.05))
             fig.update_xaxes(title="weights remaining (log scale; sparser to the right)", type="log",
-                             range=[min(hi, math.log10(1.05)), lo], tickformat=".2~%")
+                             range=[hi, lo], **log_ticks(10 ** lo, 10 ** hi, percent=True, max_ticks=8))
         else:
             fig.update_xaxes(title={"epochs_spent": "epochs of training spent finding the ticket",
                                     "wall_seconds": "seconds spent finding the ticket"}.get(x, x), type="log",
-                             range=[lo, hi])
+                             range=[lo, hi], **log_ticks(10 ** lo, 10 ** hi, max_ticks=8))
     if not ys.dropna().empty:
-        fig.update_yaxes(range=[max(0.0, ys.min() - 0.02), min(1.005, ys.max() + 0.02)])
-    fig.update_yaxes(title="test accuracy", tickformat=".1%")
+        fig.update_yaxes(**percent_axis(max(0.0, ys.min() - 0.02), min(1.005, ys.max() + 0.02), n=6))
+    fig.update_yaxes(title="test accuracy")
     return _base(fig, None, height=440)
 
 
@@ -389,11 +543,17 @@ def cost_figure(points: pd.DataFrame, imp: pd.DataFrame, cost: str) -> go.Figure
                                      text=[f"r{r}" for r in g["round"]]))
     fig.update_xaxes(title={"epochs_spent": "epochs of training spent", "wall_seconds": "seconds spent"}[cost],
                      type="log")
+    xs = pd.concat([points[cost], imp[cost]] if not imp.empty else [points[cost]]).astype(float)
+    xs = xs[xs > 0]
+    if not xs.empty:
+        lo, hi = float(xs.min()) / 1.5, float(xs.max()) * 1.5
+        fig.update_xaxes(range=[math.log10(lo), math.log10(hi)], **log_ticks(lo, hi, max_ticks=8))
     rem = pd.concat([points["remaining"], imp["remaining"]] if not imp.empty else [points["remaining"]])
     rem = rem[rem > 0].astype(float)
-    fig.update_yaxes(title="weights remaining (log)", type="log", tickformat=".2~%",
-                     range=[math.log10(rem.min() / 1.5), math.log10(min(1.2, rem.max() * 1.5))] if not rem.empty
-                     else None)
+    fig.update_yaxes(title="weights remaining (log)", type="log")
+    if not rem.empty:
+        lo, hi = float(rem.min()) / 1.5, min(1.2, float(rem.max()) * 1.5)
+        fig.update_yaxes(range=[math.log10(lo), math.log10(hi)], **log_ticks(lo, hi, percent=True, max_ticks=5))
     return _base(fig, "What the sparsity cost", height=360)
 
 
@@ -430,8 +590,11 @@ def pixel_animation(frames: list[tuple[str, pd.DataFrame]], title: str, height: 
                                                                        transition=dict(duration=0))])
              for label, _ in frames]
     fig.update_layout(
-        sliders=[dict(active=len(frames) - 1, steps=steps, currentvalue=dict(prefix="snapshot: ", xanchor="right"),
-                      pad=dict(t=40, b=10), len=0.82, x=0.18, xanchor="left", y=0, yanchor="top")],
+        # The step labels ("round 1 · search · epoch 3") would overlap under the slider's ticks:
+        # they are drawn transparent, and the current one is written above the slider.
+        sliders=[dict(active=len(frames) - 1, steps=steps, font=dict(color="rgba(0,0,0,0)"), ticklen=4,
+                      currentvalue=dict(prefix="snapshot: ", xanchor="left", font=dict(color="#333", size=13)),
+                      pad=dict(t=40, b=10), len=0.74, x=0.26, xanchor="left", y=0, yanchor="top")],
         updatemenus=[dict(type="buttons", showactive=False, x=0, y=0, xanchor="left", yanchor="top",
                           pad=dict(t=52, r=10),
                           buttons=[dict(label="▶ play", method="animate",
@@ -447,31 +610,53 @@ def _square(fig: go.Figure, shape) -> None:
     fig.update_xaxes(constrain="domain", showticklabels=False, showgrid=False, zeroline=False)
 
 
-def masked_samples_figure(samples: list[tuple[str, pd.DataFrame]], mask: pd.DataFrame) -> go.Figure:
+def masked_samples_figure(samples: list[tuple[str, pd.DataFrame]], mask: pd.DataFrame,
+                          height: int = 330) -> go.Figure:
     """The paper's Fig. 4: sample digits (top row) and what the classifier sees through the mask
-    (bottom row: pruned pixels greyed out)."""
+    (bottom row: the digit faded, every kept pixel a large mark on it: filled red where the
+    image has ink, a blue ring where it is blank). A mark is at least KEPT_MARK_PX across
+    however small the picture is drawn, so 8 kept pixels are visible from the back of a room."""
     if not samples or mask.empty:
         return empty_figure("no samples to show")
     n = len(samples)
-    fig = make_subplots(rows=2, cols=n, horizontal_spacing=0.01, vertical_spacing=0.04,
+    fig = make_subplots(rows=2, cols=n, horizontal_spacing=0.015, vertical_spacing=0.05,
                         subplot_titles=[lbl for lbl, _ in samples] + [""] * n)
     keep = mask.values > 0
+    rows, cols = np.nonzero(keep)
+    h, w = keep.shape
+    # A cell's size on screen: the smaller of (plot height / 2 rows) / h and, on the
+    # narrowest layout (about 560 px of plot at 1024×768), its share of the width.
+    cell = min((height - 60) / 2 / h, NARROW_PLOT_PX / n / w)
+    sparse = len(rows) <= max(12, 0.15 * keep.size)     # a few pixels: large marks; many: one square per cell
+    size = max(KEPT_MARK_PX, cell) if sparse else max(cell * 0.9, 2)
     for j, (_, img) in enumerate(samples, start=1):
         a = img.values.astype(float)
         a = a / (a.max() or 1.0)
-        seen = np.where(keep, a, np.nan)
         fig.add_trace(go.Heatmap(z=a, colorscale="Greys", zmin=0, zmax=1, showscale=False, hoverinfo="skip"),
                       row=1, col=j)
-        fig.add_trace(go.Heatmap(z=seen, colorscale=[[0, "#fff1a8"], [1, "#000000"]], zmin=0, zmax=1,
-                                 showscale=False, hoverinfo="skip"), row=2, col=j)
+        fig.add_trace(go.Heatmap(z=a, colorscale=[[0, "#ffffff"], [1, "#b8b8b8"]], zmin=0, zmax=1, showscale=False,
+                                 hoverinfo="skip"), row=2, col=j)
+        ink = a[rows, cols] > 0.25
+        fig.add_trace(go.Scatter(
+            x=cols, y=rows, mode="markers", showlegend=False,
+            marker=dict(size=size, symbol="circle" if sparse else "square",
+                        color=np.where(ink, "#d62728", "rgba(0,0,0,0)"),
+                        line=dict(width=2 if sparse else 1, color=np.where(ink, "#ffffff", "#1f4e9c").tolist())),
+            customdata=np.where(ink, "ink", "blank"),
+            hovertemplate="row %{y}, col %{x}: kept (%{customdata})<extra></extra>"), row=2, col=j)
     for i in range(1, 2 * n + 1):
         fig.layout[f"yaxis{'' if i == 1 else i}"].update(autorange="reversed", scaleanchor=f"x{'' if i == 1 else i}",
                                                          showticklabels=False, showgrid=False, zeroline=False)
-        fig.layout[f"xaxis{'' if i == 1 else i}"].update(showticklabels=False, showgrid=False, zeroline=False)
-    fig.update_layout(plot_bgcolor="#d5dbe7")
-    fig = _base(fig, None, height=270)
+        fig.layout[f"xaxis{'' if i == 1 else i}"].update(showticklabels=False, showgrid=False, zeroline=False,
+                                                         range=[-0.5, w - 0.5])
+    fig.update_layout(plot_bgcolor="#ffffff")
+    fig = _base(fig, None, height=height)
     fig.update_layout(margin=dict(t=30))
     return fig
+
+
+KEPT_MARK_PX = 11
+NARROW_PLOT_PX = 560
 
 
 def lam_sweep_figure(points: pd.DataFrame, what: str = "pixels") -> go.Figure:
@@ -499,11 +684,10 @@ def lam_sweep_figure(points: pd.DataFrame, what: str = "pixels") -> go.Figure:
     kept = agg["kept"][agg["kept"] > 0]
     if not kept.empty:
         lo_k, hi_k = max(kept.min() / 1.6, 0.8), kept.max() * 1.6
-        ticks = [v for e in range(0, 9) for v in (10 ** e, 2 * 10 ** e, 5 * 10 ** e) if lo_k <= v <= hi_k]
-        fig.update_yaxes(type="log", row=1, col=1, title=f"kept {what} (log)", tickvals=ticks,
-                         ticktext=[f"{v:,}" for v in ticks], range=[math.log10(lo_k), math.log10(hi_k)])
-    fig.update_yaxes(tickformat=".1%", row=1, col=2,
-                     range=[max(0.0, agg["acc"].min() - agg["acc_std"].max() - 0.02), 1.005])
+        fig.update_yaxes(type="log", row=1, col=1, title=f"kept {what} (log)",
+                         range=[math.log10(lo_k), math.log10(hi_k)], **log_ticks(lo_k, hi_k, max_ticks=6))
+    fig.update_yaxes(row=1, col=2, **percent_axis(max(0.0, agg["acc"].min() - agg["acc_std"].max() - 0.02), 1.005,
+                                                  n=5))
     fig = _base(fig, None, height=360)
     fig.update_layout(margin=dict(t=40))
     return fig

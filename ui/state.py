@@ -17,6 +17,18 @@ from ui import data, md
 
 log = logging.getLogger("lottery.app")
 
+
+def one_torch_thread() -> None:
+    """The app never trains, but reading masks and datasets goes through torch, whose thread
+    pool would otherwise take every core from the workers and the server: one thread."""
+    import torch
+    torch.set_num_threads(1)      # also the default of every thread that has not computed yet
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:       # only possible before torch's first parallel work; harmless after
+        pass
+
+
 LIVE_SECONDS = 1.0     # how often live fragments re-read the store while something runs (rows show < 2 s)
 IDLE_SECONDS = 10.0    # ... and while nothing does (to notice runs started elsewhere)
 
@@ -89,7 +101,8 @@ def metrics_of_many(chosen: list[dict]) -> pd.DataFrame:
 
 
 def mask_stats_of(run: dict) -> pd.DataFrame:
-    return _mask_stats(str(home()), run["id"], data.run_stamp(run))
+    """A run's mask statistics, layers named by what they are ("fc1 784→300"; path in `module`)."""
+    return data.name_layers(_mask_stats(str(home()), run["id"], data.run_stamp(run)), data.cfg_of(run))
 
 
 def snapshots_of(run: dict) -> list[str]:
@@ -104,6 +117,27 @@ def masks_of(run_id: str, tag: str) -> dict:
 def clear_caches() -> None:
     for f in (_metrics, _mask_stats, _snapshots, _masks):
         f.clear()
+
+
+# ------------------------------------------------------------------ cancelling
+
+CANCEL_MARKER = "cancel"    # engine.jobs writes runs/<id>/cancel when a cancel is asked
+
+
+def mark_cancelling(run_id: str) -> None:
+    st.session_state.setdefault("_cancelling", set()).add(run_id)
+
+
+def cancelling_ids(runs: list[dict]) -> set[str]:
+    """Running runs whose cancel was asked (here, or from any tab or the CLI: the marker)."""
+    asked = st.session_state.get("_cancelling", set())
+    out = set()
+    for r in runs:
+        if r.get("status") != "running":
+            continue
+        if r["id"] in asked or (store().run_dir(r["id"]) / CANCEL_MARKER).exists():
+            out.add(r["id"])
+    return out
 
 
 # ------------------------------------------------------------------ selection in the URL

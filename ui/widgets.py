@@ -23,6 +23,7 @@ from engine import models as emodels
 from engine import regularizers as eregs
 from engine.config import METHODS, OPTIMIZERS, PRESETS, ConfigError, RunConfig
 from ui import backend, figures, md
+from ui import data as data_
 
 # ------------------------------------------------------------------ help for students
 
@@ -169,13 +170,21 @@ def parse_seeds(text: str) -> list[int]:
     return out
 
 
+def _number_or_text(text: str):
+    """A typed number as a float; anything else as typed, for the engine to reject by name."""
+    try:
+        return float(text.strip())
+    except (ValueError, AttributeError):
+        return text
+
+
 def log_space(lo: float, hi: float, n: int) -> list[float]:
     if not (lo > 0 and hi > 0):
-        raise ConfigError("lam", "lam: a log-spaced sweep needs both ends > 0")
+        raise ConfigError("lam", f"lam: a log-spaced sweep needs both ends > 0, got {lo:g} and {hi:g}")
     if hi < lo:
-        raise ConfigError("lam", "lam: the sweep's upper end must be ≥ its lower end")
+        raise ConfigError("lam", f"lam: the sweep's upper end must be ≥ its lower end, got {lo:g} to {hi:g}")
     if n < 1 or n > 50:
-        raise ConfigError("lam", "lam: a sweep has between 1 and 50 values")
+        raise ConfigError("lam", f"lam: a sweep has between 1 and 50 values, got {n}")
     if n == 1:
         return [lo]
     return [float(f"{v:.3g}") for v in np.geomspace(lo, hi, n)]
@@ -191,6 +200,7 @@ class FormResult:
     configs: list = field(default_factory=list)
     error_key: str | None = None
     error: str | None = None
+    errors: list = field(default_factory=list)      # every invalid value's ConfigError
 
     @property
     def ok(self) -> bool:
@@ -212,7 +222,7 @@ def config_to_form(cfg: dict) -> dict:
                              "threshold_mode", "prune_fraction", "prune_scope", "rounds", "epochs", "batch_size",
                              "lr", "optimizer", "device", *ADVANCED_ORDER)}
     out["classes"] = list(d["classes"] or [])
-    out["lam_mode"], out["lam"] = "one", d["lam"]
+    out["lam_mode"], out["lam"] = "one", f"{d['lam']:g}"
     out["lam_list"] = f"{d['lam']:g}"
     out["target_on"] = d["target_sparsity"] is not None
     out["target_sparsity"] = d["target_sparsity"] if d["target_sparsity"] is not None else 0.9
@@ -316,8 +326,7 @@ class ConfigForm:
             with c3:
                 if self._w(st.checkbox, "output_on", "Own rate for the output layer", False):
                     v["output_prune_fraction"] = self._w(st.number_input, "output_prune_fraction",
-                                                         "Output layer: prune per round", 0.1, min_value=0.0,
-                                                         max_value=1.0, step=0.05)
+                                                         "Output layer: prune per round", 0.1, step=0.05)
             self.slot("prune_fraction", "prune_scope", "output_prune_fraction")
         elif v["method"] == "random":
             ids = [""] + [r["id"] for r in (done_runs or [])]
@@ -334,29 +343,26 @@ class ConfigForm:
                                            list(CHOICES["prune_scope"]), horizontal=True)
             if not src:
                 v["target_sparsity"] = self._w(st.number_input, "target_sparsity", "Target sparsity (pruned "
-                                               "fraction)", 0.9, min_value=0.0, max_value=1.0, step=0.01,
-                                               format="%.3f")
+                                               "fraction)", 0.9, step=0.01, format="%.3f")
             self.slot("random_from", "target_sparsity", "prune_scope")
 
         st.subheader("3 · Schedule and optimisation", divider="gray")
         c1, c2, c3, c4 = st.columns(4)
         with c1:
             v["epochs"] = self._w(st.number_input, "epochs", "Epochs" + (" per search" if v["method"] == "concave"
-                                                                        else " per training"), 10,
-                                  min_value=0, max_value=10_000, step=1)
+                                                                        else " per training"), 10, step=1)
         with c2:
             if v["method"] == "concave":
-                v["retrain_epochs"] = self._w(st.number_input, "retrain_epochs", "Retrain epochs", 10,
-                                              min_value=0, max_value=10_000, step=1)
+                v["retrain_epochs"] = self._w(st.number_input, "retrain_epochs", "Retrain epochs", 10, step=1)
         with c3:
             if v["method"] in ("concave", "imp"):
-                v["rounds"] = self._w(st.number_input, "rounds", "Rounds", 1, min_value=0, max_value=100, step=1)
+                v["rounds"] = self._w(st.number_input, "rounds", "Rounds", 1, step=1)
         with c4:
             if v["method"] in ("concave", "imp", "random"):
                 kind = self._w(st.selectbox, "rewind_kind", "Rewind to", "init", list(REWIND_KINDS),
                                format_func=REWIND_KINDS.get)
                 if kind.endswith(":K"):
-                    k = self._w(st.number_input, "rewind_k", "K", 1, min_value=0, step=1)
+                    k = self._w(st.number_input, "rewind_k", "K", 1, step=1)
                     v["rewind"] = f"{kind[:-2]}:{int(k)}"
                 else:
                     v["rewind"] = kind
@@ -365,9 +371,9 @@ class ConfigForm:
         with c1:
             v["optimizer"] = self._w(st.selectbox, "optimizer", "Optimizer", "adam", list(OPTIMIZERS))
         with c2:
-            v["lr"] = self._w(st.number_input, "lr", "Learning rate", 1e-3, min_value=0.0, format="%g", step=1e-4)
+            v["lr"] = self._w(st.number_input, "lr", "Learning rate", 1e-3, format="%g", step=1e-4)
         with c3:
-            v["batch_size"] = self._w(st.number_input, "batch_size", "Batch size", 128, min_value=0, step=16)
+            v["batch_size"] = self._w(st.number_input, "batch_size", "Batch size", 128, step=16)
         with c4:
             devs = ["auto", "cpu"] + (["cuda"] + [f"cuda:{i}" for i in range(len(gpu_names or []))]
                                       if gpu_names else ["cuda"])
@@ -398,7 +404,7 @@ class ConfigForm:
             params = {}
             with c2:
                 if "eps" in reg.params:
-                    v["eps"] = self._w(st.number_input, "eps", "ε", 0.01, min_value=0.0, max_value=1.0, format="%g",
+                    v["eps"] = self._w(st.number_input, "eps", "ε", 0.01, format="%g",
                                        step=0.005)
                     params["eps"] = v["eps"]
             rp = {}
@@ -416,7 +422,10 @@ class ConfigForm:
             mode = self._w(st.radio, "lam_mode", "λ (penalty weight)", "one", list(LAM_MODES),
                            format_func=LAM_MODES.get, horizontal=True)
             if mode == "one":
-                v["lam"] = [self._w(st.number_input, "lam", "λ", 1.0, format="%g", step=0.5)]
+                # Text, not a number box: what is typed is what gets validated (a number box would
+                # refuse "abc" or "1e-3" silently and keep the old value).
+                text = self._w(st.text_input, "lam", "λ", "1")
+                v["lam"] = [_number_or_text(text)]
             elif mode == "list":
                 text = self._w(st.text_input, "lam_list", "λ values", "0.5, 1, 2, 5")
                 try:
@@ -427,11 +436,11 @@ class ConfigForm:
             else:
                 c1, c2, c3 = st.columns(3)
                 with c1:
-                    lo = self._w(st.number_input, "lam_from", "from", 0.5, min_value=0.0, format="%g")
+                    lo = self._w(st.number_input, "lam_from", "from", 0.5, format="%g")
                 with c2:
-                    hi = self._w(st.number_input, "lam_to", "to", 20.0, min_value=0.0, format="%g")
+                    hi = self._w(st.number_input, "lam_to", "to", 20.0, format="%g")
                 with c3:
-                    n = self._w(st.number_input, "lam_count", "values", 6, min_value=1, max_value=50, step=1)
+                    n = self._w(st.number_input, "lam_count", "values", 6, step=1)
                 try:
                     v["lam"] = log_space(lo, hi, int(n))
                 except ConfigError as e:
@@ -446,7 +455,7 @@ class ConfigForm:
                 on = self._w(st.toggle, "target_on", "Aim at a target sparsity", False)
                 if on:
                     v["target_sparsity"] = self._w(st.number_input, "target_sparsity", "Target sparsity", 0.9,
-                                                   min_value=0.0, max_value=1.0, step=0.01, format="%.3f")
+                                                   step=0.01, format="%.3f")
             with c2:
                 v["threshold_mode"] = self._w(st.radio, "threshold_mode", "Threshold", "tau", ["tau", "topk"],
                                               format_func={"tau": "m > τ", "topk": "top-k"}.get, horizontal=True)
@@ -472,7 +481,7 @@ class ConfigForm:
                     x, y = reg.curve(params)
                     rows.append(pd.DataFrame({"x": x, "y": y, "name": f"{v['regularizer']} (your settings)",
                                               "reference": False}))
-                st.plotly_chart(figures.regularizer_curves(pd.concat(rows)), key="reg_curve",
+                st.plotly_chart(figures.regularizer_curves(pd.concat(rows)), key=f"{self.k}.reg_curve",
                                 config={"displayModeBar": False})
                 st.caption("A curve above the dashed ℓ1 line rises faster near 0: small entries pay more per unit "
                            "than large ones, so the search pushes them to 0 while keeping big ones near 1.")
@@ -516,36 +525,72 @@ class ConfigForm:
     def _validate(self, v: dict, seeds_text: str, parse_errors: list) -> FormResult:
         res = FormResult()
         lam = v.pop("lam", None)
+        errors: list[ConfigError] = list(parse_errors)
         try:
-            if parse_errors:
-                raise parse_errors[0]
             res.seeds = parse_seeds(seeds_text)
-            for k in ("epochs", "retrain_epochs", "rounds", "batch_size"):
-                if k in v and v[k] is not None:
-                    v[k] = int(v[k])
-            base = {k: x for k, x in v.items() if x is not None or k == "classes"}
-            if base.get("classes") is None:
-                base.pop("classes")
-            if isinstance(lam, list) and lam:
-                base["lam"] = lam[0]
-                if len(lam) > 1:
-                    res.grid = {"lam": lam}
-            res.base = base
-            RunConfig.from_dict({**base, "seed": res.seeds[0]})        # the first error, naming its field
-            res.configs = backend.expand(base, res.grid, res.seeds)     # every combination, validated
-            if len(res.configs) > 200:
-                raise ConfigError("seed", f"this would launch {len(res.configs)} runs; at most 200 at once")
         except ConfigError as e:
-            res.error_key, res.error = e.key, str(e)
+            errors.append(e)
+            res.seeds = [0]
+        for k in ("epochs", "retrain_epochs", "rounds", "batch_size"):
+            if k in v and isinstance(v[k], float) and v[k].is_integer():
+                v[k] = int(v[k])
+        base = {k: x for k, x in v.items() if x is not None or k == "classes"}
+        if base.get("classes") is None:
+            base.pop("classes")
+        if isinstance(lam, list) and lam:
+            base["lam"] = lam[0]
+            if len(lam) > 1:
+                res.grid = {"lam": lam}
+        res.base = base
+        errors += every_error({**base, "seed": res.seeds[0]}, skip={e.key for e in errors})
+        if not errors:
+            try:
+                res.configs = backend.expand(base, res.grid, res.seeds)     # every combination, validated
+                if len(res.configs) > 200:
+                    raise ConfigError("seed", f"this would launch {len(res.configs)} runs; at most 200 at once")
+            except ConfigError as e:
+                errors.append(e)
+            except (TypeError, ValueError) as e:
+                errors.append(ConfigError("config", str(e)))
+        if errors:
             res.configs = []
-        except (TypeError, ValueError) as e:
-            res.error_key, res.error = "config", str(e)
-            res.configs = []
-        if res.error:
-            where = self.slots.get(res.error_key)
-            if where is not None:
-                where.error(f"**{md.esc(res.error_key)}** — {md.esc(res.error)}", icon="✋")
+            res.errors = errors
+            res.error_key, res.error = errors[0].key, str(errors[0])
+            # Each message next to its field (fields that share a row share one box).
+            by_slot: dict[int, tuple[object, list[str]]] = {}
+            for e in errors:
+                where = self.slots.get(e.key) or self.slots.get("config")
+                if where is not None:
+                    by_slot.setdefault(id(where), (where, []))[1].append(f"**{md.esc(e.key)}** — {md.esc(e)}")
+            for where, msgs in by_slot.values():
+                where.error("  \n".join(msgs), icon="✋")
         return res
+
+
+def every_error(cfg: dict, skip: set[str] = frozenset(), limit: int = 12) -> list[ConfigError]:
+    """The engine's message for every invalid value of cfg, not only the first: validate,
+    put the offending key back to its default, validate again."""
+    out: list[ConfigError] = []
+    d = dict(cfg)
+    for k in skip:
+        if k in DEFAULTS:
+            d[k] = DEFAULTS[k]
+    seen: set[str] = set(skip)
+    for _ in range(limit):
+        try:
+            RunConfig.from_dict(d)
+            break
+        except ConfigError as e:
+            if e.key not in seen:
+                out.append(e)
+            if e.key in seen or e.key not in DEFAULTS or d.get(e.key) == DEFAULTS[e.key]:
+                break
+            seen.add(e.key)
+            d[e.key] = DEFAULTS[e.key]
+        except (TypeError, ValueError) as e:
+            out.append(ConfigError("config", str(e)))
+            break
+    return out
 
 
 # ------------------------------------------------------------------ small shared widgets
@@ -565,6 +610,55 @@ def checklist(checks: pd.DataFrame) -> None:
         if name not in recorded:
             st.markdown(f"▫️ **{title}** — not recorded for this run  \n<span style='color:#999'>{what}</span>",
                         unsafe_allow_html=True)
+
+
+def sweep_button(label: str, cfgs: list[RunConfig], key: str, home, help: str, what: str = "sweep",
+                 per_run_s: float | None = None, disabled: bool = False) -> list[str] | None:
+    """A button that queues a sweep launched from a page, and then, where it was, the
+    sweep's progress (done / running / queued, ETA), live, with the button disabled while
+    any run of it is queued or running. Before submitting it asks the store again, so a
+    double click (or a click in a second tab) never queues the same sweep twice.
+    Returns the new run ids when it queued them."""
+    from ui import estimate, state
+    slot = st.container()
+    if per_run_s is None and cfgs:       # no finished run of it yet: the cost model's guess
+        per_run_s = estimate.estimate(cfgs[0].to_dict(), bool(backend.gpus()), state.runs()).seconds
+
+    def status_now() -> dict:
+        return data_.sweep_progress(state.runs(), cfgs, per_run_s=per_run_s) if cfgs else {"active": False}
+
+    def progress() -> None:
+        p = status_now()
+        if p.get("active"):
+            eta = f" · about {data_.fmt_duration(p['eta_s'])} left" if p.get("eta_s") is not None else ""
+            st.progress(p["done"] / max(1, p["total"]),
+                        text=f"{what}: {p['done']} of {p['total']} done · {p['running']} running · "
+                             f"{p['queued']} queued{eta}")
+        if st.session_state.get(f"{key}._active") != p.get("active"):
+            st.session_state[f"{key}._active"] = p.get("active")
+            st.rerun(scope="app")        # the button below follows (enabled again when it is over)
+
+    p = status_now()
+    st.session_state[f"{key}._active"] = p.get("active")
+    with slot:      # live only while the sweep is queued or running
+        st.fragment(run_every=state.LIVE_SECONDS * 2 if p.get("active") else None)(progress)()
+    if p.get("active"):
+        label = f"{label} — queued or running"
+    clicked = st.button(label, key=key, disabled=disabled or not cfgs or p.get("active", False), help=help,
+                        type="primary")
+    if not clicked:
+        return None
+    if status_now().get("active"):                  # a second click that arrived before the page changed
+        st.info(f"This {what} is already queued; its progress is shown above.")
+        return None
+    try:
+        ids = backend.submit(cfgs, home)
+    except backend.BackendError as e:
+        st.error(str(e))
+        return None
+    st.toast(f"Queued {len(ids)} runs")
+    st.rerun()
+    return ids
 
 
 def preset_config(name: str) -> RunConfig:

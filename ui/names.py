@@ -1,0 +1,165 @@
+"""Names people understand: runs by what they are ("log mask λ=2", "IMP 7×20%"),
+layers by their shape ("fc1 784→300", "conv1 3→16 3×3"), snapshots by when they
+were taken ("round 1 · search · epoch 3"). No Streamlit here.
+
+Labels are data: a new method or penalty gets a sensible default (its name) and
+can register a nicer one in METHOD_LABELS / REG_NAMES."""
+
+from __future__ import annotations
+
+import functools
+import math
+import re
+from collections.abc import Callable
+
+# How a penalty is written for people (anything missing is shown by its registry name).
+REG_NAMES = {"l1": "ℓ1", "log": "log", "lp": "ℓp", "exp": "exp", "scad": "SCAD", "mcp": "MCP"}
+
+
+def reg_name(reg) -> str:
+    return REG_NAMES.get(str(reg), str(reg))
+
+
+def fmt_lam(v) -> str:
+    if v is None:
+        return "–"
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        return str(v)
+    return f"{v:.3g}"
+
+
+def _pct(v) -> str:
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        return "?"
+    return f"{v * 100:.3g}%"
+
+
+def _concave(c: dict) -> str:
+    s = f"{reg_name(c.get('regularizer', '?'))} mask λ={fmt_lam(c.get('lam'))}"
+    if c.get("target_sparsity") is not None:
+        s += f" → {_pct(c['target_sparsity'])} pruned"
+    if c.get("warm_start"):
+        s += " (warm start)"
+    if int(c.get("rounds") or 1) > 1:
+        s += f" ×{c['rounds']}"
+    return s
+
+
+def _imp(c: dict) -> str:
+    return f"IMP {c.get('rounds', '?')}×{_pct(c.get('prune_fraction', 0.2))}"
+
+
+def _random(c: dict) -> str:
+    if c.get("random_from"):
+        return f"random, densities of {c['random_from']}"
+    if c.get("target_sparsity") is not None:
+        return f"random {_pct(c['target_sparsity'])} pruned"
+    return "random pruning"
+
+
+# method → what its runs are called; unknown methods are called by their name.
+METHOD_LABELS: dict[str, Callable[[dict], str]] = {"concave": _concave, "imp": _imp, "random": _random,
+                                                   "dense": lambda c: "dense"}
+
+
+def method_label(c: dict) -> str:
+    m = str(c.get("method", "?"))
+    fn = METHOD_LABELS.get(m)
+    return fn(c) if fn else m
+
+
+def group_label(c: dict) -> str:
+    """Runs that differ only in seed and λ share this (a line on the trade-off plot)."""
+    m = c.get("method", "?")
+    if m == "concave":
+        g = f"{reg_name(c.get('regularizer', '?'))} mask"
+        if c.get("warm_start"):
+            g += " (warm start)"
+        if c.get("target_sparsity") is not None:
+            g += " (target)"
+        return g
+    if m == "imp":
+        return f"IMP ({c.get('prune_scope', 'global')}, {_pct(c.get('prune_fraction', 0.2))} a round)"
+    return method_label(c) if m in METHOD_LABELS and m != "random" else str(m)
+
+
+# ------------------------------------------------------------------ snapshots
+
+PHASE_WORDS = {"search": "search", "retrain": "retrain", "train": "training"}
+
+
+def snapshot_label(tag: str) -> str:
+    """"r0-search-e0003" → "round 1 · search · epoch 3"; "r0-ticket" → "round 1 · ticket"."""
+    m = re.fullmatch(r"r(\d+)-(\w+?)-(?:e(\d+)|(end))", tag)
+    if m:
+        when = f"epoch {int(m.group(3))}" if m.group(3) else "end"
+        return f"round {int(m.group(1)) + 1} · {PHASE_WORDS.get(m.group(2), m.group(2))} · {when}"
+    m = re.fullmatch(r"r(\d+)-ticket", tag)
+    if m:
+        return f"round {int(m.group(1)) + 1} · ticket"
+    return tag
+
+
+def when_label(round_: int, phase: str, epoch) -> str:
+    """The same wording for a (round, phase, epoch) of the metrics."""
+    e = 0 if epoch is None or (isinstance(epoch, float) and math.isnan(epoch)) else int(epoch)
+    return f"round {int(round_) + 1} · {PHASE_WORDS.get(phase, phase)} · epoch {e}"
+
+
+def phase_label(phase: str) -> str:
+    """The engine's progress text "round 0 search epoch 2/3" in the same words (rounds from 1)."""
+    m = re.fullmatch(r"round (\d+) (\w+) epoch (\d+)/(\d+)", phase.strip())
+    if m:
+        return (f"round {int(m.group(1)) + 1} · {PHASE_WORDS.get(m.group(2), m.group(2))} · "
+                f"epoch {m.group(3)}/{m.group(4)}")
+    return phase
+
+
+# ------------------------------------------------------------------ layers
+
+def layer_names(shapes: dict[str, tuple]) -> dict[str, str]:
+    """Module path → "fc1 784→300" / "out 100→10" / "conv1 3→16 3×3", from the weights' shapes
+    (in the model's order; the last layer is the output). Unknown shapes keep their path."""
+    out: dict[str, str] = {}
+    n_fc = n_conv = 0
+    items = list(shapes.items())
+    for i, (path, shape) in enumerate(items):
+        shape = tuple(int(x) for x in shape)
+        last = i == len(items) - 1
+        if len(shape) == 2:
+            n_fc += 1
+            name = ("linear" if len(items) == 1 else "out") if last else f"fc{n_fc}"
+            out[path] = f"{name} {shape[1]}→{shape[0]}"
+        elif len(shape) == 4:
+            n_conv += 1
+            name = "out" if last else f"conv{n_conv}"
+            out[path] = f"{name} {shape[1]}→{shape[0]} {shape[2]}×{shape[3]}"
+        else:
+            out[path] = path
+    return out
+
+
+@functools.lru_cache(maxsize=64)
+def _model_shapes(model: str, dataset: str, n_classes: int | None) -> tuple:
+    import torch
+
+    from engine import masking
+    from engine.data import dataset_info
+    from engine.models import build_model
+    info = dataset_info(dataset)
+    with torch.device("meta"):     # shapes only: no memory, no compute
+        m = build_model(model, info.in_shape, n_classes or info.num_classes)
+    return tuple((n, tuple(layer.weight.shape)) for n, layer in masking.prunable_layers(m))
+
+
+def layer_names_for(cfg: dict) -> dict[str, str]:
+    """layer_names for a run's config ({} when its model cannot be built here)."""
+    try:
+        classes = cfg.get("classes")
+        return layer_names(dict(_model_shapes(cfg["model"], cfg["dataset"], len(classes) if classes else None)))
+    except Exception:  # noqa: BLE001 - an unknown model keeps its module paths
+        return {}
