@@ -146,7 +146,7 @@ try:
     sweep_cfgs = backend.expand(base, {"regularizer": ["l1", "log"], "lam": LAMS}, [int(cfg.get("seed", 0))])
 except Exception as e:  # noqa: BLE001 - a ConfigError, readable
     sweep_cfgs = []
-    st.error(str(e))
+    st.error(md.esc(e))
 with c1:
     widgets.sweep_button(f"Run the λ sweep ({2 * len(LAMS)} runs)", sweep_cfgs, "pix.sweep.go", home,
                          what="λ sweep", per_run_s=data.summary_of(run).get("wall_seconds"),

@@ -654,7 +654,7 @@ def sweep_button(label: str, cfgs: list[RunConfig], key: str, home, help: str, w
     try:
         ids = backend.submit(cfgs, home)
     except backend.BackendError as e:
-        st.error(str(e))
+        st.error(md.esc(e))
         return None
     st.toast(f"Queued {len(ids)} runs")
     st.rerun()
