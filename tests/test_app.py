@@ -147,7 +147,7 @@ def test_empty_store(page, monkeypatch, empty_home, jobs):
     at = open_page(monkeypatch, empty_home, page)
     no_traceback(at)
     assert TITLES[page] in at.title[0].value
-    assert not at.error, [e.value for e in at.error]
+    assert not at.error, [plain(e.value) for e in at.error]
     if page != "pages/launch.py":   # every other page explains what to do first
         assert at.info, f"{page} shows no empty-state message"
     else:
@@ -222,11 +222,11 @@ def test_runs_progress_reads_the_same_everywhere(monkeypatch, mixed, jobs):
     cells = table[["where", "eta", "remaining", "test_accuracy", "elapsed", "note"]].astype(str).to_numpy().ravel()
     assert "None" not in cells and "nan" not in cells
     assert queued["remaining"] == "—" and queued["eta"] == "—"
-    heads = [m.value for m in at.markdown if "running ·" in m.value or "queued (" in m.value]
+    heads = [plain(m.value) for m in at.markdown if "running ·" in plain(m.value) or "queued (" in plain(m.value)]
     assert any("running · 40% · round 1 · search · epoch 1/1" in h for h in heads), heads
     assert any("queued (1st)" in h for h in heads), heads
     home_at = open_page(monkeypatch, home, "pages/home.py")
-    bars = [p.text for p in home_at.get("progress")]
+    bars = [plain(p.text or "") for p in home_at.get("progress")]
     assert any("running · 40%" in (b or "") for b in bars) and any("queued (1st)" in (b or "") for b in bars), bars
 
 
@@ -242,7 +242,7 @@ def test_runs_cancel_says_cancelling_at_once(monkeypatch, tmp_path, jobs):
     at.button(key=f"cancel.{rid}").click().run()
     no_traceback(at)
     assert ("cancel", rid) in jobs.calls
-    info = " ".join(i.value for i in at.info)
+    info = " ".join(plain(i.value) for i in at.info)
     assert "Cancelling…" in info and "finishes the step it is on" in info and "checkpoint" in info
     assert at.button(key=f"cancel.{rid}").disabled and at.button(key=f"cancel.{rid}").label == "Cancelling…"
     assert at.dataframe[0].value.iloc[0]["state"] == "⏹️ cancelling…"
@@ -268,7 +268,7 @@ def test_runs_failure_reason_is_whole(monkeypatch, tmp_path, jobs):
                                                   "    load()\nengine.data.DatasetUnavailable: " + full + "\n")
     at = open_page(monkeypatch, home, "pages/runs.py", {"runs": rid})
     no_traceback(at)
-    shown = " ".join(e.value for e in at.error)
+    shown = " ".join(plain(e.value) for e in at.error)
     assert "at a folder that already has them." in shown.replace("\\", "")
     assert "on a machine with internet" in shown
 
@@ -281,7 +281,7 @@ def test_runs_delete_asks_first(monkeypatch, tmp_path, jobs):
     at = open_page(monkeypatch, home, "pages/runs.py", {"runs": rid})
     at.button(key=f"delete.{rid}").click().run()
     no_traceback(at)
-    assert any("cannot be undone" in w.value for w in at.warning)
+    assert any("cannot be undone" in plain(w.value) for w in at.warning)
     assert store.list_runs()                            # not yet
     at.button(key=f"delete_yes.{rid}").click().run()
     no_traceback(at)
@@ -326,7 +326,7 @@ def test_masks_overlap_opens_on_a_compatible_ticket(monkeypatch, mixed, jobs):
     no_traceback(at)
     assert at.selectbox(key="masks.a").value == ids["concave"]
     assert at.selectbox(key="masks.b").value == ids["imp"]        # the newest finished LeNet-on-digits run
-    assert not any("no layer in common" in w.value for w in at.warning)
+    assert not any("no layer in common" in plain(w.value) for w in at.warning)
     assert any(m.label == "IoU of kept weights" for m in at.metric)
 
 
@@ -356,7 +356,7 @@ def test_tradeoffs_table_has_a_row_for_every_plotted_run(monkeypatch, mixed, job
     table = at.dataframe[0].value
     listed = set(",".join(table["run_ids"].astype(str)).split(","))
     assert {ids["imp"], ids["concave"]} <= listed
-    assert any("each later round prunes 20 % of the weights still in" in c.value for c in at.caption)
+    assert any("each later round prunes 20 % of the weights still in" in plain(c.value) for c in at.caption)
 
 
 def test_tradeoffs_mixed(monkeypatch, mixed, jobs):
@@ -474,7 +474,7 @@ def test_launch_invalid_value_is_named_next_to_its_field(field, monkeypatch, emp
     assert any(m.label == "Time per run" for m in at.metric)
     INVALID[field][0](at).run()
     no_traceback(at)
-    errors = [e.value for e in at.error]
+    errors = [plain(e.value) for e in at.error]
     assert any(f"**{field}**" in e and INVALID[field][1] in e for e in errors), errors
     assert at.button(key="launch.go").disabled
     assert not any(m.label == "Time per run" for m in at.metric)      # no estimate of another value
@@ -487,7 +487,7 @@ def test_launch_shows_every_invalid_value_at_once(monkeypatch, empty_home, jobs)
         typed(at)
     at.run()
     no_traceback(at)
-    shown = "\n".join(e.value for e in at.error)
+    shown = "\n".join(plain(e.value) for e in at.error)
     for field, (_, quote) in INVALID.items():
         assert f"**{field}**" in shown and quote in shown, (field, shown)
     assert at.button(key="launch.go").disabled
@@ -498,7 +498,7 @@ def test_launch_shows_every_invalid_value_at_once(monkeypatch, empty_home, jobs)
     at.number_input(key="cfg.batch_size").set_value(64)
     at.text_input(key="cfg.lam").set_value("2").run()
     assert not at.error and not at.button(key="launch.go").disabled
-    assert any("7 epochs of training per run" in c.value for c in at.caption)
+    assert any("7 epochs of training per run" in plain(c.value) for c in at.caption)
 
 
 def test_customise_imp_vs_concave_opens_and_launches_both(monkeypatch, empty_home, jobs):
@@ -554,10 +554,10 @@ def test_launch_unknown_sources_fall_back(monkeypatch, mixed, jobs):
     home, ids = mixed
     at = open_page(monkeypatch, home, "pages/launch.py", {"from": ids["bad_config"]})
     no_traceback(at)
-    assert any("cannot be read" in w.value for w in at.warning)
+    assert any("cannot be read" in plain(w.value) for w in at.warning)
     at = open_page(monkeypatch, home, "pages/launch.py", {"preset": "nope"})
     no_traceback(at)
-    assert any("No preset called" in w.value for w in at.warning)
+    assert any("No preset called" in plain(w.value) for w in at.warning)
 
 
 def test_home_launch_without_jobs_api_is_a_message(monkeypatch, empty_home, jobs):
@@ -565,7 +565,7 @@ def test_home_launch_without_jobs_api_is_a_message(monkeypatch, empty_home, jobs
     at = open_page(monkeypatch, empty_home, "pages/home.py")
     at.button(key="preset_digits").click().run()
     no_traceback(at)
-    assert any("the queue is paused" in e.value for e in at.error)
+    assert any("the queue is paused" in plain(e.value) for e in at.error)
 
 
 @pytest.mark.parametrize("page", ["pages/runs.py", "pages/masks.py", "pages/tradeoffs.py", "pages/pixels.py"])
@@ -582,7 +582,7 @@ def test_pixels_damaged_snapshots_are_a_message(monkeypatch, mixed, jobs):
     at = open_page(monkeypatch, home, "pages/pixels.py", {"runs": ids["bad_snapshots"]})
     no_traceback(at)
     assert at.selectbox(key="pix.run").value == ids["bad_snapshots"]
-    assert any("could not be drawn" in e.value for e in at.error)
+    assert any("could not be drawn" in plain(e.value) for e in at.error)
 
 
 def test_masks_same_run_twice(monkeypatch, mixed, jobs):
@@ -590,7 +590,7 @@ def test_masks_same_run_twice(monkeypatch, mixed, jobs):
     at = open_page(monkeypatch, home, "pages/masks.py")
     at.selectbox(key="masks.b").set_value(at.selectbox(key="masks.a").value).run()
     no_traceback(at)
-    assert any("two different runs" in i.value for i in at.info)
+    assert any("two different runs" in plain(i.value) for i in at.info)
 
 
 def test_tradeoffs_tolerance_and_axes(monkeypatch, mixed, jobs):
@@ -614,7 +614,7 @@ def test_theory_invalid_input(change, field, monkeypatch, empty_home, jobs):
     change(at)
     at.run()
     no_traceback(at)
-    assert any(f"**{field}**" in plain(e.value) for e in at.error), [e.value for e in at.error]
+    assert any(f"**{field}**" in plain(e.value) for e in at.error), [plain(e.value) for e in at.error]
     assert at.button(key="theory.go").disabled
 
 
