@@ -53,6 +53,9 @@ class RunConfig:
     target_sparsity: float | None = _f(None, "if set, λ adapts during the search so the mask ends at this sparsity")
     warm_start: str | None = _f(None, "concave: start the first search from this run's search-end θ and m "
                                       "(e.g. log warm-started from an l1 solution, a reweighting-style start)")
+    warm_start_rewind: str | None = _f(None, "with warm_start, what retraining rewinds to: own (default: this "
+                                             "run's own rewind point, e.g. its seeded init) or source (the "
+                                             "warm_start run's saved rewind weights)")
     threshold: float = _f(0.5, "τ: an entry survives when m > τ, in (0, 1)")
     threshold_mode: str = _f("tau", "tau: keep m > τ; topk: keep the largest m to hit target_sparsity exactly")
     # --- IMP / random ----------------------------------------------------------
@@ -95,6 +98,8 @@ class RunConfig:
         floats = {f.name for f in fields(cls) if "float" in str(f.type)}
         d = {k: float(v) if k in floats and isinstance(v, int) and not isinstance(v, bool) else v
              for k, v in d.items()}
+        if d.get("warm_start_rewind") == "own":  # the default spelled out: same run, same hash
+            d = {**d, "warm_start_rewind": None}
         cfg = cls(**d)
         cfg.validate()
         return cfg
@@ -234,6 +239,14 @@ class RunConfig:
             raise ConfigError("target_sparsity", "method=random needs target_sparsity in (0, 1) "
                                                  "or random_from (a run id)")
         kind, k = self.rewind_point()
+        if self.warm_start_rewind is not None:
+            _choice("warm_start_rewind", self.warm_start_rewind, ("own", "source"))
+            if self.warm_start is None or self.method != "concave":
+                raise ConfigError("warm_start_rewind", "warm_start_rewind applies only to method=concave "
+                                                       "with warm_start (a run id)")
+            if kind not in ("init", "epoch", "iter"):
+                raise ConfigError("warm_start_rewind", f"warm_start_rewind=source needs rewind init, epoch:K "
+                                                       f"or iter:K (rewind={self.rewind} restores no saved weights)")
         if kind == "epoch" and self.method in ("concave", "imp") and k > self.epochs:
             raise ConfigError("rewind", f"rewind epoch:{k} must be in [0, epochs={self.epochs}]")
 

@@ -279,3 +279,30 @@ def test_masks_get_adam_at_mask_lr_without_weight_decay(store, optimizer):
         for sc in scheds:
             sc.step()
     assert g["lr"] == pytest.approx(0.0, abs=1e-12) and weight_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
+
+
+def _fresh_init(model, in_shape, classes, seed):
+    torch.manual_seed(seed)
+    return masking.weights_state(build_model(model, in_shape, classes))
+
+
+def test_warm_started_retrain_rewinds_to_its_own_seeded_init(store):
+    """warm_start moves the search's start, not the rewind point: with rewind=init the
+    retrain starts from exactly the weights a fresh run with the same seed starts from."""
+    base = dict(model="logreg", method="concave", lam=2.0, epochs=2, retrain_epochs=1, lr=1e-2)
+    src, _ = run(store, regularizer="l1", seed=1, **base)
+    warm, _ = run(store, regularizer="log", warm_start=src, seed=5, **base)
+    rewind = store.load_array(warm, "ticket")["rewind"]
+    init = _fresh_init("logreg", (1, 8, 8), 10, 5)
+    assert set(rewind) == set(init)
+    for k, v in init.items():
+        assert torch.equal(rewind[k], v), k
+    assert checks(store, warm)["rewind_exact"]["value"] == 0.0
+    # the explicit alternative: the source run's own saved rewind weights
+    warm_src, _ = run(store, regularizer="log", warm_start=src, warm_start_rewind="source", seed=5, **base)
+    src_rewind = store.load_array(src, "ticket")["rewind"]
+    got = store.load_array(warm_src, "ticket")["rewind"]
+    for k, v in src_rewind.items():
+        assert torch.equal(got[k], v), k
+    assert not all(torch.equal(got[k], rewind[k]) for k in rewind)   # seed 1's init, not seed 5's
+    assert checks(store, warm_src)["rewind_exact"]["value"] == 0.0

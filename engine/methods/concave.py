@@ -36,10 +36,19 @@ def run(ctx: RunContext) -> dict:
 
         if ctx.stage(f"r{r}-search"):
             masking.set_soft(ctx.model, cfg.mask_init, cfg.mask_param, start=st["prev"])
+            first_capture = capture if r == 0 else None
             if r == 0 and cfg.warm_start:
+                # The rewind point stays this run's own: its seeded init is saved before the
+                # source's weights replace it (or, when asked, the source's rewind weights are used).
+                if cfg.warm_start_rewind == "source":
+                    _source_rewind(ctx, cfg.warm_start)
+                    first_capture = None
+                elif capture == ("iter", 0):
+                    ctx.save_rewind(0, "search", 0)
+                    first_capture = None
                 _warm_start(ctx, cfg.warm_start)
             ctx.train_phase(round=r, phase="search", epochs=cfg.epochs, regularizer=cfg.regularizer,
-                            target_remaining=target_rem, capture=capture if r == 0 else None)
+                            target_remaining=target_rem, capture=first_capture)
             ctx.end_stage()
 
         if ctx.stage(f"r{r}-threshold"):
@@ -96,6 +105,20 @@ def _warm_start(ctx: RunContext, run_id: str) -> None:
             if layer.mask_param == "sigmoid":
                 m = torch.logit(m.clamp(1e-3, 1 - 1e-3))
             layer.mask.copy_(m)
+
+
+def _source_rewind(ctx: RunContext, run_id: str) -> None:
+    """warm_start_rewind=source: this run rewinds to the warm_start run's saved rewind weights."""
+    try:
+        state = ctx.store.load_array(run_id, "rewind")["state"]
+    except (FileNotFoundError, KeyError):
+        raise ValueError(f"warm_start run {run_id!r} has no saved rewind weights in this store") from None
+    own = masking.weights_state(ctx.model)
+    if set(state) != set(own) or any(state[k].shape != own[k].shape for k in own):
+        raise ValueError(f"warm_start run {run_id!r} has a different architecture")
+    masking.load_weights_state(ctx.model, state)
+    ctx.save_rewind(0, "search", 0)  # this run's rewind.pt: the source's weights, bit for bit
+    masking.load_weights_state(ctx.model, own)
 
 
 def _thresholded_accuracy(ctx: RunContext, binary) -> float:
