@@ -58,6 +58,9 @@ class RunConfig:
                                              "warm_start run's saved rewind weights)")
     threshold: float = _f(0.5, "τ: an entry survives when m > τ, in (0, 1)")
     threshold_mode: str = _f("tau", "tau: keep m > τ; topk: keep the largest m to hit target_sparsity exactly")
+    allow_empty_layers: bool | None = _f(None, "true: a threshold or a global top-k may prune a whole layer away "
+                                               "(disconnecting the network); by default such a layer keeps its "
+                                               "best-scored entry and the run's checks say so")
     # --- IMP / random ----------------------------------------------------------
     prune_fraction: float = _f(0.2, "IMP: fraction of the remaining weights pruned each round, in (0, 1)")
     prune_scope: str = _f("global", "IMP/random: rank weights globally or per layer")
@@ -98,8 +101,11 @@ class RunConfig:
         floats = {f.name for f in fields(cls) if "float" in str(f.type)}
         d = {k: float(v) if k in floats and isinstance(v, int) and not isinstance(v, bool) else v
              for k, v in d.items()}
-        if d.get("warm_start_rewind") == "own":  # the default spelled out: same run, same hash
+        # defaults spelled out are the same run, with the same hash
+        if d.get("warm_start_rewind") == "own":
             d = {**d, "warm_start_rewind": None}
+        if d.get("allow_empty_layers") is False:
+            d = {**d, "allow_empty_layers": None}
         cfg = cls(**d)
         cfg.validate()
         return cfg
@@ -162,6 +168,9 @@ class RunConfig:
         _choice("prune_scope", self.prune_scope, ("global", "layer"))
         _choice("lr_schedule", self.lr_schedule, ("constant", "cosine"))
         _choice("precision", self.precision, ("auto", "fp32", "bf16"))
+        if self.allow_empty_layers is not None and not isinstance(self.allow_empty_layers, bool):
+            raise ConfigError("allow_empty_layers", f"allow_empty_layers must be true or false, "
+                                                    f"got {self.allow_empty_layers!r}")
         if not isinstance(self.compile, bool):
             raise ConfigError("compile", f"compile must be true or false, got {self.compile!r}")
         _string("name", self.name, 200)

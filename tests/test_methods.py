@@ -306,3 +306,22 @@ def test_warm_started_retrain_rewinds_to_its_own_seeded_init(store):
         assert torch.equal(got[k], v), k
     assert not all(torch.equal(got[k], rewind[k]) for k in rewind)   # seed 1's init, not seed 5's
     assert checks(store, warm_src)["rewind_exact"]["value"] == 0.0
+
+
+def test_a_threshold_that_would_empty_the_network_keeps_one_entry_and_says_so(store):
+    """A λ so large that every mask entry falls below τ: the ticket keeps the layer's best
+    entry and the run's checks record it; allow_empty_layers=true really empties it."""
+    base = dict(model="logreg", method="concave", lam=1000.0, mask_lr=0.1, epochs=1, retrain_epochs=1, lr=1e-2)
+    with pytest.warns(UserWarning, match="would have pruned every weight"):
+        run_id, s = run(store, **base)
+    c = checks(store, run_id)["every_layer_kept"]
+    assert s["kept"] == 1 and c["value"] == 1 and not c["passed"]
+    soft = next(iter(store.load_masks(run_id, "r0-search-end").values()))
+    ticket = next(iter(ticket_mask(store, run_id).values()))
+    assert float(soft.max()) <= 0.5 and float(soft[ticket].max()) == float(soft.max())   # its best entry
+    with pytest.warns(UserWarning, match="left empty"):
+        run_id, s = run(store, allow_empty_layers=True, **base)
+    assert s["kept"] == 0 and checks(store, run_id)["every_layer_kept"]["value"] == 1
+    run_id, s = run(store, **{**base, "lam": 1.0})
+    c = checks(store, run_id)["every_layer_kept"]
+    assert c["value"] == 0 and c["passed"]

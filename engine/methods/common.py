@@ -3,6 +3,8 @@ invariant checks (measured, stored per run) and the final summary."""
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 from .. import masking
@@ -87,6 +89,24 @@ def check_nested(ctx: RunContext, prev: dict[str, torch.Tensor] | None, new: dic
     ctx.store.set_check(ctx.run_id, "masks_nested", revived, 0, revived == 0,
                         "entries kept in a round that were pruned in an earlier round")
     return revived
+
+
+def check_every_layer_kept(ctx: RunContext, refilled: list[str], binary: dict[str, torch.Tensor],
+                           round: int) -> int:
+    """Layers the selection (threshold, top-k, magnitude) would have emptied, through this round.
+    They keep their best entry unless allow_empty_layers; either way it is a warning worth seeing."""
+    names = set(refilled) | {n for n, b in binary.items() if not b.any()}
+    old = _check_value(ctx, "every_layer_kept") or 0
+    count = max(len(names), int(old))
+    if names:
+        what = "left empty (allow_empty_layers)" if ctx.cfg.allow_empty_layers else "kept only their best entry"
+        warnings.warn(f"round {round}: the selection would have pruned every weight of {sorted(names)}; "
+                      f"they {what}", stacklevel=2)
+    ctx.store.set_check(ctx.run_id, "every_layer_kept", count, 0, count == 0,
+                        "layers a threshold or global ranking would have pruned entirely "
+                        + ("(left empty: allow_empty_layers)" if ctx.cfg.allow_empty_layers
+                           else "(each kept its best-scored entry)") + f", through round {round}")
+    return count
 
 
 def check_sparsity(ctx: RunContext, achieved: float, target: float, tol: float, what: str) -> None:
