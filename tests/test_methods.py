@@ -158,12 +158,25 @@ def test_multi_round_concave_is_nested(store):
 
 def test_random_copies_per_layer_density_of_a_ticket(store):
     src, _ = run(store, method="imp", rounds=2, prune_fraction=0.5, epochs=1)
-    run_id, s = run(store, method="random", random_from=src, epochs=2)
+    run_id, s = run(store, method="random", random_from=src, epochs=1, seed=4)
     a, b = ticket_mask(store, src), ticket_mask(store, run_id)
     for n in a:
-        assert int(a[n].sum()) == int(b[n].sum())
+        k = int(a[n].sum())
+        assert k == int(b[n].sum())
         assert not torch.equal(a[n], b[n])
-    assert checks(store, run_id)["zeros_stay_zero"]["value"] == 0.0
+        flat = b[n].flatten()
+        assert not bool(flat[:k].all())                     # not the first k entries
+        # spread like a uniform draw: every tenth of the layer holds its share (±50%)
+        tenths = torch.stack([c.sum() for c in flat.chunk(10)]).float()
+        assert float(tenths.min()) > 0.5 * k / 10 and float(tenths.max()) < 1.5 * k / 10
+        rows = b[n].any(dim=1).float().mean()               # and over the layer's units
+        assert float(rows) > 0.9
+    # θ starts from the ticket's rewind point: the seeded init of the source (seed 0), bit for bit
+    init = _fresh_init("lenet300", (1, 8, 8), 10, 0)
+    start = store.load_array(run_id, "ticket")["rewind"]
+    assert all(torch.equal(start[k], v) for k, v in init.items())
+    c = checks(store, run_id)
+    assert c["zeros_stay_zero"]["value"] == 0.0 and c["rewind_exact"]["value"] == 0.0
 
 
 def test_random_global_density(store):
@@ -325,3 +338,58 @@ def test_a_threshold_that_would_empty_the_network_keeps_one_entry_and_says_so(st
     run_id, s = run(store, **{**base, "lam": 1.0})
     c = checks(store, run_id)["every_layer_kept"]
     assert c["value"] == 0 and c["passed"]
+
+
+@pytest.mark.parametrize("source", ["imp", "concave"])
+def test_reinit_control_keeps_the_tickets_exact_masks_and_redraws_theta(store, source):
+    """method=reinit: at every round of its source the mask is the source ticket's, bit for bit;
+    θ is a fresh draw (not the source's init) with each layer's std that of the init distribution."""
+    if source == "imp":
+        src, _ = run(store, model="logreg", method="imp", rounds=2, prune_fraction=0.5, epochs=1, lr=1e-2)
+        rounds, length = [1, 2], 1
+    else:
+        src, _ = run(store, model="logreg", method="concave", lam=2.0, rounds=2, epochs=1, retrain_epochs=2,
+                     lr=1e-2)
+        rounds, length = [0, 1], 2
+    ctl, s = run(store, model="logreg", method="reinit", reinit_from=src, epochs=length, seed=0, lr=1e-2)
+    for r in rounds:
+        a, b = store.load_masks(src, f"r{r}-ticket"), store.load_masks(ctl, f"r{r}-ticket")
+        assert set(a) == set(b) and all(torch.equal(a[n], b[n]) for n in a), r
+    assert [row["round"] for row in store.metrics(ctl, kind="round")] == rounds
+    ta, tb = ticket_mask(store, src), ticket_mask(store, ctl)
+    assert all(torch.equal(ta[n], tb[n]) for n in ta)
+    init = store.load_array(src, "ticket")["rewind"]          # the source's init (rewind=init, seed 0)
+    theta = store.load_array(ctl, "ticket")["rewind"]         # where the control's last round started
+    prunable = {f"{n}.weight" for n in ta}
+    for k, v in init.items():
+        if k in prunable:
+            assert not torch.equal(theta[k], v), k
+        assert float(theta[k].float().std()) == pytest.approx(float(v.float().std()), rel=0.1, abs=1e-12), k
+    c = checks(store, ctl)
+    assert c["rewind_exact"]["value"] == 0.0 and c["zeros_stay_zero"]["value"] == 0.0
+    assert s["kept"] == sum(int(m.sum()) for m in ta.values())
+    # it trains exactly as long as its source's retrain, and says so when asked for another length
+    epochs = [r for r in store.metrics(ctl, kind="epoch")]
+    assert len(epochs) == len(rounds) * length
+    with pytest.raises(ValueError, match="epochs"):
+        run(store, model="logreg", method="reinit", reinit_from=src, epochs=length + 1, lr=1e-2)
+
+
+def test_random_control_follows_its_sources_rewind_point_and_retrain_length(store):
+    """A random control of a rewind=epoch:K ticket whose retrain is shorter than its search
+    starts from the ticket's epoch-K weights and trains exactly as many steps as its retrain."""
+    src, _ = run(store, method="concave", lam=10.0, rewind="epoch:1", epochs=2, retrain_epochs=1)
+    ctl, _ = run(store, method="random", random_from=src, rewind="epoch:1", epochs=1, seed=3)
+    src_rewind, ctl_rewind = store.load_array(src, "ticket")["rewind"], store.load_array(ctl, "ticket")["rewind"]
+    assert set(src_rewind) == set(ctl_rewind)
+    assert all(torch.equal(src_rewind[k], ctl_rewind[k]) for k in src_rewind)
+    assert checks(store, ctl)["rewind_exact"]["value"] == 0.0
+    src_rows, ctl_rows = store.metrics(src, kind="epoch"), store.metrics(ctl, kind="epoch")
+    retrain_steps = src_rows[-1]["step"] - max(r["step"] for r in src_rows if r["phase"] == "search")
+    assert retrain_steps > 0 and ctl_rows[-1]["step"] == retrain_steps
+    assert len(ctl_rows) == sum(r["phase"] == "retrain" for r in src_rows) == 1
+    # any other length or rewind point is refused with the key it needs
+    for bad, key in ((dict(epochs=2, rewind="epoch:1"), "epochs"), (dict(epochs=1), "rewind"),
+                     (dict(epochs=1, rewind="epoch:1", lr=1e-2), "lr")):
+        with pytest.raises(ValueError, match=f"{key}="):
+            run(store, method="random", random_from=src, **bad)

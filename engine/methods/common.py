@@ -17,7 +17,8 @@ def start_retrain(ctx: RunContext, binary: dict[str, torch.Tensor], kind: str, r
 
     init / epoch:K / iter:K  restore the saved rewind weights bit for bit;
     finetune                 keep the trained weights, folding a soft mask in (m⊙θ);
-    reinit                   fresh random weights (the sanity check: a real ticket beats it)."""
+    reinit                   fresh random weights (the sanity check: a real ticket beats it;
+                             method=reinit is the same control for any ticket, round by round)."""
     model = ctx.model
     if kind in ("init", "epoch", "iter"):
         if ctx.rewind_state is None:
@@ -32,10 +33,7 @@ def start_retrain(ctx: RunContext, binary: dict[str, torch.Tensor], kind: str, r
                     layer.weight.mul_(soft[n].to(layer.weight.device))
         masking.set_binary(model, binary)
     elif kind == "reinit":
-        torch.manual_seed(ctx.cfg.seed + 10_007 * (round + 1))
-        from ..models import build_model
-        fresh = build_model(ctx.cfg.model, ctx.splits.in_shape, ctx.splits.num_classes)
-        masking.load_weights_state(model, masking.weights_state(fresh.to(ctx.device)))
+        redraw_weights(ctx, ctx.cfg.seed + 10_007 * (round + 1))
         masking.set_binary(model, binary)
     else:
         raise ValueError(f"unknown rewind kind {kind!r}")
@@ -43,6 +41,62 @@ def start_retrain(ctx: RunContext, binary: dict[str, torch.Tensor], kind: str, r
     # the round's ticket: a snapshot and its per-layer statistics, before `phase` trains it
     ctx.store.save_masks(ctx.run_id, f"r{round}-ticket", binary, binary=True)
     ctx.record_mask_stats({n: b.float() for n, b in binary.items()}, round, phase, 0, snapshot=False)
+
+
+def redraw_weights(ctx: RunContext, seed: int) -> None:
+    """θ drawn afresh from the model's own init distribution, seeded (masks untouched)."""
+    from ..models import build_model
+    torch.manual_seed(seed)
+    fresh = build_model(ctx.cfg.model, ctx.splits.in_shape, ctx.splits.num_classes)
+    masking.load_weights_state(ctx.model, masking.weights_state(fresh.to(ctx.device)))
+
+
+# ---------------------------------------------------------------- controls of another run's ticket
+
+# What a control must share with its source so it trains like the source's retrain.
+TRAINING_KEYS = ("model", "dataset", "classes", "data_params", "val_fraction", "batch_size", "lr", "optimizer",
+                 "momentum", "weight_decay", "lr_schedule")
+
+
+def source_ticket(ctx: RunContext, key: str, rewind: bool) -> tuple[dict, dict]:
+    """(source config, source ticket) of the run named by `key` (random_from / reinit_from),
+    after checking that this control trains exactly like the source's retrain: same training
+    settings, `epochs` equal to the source's retrain length and (when `rewind`) the same rewind
+    point. Anything else is refused with one line naming the key, so a control never silently
+    trains longer, shorter or from other weights than the ticket it is compared with."""
+    from ..config import RunConfig
+    from ..store import UnknownRun
+    cfg, run_id = ctx.cfg, getattr(ctx.cfg, key)
+    try:
+        row = ctx.store.get_run(run_id)
+    except UnknownRun:
+        raise ValueError(f"{key} run {run_id!r} is not in this store") from None
+    src = {**RunConfig().to_dict(), **(row["config"] or {})}
+    if row["status"] != "done" or src["method"] not in ("concave", "imp"):
+        raise ValueError(f"{key} run {run_id!r} must be a finished concave or imp run "
+                         f"(it is a {row['status']} {src['method']} run)")
+    ticket = ctx.store.load_array(run_id, "ticket")
+    shapes = {n: layer.weight.shape for n, layer in ctx.layers}
+    if set(ticket["mask"]) != set(shapes) or any(ticket["mask"][n].shape != shapes[n] for n in shapes):
+        raise ValueError(f"{key} run {run_id} has a ticket for a different architecture")
+    retrain = source_retrain_epochs(src)
+    mismatch = [(k, src[k], getattr(cfg, k)) for k in TRAINING_KEYS if src[k] != getattr(cfg, k)]
+    if cfg.epochs != retrain:
+        mismatch.append(("epochs", retrain, cfg.epochs))
+    if rewind and cfg.rewind != src["rewind"]:
+        mismatch.append(("rewind", src["rewind"], cfg.rewind))
+    if mismatch:
+        k, want, got = mismatch[0]
+        raise ValueError(f"{key} run {run_id} retrained with {k}={want!r} but this control has {k}={got!r}: "
+                         f"a control trains like its source's retrain (set {k}={want!r})")
+    return src, ticket
+
+
+def source_retrain_epochs(src: dict) -> int:
+    """Epochs of one retrain of a concave or imp run (IMP trains `epochs` every round)."""
+    if src["method"] == "concave":
+        return src["retrain_epochs"] if src["retrain_epochs"] is not None else src["epochs"]
+    return src["epochs"]
 
 
 def check_rewind(ctx: RunContext, binary: dict[str, torch.Tensor], round: int) -> float:
