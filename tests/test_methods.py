@@ -393,3 +393,69 @@ def test_random_control_follows_its_sources_rewind_point_and_retrain_length(stor
                      (dict(epochs=1, rewind="epoch:1", lr=1e-2), "lr")):
         with pytest.raises(ValueError, match=f"{key}="):
             run(store, method="random", random_from=src, **bad)
+
+
+def _chain(store, method):
+    """The runs one comparison of `method` needs (its source ticket first, for the controls),
+    and the rows a benchmark selects from. Logistic regression on digits, one epoch a phase."""
+    base = dict(model="logreg", epochs=1, retrain_epochs=1, lr=1e-2)
+    ids = []
+    if method == "concave":              # a λ sweep: a dense-ish and a one-weight mask
+        ids = [run(store, method="concave", lam=lam, mask_lr=0.1, **base)[0] for lam in (1.0, 1000.0)]
+    elif method in ("imp", "dense"):
+        ids = [run(store, method=method, rounds=2, prune_fraction=0.9, **base)[0]]
+    else:
+        src = run(store, method="imp", rounds=1, prune_fraction=0.9, **base)[0]
+        ids = [src, run(store, method=method, **{"random_from" if method == "random" else "reinit_from": src},
+                        **{k: v for k, v in base.items() if k != "retrain_epochs"})[0]]
+    rows = []
+    for i in ids:
+        rounds = store.metrics(i, kind="round") or [{"round": 0, **{k: store.get_run(i)["summary"][k2] for k, k2 in
+                                                     (("kept", "kept"), ("val_acc", "val_accuracy"),
+                                                      ("test_acc", "test_accuracy"))}}]
+        rows += [{"run": i, "round": r["round"], "kept": r["kept"], "val_accuracy": r["val_acc"],
+                  "test_accuracy": r["test_acc"]} for r in rounds]
+    return ids, rows
+
+
+@pytest.mark.filterwarnings("ignore:round 0")  # λ=1000 empties the mask on purpose
+@pytest.mark.parametrize("method", ["concave", "imp", "random", "dense", "reinit"])
+def test_test_labels_never_steer_tickets_lambda_or_selection(tmp_path, monkeypatch, method):
+    """Permuting the test labels changes test accuracy and nothing else: every ticket, every λ,
+    the validation curves and the benchmarks' choice of a run (bench/convex.py's Fig. 4 rule:
+    the sparsest at ≥ 50% accuracy here) stay bit for bit the same."""
+    import dataclasses
+    import sys
+
+    from engine import train
+    from engine.store import Store
+    from tests.conftest import ROOT
+    sys.path.insert(0, str(ROOT / "bench"))
+    from convex import choose
+
+    real = train.load_dataset
+    out = {}
+    for permuted in (False, True):
+        if permuted:
+            def load(*a, **kw):
+                sp = real(*a, **kw)
+                perm = torch.randperm(len(sp.test_y), generator=torch.Generator().manual_seed(1))
+                return dataclasses.replace(sp, test_y=(sp.test_y[perm] + 1) % sp.num_classes)
+            monkeypatch.setattr(train, "load_dataset", load)
+        store = Store(tmp_path / f"home{int(permuted)}")
+        ids, rows = _chain(store, method)
+        tickets = [store.load_array(i, "ticket") if (store.run_dir(i) / "ticket.pt").exists() else None
+                   for i in ids]
+        summaries = [store.get_run(i)["summary"] for i in ids]
+        pick = choose(rows, floor=0.5, kept=0)
+        out[permuted] = (tickets, [s.get("lam_history") for s in summaries], [s["val_accuracy"] for s in summaries],
+                         [r["val_accuracy"] for r in rows], [r["test_accuracy"] for r in rows],
+                         (ids.index(pick["run"]), pick["round"]))
+    (t0, lam0, val0, rv0, test0, pick0), (t1, lam1, val1, rv1, test1, pick1) = out[False], out[True]
+    assert test0 != test1                                   # the permutation did reach the test set
+    assert lam0 == lam1 and val0 == val1 and rv0 == rv1 and pick0 == pick1
+    for a, b in zip(t0, t1):
+        assert (a is None) == (b is None)
+        if a is not None:
+            assert all(torch.equal(a["mask"][n], b["mask"][n]) for n in a["mask"])
+            assert all(torch.equal(a["rewind"][k], b["rewind"][k]) for k in a["rewind"])
