@@ -70,15 +70,32 @@ def test_retrain_starts_bit_for_bit_from_rewind_weights(store):
 
 @pytest.mark.parametrize("rewind", ["iter:7", "epoch:1", "finetune", "reinit"])
 def test_rewind_points(store, rewind):
-    run_id, s = run(store, method="concave", lam=10.0, rewind=rewind, epochs=2, retrain_epochs=1)
+    base = dict(method="concave", lam=10.0, epochs=2, retrain_epochs=1)
+    run_id, s = run(store, rewind=rewind, **base)
     c = checks(store, run_id)
-    assert c["zeros_stay_zero"]["value"] == 0.0
+    assert c["zeros_stay_zero"]["value"] == 0.0 and c["rewind_exact"]["value"] == 0.0
+    ticket = store.load_array(run_id, "ticket")
+    start = ticket["rewind"]                     # the weights the retrain started from
     if rewind.startswith(("iter", "epoch")):
         saved = store.load_array(run_id, "rewind")
         assert saved["step"] == (7 if rewind == "iter:7" else len(range(0, 1437 - 143, 64)))
-        assert c["rewind_exact"]["value"] == 0.0
+    elif rewind == "finetune":
+        # the search-end m⊙θ, bit for bit (biases as trained)
+        end = store.load_array(run_id, "search_end")
+        for k, v in end["weights"].items():
+            layer = k[: -len(".weight")]
+            want = v * end["masks"][layer] if layer in end["masks"] else v
+            assert torch.equal(start[k], want), k
     else:
-        assert "rewind_exact" not in c
+        # reinit: the init-rewind run's exact mask, with θ redrawn from the same distribution
+        ref, _ = run(store, rewind="init", **base)
+        ref_ticket = store.load_array(ref, "ticket")
+        assert all(torch.equal(ticket["mask"][n], ref_ticket["mask"][n]) for n in ref_ticket["mask"])
+        init = ref_ticket["rewind"]
+        for n in ticket["mask"]:
+            k = f"{n}.weight"
+            assert not torch.equal(start[k], init[k]), k
+            assert float(start[k].std()) == pytest.approx(float(init[k].std()), rel=0.05), k
     assert s["test_accuracy"] > 0.5
 
 
@@ -144,15 +161,39 @@ def test_topk_threshold_hits_target_exactly(store):
 def test_sigmoid_parameterisation_runs_and_prunes(store):
     run_id, s = run(store, method="concave", mask_param="sigmoid", lam=50.0, mask_init=0.9, mask_lr=0.1,
                     epochs=3, retrain_epochs=1)
-    assert s["remaining"] < 1.0
-    assert checks(store, run_id)["zeros_stay_zero"]["value"] == 0.0
-
-
-def test_multi_round_concave_is_nested(store):
-    run_id, s = run(store, method="concave", lam=5.0, rounds=2, epochs=2, retrain_epochs=1)
+    end = store.load_array(run_id, "search_end")["masks"]   # m = sigmoid(s), float32
+    ticket = ticket_mask(store, run_id)
+    for n, m in end.items():
+        assert float(m.min()) > 0.0 and float(m.max()) < 1.0, n   # a sigmoid never reaches 0 or 1
+        assert torch.equal(ticket[n], m > 0.5), n                  # τ = 0.5 is s > 0
+    assert 0.01 < s["remaining"] < 0.1                               # measured 0.032
     c = checks(store, run_id)
-    assert c["masks_nested"]["value"] == 0
-    r0, r1 = store.load_masks(run_id, "r0-ticket"), store.load_masks(run_id, "r1-ticket")
+    assert c["zeros_stay_zero"]["value"] == 0.0 and c["rewind_exact"]["value"] == 0.0
+
+
+def test_multi_round_concave_is_nested(store, monkeypatch):
+    """Round 1's search cannot revive what round 0 pruned: its soft mask and its weights are
+    exactly 0 there at the end of the search (not only after the masks are ANDed)."""
+    from engine.methods import concave
+    seen = {}
+    real = concave._thresholded_accuracy
+
+    def spy(ctx, binary):  # called right after each search, with the search-end model
+        seen[len(seen)] = {n: layer.weight.detach().clone() for n, layer in ctx.layers}
+        return real(ctx, binary)
+
+    monkeypatch.setattr(concave, "_thresholded_accuracy", spy)
+    run_id, s = run(store, method="concave", lam=10.0, mask_lr=0.05, rounds=2, epochs=2, retrain_epochs=1)
+    r0 = store.load_masks(run_id, "r0-ticket")
+    soft1 = store.load_masks(run_id, "r1-search-end")
+    pruned = sum(int((r0[n] == 0).sum()) for n in r0)
+    assert pruned > 0 and len(seen) == 2
+    for n in r0:
+        gone = r0[n] == 0
+        assert float(soft1[n][gone].abs().max()) == 0.0, n
+        assert float(seen[1][n][gone.to(seen[1][n].device)].abs().max()) == 0.0, n
+    assert checks(store, run_id)["masks_nested"]["value"] == 0
+    r1 = store.load_masks(run_id, "r1-ticket")
     assert sum(int(m.sum()) for m in r1.values()) <= sum(int(m.sum()) for m in r0.values())
 
 

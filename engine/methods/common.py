@@ -17,6 +17,7 @@ def start_retrain(ctx: RunContext, binary: dict[str, torch.Tensor], kind: str, r
 
     init / epoch:K / iter:K  restore the saved rewind weights bit for bit;
     finetune                 keep the trained weights, folding a soft mask in (m⊙θ);
+                             (finetune and reinit save their start as the run's rewind weights)
     reinit                   fresh random weights (the sanity check: a real ticket beats it;
                              method=reinit is the same control for any ticket, round by round)."""
     model = ctx.model
@@ -26,15 +27,16 @@ def start_retrain(ctx: RunContext, binary: dict[str, torch.Tensor], kind: str, r
         masking.load_weights_state(model, ctx.rewind_state)
         masking.set_binary(model, binary)
         check_rewind(ctx, binary, round)
-    elif kind == "finetune":
-        if soft is not None:
+    elif kind in ("finetune", "reinit"):
+        if kind == "reinit":
+            redraw_weights(ctx, ctx.cfg.seed + 10_007 * (round + 1))
+        elif soft is not None:
             with torch.no_grad():
                 for n, layer in masking.prunable_layers(model):
                     layer.weight.mul_(soft[n].to(layer.weight.device))
+        ctx.save_rewind(round, phase, 0)  # the ticket records the weights its retrain starts from
         masking.set_binary(model, binary)
-    elif kind == "reinit":
-        redraw_weights(ctx, ctx.cfg.seed + 10_007 * (round + 1))
-        masking.set_binary(model, binary)
+        check_rewind(ctx, binary, round)
     else:
         raise ValueError(f"unknown rewind kind {kind!r}")
 
