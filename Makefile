@@ -20,7 +20,7 @@ lint: venv
 	$(PY) -m ruff check .
 
 test: venv lint
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 # Benchmarks and the paper's experiments (not part of `make test`); each also runs alone,
 # e.g. `.venv/bin/python bench/speed.py`. Results: bench/results/*.json, figures: docs/.

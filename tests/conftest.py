@@ -7,6 +7,12 @@ from engine.data import mnist_available
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(os.environ.get("LOTTERY_DATA") or ROOT / "cache" / "data")
+# `make test` runs two pytest processes (pytest-xdist): each trains in-process on its
+# share of the cores, so together they do not oversubscribe the machine.
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    import torch
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+
 needs_mnist = pytest.mark.skipif(not mnist_available(DATA),
                                  reason=f"real MNIST files not found in {DATA}/MNIST/raw (set LOTTERY_DATA)")
 
