@@ -61,9 +61,13 @@ def _random(c: dict) -> str:
     return "random pruning"
 
 
+def _reinit(c: dict) -> str:
+    return f"reinit control of {c['reinit_from']}" if c.get("reinit_from") else "reinit control"
+
+
 # method → what its runs are called; unknown methods are called by their name.
 METHOD_LABELS: dict[str, Callable[[dict], str]] = {"concave": _concave, "imp": _imp, "random": _random,
-                                                   "dense": lambda c: "dense"}
+                                                   "reinit": _reinit, "dense": lambda c: "dense"}
 
 
 def method_label(c: dict) -> str:
