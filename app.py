@@ -35,6 +35,7 @@ with st.spinner("Loading the engine (PyTorch)…"):
 
 with st.sidebar:
     st.caption(f"Store: `{state.home()}`")
+state.disk_banner()
 try:
     page.run()
 except Exception as e:  # noqa: BLE001 - a page error is a message, never a traceback

@@ -35,7 +35,7 @@ def _open_store(args, must_exist: bool = True, reconcile: bool = False):
     store = Store(home)
     if reconcile:  # show dead workers' runs as interrupted, not as running forever
         from . import jobs
-        jobs.reconcile(home)
+        jobs.reconcile(home)       # (does nothing on a full disk, where nothing can be marked)
     return store
 
 
@@ -72,12 +72,13 @@ def _load_config(args) -> RunConfig:
 def cmd_run(args) -> int:
     from . import jobs, runner
     from .data import default_data_dir
-    from .store import Store
+    from .store import StaleWriter, Store
     from .train import Cancelled
 
     cfg = _load_config(args)
     data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
     store = Store(_home(args))
+    store.require_space("running")
     run_id = runner.create(store, cfg, status="running")
     print(f"run {run_id}: {cfg.method} on {cfg.model}/{cfg.dataset}", file=sys.stderr)
     bar = _progress_bar(args.quiet)
@@ -89,12 +90,22 @@ def cmd_run(args) -> int:
     should_stop = jobs.StopCheck(threading.Event(), store.run_dir(run_id) / jobs.CANCEL_MARKER)
     try:
         summary = runner.execute(store, run_id, data_dir, progress=bar, should_stop=should_stop)
+    except StaleWriter as e:   # stopped (Ctrl-Z, SIGSTOP) while the run was resumed elsewhere
+        print(f"error: {e}", file=sys.stderr)
+        print(run_id)
+        return jobs.EXIT_STALE
     except Cancelled:
         print(f"run {run_id} cancelled; `python -m engine resume {run_id}` continues it", file=sys.stderr)
         print(run_id)
         return 3
     except KeyboardInterrupt:
-        store.update_run(run_id, status="cancelled", reason="interrupted from the keyboard", finished=time.time())
+        try:
+            store.update_run(run_id, status="cancelled", reason="interrupted from the keyboard",
+                             finished=time.time())
+        except StaleWriter as e:
+            print(f"error: {e}", file=sys.stderr)
+            print(run_id)
+            return jobs.EXIT_STALE
         print(f"run {run_id} cancelled", file=sys.stderr)
         print(run_id)
         return 130
@@ -262,7 +273,7 @@ def cmd_cancel(args) -> int:
 def cmd_resume(args) -> int:
     from . import jobs
     _open_store(args)
-    run = _jobs_call(jobs.resume, args.run_id, _home(args))
+    run = _jobs_call(jobs.resume, args.run_id, _home(args), force=args.force)
     print(f"run {run['id']} {'resumed' if run['status'] == 'running' else run['status'] + ' to resume'}",
           file=sys.stderr)
     print(run["id"])
@@ -288,7 +299,7 @@ def cmd_worker(args) -> int:
     from . import jobs
     home = _home(args)
     starting[0] = False
-    return _jobs_call(jobs.work, args.run_id, home, args.data_dir, stop=stop)
+    return _jobs_call(jobs.work, args.run_id, home, args.data_dir, stop=stop, attempt=args.attempt)
 
 
 def cmd_sweep(args) -> int:
@@ -332,9 +343,10 @@ def cmd_sweep(args) -> int:
         started(sweep_id, run_ids)
         print("queued for background workers; follow with: python -m engine list", file=sys.stderr)
         return 0
+    results: list[dict] = []
     try:
         sweep_id, run_ids = sweep.run_sweep(configs, _home(args), args.data_dir, scheduler=args.scheduler,
-                                            n_jobs=args.jobs, on_start=started)
+                                            n_jobs=args.jobs, on_start=started, results=results)
     except OSError as e:          # e.g. the scheduler cannot be reached (nothing was written)
         print(f"error: sweep failed: {type(e).__name__}: {e}".splitlines()[0], file=sys.stderr)
         return 1
@@ -345,6 +357,12 @@ def cmd_sweep(args) -> int:
         acc = f"acc {s['test_accuracy']:.4f} remaining {s['remaining']:.4f}" if "test_accuracy" in s else \
             (r["reason"] or "")
         print(f"{rid}  {r['status']:<10} {acc}  {r['name']}", file=sys.stderr)
+    stale = [r for r in results if r["status"] == "stale"]
+    for r in stale:
+        print(f"error: {r['reason']}", file=sys.stderr)
+    if stale:
+        from .jobs import EXIT_STALE
+        return EXIT_STALE
     return 0 if all(runs.get(rid, {}).get("status") == "done" for rid in run_ids) else 1
 
 
@@ -381,6 +399,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("resume", help="continue an interrupted, cancelled or failed run from its last checkpoint")
     sp.add_argument("run_id")
+    sp.add_argument("--force", action="store_true",
+                    help="kill the run's recorded process first if it is still alive (e.g. stopped with Ctrl-Z)")
     common(sp)
     sp.set_defaults(func=cmd_resume)
 
@@ -399,6 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("worker", help="(internal) execute one claimed run; started by the jobs queue")
     sp.add_argument("run_id")
     sp.add_argument("--data-dir")
+    sp.add_argument("--attempt", type=int, help="the attempt the jobs queue claimed the run as")
     common(sp)
     sp.set_defaults(func=cmd_worker)
 
@@ -425,12 +446,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    from .store import DiskFull
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except ConfigError as e:
         print(f"error: invalid config: {e}", file=sys.stderr)
-    except UsageError as e:
+    except (UsageError, DiskFull) as e:
         print(f"error: {e}", file=sys.stderr)
     return 2
 

@@ -134,13 +134,18 @@ def run_one(home: str, run_id: str, data_dir: str | None = None) -> dict:
     from . import jobs
     store = Store(home)
     me = os.getpid()
-    claimed = store.update_run_if(run_id, {"status": "queued", "executor": "sweep"}, status="running", pid=me,
-                                  pid_start=jobs.proc_start_time(me), host=jobs.hostname(), heartbeat=time.time(),
-                                  slot=None, reason=None)
-    if not claimed:                      # cancelled (or resumed elsewhere) before its turn
+    attempt = store.claim(run_id, {"status": "queued", "executor": "sweep"}, status="running", pid=me,
+                          pid_start=jobs.proc_start_time(me), host=jobs.hostname(), heartbeat=time.time(),
+                          slot=None, reason=None)
+    if attempt is None:                  # cancelled (or resumed elsewhere) before its turn
         r = store.get_run(run_id)
         return {"run_id": run_id, "status": r["status"], "reason": r["reason"]}
-    return jobs.execute_here(store, run_id, data_dir, resume=False, stop=threading.Event())
+    result = jobs.execute_here(store, run_id, data_dir, resume=False, stop=threading.Event(), attempt=attempt)
+    # This process goes on to other points: it no longer holds this run (so `resume` need not wait for it).
+    with contextlib.suppress(Exception):
+        store.update_run_if(run_id, {"pid": me, "attempt": attempt, "status": ("done", "failed", "cancelled")},
+                            pid=None, pid_start=None)
+    return result
 
 
 def _dask_backend(client):
@@ -157,11 +162,14 @@ def _dask_backend(client):
 
 
 def run_sweep(configs: Iterable[RunConfig | dict], home=None, data_dir=None, scheduler: str | None = None,
-              n_jobs: int = 1, on_start: Callable[[str, list[str]], None] | None = None) -> tuple[str, list[str]]:
+              n_jobs: int = 1, on_start: Callable[[str, list[str]], None] | None = None,
+              results: list | None = None) -> tuple[str, list[str]]:
     """Create the sweep's runs and execute them through joblib; returns when all
     have ended (each done, failed or cancelled, with its reason in the store).
     `scheduler` ("tcp://HOST:PORT") runs them on that dask.distributed cluster;
-    `on_start(sweep_id, run_ids)` is called once the runs exist."""
+    `on_start(sweep_id, run_ids)` is called once the runs exist; `results`, when
+    given, receives each task's outcome (run_id, status, reason; status "stale" for
+    a task whose run was taken over by a resume elsewhere)."""
     import joblib
 
     from . import jobs
@@ -184,8 +192,10 @@ def run_sweep(configs: Iterable[RunConfig | dict], home=None, data_dir=None, sch
             on_start(sweep_id, run_ids)
         try:
             # (with dask the cluster's size sets the parallelism and n_jobs is not used)
-            joblib.Parallel(n_jobs=n_jobs, batch_size=1)(joblib.delayed(run_one)(str(home), rid, dd)
-                                                         for rid in run_ids)
+            out = joblib.Parallel(n_jobs=n_jobs, batch_size=1)(joblib.delayed(run_one)(str(home), rid, dd)
+                                                               for rid in run_ids)
+            if results is not None:
+                results.extend(out)
         finally:
             for rid in run_ids:           # what an error or Ctrl-C kept from starting
                 store.update_run_if(rid, {"status": "queued", "executor": "sweep"}, status="cancelled",

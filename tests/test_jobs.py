@@ -586,3 +586,104 @@ def test_nan_at_step_k_fails_there_and_keeps_the_last_good_checkpoint(home, monk
     ckpt = torch_load(ckpt_path)
     if isinstance(ckpt, dict) and "global_step" in ckpt:
         assert ckpt["global_step"] < k
+
+
+# ------------------------------------------------------------------ one writer per run (fencing)
+
+STATUS_LOG = """
+CREATE TABLE IF NOT EXISTS status_log(run_id TEXT, status TEXT, pid INTEGER);
+CREATE TRIGGER IF NOT EXISTS log_status AFTER UPDATE OF status ON runs
+BEGIN INSERT INTO status_log VALUES(NEW.id, NEW.status, NEW.pid); END;
+"""
+
+
+def _started_then_stopped(store: Store, proc: subprocess.Popen, monkeypatch) -> str:
+    """Wait for the process's run to finish an epoch, SIGSTOP it, wait for `interrupted`."""
+    rid = wait_for(lambda: next((r["id"] for r in store.list_runs() if r["pid"] == proc.pid), None), 90,
+                   "the process to take its run")
+    wait_for(lambda: store.metrics(rid, "epoch") or proc.poll() is not None, 90, "a first epoch")
+    assert proc.poll() is None, proc.communicate()
+    os.kill(proc.pid, signal.SIGSTOP)
+    monkeypatch.setenv("LOTTERY_HEARTBEAT_TIMEOUT", "3")
+    wait_status(store, rid, "interrupted", timeout=30)        # no heartbeat for 3 s
+    monkeypatch.setenv("LOTTERY_HEARTBEAT_TIMEOUT", "30")     # (the resumed worker beats every 2 s)
+    assert jobs.proc_state(proc.pid) == "T"
+    return rid
+
+
+@pytest.mark.parametrize("kind", ["foreground run", "sweep task"])
+def test_stopped_writer_resumed_elsewhere_writes_nothing_after_sigcont(home, tmp_path, monkeypatch, kind):
+    """Issue 13, failure 1: SIGSTOP a writer, let the run be resumed by another process,
+    then SIGCONT the first one. It stops at its next write, says so, exits non-zero
+    and writes nothing: one writer's rows, steps strictly increasing, `done` once."""
+    store = Store(home)
+    with store.connect() as db:
+        db.executescript(STATUS_LOG)
+    cfg_file = tmp_path / "cfg.json"
+    cfg_file.write_text(json.dumps(LONG))
+    argv = ["run", "--config", str(cfg_file), "--quiet"] if kind == "foreground run" else \
+        ["sweep", "--config", str(cfg_file), "--grid", "seed=0", "--jobs", "1"]
+    env = {**os.environ, "LOTTERY_HOME": str(home)}
+    first = subprocess.Popen([sys.executable, "-m", "engine", *argv], cwd=ROOT, env=env, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        rid = _started_then_stopped(store, first, monkeypatch)
+        # resume refuses while the stopped process is alive ...
+        r = cli("resume", rid, home=home)
+        err = r.stderr.strip().splitlines()
+        assert r.returncode == 2 and len(err) == 1 and "still alive (stopped)" in err[0] and "--force" in err[0], err
+        # ... so resume it "elsewhere": as if the stopped process ran on a machine we cannot look into
+        with store.connect() as db:
+            db.execute("UPDATE runs SET host='another-machine' WHERE id=?", (rid,))
+        before = store.get_run(rid)
+        assert cli("resume", rid, home=home).returncode == 0
+        wait_for(lambda: store.get_run(rid)["started"] != before["started"], 60, "the resumed worker to take the run")
+        time.sleep(1.0)                                          # let it write a little
+        os.kill(first.pid, signal.SIGCONT)
+        out, errs = first.communicate(timeout=60)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(first.pid, signal.SIGCONT)
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+    assert first.returncode == jobs.EXIT_STALE, errs
+    assert re.search(r"attempt \d+ took it over", errs) and "stopped without writing anything" in errs, errs
+    assert "done:" not in errs and "Traceback" not in errs
+    r = wait_status(store, rid, ENDED, timeout=120)
+    assert r["status"] == "done", r["reason"]
+    assert_every_step_once(store, rid, [("search", LONG["epochs"]), ("retrain", LONG["retrain_epochs"])])
+    stats = [(m["phase"], m["epoch"], m["layer"]) for m in store.mask_stats(rid)]
+    assert len(stats) == len(set(stats))                        # no mask statistics twice
+    with store.connect() as db:
+        log = [tuple(x) for x in db.execute("SELECT status, pid FROM status_log WHERE run_id=?", (rid,))]
+    finals = [(s, p) for s, p in log if s in ("done", "failed", "cancelled")]
+    assert finals == [("done", r["pid"])], log                  # written once, by the resumed worker
+
+
+def test_resume_refuses_a_live_stopped_holder_and_force_kills_it(home, monkeypatch):
+    """`resume` looks at the recorded process (pid + start time): alive, even stopped, means no;
+    --force kills it first. A pid that now names another process does not count."""
+    monkeypatch.setenv("LOTTERY_MAX_RUNS", "0")
+    store = Store(home)
+    cfg = RunConfig.from_dict(TINY)
+    holder = subprocess.Popen(["sleep", "60"])
+    try:
+        rid = store.create_run(cfg.to_dict(), cfg.content_hash(), status="interrupted")
+        store.update_run(rid, pid=holder.pid, pid_start=jobs.proc_start_time(holder.pid))
+        os.kill(holder.pid, signal.SIGSTOP)
+        wait_for(lambda: jobs.proc_state(holder.pid) == "T", 5, "the holder to stop")
+        with pytest.raises(jobs.JobError, match=rf"process {holder.pid} is still alive \(stopped\)"):
+            jobs.resume(rid, home)
+        assert store.get_run(rid)["status"] == "interrupted"
+        r = jobs.resume(rid, home, force=True)
+        assert holder.wait(timeout=5) == -signal.SIGKILL
+        assert r["status"] == "queued" and r["resume"] == 1 and r["attempt"] == 1
+        # a recorded pid whose start time differs is another process: no refusal
+        other = store.create_run(cfg.to_dict(), cfg.content_hash(), status="failed")
+        store.update_run(other, pid=os.getpid(), pid_start=jobs.proc_start_time(os.getpid()) - 1)
+        assert jobs.resume(other, home)["status"] == "queued"
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait()
