@@ -72,10 +72,11 @@ def _load_config(args) -> RunConfig:
 def cmd_run(args) -> int:
     from . import jobs, runner
     from .data import default_data_dir
+    from .refs import check_references
     from .store import StaleWriter, Store
     from .train import Cancelled
-
     cfg = _load_config(args)
+    check_references(cfg, _home(args))
     data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
     store = Store(_home(args))
     store.require_space("running")
@@ -150,6 +151,8 @@ def run_view(store, run: dict) -> dict:
     """What `show --json` prints (also used by the app)."""
     out = {k: run[k] for k in ("id", "name", "status", "reason", "config", "progress", "phase", "created",
                                "started", "finished", "sweep_id")}
+    if run.get("damaged"):
+        out["damaged"] = run["damaged"]
     if run["status"] == "running":
         out["pid"] = run["pid"]
         out["heartbeat"] = None if run["heartbeat"] is None else round(time.time() - run["heartbeat"], 3)
@@ -199,13 +202,14 @@ def cmd_list(args) -> int:
         s = r["summary"] or {}
         acc = f"{s['test_accuracy']:.4f}" if "test_accuracy" in s else "-"
         rem = f"{s['remaining']:.4f}" if "remaining" in s else "-"
+        damaged = f"  damaged: {r['damaged']}" if r.get("damaged") else ""
         print(f"{r['id']}  {r['status']:<11} {cfg.get('method', '?'):<8} {cfg.get('model', '?')}/"
-              f"{cfg.get('dataset', '?'):<14} acc {acc}  remaining {rem}  {r['name'] or ''}")
+              f"{cfg.get('dataset', '?'):<14} acc {acc}  remaining {rem}  {r['name'] or ''}{damaged}")
     return 0
 
 
 def cmd_export(args) -> int:
-    from .store import UnknownRun
+    from .store import DamagedFile, UnknownRun, torch_load
     store = _open_store(args)
     try:
         run = store.get_run(args.run_id)
@@ -223,11 +227,22 @@ def cmd_export(args) -> int:
             w.writerows(rows)
     if run["summary"] is not None:
         (out / "summary.json").write_text(json.dumps(run["summary"], indent=2))
-    ticket = store.run_dir(run["id"]) / "ticket.pt"
-    if ticket.exists():
-        shutil.copyfile(ticket, out / "ticket.pt")
+    damaged = {}
+    for name in ("ticket.pt",):
+        src = store.run_dir(run["id"]) / name
+        if not src.exists():
+            continue
+        shutil.copyfile(src, out / name)
+        try:                       # what was exported must load safely, or be marked damaged
+            torch_load(out / name)
+        except DamagedFile as e:
+            os.replace(out / name, out / f"{name}.damaged")
+            damaged[name] = str(e)
+            print(f"warning: {e} Exported as {name}.damaged", file=sys.stderr)
+    if damaged:
+        (out / "DAMAGED.json").write_text(json.dumps(damaged, indent=2))
     print(out)
-    return 0
+    return 1 if damaged else 0
 
 
 def cmd_presets(args) -> int:

@@ -60,7 +60,7 @@ import traceback
 from pathlib import Path
 
 from .config import ConfigError, RunConfig
-from .store import DiskFull, StaleWriter, Store, UnknownRun, atomic_write_bytes
+from .store import DamagedFile, DiskFull, StaleWriter, Store, UnknownRun, atomic_write_bytes
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 HEARTBEAT_TIMEOUT = 30.0      # seconds without a heartbeat before a run counts as interrupted
@@ -315,6 +315,8 @@ def submit(cfg: RunConfig | dict, home: str | os.PathLike | None = None,
     if start:                  # a bad setting is refused before anything is written
         resolve_max_runs()
         heartbeat_timeout()
+    from .refs import check_references
+    check_references(cfg, resolve_home(home))
     store, home = _open(home)
     store.require_space("queueing a run")
     run_id = store.create_run(cfg.to_dict(), cfg.content_hash(), name=cfg.name, status="queued",
@@ -593,6 +595,8 @@ def failure_reason(exc: BaseException) -> str | None:
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
         where = exc.filename or _path_in_traceback(exc)
         return f"disk full while writing {where or 'the run files'} ({exc.strerror or 'no space left on device'})"
+    if isinstance(exc, DamagedFile):
+        return str(exc)
     if isinstance(exc, DiskFull):
         return f"disk full while writing the store database ({exc})"[:500]
     if isinstance(exc, sqlite3.OperationalError) and ("full" in str(exc) or "disk" in str(exc)):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .config import RunConfig
 from .data import DatasetUnavailable, default_data_dir
-from .store import StaleWriter, Store
+from .store import DamagedFile, StaleWriter, Store
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -60,7 +60,7 @@ def execute(store: Store, run_id: str, data_dir: str | os.PathLike | None = None
         store.update_run(run_id, status="cancelled", finished=time.time(), reason=str(e))
         raise
     except (NonFiniteLoss, DatasetUnavailable, ValueError, RuntimeError, MemoryError, OSError) as e:
-        reason = f"{type(e).__name__}: {e}".splitlines()[0][:500]
+        reason = (str(e) if isinstance(e, DamagedFile) else f"{type(e).__name__}: {e}").splitlines()[0][:500]
         store.update_run(run_id, status="failed", finished=time.time(), reason=reason)
         _write_traceback(store, run_id)
         raise

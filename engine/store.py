@@ -184,9 +184,26 @@ def atomic_torch_save(path: Path, obj: Any, replace: Callable[[str, Path], None]
     atomic_write_bytes(path, buf.getvalue(), replace)
 
 
+class DamagedFile(ValueError):
+    """A .pt file that does not load safely (garbage, truncated, or a pickle that is not ours)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        super().__init__(f"{self.path.name} is not a readable Lottery Lab checkpoint (it may be damaged or not "
+                         f"ours); it was not loaded.")
+
+
 def torch_load(path: Path) -> Any:
-    """Safe load: tensors and plain containers only, never arbitrary pickles."""
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """Safe load: tensors and plain containers only, never arbitrary pickles.
+    Anything else raises DamagedFile, whose text never repeats PyTorch's advice to
+    retry with weights_only=False (that would run the payload). A missing or
+    unreadable file stays an OSError."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except OSError:
+        raise
+    except Exception:
+        raise DamagedFile(path) from None
 
 
 def append_jsonl(path: Path, rows: list[dict]) -> None:
@@ -503,6 +520,12 @@ class Store:
             problems.append(f"unknown status {run['status']!r}")
         if problems:
             run["reason"] = "; ".join(problems)
+        # A run whose folder was deleted by hand has lost its arrays (tickets, masks,
+        # checkpoints): say so wherever runs are listed, keeping any earlier reason.
+        if isinstance(run["id"], str) and RUN_ID_RE.fullmatch(run["id"]) and \
+                not (self.runs_dir / run["id"]).exists():
+            run["damaged"] = "run folder missing"
+            run["reason"] = "damaged: run folder missing" + (f"; {run['reason']}" if run["reason"] else "")
         return run
 
     def delete_run(self, run_id: str) -> None:

@@ -120,10 +120,15 @@ def new_sweep_id() -> str:
     return f"sw-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
 
 
-def _validated(configs) -> list[RunConfig]:
+def _validated(configs, home) -> list[RunConfig]:
+    """Every point validated, referenced runs included, before anything is written."""
+    from . import jobs
+    from .refs import check_references
     out = [RunConfig.from_dict(c if isinstance(c, dict) else c.to_dict()) for c in configs]
     if not out:
         raise ConfigError("grid", "the sweep has no runs")
+    for c in out:
+        check_references(c, jobs.resolve_home(home))
     return out
 
 
@@ -173,7 +178,7 @@ def run_sweep(configs: Iterable[RunConfig | dict], home=None, data_dir=None, sch
     import joblib
 
     from . import jobs
-    configs = _validated(configs)
+    configs = _validated(configs, home)
     if scheduler is not None and (not isinstance(scheduler, str) or not scheduler.startswith(SCHEMES)):
         raise ValueError(f"scheduler must be a dask address such as tcp://HOST:PORT, got {scheduler!r}")
     if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs == 0 or n_jobs < -1:
@@ -220,7 +225,7 @@ def submit_sweep(configs: Iterable[RunConfig | dict], home=None, data_dir=None) 
     """Queue the sweep's runs for background workers (the jobs queue: cap, device
     slots, survives the caller); returns at once."""
     from . import jobs
-    configs = _validated(configs)
+    configs = _validated(configs, home)
     sweep_id = new_sweep_id()
     run_ids = [jobs.submit(c, home, data_dir, sweep_id=sweep_id, start=False) for c in configs]
     jobs.pump(home)

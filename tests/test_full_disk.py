@@ -52,20 +52,16 @@ def small_disk(tmp_path):
 
 
 def _fill(mnt: Path) -> None:
-    with open(mnt / "filler", "wb") as f:
-        try:
-            while True:
-                f.write(b"\0" * 65536)
-                f.flush()
-        except OSError:
-            pass
-    with open(mnt / "filler2", "wb") as f:      # the last partial blocks
-        try:
-            while True:
-                f.write(b"\0" * 512)
-                f.flush()
-        except OSError:
-            pass
+    fd = os.open(mnt / "filler", os.O_WRONLY | os.O_CREAT)
+    try:
+        for size in (1 << 16, 512, 1):          # big writes, then the last partial blocks
+            try:
+                while True:
+                    os.write(fd, b"\0" * size)
+            except OSError:
+                pass
+    finally:
+        os.close(fd)
 
 
 def _one_error_line(err: str) -> str:

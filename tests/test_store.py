@@ -283,12 +283,41 @@ def test_torch_load_refuses_crafted_pickle(tmp_path):
     bad = tmp_path / "evil.pt"
     torch.save({"w": torch.ones(2), "x": _Evil(marker)}, bad)
     assert not marker.exists()
-    with pytest.raises(pickle.UnpicklingError):
+    with pytest.raises(store_mod.DamagedFile):
         torch_load(bad)
     assert not marker.exists()
     # the payload is live (plain unpickling runs it), so the refusal above is what kept it from running
     pickle.loads(pickle.dumps(_Evil(marker)))
     assert marker.read_text() == "pwned"
+
+
+SAFE_TEXT = "ckpt.pt is not a readable Lottery Lab checkpoint (it may be damaged or not ours); it was not loaded."
+
+
+def test_bad_checkpoint_error_text_never_gives_pytorchs_advice(tmp_path):
+    """Issue 13: PyTorch's message advises re-running torch.load with weights_only=False,
+    which would run a hostile payload. Every kind of bad file gets our one sentence instead."""
+    good = tmp_path / "good.pt"
+    torch.save({"w": torch.zeros(1000)}, good)
+    data = good.read_bytes()
+    kinds = {"hostile": None, "garbage": b"not a tensor file", "truncated": data[: len(data) // 2], "empty": b"",
+             "plain pickle": pickle.dumps({"a": 1}, protocol=4)}
+    for kind, content in kinds.items():
+        path = tmp_path / kind / "ckpt.pt"
+        path.parent.mkdir()
+        if content is None:
+            torch.save({"x": _Evil(tmp_path / "marker")}, path)
+        else:
+            path.write_bytes(content)
+        with pytest.raises(store_mod.DamagedFile) as info:
+            torch_load(path)
+        assert str(info.value) == SAFE_TEXT, kind
+        assert info.value.__cause__ is None and info.value.__suppress_context__    # no chained torch text
+        shown = "".join(__import__("traceback").format_exception(info.value))
+        assert "weights_only" not in shown and "Re-running" not in shown, kind
+    assert not (tmp_path / "marker").exists()
+    with pytest.raises(FileNotFoundError):
+        torch_load(tmp_path / "missing.pt")
 
 
 def test_torch_load_reads_plain_containers(tmp_path):
@@ -304,7 +333,7 @@ def test_load_array_refuses_crafted_pickle(store, tmp_path):
     rid = _new(store)
     marker = tmp_path / "marker2.txt"
     torch.save(_Evil(marker), store.run_dir(rid) / "ckpt.pt")
-    with pytest.raises(pickle.UnpicklingError):
+    with pytest.raises(store_mod.DamagedFile):
         store.load_array(rid, "ckpt")
     assert not marker.exists()
 
