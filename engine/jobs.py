@@ -397,8 +397,9 @@ def _spawn(store: Store, home: Path, run: dict, slot: str | None) -> tuple[int, 
 def list_runs(home: str | os.PathLike | None = None) -> list[dict]:
     """Every run, newest first, after reconciling liveness."""
     store, home = _open(home)
-    with _locked(home):
-        _reconcile(store)
+    if not store.disk_full():       # on a full disk nothing can be marked; the list still reads
+        with _locked(home):
+            _reconcile(store)
     return store.list_runs()
 
 
