@@ -209,7 +209,7 @@ def cmd_list(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from .store import DamagedFile, UnknownRun, torch_load
+    from .store import UnknownRun, damage_of
     store = _open_store(args)
     try:
         run = store.get_run(args.run_id)
@@ -233,12 +233,11 @@ def cmd_export(args) -> int:
         if not src.exists():
             continue
         shutil.copyfile(src, out / name)
-        try:                       # what was exported must load safely, or be marked damaged
-            torch_load(out / name)
-        except DamagedFile as e:
+        why = damage_of(out / name)    # what was exported must load safely, or be marked damaged
+        if why:
             os.replace(out / name, out / f"{name}.damaged")
-            damaged[name] = str(e)
-            print(f"warning: {e} Exported as {name}.damaged", file=sys.stderr)
+            damaged[name] = why
+            print(f"warning: {why} Exported as {name}.damaged", file=sys.stderr)
     if damaged:
         (out / "DAMAGED.json").write_text(json.dumps(damaged, indent=2))
     print(out)

@@ -206,6 +206,15 @@ def torch_load(path: Path) -> Any:
         raise DamagedFile(path) from None
 
 
+def damage_of(path: Path) -> str | None:
+    """None when the .pt file at `path` loads safely, else the one-line reason (exports check this)."""
+    try:
+        torch_load(path)
+    except DamagedFile as e:
+        return str(e)
+    return None
+
+
 def append_jsonl(path: Path, rows: list[dict]) -> None:
     """Append records and fsync; a crash can leave at most one half line, which readers skip."""
     with open(path, "a", encoding="utf-8") as f:

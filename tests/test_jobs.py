@@ -608,8 +608,13 @@ def _started_then_stopped(store: Store, proc: subprocess.Popen, monkeypatch) -> 
     monkeypatch.setenv("LOTTERY_HEARTBEAT_TIMEOUT", "3")
     wait_status(store, rid, "interrupted", timeout=30)        # no heartbeat for 3 s
     monkeypatch.setenv("LOTTERY_HEARTBEAT_TIMEOUT", "30")     # (the resumed worker beats every 2 s)
-    assert jobs.proc_state(proc.pid) == "T"
+    assert _state(proc.pid) == "T"
     return rid
+
+
+def _state(pid: int) -> str:
+    data = Path(f"/proc/{pid}/stat").read_text()
+    return data[data.rindex(")") + 2:].split()[0]
 
 
 @pytest.mark.parametrize("kind", ["foreground run", "sweep task"])
@@ -629,17 +634,16 @@ def test_stopped_writer_resumed_elsewhere_writes_nothing_after_sigcont(home, tmp
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         rid = _started_then_stopped(store, first, monkeypatch)
-        # resume refuses while the stopped process is alive ...
-        r = cli("resume", rid, home=home)
-        err = r.stderr.strip().splitlines()
-        assert r.returncode == 2 and len(err) == 1 and "still alive (stopped)" in err[0] and "--force" in err[0], err
-        # ... so resume it "elsewhere": as if the stopped process ran on a machine we cannot look into
-        with store.connect() as db:
-            db.execute("UPDATE runs SET host='another-machine' WHERE id=?", (rid,))
         before = store.get_run(rid)
-        assert cli("resume", rid, home=home).returncode == 0
+        refused = cli("resume", rid, home=home)       # must refuse: the stopped process is alive (checked below)
+        if refused.returncode != 0:
+            # so resume it "elsewhere": as if the stopped process ran on a machine we cannot look into
+            with store.connect() as db:
+                db.execute("UPDATE runs SET host='another-machine' WHERE id=?", (rid,))
+            assert cli("resume", rid, home=home).returncode == 0
         wait_for(lambda: store.get_run(rid)["started"] != before["started"], 60, "the resumed worker to take the run")
-        time.sleep(1.0)                                          # let it write a little
+        v0 = store.get_run(rid)["data_version"]
+        wait_for(lambda: store.get_run(rid)["data_version"] > v0, 60, "the resumed worker to write")
         os.kill(first.pid, signal.SIGCONT)
         out, errs = first.communicate(timeout=60)
     finally:
@@ -648,10 +652,10 @@ def test_stopped_writer_resumed_elsewhere_writes_nothing_after_sigcont(home, tmp
         if first.poll() is None:
             first.kill()
             first.wait()
-    assert first.returncode == jobs.EXIT_STALE, errs
-    assert re.search(r"attempt \d+ took it over", errs) and "stopped without writing anything" in errs, errs
-    assert "done:" not in errs and "Traceback" not in errs
+    # what went wrong before: two writers' rows, steps not monotonic, a final status twice
     r = wait_status(store, rid, ENDED, timeout=120)
+    wait_for(lambda: not jobs.same_process(r["pid"], r["pid_start"]), 120, "the resumed worker to exit")
+    r = store.get_run(rid)
     assert r["status"] == "done", r["reason"]
     assert_every_step_once(store, rid, [("search", LONG["epochs"]), ("retrain", LONG["retrain_epochs"])])
     stats = [(m["phase"], m["epoch"], m["layer"]) for m in store.mask_stats(rid)]
@@ -660,6 +664,14 @@ def test_stopped_writer_resumed_elsewhere_writes_nothing_after_sigcont(home, tmp
         log = [tuple(x) for x in db.execute("SELECT status, pid FROM status_log WHERE run_id=?", (rid,))]
     finals = [(s, p) for s, p in log if s in ("done", "failed", "cancelled")]
     assert finals == [("done", r["pid"])], log                  # written once, by the resumed worker
+    # the stale writer said so and exited non-zero
+    assert first.returncode == 4, errs                          # jobs.EXIT_STALE
+    assert re.search(r"attempt \d+ took it over", errs) and "stopped without writing anything" in errs, errs
+    assert "done:" not in errs and "Traceback" not in errs
+    # and `resume` had refused while the stopped process was alive
+    err = refused.stderr.strip().splitlines()
+    assert refused.returncode == 2 and len(err) == 1 and "still alive (stopped)" in err[0] and "--force" in err[0], \
+        err
 
 
 def test_resume_refuses_a_live_stopped_holder_and_force_kills_it(home, monkeypatch):
@@ -673,7 +685,7 @@ def test_resume_refuses_a_live_stopped_holder_and_force_kills_it(home, monkeypat
         rid = store.create_run(cfg.to_dict(), cfg.content_hash(), status="interrupted")
         store.update_run(rid, pid=holder.pid, pid_start=jobs.proc_start_time(holder.pid))
         os.kill(holder.pid, signal.SIGSTOP)
-        wait_for(lambda: jobs.proc_state(holder.pid) == "T", 5, "the holder to stop")
+        wait_for(lambda: _state(holder.pid) == "T", 5, "the holder to stop")
         with pytest.raises(jobs.JobError, match=rf"process {holder.pid} is still alive \(stopped\)"):
             jobs.resume(rid, home)
         assert store.get_run(rid)["status"] == "interrupted"
@@ -755,6 +767,13 @@ def test_export_marks_a_damaged_ticket_and_list_shows_a_missing_folder(home, tmp
     assert "ticket.pt is not a readable Lottery Lab checkpoint" in err and "weights_only" not in err
     assert {p.name for p in (tmp_path / "bad").iterdir()} == {"config.json", "ticket.pt.damaged", "DAMAGED.json"}
     assert "ticket.pt" in json.loads((tmp_path / "bad" / "DAMAGED.json").read_text())
+    import io
+    import zipfile
+
+    from ui.data import export_zip  # the app's "Everything (.zip)" does the same
+    names = set(zipfile.ZipFile(io.BytesIO(export_zip(store, truncated))).namelist())
+    assert {f"{truncated}/ticket.pt.damaged", f"{truncated}/DAMAGED.json"} <= names
+    assert f"{truncated}/ticket.pt" not in names
 
     shutil.rmtree(store.run_dir(gone))
     assert main(["list", *h]) == 0
