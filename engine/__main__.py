@@ -79,7 +79,7 @@ def cmd_run(args) -> int:
     check_references(cfg, _home(args))
     data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
     store = Store(_home(args))
-    store.require_space("running")
+    store.require_space("starting a run")
     run_id = runner.create(store, cfg, status="running")
     print(f"run {run_id}: {cfg.method} on {cfg.model}/{cfg.dataset}", file=sys.stderr)
     bar = _progress_bar(args.quiet)

@@ -503,6 +503,13 @@ def resume(run_id: str, home: str | os.PathLike | None = None, force: bool = Fal
     store, home = _open(home)
     run = _get(store, run_id)
     store.require_space("resuming a run")
+    if force and run["status"] == "running" and _live_holder(run) in ("T", "t"):
+        # Stopped (Ctrl-Z) and not yet judged interrupted, maybe stopped inside a database
+        # write, holding SQLite's write lock: killing it frees the lock and the run.
+        _kill_holder(run)
+        with _locked(home):
+            _reconcile(store)
+        run = _get(store, run_id)
     if run["status"] not in RESUMABLE:
         raise JobError(f"run {run_id} is {run['status']}; only {', '.join(RESUMABLE)} runs can be resumed")
     holder = _live_holder(run)

@@ -552,21 +552,30 @@ class Store:
         if not rows:
             return
         path = self.run_dir(run_id) / "metrics.jsonl"
-        with self.transaction() as db:
+        lines = "".join(json.dumps(r, default=_json_default) + "\n" for r in rows)
+        vals = []
+        for r in rows:
+            extra = {k: v for k, v in r.items() if k not in METRIC_COLUMNS}
+            vals.append((*(_finite(r.get(c)) for c in METRIC_COLUMNS),
+                         json.dumps(extra, default=_json_default) if extra else None))
+        with self.transaction() as db:     # held briefly: a process stopped inside it blocks every writer
             self._fence(db, run_id)
             # The run folder's copy first: if a kill falls between the two writes, the file
-            # holds rows the index lacks, which a resume cuts off (truncate_after), never the reverse.
-            append_jsonl(path, rows)
+            # holds rows the index lacks, which a resume cuts off (truncate_after), never the
+            # reverse. Its fsync comes after the commit, outside the write lock.
+            with open(path, "a", encoding="utf-8") as f:
+                f.write(lines)
             seq0 = db.execute("SELECT COALESCE(MAX(seq), -1) + 1 FROM metrics WHERE run_id=?",
                               (run_id,)).fetchone()[0]
-            vals = []
-            for i, r in enumerate(rows):
-                extra = {k: v for k, v in r.items() if k not in METRIC_COLUMNS}
-                vals.append((run_id, seq0 + i, *(_finite(r.get(c)) for c in METRIC_COLUMNS),
-                             json.dumps(extra, default=_json_default) if extra else None))
             db.executemany(f"INSERT INTO metrics(run_id, seq, {', '.join(METRIC_COLUMNS)}, extra) "
-                           f"VALUES({', '.join('?' * (len(METRIC_COLUMNS) + 3))})", vals)
+                           f"VALUES({', '.join('?' * (len(METRIC_COLUMNS) + 3))})",
+                           [(run_id, seq0 + i, *v) for i, v in enumerate(vals)])
             db.execute(_BUMP, (run_id,))
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def tail_marks(self, run_id: str) -> dict:
         """How far this run's records go now; a checkpoint stores it so a resume can

@@ -146,9 +146,10 @@ def run_one(home: str, run_id: str, data_dir: str | None = None) -> dict:
         r = store.get_run(run_id)
         return {"run_id": run_id, "status": r["status"], "reason": r["reason"]}
     result = jobs.execute_here(store, run_id, data_dir, resume=False, stop=threading.Event(), attempt=attempt)
-    # This process goes on to other points: it no longer holds this run (so `resume` need not wait for it).
+    # This process goes on to other points: a run it failed or cancelled itself is no longer
+    # held (so `resume` need not wait for the whole sweep); a done run keeps where it ran.
     with contextlib.suppress(Exception):
-        store.update_run_if(run_id, {"pid": me, "attempt": attempt, "status": ("done", "failed", "cancelled")},
+        store.update_run_if(run_id, {"pid": me, "attempt": attempt, "status": ("failed", "cancelled")},
                             pid=None, pid_start=None)
     return result
 

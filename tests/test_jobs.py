@@ -604,12 +604,32 @@ def _started_then_stopped(store: Store, proc: subprocess.Popen, monkeypatch) -> 
                    "the process to take its run")
     wait_for(lambda: store.metrics(rid, "epoch") or proc.poll() is not None, 90, "a first epoch")
     assert proc.poll() is None, proc.communicate()
-    os.kill(proc.pid, signal.SIGSTOP)
+    for _ in range(50):
+        os.kill(proc.pid, signal.SIGSTOP)
+        # Stopped inside a database write it would hold SQLite's write lock, and every writer
+        # would wait until it runs again or is killed (`resume --force`, tested below): stop it
+        # again at another moment, as a user's Ctrl-Z almost always lands.
+        if _write_lock_free(store):
+            break
+        os.kill(proc.pid, signal.SIGCONT)
+        time.sleep(0.05)
     monkeypatch.setenv("LOTTERY_HEARTBEAT_TIMEOUT", "3")
     wait_status(store, rid, "interrupted", timeout=30)        # no heartbeat for 3 s
     monkeypatch.setenv("LOTTERY_HEARTBEAT_TIMEOUT", "30")     # (the resumed worker beats every 2 s)
     assert _state(proc.pid) == "T"
     return rid
+
+
+def _write_lock_free(store: Store) -> bool:
+    db = sqlite3.connect(store.db_path, timeout=1.0, isolation_level=None)
+    try:
+        db.execute("BEGIN IMMEDIATE")
+        db.execute("ROLLBACK")
+        return True
+    except sqlite3.OperationalError:
+        return False
+    finally:
+        db.close()
 
 
 def _state(pid: int) -> str:
@@ -680,7 +700,7 @@ def test_resume_refuses_a_live_stopped_holder_and_force_kills_it(home, monkeypat
     monkeypatch.setenv("LOTTERY_MAX_RUNS", "0")
     store = Store(home)
     cfg = RunConfig.from_dict(TINY)
-    holder = subprocess.Popen(["sleep", "60"])
+    holder, stuck = subprocess.Popen(["sleep", "60"]), subprocess.Popen(["sleep", "60"])
     try:
         rid = store.create_run(cfg.to_dict(), cfg.content_hash(), status="interrupted")
         store.update_run(rid, pid=holder.pid, pid_start=jobs.proc_start_time(holder.pid))
@@ -692,14 +712,23 @@ def test_resume_refuses_a_live_stopped_holder_and_force_kills_it(home, monkeypat
         r = jobs.resume(rid, home, force=True)
         assert holder.wait(timeout=5) == -signal.SIGKILL
         assert r["status"] == "queued" and r["resume"] == 1 and r["attempt"] == 1
+        # a run still `running` whose process is stopped: --force kills it (it might hold the write lock)
+        running = store.create_run(cfg.to_dict(), cfg.content_hash(), status="running")
+        store.update_run(running, pid=stuck.pid, pid_start=jobs.proc_start_time(stuck.pid), heartbeat=time.time())
+        os.kill(stuck.pid, signal.SIGSTOP)
+        with pytest.raises(jobs.JobError, match="only interrupted"):
+            jobs.resume(running, home)
+        r = jobs.resume(running, home, force=True)
+        assert stuck.wait(timeout=5) == -signal.SIGKILL and r["status"] == "queued"
         # a recorded pid whose start time differs is another process: no refusal
         other = store.create_run(cfg.to_dict(), cfg.content_hash(), status="failed")
         store.update_run(other, pid=os.getpid(), pid_start=jobs.proc_start_time(os.getpid()) - 1)
         assert jobs.resume(other, home)["status"] == "queued"
     finally:
-        if holder.poll() is None:
-            holder.kill()
-            holder.wait()
+        for p in (holder, stuck):
+            if p.poll() is None:
+                p.kill()
+                p.wait()
 
 
 def test_referenced_run_ids_are_checked_before_anything_is_queued(home, monkeypatch, capsys):
