@@ -591,6 +591,7 @@ def test_nan_at_step_k_fails_there_and_keeps_the_last_good_checkpoint(home, monk
 
 # ------------------------------------------------------------------ one writer per run (fencing)
 
+STOPPABLE = {**LONG, "epochs": 2}      # a first epoch to stop after, then a second and a retrain to resume
 STATUS_LOG = """
 CREATE TABLE IF NOT EXISTS status_log(run_id TEXT, status TEXT, pid INTEGER);
 CREATE TRIGGER IF NOT EXISTS log_status AFTER UPDATE OF status ON runs
@@ -638,7 +639,7 @@ def _state(pid: int) -> str:
 
 
 @pytest.mark.parametrize("kind", ["foreground run", "sweep task"])
-def test_stopped_writer_resumed_elsewhere_writes_nothing_after_sigcont(home, tmp_path, monkeypatch, kind):
+def test_stopped_writer_resumed_elsewhere_writes_nothing_after_sigcont(home, tmp_path, monkeypatch, capsys, kind):
     """Issue 13, failure 1: SIGSTOP a writer, let the run be resumed by another process,
     then SIGCONT the first one. It stops at its next write, says so, exits non-zero
     and writes nothing: one writer's rows, steps strictly increasing, `done` once."""
@@ -646,7 +647,7 @@ def test_stopped_writer_resumed_elsewhere_writes_nothing_after_sigcont(home, tmp
     with store.connect() as db:
         db.executescript(STATUS_LOG)
     cfg_file = tmp_path / "cfg.json"
-    cfg_file.write_text(json.dumps(LONG))
+    cfg_file.write_text(json.dumps(STOPPABLE))
     argv = ["run", "--config", str(cfg_file), "--quiet"] if kind == "foreground run" else \
         ["sweep", "--config", str(cfg_file), "--grid", "seed=0", "--jobs", "1"]
     env = {**os.environ, "LOTTERY_HOME": str(home)}
@@ -655,12 +656,13 @@ def test_stopped_writer_resumed_elsewhere_writes_nothing_after_sigcont(home, tmp
     try:
         rid = _started_then_stopped(store, first, monkeypatch)
         before = store.get_run(rid)
-        refused = cli("resume", rid, home=home)       # must refuse: the stopped process is alive (checked below)
-        if refused.returncode != 0:
+        refused = main(["resume", rid])          # must refuse: the stopped process is alive (checked below)
+        refusal = capsys.readouterr().err
+        if refused != 0:
             # so resume it "elsewhere": as if the stopped process ran on a machine we cannot look into
             with store.connect() as db:
                 db.execute("UPDATE runs SET host='another-machine' WHERE id=?", (rid,))
-            assert cli("resume", rid, home=home).returncode == 0
+            assert main(["resume", rid]) == 0
         wait_for(lambda: store.get_run(rid)["started"] != before["started"], 60, "the resumed worker to take the run")
         v0 = store.get_run(rid)["data_version"]
         wait_for(lambda: store.get_run(rid)["data_version"] > v0, 60, "the resumed worker to write")
@@ -677,7 +679,7 @@ def test_stopped_writer_resumed_elsewhere_writes_nothing_after_sigcont(home, tmp
     wait_for(lambda: not jobs.same_process(r["pid"], r["pid_start"]), 120, "the resumed worker to exit")
     r = store.get_run(rid)
     assert r["status"] == "done", r["reason"]
-    assert_every_step_once(store, rid, [("search", LONG["epochs"]), ("retrain", LONG["retrain_epochs"])])
+    assert_every_step_once(store, rid, [("search", STOPPABLE["epochs"]), ("retrain", STOPPABLE["retrain_epochs"])])
     stats = [(m["phase"], m["epoch"], m["layer"]) for m in store.mask_stats(rid)]
     assert len(stats) == len(set(stats))                        # no mask statistics twice
     with store.connect() as db:
@@ -689,9 +691,8 @@ def test_stopped_writer_resumed_elsewhere_writes_nothing_after_sigcont(home, tmp
     assert re.search(r"attempt \d+ took it over", errs) and "stopped without writing anything" in errs, errs
     assert "done:" not in errs and "Traceback" not in errs
     # and `resume` had refused while the stopped process was alive
-    err = refused.stderr.strip().splitlines()
-    assert refused.returncode == 2 and len(err) == 1 and "still alive (stopped)" in err[0] and "--force" in err[0], \
-        err
+    err = refusal.strip().splitlines()
+    assert refused == 2 and len(err) == 1 and "still alive (stopped)" in err[0] and "--force" in err[0], err
 
 
 def test_resume_refuses_a_live_stopped_holder_and_force_kills_it(home, monkeypatch):
