@@ -461,3 +461,39 @@ def test_a_store_made_before_the_added_columns_is_upgraded_in_place(tmp_path):
     assert run["data_version"] == 0 and run["resume"] == 0 and run["slot"] is None
     s.add_metrics("0123abcd-a1b2c3", [{"kind": "epoch", "epoch": 1}])
     assert Store(home).get_run("0123abcd-a1b2c3")["data_version"] == 1
+
+
+def test_a_stale_writer_writes_nothing(store):
+    """Issue 13: each attempt at a run holds a fencing token; once another process takes
+    the run (a resume), every write of the old one raises StaleWriter and changes nothing:
+    metrics (index and metrics.jsonl), mask statistics, checks, checkpoint files, status."""
+    rid = _new(store)
+    old, new = store_mod.Store(store.home), store_mod.Store(store.home)     # two processes' views
+    assert old.take(rid, status="running", pid=111) == 1
+    old.add_metrics(rid, [{"kind": "step", "step": 1}])
+    old.save_array(rid, "ckpt", {"step": 1})
+    assert new.take(rid, status="running", pid=222) == 2                       # resumed elsewhere
+    d = store.run_dir(rid)
+    before = (store.metrics(rid), store.mask_stats(rid), store.checks(rid), (d / "metrics.jsonl").read_bytes(),
+              (d / "ckpt.pt").read_bytes(), store.get_run(rid))
+    stats = [{"layer": "w", "numel": 1, "mean": 1.0, "frac_above": 1.0, "near_binary": 1.0, "dead_units": 0.0,
+              "hist": [1]}]
+    writes = [lambda: old.add_metrics(rid, [{"kind": "step", "step": 2}]),
+              lambda: old.add_mask_stats(rid, {"epoch": 1}, stats),
+              lambda: old.set_check(rid, "x", 1.0, 0.0, True),
+              lambda: old.save_array(rid, "ckpt", {"step": 2}),
+              lambda: old.save_masks(rid, "e1", {"w": torch.ones(3)}, binary=True),
+              lambda: old.write_json(rid, "summary.json", {"done": True}),
+              lambda: old.truncate_after(rid, {"metrics_seq": -1, "mask_rowid": -1}),
+              lambda: old.update_run(rid, status="done", pid=111),
+              lambda: old.update_run_if(rid, {"status": "running"}, heartbeat=1.0),
+              lambda: old.take(rid, 1)]
+    for w in writes:
+        with pytest.raises(store_mod.StaleWriter, match=r"held attempt 1, but attempt 2 took it over"):
+            w()
+    after = (store.metrics(rid), store.mask_stats(rid), store.checks(rid), (d / "metrics.jsonl").read_bytes(),
+             (d / "ckpt.pt").read_bytes(), store.get_run(rid))
+    assert after == before
+    assert not list(d.glob(".*.tmp")) and not (d / "summary.json").exists() and not (d / "masks" / "e1.pt").exists()
+    new.add_metrics(rid, [{"kind": "step", "step": 2}])                        # the current writer writes
+    assert [m["step"] for m in store.metrics(rid)] == [1, 2]
