@@ -717,6 +717,7 @@ def test_resume_refuses_a_live_stopped_holder_and_force_kills_it(home, monkeypat
         running = store.create_run(cfg.to_dict(), cfg.content_hash(), status="running")
         store.update_run(running, pid=stuck.pid, pid_start=jobs.proc_start_time(stuck.pid), heartbeat=time.time())
         os.kill(stuck.pid, signal.SIGSTOP)
+        wait_for(lambda: _state(stuck.pid) == "T", 5, "the process to stop")
         with pytest.raises(jobs.JobError, match="only interrupted"):
             jobs.resume(running, home)
         r = jobs.resume(running, home, force=True)
