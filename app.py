@@ -37,6 +37,7 @@ state.one_torch_thread()          # the app never computes on a torch thread poo
 
 with st.sidebar:
     st.caption(f"Store: {md.code(state.home())}")
+state.disk_banner()
 try:
     page.run()
 except Exception as e:  # noqa: BLE001 - a page error is a message, never a traceback

@@ -6,6 +6,7 @@ Bad input prints one line on stderr and exits 2, before anything is written.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import os
@@ -36,7 +37,7 @@ def _open_store(args, must_exist: bool = True, reconcile: bool = False):
     store = Store(home)
     if reconcile:  # show dead workers' runs as interrupted, not as running forever
         from . import jobs
-        jobs.reconcile(home)
+        jobs.reconcile(home)       # (does nothing on a full disk, where nothing can be marked)
     return store
 
 
@@ -73,12 +74,14 @@ def _load_config(args) -> RunConfig:
 def cmd_run(args) -> int:
     from . import jobs, runner
     from .data import default_data_dir
-    from .store import Store
+    from .refs import check_references
+    from .store import StaleWriter, Store
     from .train import Cancelled
-
     cfg = _load_config(args)
+    check_references(cfg, _home(args))
     data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
     store = Store(_home(args))
+    store.require_space("starting a run")
     run_id = runner.create(store, cfg, status="running")
     print(f"run {run_id}: {cfg.method} on {cfg.model}/{cfg.dataset}", file=sys.stderr)
     bar = _progress_bar(args.quiet)
@@ -90,18 +93,32 @@ def cmd_run(args) -> int:
     should_stop = jobs.StopCheck(threading.Event(), store.run_dir(run_id) / jobs.CANCEL_MARKER)
     try:
         summary = runner.execute(store, run_id, data_dir, progress=bar, should_stop=should_stop)
+    except StaleWriter as e:   # stopped (Ctrl-Z, SIGSTOP) while the run was resumed elsewhere
+        print(f"error: {e}", file=sys.stderr)
+        print(run_id)
+        return jobs.EXIT_STALE
     except Cancelled:
         print(f"run {run_id} cancelled; `python -m engine resume {run_id}` continues it", file=sys.stderr)
         print(run_id)
         return 3
     except KeyboardInterrupt:
-        store.update_run(run_id, status="cancelled", reason="interrupted from the keyboard", finished=time.time())
+        try:
+            store.update_run(run_id, status="cancelled", reason="interrupted from the keyboard",
+                             finished=time.time())
+        except StaleWriter as e:
+            print(f"error: {e}", file=sys.stderr)
+            print(run_id)
+            return jobs.EXIT_STALE
         print(f"run {run_id} cancelled", file=sys.stderr)
         print(run_id)
         return 130
-    except Exception as e:  # the run is already marked failed with its reason
-        print(f"run {run_id} failed: {type(e).__name__}: {tty(str(e).splitlines()[0]) if str(e) else ''}",
-              file=sys.stderr)
+    except Exception as e:  # the run is already marked failed with its reason; refine it as workers do
+        why = jobs.failure_reason(e)
+        if why:
+            with contextlib.suppress(Exception):
+                store.update_run_if(run_id, {"status": "failed"}, reason=why)
+        first = str(e).splitlines()[0] if str(e) else ""
+        print(f"run {run_id} failed: {tty(why or f'{type(e).__name__}: {first}')}", file=sys.stderr)
         print(f"(traceback in {store.run_dir(run_id) / 'error.txt'})", file=sys.stderr)
         print(run_id)
         return 1
@@ -140,6 +157,8 @@ def run_view(store, run: dict) -> dict:
     """What `show --json` prints (also used by the app)."""
     out = {k: run[k] for k in ("id", "name", "status", "reason", "config", "progress", "phase", "created",
                                "started", "finished", "sweep_id")}
+    if run.get("damaged"):
+        out["damaged"] = run["damaged"]
     if run["status"] == "running":
         out["pid"] = run["pid"]
         out["heartbeat"] = None if run["heartbeat"] is None else round(time.time() - run["heartbeat"], 3)
@@ -190,14 +209,15 @@ def cmd_list(args) -> int:
         s = r["summary"] or {}
         acc = f"{s['test_accuracy']:.4f}" if "test_accuracy" in s else "-"
         rem = f"{s['remaining']:.4f}" if "remaining" in s else "-"
+        damaged = f"  damaged: {tty(r['damaged'])}" if r.get("damaged") else ""
         print(f"{tty(r['id'])}  {tty(r['status']):<11} {tty(cfg.get('method', '?')):<8} "
               f"{tty(cfg.get('model', '?'))}/{tty(cfg.get('dataset', '?')):<14} acc {acc}  remaining {rem}  "
-              f"{tty(r['name'] or '')}")
+              f"{tty(r['name'] or '')}{damaged}")
     return 0
 
 
 def cmd_export(args) -> int:
-    from .store import UnknownRun
+    from .store import UnknownRun, damage_of
     store = _open_store(args)
     try:
         run = store.get_run(args.run_id)
@@ -215,11 +235,21 @@ def cmd_export(args) -> int:
             w.writerows(rows)
     if run["summary"] is not None:
         (out / "summary.json").write_text(json.dumps(run["summary"], indent=2))
-    ticket = store.run_dir(run["id"]) / "ticket.pt"
-    if ticket.exists():
-        shutil.copyfile(ticket, out / "ticket.pt")
+    damaged = {}
+    for name in ("ticket.pt",):
+        src = store.run_dir(run["id"]) / name
+        if not src.exists():
+            continue
+        shutil.copyfile(src, out / name)
+        why = damage_of(out / name)    # what was exported must load safely, or be marked damaged
+        if why:
+            os.replace(out / name, out / f"{name}.damaged")
+            damaged[name] = why
+            print(f"warning: {why} Exported as {name}.damaged", file=sys.stderr)
+    if damaged:
+        (out / "DAMAGED.json").write_text(json.dumps(damaged, indent=2))
     print(out)
-    return 0
+    return 1 if damaged else 0
 
 
 def cmd_presets(args) -> int:
@@ -265,7 +295,7 @@ def cmd_cancel(args) -> int:
 def cmd_resume(args) -> int:
     from . import jobs
     _open_store(args)
-    run = _jobs_call(jobs.resume, args.run_id, _home(args))
+    run = _jobs_call(jobs.resume, args.run_id, _home(args), force=args.force)
     print(f"run {run['id']} {'resumed' if run['status'] == 'running' else run['status'] + ' to resume'}",
           file=sys.stderr)
     print(run["id"])
@@ -291,7 +321,7 @@ def cmd_worker(args) -> int:
     from . import jobs
     home = _home(args)
     starting[0] = False
-    return _jobs_call(jobs.work, args.run_id, home, args.data_dir, stop=stop)
+    return _jobs_call(jobs.work, args.run_id, home, args.data_dir, stop=stop, attempt=args.attempt)
 
 
 def cmd_sweep(args) -> int:
@@ -335,9 +365,10 @@ def cmd_sweep(args) -> int:
         started(sweep_id, run_ids)
         print("queued for background workers; follow with: python -m engine list", file=sys.stderr)
         return 0
+    results: list[dict] = []
     try:
         sweep_id, run_ids = sweep.run_sweep(configs, _home(args), args.data_dir, scheduler=args.scheduler,
-                                            n_jobs=args.jobs, on_start=started)
+                                            n_jobs=args.jobs, on_start=started, results=results)
     except OSError as e:          # e.g. the scheduler cannot be reached (nothing was written)
         print(f"error: sweep failed: {type(e).__name__}: {e}".splitlines()[0], file=sys.stderr)
         return 1
@@ -348,6 +379,12 @@ def cmd_sweep(args) -> int:
         acc = f"acc {s['test_accuracy']:.4f} remaining {s['remaining']:.4f}" if "test_accuracy" in s else \
             (r["reason"] or "")
         print(f"{rid}  {r['status']:<10} {tty(acc)}  {tty(r['name'])}", file=sys.stderr)
+    stale = [r for r in results if r["status"] == "stale"]
+    for r in stale:
+        print(f"error: {tty(r['reason'])}", file=sys.stderr)
+    if stale:
+        from .jobs import EXIT_STALE
+        return EXIT_STALE
     return 0 if all(runs.get(rid, {}).get("status") == "done" for rid in run_ids) else 1
 
 
@@ -384,6 +421,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("resume", help="continue an interrupted, cancelled or failed run from its last checkpoint")
     sp.add_argument("run_id")
+    sp.add_argument("--force", action="store_true",
+                    help="kill the run's recorded process first if it is still alive (e.g. stopped with Ctrl-Z)")
     common(sp)
     sp.set_defaults(func=cmd_resume)
 
@@ -402,6 +441,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("worker", help="(internal) execute one claimed run; started by the jobs queue")
     sp.add_argument("run_id")
     sp.add_argument("--data-dir")
+    sp.add_argument("--attempt", type=int, help="the attempt the jobs queue claimed the run as")
     common(sp)
     sp.set_defaults(func=cmd_worker)
 
@@ -428,12 +468,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    from .store import DiskFull
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except ConfigError as e:
         print(f"error: invalid config: {tty(e)}", file=sys.stderr)
-    except UsageError as e:
+    except (UsageError, DiskFull) as e:
         print(f"error: {tty(e)}", file=sys.stderr)
     return 2
 

@@ -9,7 +9,9 @@ cap with device slots, liveness, cancel and resume.
     cancel(run_id)   queued → cancelled; running → SIGTERM to the worker's process
                      group, SIGKILL after a grace period; data so far is kept
     resume(run_id)   interrupted/cancelled/failed → queued with the resume flag; the
-                     worker then continues from the run's last complete checkpoint
+                     worker then continues from the run's last complete checkpoint.
+                     Refused while the run's recorded process (pid + start time) is
+                     alive, stopped or not (force=True kills it first)
     work(run_id)     the body of a worker process (`python -m engine worker RUN_ID`)
 
 Nothing here keeps state in memory that matters: everything is in the store, so
@@ -35,6 +37,14 @@ its heartbeat is younger than `LOTTERY_HEARTBEAT_TIMEOUT` (30 s). Workers beat
 every 2 s from a thread, so slow data loading or a long evaluation is not
 mistaken for a hang; a worker that stops beating (stopped, deadlocked) is
 killed when it is marked interrupted, so a run never has two workers.
+
+One writer per run: every claim and every resume starts a new attempt of the run
+(the fencing token, `runs.attempt`); the process that claimed it writes as that
+attempt, and the store checks the attempt in the same transaction as each
+metric, mask, checkpoint and status write. A writer that was stopped (SIGSTOP,
+Ctrl-Z) or cut off (another machine) and whose run was resumed meanwhile fails
+its next write with StaleWriter, writes nothing more and exits non-zero
+(EXIT_STALE).
 """
 
 from __future__ import annotations
@@ -55,7 +65,7 @@ import traceback
 from pathlib import Path
 
 from .config import ConfigError, RunConfig
-from .store import Store, UnknownRun, atomic_write_bytes
+from .store import DamagedFile, DiskFull, StaleWriter, Store, UnknownRun, atomic_write_bytes
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 HEARTBEAT_TIMEOUT = 30.0      # seconds without a heartbeat before a run counts as interrupted
@@ -63,6 +73,8 @@ HEARTBEAT_SECONDS = 2.0       # how often a worker beats
 CANCEL_GRACE = 10.0           # seconds between SIGTERM and SIGKILL
 RESUMABLE = ("interrupted", "cancelled", "failed")
 CANCEL_MARKER = "cancel"      # runs/<id>/cancel asks a run to stop (reaches sweep tasks on other machines)
+EXIT_STALE = 4                # exit code of a process whose run was taken over by another attempt
+KILL_WAIT = 10.0              # seconds resume(force=True) waits for a killed holder to be gone
 
 _CHILDREN: dict[int, subprocess.Popen] = {}   # workers this process spawned, reaped by pump
 
@@ -209,6 +221,16 @@ def proc_start_time(pid: int) -> float | None:
     return float(rest[19])                        # field 22 (fields 3.. follow the name)
 
 
+def proc_state(pid: int) -> str | None:
+    """The one-letter state of a process (R, S, D, T stopped, t traced, Z ...), None if unknown."""
+    try:
+        with open(f"/proc/{int(pid)}/stat", "rb") as f:
+            data = f.read().decode("ascii", "replace")
+        return data[data.rindex(")") + 2:].split()[0]
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def _exists(pid: int) -> bool:
     if Path("/proc").is_dir() and Path("/proc/self/stat").exists():
         return proc_start_time(pid) is not None
@@ -267,8 +289,11 @@ def _locked(home: Path):
 # ------------------------------------------------------------------ liveness
 
 def reconcile(home: str | os.PathLike | None = None) -> list[tuple[str, str]]:
-    """Mark runs whose worker is gone or silent `interrupted`. Returns (run_id, reason) pairs."""
+    """Mark runs whose worker is gone or silent `interrupted`. Returns (run_id, reason) pairs.
+    On a full disk nothing can be marked: it returns [] (readers must still work)."""
     store, home = _open(home)
+    if store.disk_full():
+        return []
     with _locked(home):
         return _reconcile(store)
 
@@ -332,7 +357,10 @@ def submit(cfg: RunConfig | dict, home: str | os.PathLike | None = None,
         resolve_max_runs()
         heartbeat_timeout()
         worker_priority()
+    from .refs import check_references
+    check_references(cfg, resolve_home(home))
     store, home = _open(home)
+    store.require_space("queueing a run")
     run_id = store.create_run(cfg.to_dict(), cfg.content_hash(), name=cfg.name, status="queued",
                               sweep_id=sweep_id, extra={"data_dir": _data_dir(data_dir), "executor": "jobs"})
     if start:
@@ -352,6 +380,8 @@ def pump(home: str | os.PathLike | None = None, max_runs: int | None = None) -> 
     Safe to call from any process at any time; returns the ids it started."""
     store, home = _open(home)
     started: list[str] = []
+    if store.disk_full():       # nothing can start or be marked; the app still reads the store
+        return started
     with _locked(home):
         _reconcile(store)
         cap = resolve_max_runs(max_runs)
@@ -368,7 +398,7 @@ def pump(home: str | os.PathLike | None = None, max_runs: int | None = None) -> 
             try:
                 with contextlib.suppress(FileNotFoundError):
                     (store.run_dir(run["id"]) / CANCEL_MARKER).unlink()
-                pid, pid_start = _spawn(store, home, run, slot)
+                pid, pid_start = _spawn(store, home, run, slot)   # the worker writes as run["attempt"]
             except Exception as e:
                 store.update_run_if(run["id"], {"status": "running", "pid": None}, status="failed",
                                     finished=time.time(),
@@ -392,7 +422,7 @@ def _free_slot(gpus: list[str], running: list[dict]) -> str | None:
 
 def _spawn(store: Store, home: Path, run: dict, slot: str | None) -> tuple[int, float | None]:
     d = store.run_dir(run["id"])
-    cmd = [sys.executable, "-m", "engine", "worker", run["id"], "--home", str(home)]
+    cmd = [sys.executable, "-m", "engine", "worker", run["id"], "--home", str(home), "--attempt", str(run["attempt"])]
     if run["data_dir"]:
         cmd += ["--data-dir", run["data_dir"]]
     env = dict(os.environ, PYTHONUNBUFFERED="1", LOTTERY_HOME=str(home))
@@ -409,8 +439,9 @@ def _spawn(store: Store, home: Path, run: dict, slot: str | None) -> tuple[int, 
 def list_runs(home: str | os.PathLike | None = None) -> list[dict]:
     """Every run, newest first, after reconciling liveness."""
     store, home = _open(home)
-    with _locked(home):
-        _reconcile(store)
+    if not store.disk_full():       # on a full disk nothing can be marked; the list still reads
+        with _locked(home):
+            _reconcile(store)
     return store.list_runs()
 
 
@@ -428,6 +459,7 @@ def cancel(run_id: str, home: str | os.PathLike | None = None, grace: float = CA
     pump/reconcile records the outcome and escalates to SIGKILL after `grace`.
     Returns the run."""
     store, home = _open(home)
+    store.require_space("cancelling a run")
     with _locked(home):        # a claimed run always has its pid recorded by the time we look
         run = _get(store, run_id)
         if run["status"] == "queued" and store.update_run_if(
@@ -501,21 +533,67 @@ def _finish_cancel(store: Store, run: dict, now: float, force: bool) -> bool:
     return True
 
 
-def resume(run_id: str, home: str | os.PathLike | None = None) -> dict:
+def resume(run_id: str, home: str | os.PathLike | None = None, force: bool = False) -> dict:
     """Queue an interrupted, cancelled or failed run to continue from its last
-    complete checkpoint (the worker calls runner.execute(resume=True)); then pump."""
+    complete checkpoint (the worker calls runner.execute(resume=True)); then pump.
+
+    Refused while the process recorded for the run (pid + start time, on this
+    machine) is still alive, even stopped: it could go on writing. force=True
+    kills it (SIGKILL, which also ends a stopped process) and waits until it is
+    gone. Either way the resume starts a new attempt, so a holder we cannot see
+    (another machine) is fenced out at its next write."""
     store, home = _open(home)
     run = _get(store, run_id)
+    store.require_space("resuming a run")
+    if force and run["status"] == "running" and _live_holder(run) in ("T", "t"):
+        # Stopped (Ctrl-Z) and not yet judged interrupted, maybe stopped inside a database
+        # write, holding SQLite's write lock: killing it frees the lock and the run.
+        _kill_holder(run)
+        with _locked(home):
+            _reconcile(store)
+        run = _get(store, run_id)
     if run["status"] not in RESUMABLE:
         raise JobError(f"run {run_id} is {run['status']}; only {', '.join(RESUMABLE)} runs can be resumed")
+    holder = _live_holder(run)
+    if holder is not None:
+        if not force:
+            raise JobError(f"run {run_id} is {run['status']}, but its process {run['pid']} is still alive"
+                           f"{' (stopped)' if holder in ('T', 't') else ''} and could go on writing; end it "
+                           f"first, or resume with --force to kill it")
+        _kill_holder(run)
     with contextlib.suppress(OSError):
         (store.run_dir(run_id) / CANCEL_MARKER).unlink()
-    if not store.update_run_if(run_id, {"status": run["status"]}, status="queued", resume=1, executor="jobs",
-                               reason=None, pid=None, pid_start=None, heartbeat=None, finished=None, slot=None,
-                               host=None):
+    if store.claim(run_id, {"status": run["status"], "pid": run["pid"]}, status="queued", resume=1,
+                   executor="jobs", reason=None, pid=None, pid_start=None, heartbeat=None, finished=None,
+                   slot=None, host=None) is None:
         raise JobError(f"run {run_id} changed state while resuming it; try again")
     pump(home)
     return store.get_run(run_id)
+
+
+def _live_holder(run: dict) -> str | None:
+    """The state letter of the run's recorded process while it is alive on this machine, else None."""
+    pid = run["pid"]
+    if pid is None or (run["host"] and run["host"] != hostname()):
+        return None          # nobody, or another machine's pid: the new attempt fences it out
+    if not same_process(pid, run["pid_start"]):
+        return None
+    return proc_state(pid) or "?"
+
+
+def _kill_holder(run: dict) -> None:
+    pid = run["pid"]
+    if run["pid_start"] is not None and _ours(run):
+        _signal_worker(pid, run["pid_start"], signal.SIGKILL)    # a worker of ours: its whole group
+    else:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+    deadline = time.time() + KILL_WAIT
+    while same_process(pid, run["pid_start"]):
+        if time.time() > deadline:
+            raise JobError(f"process {pid} of run {run['id']} did not end within {KILL_WAIT:g} s of SIGKILL")
+        _reap()
+        time.sleep(0.05)
 
 
 # ------------------------------------------------------------------ executing a run
@@ -567,6 +645,10 @@ def failure_reason(exc: BaseException) -> str | None:
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
         where = exc.filename or _path_in_traceback(exc)
         return f"disk full while writing {where or 'the run files'} ({exc.strerror or 'no space left on device'})"
+    if isinstance(exc, DamagedFile):
+        return str(exc)
+    if isinstance(exc, DiskFull):
+        return f"disk full while writing the store database ({exc})"[:500]
     if isinstance(exc, sqlite3.OperationalError) and ("full" in str(exc) or "disk" in str(exc)):
         return f"disk full while writing the store database ({exc})"
     if type(exc).__name__ == "OutOfMemoryError" or "CUDA out of memory" in str(exc):
@@ -592,10 +674,12 @@ def _path_in_traceback(exc: BaseException) -> str | None:
 
 
 def execute_here(store: Store, run_id: str, data_dir: str | None = None, resume: bool = False,
-                 stop: threading.Event | None = None) -> dict:
-    """Execute a run this process has claimed (status running, pid = this process):
-    heartbeat thread, cancel checks, runner.execute, a final status with a reason
-    whatever happens. Used by workers and by sweep tasks. Returns id, status, reason."""
+                 stop: threading.Event | None = None, attempt: int | None = None) -> dict:
+    """Execute a run this process has claimed (status running, pid = this process)
+    as `attempt`: heartbeat thread, cancel checks, runner.execute, a final status
+    with a reason whatever happens, unless the run was taken over by a newer
+    attempt (status "stale": nothing more is written). Used by workers and by
+    sweep tasks. Returns id, status, reason."""
     from . import runner
     from .train import Cancelled
 
@@ -604,15 +688,19 @@ def execute_here(store: Store, run_id: str, data_dir: str | None = None, resume:
     stop = stop or threading.Event()
     should_stop = StopCheck(stop, marker)
     beat = Heartbeat(store, run_id, me).start()
+    stale = None
     try:
         if should_stop():
             store.update_run_if(run_id, {"status": "running"}, status="cancelled", finished=time.time(),
                                 reason="cancelled before training started")
         else:
             kwargs = {"resume": True} if resume else {}
-            runner.execute(store, run_id, data_dir, should_stop=should_stop, **kwargs)
+            runner.execute(store, run_id, data_dir, should_stop=should_stop, attempt=attempt, **kwargs)
     except Cancelled:
         pass
+    except StaleWriter as e:
+        stale = e
+        print(f"error: {e}", file=sys.stderr, flush=True)
     except Exception as e:
         traceback.print_exc()
         reason = failure_reason(e) or f"{type(e).__name__}: {e}".splitlines()[0][:500]
@@ -622,11 +710,15 @@ def execute_here(store: Store, run_id: str, data_dir: str | None = None, resume:
                                 finished=time.time())
     finally:
         beat.stop()
-        with contextlib.suppress(Exception):   # never leave a run `running` behind a worker that leaves
-            store.update_run_if(run_id, {"status": "running", "pid": me}, status="failed", finished=time.time(),
-                                reason="the worker exited without recording a final status (see worker.log)")
-        with contextlib.suppress(OSError):
-            marker.unlink()
+        if stale is None:                      # (a stale writer touches nothing of the run)
+            with contextlib.suppress(Exception):   # never leave a run `running` behind a worker that leaves
+                store.update_run_if(run_id, {"status": "running", "pid": me}, status="failed",
+                                    finished=time.time(),
+                                    reason="the worker exited without recording a final status (see worker.log)")
+            with contextlib.suppress(OSError):
+                marker.unlink()
+    if stale is not None:
+        return {"run_id": run_id, "status": "stale", "reason": str(stale)}
     try:
         r = store.get_run(run_id)
         return {"run_id": run_id, "status": r["status"], "reason": r["reason"]}
@@ -635,9 +727,10 @@ def execute_here(store: Store, run_id: str, data_dir: str | None = None, resume:
 
 
 def work(run_id: str, home: str | os.PathLike | None = None, data_dir: str | None = None,
-         stop: threading.Event | None = None) -> int:
-    """The body of `python -m engine worker RUN_ID`: execute the claimed run, then pump.
-    Exit code 0 done, 1 failed, 3 cancelled, 2 not claimed for this process."""
+         stop: threading.Event | None = None, attempt: int | None = None) -> int:
+    """The body of `python -m engine worker RUN_ID --attempt N`: execute the claimed
+    run as attempt N, then pump. Exit code 0 done, 1 failed, 3 cancelled, 2 not
+    claimed for this process, EXIT_STALE taken over by a newer attempt."""
     store, home = _open(home)
     run = _get(store, run_id)
     me = os.getpid()
@@ -646,15 +739,20 @@ def work(run_id: str, home: str | os.PathLike | None = None, data_dir: str | Non
           f"(resume={bool(run['resume'])}, CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')}, "
           f"nice {os.nice(0)}, torch threads {worker_priority()[1] or 'default'})", flush=True)
     claimed = run["status"] == "running" and (run["pid"] in (None, me)) and (not run["host"] or
-                                                                              run["host"] == hostname())
+                                                                              run["host"] == hostname()) \
+        and attempt in (None, run["attempt"])
     if not claimed:
         print(f"run {run_id} is {run['status']} (pid {run['pid']}), not claimed for this worker; "
               f"nothing to do", flush=True)
         return 2
-    store.update_run_if(run_id, {"status": "running"}, pid=me, pid_start=proc_start_time(me),
-                        heartbeat=time.time())
+    attempt = run["attempt"] if attempt is None else attempt
+    if not store.update_run_if(run_id, {"status": "running", "attempt": attempt}, pid=me,
+                               pid_start=proc_start_time(me), heartbeat=time.time()):
+        print(f"run {run_id} was taken over before this worker started; nothing to do", flush=True)
+        return EXIT_STALE
     try:
-        result = execute_here(store, run_id, data_dir or run["data_dir"], resume=bool(run["resume"]), stop=stop)
+        result = execute_here(store, run_id, data_dir or run["data_dir"], resume=bool(run["resume"]), stop=stop,
+                              attempt=attempt)
     finally:
         try:
             pump(home)
@@ -662,4 +760,4 @@ def work(run_id: str, home: str | os.PathLike | None = None, data_dir: str | Non
             traceback.print_exc()
     print(f"=== worker {me}: run {run_id} {result['status']}"
           f"{': ' + result['reason'] if result['reason'] else ''}", flush=True)
-    return {"done": 0, "cancelled": 3}.get(result["status"], 1)
+    return {"done": 0, "cancelled": 3, "stale": EXIT_STALE}.get(result["status"], 1)

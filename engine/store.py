@@ -15,17 +15,19 @@ never part of a path. Every file write is atomic (temp file, fsync, os.replace).
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import math
 import os
 import re
 import secrets
+import shutil
 import sqlite3
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -72,8 +74,12 @@ CREATE TABLE IF NOT EXISTS checks(
 #   executor      who starts a queued run: NULL/'jobs' the jobs queue, 'sweep' a sweep's joblib tasks
 #   data_version  bumped in the same transaction as every write or cut of the run's metrics and
 #                 mask statistics: live views compare it instead of counting rows
+#   attempt       the fencing token: +1 each time a process takes the run (claim, resume, a
+#                 foreground start). A writer checks it in the same transaction as each write
+#                 (Store.take), so a stale writer (stopped, then resumed elsewhere) writes nothing.
 ADDED_COLUMNS = (("slot", "TEXT"), ("resume", "INTEGER NOT NULL DEFAULT 0"), ("data_dir", "TEXT"),
-                 ("host", "TEXT"), ("executor", "TEXT"), ("data_version", "INTEGER NOT NULL DEFAULT 0"))
+                 ("host", "TEXT"), ("executor", "TEXT"), ("data_version", "INTEGER NOT NULL DEFAULT 0"),
+                 ("attempt", "INTEGER NOT NULL DEFAULT 0"))
 JOB_COLUMNS = ("slot", "resume", "data_dir", "host", "executor")  # the ones the jobs manager sets
 
 
@@ -85,9 +91,70 @@ class UnknownRun(KeyError):
         return f"no run with id {self.args[0]!r} in this store"
 
 
+MIN_FREE_MB = 1.0   # below this much free space the store refuses new writes (submit, run, cancel)
+
+
+class DiskFull(Exception):
+    """The store's disk has no room for a write; one line naming the disk and the space needed."""
+
+    def __init__(self, home: Path, what: str = "writing to the store", need_mb: float = MIN_FREE_MB):
+        self.home, self.free_mb, self.need_mb = Path(home), free_mb(home), need_mb
+        super().__init__(f"the store's disk is full: {disk_name(home)} has {self.free_mb:.1f} MB free; "
+                         f"{what} needs at least {need_mb:g} MB free")
+
+
+def free_mb(path: str | os.PathLike) -> float:
+    """Free space (MB) on the filesystem holding `path` (or its nearest existing parent)."""
+    p = Path(path).absolute()
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return shutil.disk_usage(p).free / 1e6
+
+
+def disk_name(path: str | os.PathLike) -> str:
+    """'DEVICE (FSTYPE) mounted on MOUNTPOINT' for the filesystem holding `path`."""
+    p = Path(path).absolute()
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    dev = p.stat().st_dev
+    while p != p.parent and p.parent.stat().st_dev == dev:
+        p = p.parent
+    try:
+        for line in Path("/proc/self/mounts").read_text().splitlines():
+            src, mnt, fstype = (line.split() + ["", "", ""])[:3]
+            if mnt.replace("\\040", " ") == str(p):
+                return f"{src} ({fstype}) mounted on {p}"
+    except OSError:
+        pass
+    return f"the filesystem mounted on {p}"
+
+
+def _disk_trouble(e: BaseException) -> bool:
+    """An SQLite error a full disk causes (I/O error, disk full, cannot open the WAL files)."""
+    if isinstance(e, OSError):
+        return e.errno in (errno.ENOSPC, errno.EDQUOT)
+    code = getattr(e, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (sqlite3.SQLITE_IOERR, sqlite3.SQLITE_FULL, sqlite3.SQLITE_CANTOPEN)
+    return isinstance(e, sqlite3.OperationalError) and ("disk" in str(e) or "full" in str(e))
+
+
+class StaleWriter(Exception):
+    """This process's attempt at a run is no longer the current one: another process
+    took the run over (a resume). Raised before anything is written."""
+
+    def __init__(self, run_id: str, mine: int, current: int | None):
+        self.run_id, self.mine, self.current = run_id, mine, current
+        taken = "it was deleted" if current is None else f"attempt {current} took it over (resumed elsewhere)"
+        super().__init__(f"run {run_id}: this process held attempt {mine}, but {taken}; "
+                         f"it stopped without writing anything")
+
+
 # ------------------------------------------------------------------ atomic files
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
+def atomic_write_bytes(path: Path, data: bytes, replace: Callable[[str, Path], None] | None = None) -> None:
+    """Temp file, fsync, then `replace(tmp, path)` (a fenced writer passes one that
+    checks its token under the store's write lock)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -96,7 +163,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        (replace or os.replace)(tmp, path)
     except BaseException:
         try:
             os.unlink(tmp)
@@ -114,17 +181,43 @@ def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_bytes(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default).encode())
 
 
-def atomic_torch_save(path: Path, obj: Any) -> None:
+def atomic_torch_save(path: Path, obj: Any, replace: Callable[[str, Path], None] | None = None) -> None:
     import torch
     buf = io.BytesIO()
     torch.save(obj, buf)
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_write_bytes(path, buf.getvalue(), replace)
+
+
+class DamagedFile(ValueError):
+    """A .pt file that does not load safely (garbage, truncated, or a pickle that is not ours)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        super().__init__(f"{self.path.name} is not a readable Lottery Lab checkpoint (it may be damaged or not "
+                         f"ours); it was not loaded.")
 
 
 def torch_load(path: Path) -> Any:
-    """Safe load: tensors and plain containers only, never arbitrary pickles."""
+    """Safe load: tensors and plain containers only, never arbitrary pickles.
+    Anything else raises DamagedFile, whose text never repeats PyTorch's advice to
+    retry with weights_only=False (that would run the payload). A missing or
+    unreadable file stays an OSError."""
     import torch
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except OSError:
+        raise
+    except Exception:
+        raise DamagedFile(path) from None
+
+
+def damage_of(path: Path) -> str | None:
+    """None when the .pt file at `path` loads safely, else the one-line reason (exports check this)."""
+    try:
+        torch_load(path)
+    except DamagedFile as e:
+        return str(e)
+    return None
 
 
 def append_jsonl(path: Path, rows: list[dict]) -> None:
@@ -172,11 +265,19 @@ class Store:
     def __init__(self, home: str | os.PathLike):
         self.home = Path(home)
         self.runs_dir = self.home / "runs"
-        self.runs_dir.mkdir(parents=True, exist_ok=True)
         self.db_path = self.home / "lottery.db"
-        with self.connect() as db:
-            db.executescript(SCHEMA)
-            have = {r["name"] for r in db.execute("PRAGMA table_info(runs)")}
+        self._held: dict[str, int] = {}    # run id → the attempt this process writes it as (take)
+        try:
+            self.runs_dir.mkdir(parents=True, exist_ok=True)
+            with self.connect(write=True) as db:
+                db.executescript(SCHEMA)
+                have = {r["name"] for r in db.execute("PRAGMA table_info(runs)")}
+        except (DiskFull, OSError) as e:
+            if not isinstance(e, DiskFull) and not _disk_trouble(e):
+                raise
+            if not self.db_path.exists():
+                raise DiskFull(self.home, "creating the store") from None
+            return      # an existing store on a full disk: reads still work (read-only opens)
         if any(c not in have for c, _ in ADDED_COLUMNS):
             with self.transaction() as db:   # re-checked under the write lock: concurrent openers
                 have = {r["name"] for r in db.execute("PRAGMA table_info(runs)")}
@@ -185,27 +286,122 @@ class Store:
                         db.execute(f"ALTER TABLE runs ADD COLUMN {col} {decl}")
 
     @contextmanager
-    def connect(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.db_path, timeout=30.0, isolation_level=None)
+    def connect(self, write: bool = False) -> Iterator[sqlite3.Connection]:
+        """A connection in WAL mode. On a full disk SQLite cannot set up the WAL's
+        shared-memory file, so even reads fail there: a reader then opens the
+        database read-only (mode=ro, else immutable, which reads the database file
+        as it stands), and a writer gets DiskFull (one line)."""
         try:
-            db.row_factory = sqlite3.Row
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA busy_timeout=30000")
-            db.execute("PRAGMA synchronous=NORMAL")
+            db = self._open("file:{}")
+        except sqlite3.OperationalError as e:
+            if not (_disk_trouble(e) and self.disk_full()):
+                raise
+            if write:
+                raise DiskFull(self.home) from None
+            try:
+                db = self._open("file:{}?mode=ro")
+            except sqlite3.OperationalError:
+                db = self._open("file:{}?immutable=1")
+        try:
             yield db
+        except sqlite3.OperationalError as e:
+            if write and _disk_trouble(e) and self.disk_full():
+                raise DiskFull(self.home) from e
+            raise
         finally:
             db.close()
 
+    def _open(self, uri: str) -> sqlite3.Connection:
+        from urllib.parse import quote
+        db = sqlite3.connect(uri.format(quote(str(self.db_path.absolute()))), timeout=30.0, isolation_level=None,
+                             uri=True)
+        try:
+            db.row_factory = sqlite3.Row
+            if "?" not in uri:          # read-only opens cannot change the journal mode
+                db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA busy_timeout=30000")
+            db.execute("PRAGMA synchronous=NORMAL")
+            if "?" in uri:
+                db.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()   # fail here, not in the reader
+        except BaseException:
+            db.close()
+            raise
+        return db
+
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        with self.connect() as db:
+        with self.connect(write=True) as db:
             db.execute("BEGIN IMMEDIATE")
             try:
                 yield db
                 db.execute("COMMIT")
             except BaseException:
-                db.execute("ROLLBACK")
+                with suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
                 raise
+
+    def free_mb(self) -> float:
+        return free_mb(self.home)
+
+    def disk_full(self) -> bool:
+        """True when the store's disk has less than MIN_FREE_MB free."""
+        return self.free_mb() < MIN_FREE_MB
+
+    def require_space(self, what: str) -> None:
+        """Refuse a write up front (DiskFull, one line) when the store's disk is full."""
+        if self.disk_full():
+            raise DiskFull(self.home, what)
+
+    # ---------------------------------------------------------------- one writer per run
+    def take(self, run_id: str, attempt: int | None = None, **fields) -> int:
+        """Become the run's writer: with `attempt` (what a claim returned) only while
+        it is still the current one, else as a new attempt (current + 1). Sets
+        `fields` in the same transaction. From then on every write of this run
+        through this Store checks the attempt in its own transaction and raises
+        StaleWriter, writing nothing, once another process has taken the run."""
+        bad = set(fields) - self._UPDATABLE
+        if bad:
+            raise ValueError(f"cannot update {bad}")
+        with self.transaction() as db:
+            row = db.execute("SELECT attempt FROM runs WHERE id=?", (run_id,)).fetchone()
+            if row is None:
+                raise UnknownRun(run_id)
+            if attempt is None:
+                attempt = row["attempt"] + 1
+            elif row["attempt"] != attempt:
+                raise StaleWriter(run_id, attempt, row["attempt"])
+            cols = "".join(f", {k}=?" for k in fields)
+            db.execute(f"UPDATE runs SET attempt=?{cols} WHERE id=?", (attempt, *fields.values(), run_id))
+        self._held[run_id] = attempt
+        return attempt
+
+    def _fence(self, db: sqlite3.Connection, run_id: str) -> None:
+        """Inside a write transaction: refuse if this process's attempt is stale."""
+        mine = self._held.get(run_id)
+        if mine is None:
+            return
+        row = db.execute("SELECT attempt FROM runs WHERE id=?", (run_id,)).fetchone()
+        if row is None or row["attempt"] != mine:
+            raise StaleWriter(run_id, mine, None if row is None else row["attempt"])
+
+    def _replace_fenced(self, run_id: str) -> Callable[[str, Path], None] | None:
+        """os.replace for a file of the run, done under the write lock after the fence check."""
+        if run_id not in self._held:
+            return None
+
+        def replace(tmp, path):
+            with self.transaction() as db:
+                self._fence(db, run_id)
+                os.replace(tmp, path)
+        return replace
+
+    def write_json(self, run_id: str, name: str, obj: Any) -> None:
+        """A JSON file in the run folder (e.g. summary.json), fenced like every write."""
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+            raise ValueError(f"bad file name {name!r}")
+        atomic_write_bytes(self.run_dir(run_id) / name,
+                           json.dumps(obj, indent=2, sort_keys=True, default=_json_default).encode(),
+                           self._replace_fenced(run_id))
 
     # ---------------------------------------------------------------- runs
     def run_dir(self, run_id: str) -> Path:
@@ -246,7 +442,8 @@ class Store:
         if "summary" in fields and not isinstance(fields["summary"], (str, type(None))):
             fields["summary"] = json.dumps(fields["summary"], default=_json_default)
         cols = ", ".join(f"{k}=?" for k in fields)
-        with self.connect() as db:
+        with self.transaction() as db:
+            self._fence(db, run_id)
             cur = db.execute(f"UPDATE runs SET {cols} WHERE id=?", (*fields.values(), run_id))
             if cur.rowcount == 0:
                 raise UnknownRun(run_id)
@@ -255,7 +452,15 @@ class Store:
         """Compare-and-set: update only while every column in `where` still has its
         value (a tuple means any of those values; None matches NULL). True if updated.
         How two processes agree on a transition (claim, cancel, mark interrupted)."""
-        bad = (set(fields) | set(where)) - self._UPDATABLE - {"id"}
+        return self._compare_and_set(run_id, where, fields, bump=False) is not None
+
+    def claim(self, run_id: str, where: dict, **fields) -> int | None:
+        """update_run_if that also starts a new attempt (fencing out the run's previous
+        writer); returns the new attempt, None if `where` no longer held."""
+        return self._compare_and_set(run_id, where, fields, bump=True)
+
+    def _compare_and_set(self, run_id: str, where: dict, fields: dict, bump: bool) -> int | None:
+        bad = (set(fields) - self._UPDATABLE) | (set(where) - self._UPDATABLE - {"id", "attempt"})
         if bad:
             raise ValueError(f"cannot update {bad}")
         if "status" in fields and fields["status"] not in STATUSES:
@@ -268,11 +473,14 @@ class Store:
             else:
                 conds.append(f"{k} IS ?")
                 args.append(v)
-        cols = ", ".join(f"{k}=?" for k in fields)
-        with self.connect() as db:
+        cols = ", ".join([*(f"{k}=?" for k in fields), *(["attempt=attempt+1"] if bump else [])])
+        with self.transaction() as db:
+            self._fence(db, run_id)
             cur = db.execute(f"UPDATE runs SET {cols} WHERE id=? AND {' AND '.join(conds) or '1'}",
                              (*fields.values(), run_id, *args))
-            return cur.rowcount == 1
+            if cur.rowcount != 1:
+                return None
+            return db.execute("SELECT attempt FROM runs WHERE id=?", (run_id,)).fetchone()[0]
 
     def claim_next(self, **fields) -> dict | None:
         """Atomically take the oldest run queued for the jobs queue (executor NULL or
@@ -288,7 +496,8 @@ class Store:
             if row is None:
                 return None
             cols = ", ".join(f"{k}=?" for k in fields)
-            db.execute(f"UPDATE runs SET {cols} WHERE id=? AND status='queued'", (*fields.values(), row["id"]))
+            db.execute(f"UPDATE runs SET {cols}, attempt=attempt+1 WHERE id=? AND status='queued'",
+                       (*fields.values(), row["id"]))
             run = db.execute("SELECT * FROM runs WHERE id=?", (row["id"],)).fetchone()
         return self._row_to_run(run)
 
@@ -325,6 +534,12 @@ class Store:
             problems.append(f"unknown status {run['status']!r}")
         if problems:
             run["reason"] = "; ".join(problems)
+        # A run whose folder was deleted by hand has lost its arrays (tickets, masks,
+        # checkpoints): say so wherever runs are listed, keeping any earlier reason.
+        if isinstance(run["id"], str) and RUN_ID_RE.fullmatch(run["id"]) and \
+                not (self.runs_dir / run["id"]).exists():
+            run["damaged"] = "run folder missing"
+            run["reason"] = "damaged: run folder missing" + (f"; {run['reason']}" if run["reason"] else "")
         return run
 
     def delete_run(self, run_id: str) -> None:
@@ -341,20 +556,31 @@ class Store:
         """Rows carry METRIC_COLUMNS (missing ones NULL) plus anything else, kept in `extra`."""
         if not rows:
             return
-        # The run folder's copy first: if a kill falls between the two writes, the file
-        # holds rows the index lacks, which a resume cuts off (truncate_after), never the reverse.
-        append_jsonl(self.run_dir(run_id) / "metrics.jsonl", rows)
-        with self.transaction() as db:
+        path = self.run_dir(run_id) / "metrics.jsonl"
+        lines = "".join(json.dumps(r, default=_json_default) + "\n" for r in rows)
+        vals = []
+        for r in rows:
+            extra = {k: v for k, v in r.items() if k not in METRIC_COLUMNS}
+            vals.append((*(_finite(r.get(c)) for c in METRIC_COLUMNS),
+                         json.dumps(extra, default=_json_default) if extra else None))
+        with self.transaction() as db:     # held briefly: a process stopped inside it blocks every writer
+            self._fence(db, run_id)
+            # The run folder's copy first: if a kill falls between the two writes, the file
+            # holds rows the index lacks, which a resume cuts off (truncate_after), never the
+            # reverse. Its fsync comes after the commit, outside the write lock.
+            with open(path, "a", encoding="utf-8") as f:
+                f.write(lines)
             seq0 = db.execute("SELECT COALESCE(MAX(seq), -1) + 1 FROM metrics WHERE run_id=?",
                               (run_id,)).fetchone()[0]
-            vals = []
-            for i, r in enumerate(rows):
-                extra = {k: v for k, v in r.items() if k not in METRIC_COLUMNS}
-                vals.append((run_id, seq0 + i, *(_finite(r.get(c)) for c in METRIC_COLUMNS),
-                             json.dumps(extra, default=_json_default) if extra else None))
             db.executemany(f"INSERT INTO metrics(run_id, seq, {', '.join(METRIC_COLUMNS)}, extra) "
-                           f"VALUES({', '.join('?' * (len(METRIC_COLUMNS) + 3))})", vals)
+                           f"VALUES({', '.join('?' * (len(METRIC_COLUMNS) + 3))})",
+                           [(run_id, seq0 + i, *v) for i, v in enumerate(vals)])
             db.execute(_BUMP, (run_id,))
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def tail_marks(self, run_id: str) -> dict:
         """How far this run's records go now; a checkpoint stores it so a resume can
@@ -367,6 +593,7 @@ class Store:
 
     def truncate_after(self, run_id: str, marks: dict) -> None:
         with self.transaction() as db:
+            self._fence(db, run_id)
             db.execute("DELETE FROM metrics WHERE run_id=? AND seq>?", (run_id, marks["metrics_seq"]))
             db.execute("DELETE FROM mask_stats WHERE run_id=? AND rowid>?", (run_id, marks["mask_rowid"]))
             db.execute(_BUMP, (run_id,))
@@ -376,7 +603,8 @@ class Store:
         path = d / "metrics.jsonl"
         if path.exists():
             kept = read_jsonl(path)[: marks["metrics_seq"] + 1]
-            atomic_write_bytes(path, "".join(json.dumps(r, default=_json_default) + "\n" for r in kept).encode())
+            atomic_write_bytes(path, "".join(json.dumps(r, default=_json_default) + "\n" for r in kept).encode(),
+                               self._replace_fenced(run_id))
 
     def metrics(self, run_id: str, kind: str | None = None) -> list[dict]:
         q = "SELECT * FROM metrics WHERE run_id=?" + (" AND kind=?" if kind else "") + " ORDER BY seq"
@@ -399,6 +627,7 @@ class Store:
                  r["layer"], r["numel"], r["mean"], r["frac_above"], r["near_binary"], r.get("churn"),
                  r["dead_units"], json.dumps(r["hist"])) for r in rows]
         with self.transaction() as db:
+            self._fence(db, run_id)
             db.executemany("INSERT INTO mask_stats VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?)", vals)
             db.execute(_BUMP, (run_id,))
 
@@ -414,7 +643,8 @@ class Store:
 
     def set_check(self, run_id: str, name: str, value: float, target: float | None, passed: bool,
                   detail: str = "") -> None:
-        with self.connect() as db:
+        with self.transaction() as db:
+            self._fence(db, run_id)
             db.execute("INSERT OR REPLACE INTO checks VALUES(?,?,?,?,?,?)",
                        (run_id, name, _finite(float(value)), target, int(bool(passed)), detail))
 
@@ -430,7 +660,7 @@ class Store:
         import torch
         conv = {k: (v != 0) if binary else v.detach().to(torch.float16).cpu() for k, v in masks.items()}
         path = self.run_dir(run_id) / "masks" / f"{tag}.pt"
-        atomic_torch_save(path, conv)
+        atomic_torch_save(path, conv, self._replace_fenced(run_id))
         return path
 
     def mask_snapshots(self, run_id: str) -> list[str]:
@@ -441,7 +671,7 @@ class Store:
         return {k: v.float() for k, v in torch_load(self.run_dir(run_id) / "masks" / f"{tag}.pt").items()}
 
     def save_array(self, run_id: str, name: str, obj: Any) -> None:
-        atomic_torch_save(self.run_dir(run_id) / f"{name}.pt", obj)
+        atomic_torch_save(self.run_dir(run_id) / f"{name}.pt", obj, self._replace_fenced(run_id))
 
     def load_array(self, run_id: str, name: str) -> Any:
         return torch_load(self.run_dir(run_id) / f"{name}.pt")

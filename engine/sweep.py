@@ -120,10 +120,15 @@ def new_sweep_id() -> str:
     return f"sw-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
 
 
-def _validated(configs) -> list[RunConfig]:
+def _validated(configs, home) -> list[RunConfig]:
+    """Every point validated, referenced runs included, before anything is written."""
+    from . import jobs
+    from .refs import check_references
     out = [RunConfig.from_dict(c if isinstance(c, dict) else c.to_dict()) for c in configs]
     if not out:
         raise ConfigError("grid", "the sweep has no runs")
+    for c in out:
+        check_references(c, jobs.resolve_home(home))
     return out
 
 
@@ -134,13 +139,19 @@ def run_one(home: str, run_id: str, data_dir: str | None = None) -> dict:
     from . import jobs
     store = Store(home)
     me = os.getpid()
-    claimed = store.update_run_if(run_id, {"status": "queued", "executor": "sweep"}, status="running", pid=me,
-                                  pid_start=jobs.proc_start_time(me), host=jobs.hostname(), heartbeat=time.time(),
-                                  slot=None, reason=None)
-    if not claimed:                      # cancelled (or resumed elsewhere) before its turn
+    attempt = store.claim(run_id, {"status": "queued", "executor": "sweep"}, status="running", pid=me,
+                          pid_start=jobs.proc_start_time(me), host=jobs.hostname(), heartbeat=time.time(),
+                          slot=None, reason=None)
+    if attempt is None:                  # cancelled (or resumed elsewhere) before its turn
         r = store.get_run(run_id)
         return {"run_id": run_id, "status": r["status"], "reason": r["reason"]}
-    return jobs.execute_here(store, run_id, data_dir, resume=False, stop=threading.Event())
+    result = jobs.execute_here(store, run_id, data_dir, resume=False, stop=threading.Event(), attempt=attempt)
+    # This process goes on to other points: a run it failed or cancelled itself is no longer
+    # held (so `resume` need not wait for the whole sweep); a done run keeps where it ran.
+    with contextlib.suppress(Exception):
+        store.update_run_if(run_id, {"pid": me, "attempt": attempt, "status": ("failed", "cancelled")},
+                            pid=None, pid_start=None)
+    return result
 
 
 def _dask_backend(client):
@@ -157,15 +168,18 @@ def _dask_backend(client):
 
 
 def run_sweep(configs: Iterable[RunConfig | dict], home=None, data_dir=None, scheduler: str | None = None,
-              n_jobs: int = 1, on_start: Callable[[str, list[str]], None] | None = None) -> tuple[str, list[str]]:
+              n_jobs: int = 1, on_start: Callable[[str, list[str]], None] | None = None,
+              results: list | None = None) -> tuple[str, list[str]]:
     """Create the sweep's runs and execute them through joblib; returns when all
     have ended (each done, failed or cancelled, with its reason in the store).
     `scheduler` ("tcp://HOST:PORT") runs them on that dask.distributed cluster;
-    `on_start(sweep_id, run_ids)` is called once the runs exist."""
+    `on_start(sweep_id, run_ids)` is called once the runs exist; `results`, when
+    given, receives each task's outcome (run_id, status, reason; status "stale" for
+    a task whose run was taken over by a resume elsewhere)."""
     import joblib
 
     from . import jobs
-    configs = _validated(configs)
+    configs = _validated(configs, home)
     if scheduler is not None and (not isinstance(scheduler, str) or not scheduler.startswith(SCHEMES)):
         raise ValueError(f"scheduler must be a dask address such as tcp://HOST:PORT, got {scheduler!r}")
     if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs == 0 or n_jobs < -1:
@@ -184,8 +198,10 @@ def run_sweep(configs: Iterable[RunConfig | dict], home=None, data_dir=None, sch
             on_start(sweep_id, run_ids)
         try:
             # (with dask the cluster's size sets the parallelism and n_jobs is not used)
-            joblib.Parallel(n_jobs=n_jobs, batch_size=1)(joblib.delayed(run_one)(str(home), rid, dd)
-                                                         for rid in run_ids)
+            out = joblib.Parallel(n_jobs=n_jobs, batch_size=1)(joblib.delayed(run_one)(str(home), rid, dd)
+                                                               for rid in run_ids)
+            if results is not None:
+                results.extend(out)
         finally:
             for rid in run_ids:           # what an error or Ctrl-C kept from starting
                 store.update_run_if(rid, {"status": "queued", "executor": "sweep"}, status="cancelled",
@@ -210,7 +226,7 @@ def submit_sweep(configs: Iterable[RunConfig | dict], home=None, data_dir=None) 
     """Queue the sweep's runs for background workers (the jobs queue: cap, device
     slots, survives the caller); returns at once."""
     from . import jobs
-    configs = _validated(configs)
+    configs = _validated(configs, home)
     sweep_id = new_sweep_id()
     run_ids = [jobs.submit(c, home, data_dir, sweep_id=sweep_id, start=False) for c in configs]
     jobs.pump(home)

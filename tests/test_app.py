@@ -183,6 +183,7 @@ def test_runs_mixed_lists_every_run(monkeypatch, mixed, jobs):
     assert len(table) == len(ids)
     assert "❓ unknown" in set(table["state"])          # the garbage status is listed, not hidden
     assert any("not valid JSON" in n for n in table["note"])
+    assert sum("damaged: run folder missing" in n for n in table["note"]) == 1    # issue 13
     assert at.info                                     # nothing selected yet: says what selecting shows
 
 

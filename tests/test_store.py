@@ -283,12 +283,41 @@ def test_torch_load_refuses_crafted_pickle(tmp_path):
     bad = tmp_path / "evil.pt"
     torch.save({"w": torch.ones(2), "x": _Evil(marker)}, bad)
     assert not marker.exists()
-    with pytest.raises(pickle.UnpicklingError):
+    with pytest.raises(store_mod.DamagedFile):
         torch_load(bad)
     assert not marker.exists()
     # the payload is live (plain unpickling runs it), so the refusal above is what kept it from running
     pickle.loads(pickle.dumps(_Evil(marker)))
     assert marker.read_text() == "pwned"
+
+
+SAFE_TEXT = "ckpt.pt is not a readable Lottery Lab checkpoint (it may be damaged or not ours); it was not loaded."
+
+
+def test_bad_checkpoint_error_text_never_gives_pytorchs_advice(tmp_path):
+    """Issue 13: PyTorch's message advises re-running torch.load with weights_only=False,
+    which would run a hostile payload. Every kind of bad file gets our one sentence instead."""
+    good = tmp_path / "good.pt"
+    torch.save({"w": torch.zeros(1000)}, good)
+    data = good.read_bytes()
+    kinds = {"hostile": None, "garbage": b"not a tensor file", "truncated": data[: len(data) // 2], "empty": b"",
+             "plain pickle": pickle.dumps({"a": 1}, protocol=4)}
+    for kind, content in kinds.items():
+        path = tmp_path / kind / "ckpt.pt"
+        path.parent.mkdir()
+        if content is None:
+            torch.save({"x": _Evil(tmp_path / "marker")}, path)
+        else:
+            path.write_bytes(content)
+        with pytest.raises(store_mod.DamagedFile) as info:
+            torch_load(path)
+        assert str(info.value) == SAFE_TEXT, kind
+        assert info.value.__cause__ is None and info.value.__suppress_context__    # no chained torch text
+        shown = "".join(__import__("traceback").format_exception(info.value))
+        assert "weights_only" not in shown and "Re-running" not in shown, kind
+    assert not (tmp_path / "marker").exists()
+    with pytest.raises(FileNotFoundError):
+        torch_load(tmp_path / "missing.pt")
 
 
 def test_torch_load_reads_plain_containers(tmp_path):
@@ -304,7 +333,7 @@ def test_load_array_refuses_crafted_pickle(store, tmp_path):
     rid = _new(store)
     marker = tmp_path / "marker2.txt"
     torch.save(_Evil(marker), store.run_dir(rid) / "ckpt.pt")
-    with pytest.raises(pickle.UnpicklingError):
+    with pytest.raises(store_mod.DamagedFile):
         store.load_array(rid, "ckpt")
     assert not marker.exists()
 
@@ -432,3 +461,39 @@ def test_a_store_made_before_the_added_columns_is_upgraded_in_place(tmp_path):
     assert run["data_version"] == 0 and run["resume"] == 0 and run["slot"] is None
     s.add_metrics("0123abcd-a1b2c3", [{"kind": "epoch", "epoch": 1}])
     assert Store(home).get_run("0123abcd-a1b2c3")["data_version"] == 1
+
+
+def test_a_stale_writer_writes_nothing(store):
+    """Issue 13: each attempt at a run holds a fencing token; once another process takes
+    the run (a resume), every write of the old one raises StaleWriter and changes nothing:
+    metrics (index and metrics.jsonl), mask statistics, checks, checkpoint files, status."""
+    rid = _new(store)
+    old, new = store_mod.Store(store.home), store_mod.Store(store.home)     # two processes' views
+    assert old.take(rid, status="running", pid=111) == 1
+    old.add_metrics(rid, [{"kind": "step", "step": 1}])
+    old.save_array(rid, "ckpt", {"step": 1})
+    assert new.take(rid, status="running", pid=222) == 2                       # resumed elsewhere
+    d = store.run_dir(rid)
+    before = (store.metrics(rid), store.mask_stats(rid), store.checks(rid), (d / "metrics.jsonl").read_bytes(),
+              (d / "ckpt.pt").read_bytes(), store.get_run(rid))
+    stats = [{"layer": "w", "numel": 1, "mean": 1.0, "frac_above": 1.0, "near_binary": 1.0, "dead_units": 0.0,
+              "hist": [1]}]
+    writes = [lambda: old.add_metrics(rid, [{"kind": "step", "step": 2}]),
+              lambda: old.add_mask_stats(rid, {"epoch": 1}, stats),
+              lambda: old.set_check(rid, "x", 1.0, 0.0, True),
+              lambda: old.save_array(rid, "ckpt", {"step": 2}),
+              lambda: old.save_masks(rid, "e1", {"w": torch.ones(3)}, binary=True),
+              lambda: old.write_json(rid, "summary.json", {"done": True}),
+              lambda: old.truncate_after(rid, {"metrics_seq": -1, "mask_rowid": -1}),
+              lambda: old.update_run(rid, status="done", pid=111),
+              lambda: old.update_run_if(rid, {"status": "running"}, heartbeat=1.0),
+              lambda: old.take(rid, 1)]
+    for w in writes:
+        with pytest.raises(store_mod.StaleWriter, match=r"held attempt 1, but attempt 2 took it over"):
+            w()
+    after = (store.metrics(rid), store.mask_stats(rid), store.checks(rid), (d / "metrics.jsonl").read_bytes(),
+             (d / "ckpt.pt").read_bytes(), store.get_run(rid))
+    assert after == before
+    assert not list(d.glob(".*.tmp")) and not (d / "summary.json").exists() and not (d / "masks" / "e1.pt").exists()
+    new.add_metrics(rid, [{"kind": "step", "step": 2}])                        # the current writer writes
+    assert [m["step"] for m in store.metrics(rid)] == [1, 2]

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from engine.config import RunConfig
-from engine.store import RUN_ID_RE, STATUSES, Store
+from engine.store import RUN_ID_RE, STATUSES, Store, damage_of
 from ui import names
 
 STATUS_ICON = {"queued": "⏳", "running": "🔄", "done": "✅", "failed": "❌", "cancelled": "⏹️",
@@ -652,8 +652,11 @@ def export_zip(store: Store, run_id: str) -> bytes:
             z.writestr(f"{run_id}/summary.json", json.dumps(run["summary"], indent=2))
         z.writestr(f"{run_id}/checks.json", json.dumps(store.checks(run_id), indent=2))
         ticket = store.run_dir(run_id) / "ticket.pt"
-        if ticket.exists():
-            z.write(ticket, f"{run_id}/ticket.pt")
+        if ticket.exists():             # as `export` does: a file that does not load safely is marked damaged
+            why = damage_of(ticket)
+            z.write(ticket, f"{run_id}/ticket.pt" + (".damaged" if why else ""))
+            if why:
+                z.writestr(f"{run_id}/DAMAGED.json", json.dumps({"ticket.pt": why}, indent=2))
         z.writestr(f"{run_id}/curves.html", curves_html(store, run))
     return buf.getvalue()
 
@@ -671,8 +674,9 @@ def curves_html(store: Store, run: dict) -> str:
 
 
 def ticket_bytes(store: Store, run_id: str) -> bytes | None:
+    """ticket.pt's bytes, or None when there is none or it does not load safely."""
     p = store.run_dir(run_id) / "ticket.pt"
-    return p.read_bytes() if p.exists() else None
+    return p.read_bytes() if p.exists() and damage_of(p) is None else None
 
 
 def duplicate_config(run: dict) -> dict | None:

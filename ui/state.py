@@ -48,6 +48,19 @@ def store() -> Store:
     return _store(str(home()))
 
 
+def disk_banner() -> None:
+    """A red banner while the store's disk is full: runs cannot start or record
+    anything, but every page still reads the store (read-only)."""
+    try:
+        s = store()
+        if s.disk_full():
+            st.error(f"the store's disk is full ({s.free_mb():.1f} MB free): new runs cannot start and running "
+                     "ones cannot record anything until space is freed (the store's path is in the sidebar)",
+                     icon="🛑")
+    except OSError:
+        pass
+
+
 def runs() -> list[dict]:
     """Every run, newest first (uncached: cheap, and must be fresh for the monitor)."""
     return store().list_runs()
