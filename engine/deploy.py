@@ -202,8 +202,9 @@ class DeployedLinear(nn.Module):
         for batch, attr in ((SMALL_BATCH, "sparse_small"), (LARGE_BATCH, "sparse_large")):
             x = torch.randn(batch, self.in_features)
             times: dict[str, list[float]] = {"dense": [], "sparse": []}
+            pair = [("dense", self.dense_forward), ("sparse", self.sparse_forward)]
             for i in range(reps + 2):
-                for kind, fn in (("dense", self.dense_forward), ("sparse", self.sparse_forward)):
+                for kind, fn in (pair if i % 2 else pair[::-1]):
                     t = time.perf_counter()
                     fn(x)
                     if i >= 2:                          # two warm-up rounds
@@ -496,9 +497,11 @@ def measure_latency(models: dict, onnx_path, input_shape, threads=(1, None),
             for batch, count in reps.items():
                 x = torch.randn(batch, *input_shape)
                 times: dict[str, list[float]] = {k: [] for k in impls}
+                order = list(impls.items())
                 with torch.inference_mode():
                     for i in range(count + 3):
-                        for name, fn in impls.items():
+                        # rotate who goes first: no implementation always runs right after another's cache use
+                        for name, fn in order[i % len(order):] + order[:i % len(order)]:
                             s = time.perf_counter()
                             fn(x)
                             if i >= 3:
