@@ -231,9 +231,9 @@ class Deployed(nn.Module):
         return self.net(x)
 
     def preprocess(self, images) -> torch.Tensor:
-        """Raw images (H×W, C×H×W or N×C×H×W; uint8 0..255 or floats already divided by the
-        dataset's scale) -> the normalised float batch the network takes."""
-        x = torch.as_tensor(np.asarray(images) if not isinstance(images, torch.Tensor) else images)
+        """Raw images (H×W, C×H×W or N×C×H×W; integers as the dataset stores them, e.g. MNIST's
+        0..255, or floats already divided by its scale) -> the normalised float batch the network takes."""
+        x = images if isinstance(images, torch.Tensor) else torch.from_numpy(np.array(images))   # a copy
         scale = self.meta["normalisation"]["scale"]
         x = x.float() / scale if not x.is_floating_point() else x.float()
         shape = tuple(self.meta["input_shape"])

@@ -125,4 +125,5 @@ def panel(run: dict) -> None:
     with d[2].popover("Load it in Python", icon=":material/code:", width="stretch"):
         st.code("from engine.deploy import load_deployed\n"
                 f"model = load_deployed('{rid}.safetensors')\n"
-                "print(model.classify(image))   # image: H×W or C×H×W, uint8 0..255", language="python")
+                "print(model.classify(image))   # image: H×W or C×H×W array as the dataset stores it",
+                language="python")
