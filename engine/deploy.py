@@ -12,7 +12,9 @@ Compact file layout (safetensors; the JSON header sits in its metadata under "lo
     sparse/<layer>/values           the kept weights of a pruned layer, row-major (fp32 or fp16)
     sparse/<layer>/crow, /col       CSR row pointers (int32) and column indices (int16 when they fit)
     sparse/<layer>/bitmask          or: one bit per weight (numpy packbits, little bit order)
-A layer takes whichever index costs fewer bytes (CSR below ~6% density, the bitmask above).
+    sparse/<layer>/values           alone: a nearly dense layer (above ~97% density), stored whole
+A layer takes whichever costs fewer bytes (CSR below ~6% density, the bitmask above, no index when
+the zeros cost less than any index).
 Conv weights are stored the same way, flattened to (out, in·kh·kw).
 
 At load, each linear layer times its dense and its CSR product at batch 1 and at batch 128 under
@@ -107,6 +109,9 @@ def _pack_layer(w: torch.Tensor, keep: torch.Tensor, fp16: bool) -> tuple[dict[s
     csr_bytes = 4 * (rows + 1) + nnz * (2 if col_dtype is torch.int16 else 4)
     bitmask_bytes = math.ceil(k.numel() / 8)
     entry = {"shape": list(w.shape), "nnz": nnz, "density": nnz / max(1, k.numel())}
+    if values.element_size() * (k.numel() - nnz) <= min(csr_bytes, bitmask_bytes):   # nearly dense: no index
+        entry["encoding"] = "dense"
+        return {"values": mat.flatten().to(values.dtype).contiguous()}, entry
     if csr_bytes <= bitmask_bytes:
         crow = torch.zeros(rows + 1, dtype=torch.int32)
         crow[1:] = torch.cumsum(k.sum(1), 0).to(torch.int32)
@@ -321,6 +326,10 @@ def _decode_layer(path, name: str, entry: dict, t: dict[str, torch.Tensor], shap
         if int(keep.sum()) != nnz:
             _fail(path, f"layer {name}: bitmask has {int(keep.sum())} set bits for {nnz} values")
         flat = torch.from_numpy(np.flatnonzero(keep))
+    elif enc == "dense":
+        if nnz != rows * cols:
+            _fail(path, f"layer {name}: dense encoding needs {rows * cols} values, has {nnz}")
+        flat = torch.arange(nnz)
     else:
         _fail(path, f"layer {name}: unknown encoding {enc!r}")
     w = torch.zeros(rows * cols, dtype=torch.float32)

@@ -40,7 +40,8 @@ def write(tmp_path, model, masks, header, fp16=False, name="m.safetensors"):
 
 @pytest.mark.parametrize("arch, shape, density, onnx", [("lenet300", (1, 28, 28), 0.02, True),
                                                         ("conv2", (3, 8, 8), 0.05, True),
-                                                        ("resnet20", (3, 32, 32), 0.05, False)])
+                                                        ("resnet20", (3, 32, 32), 0.05, False),
+                                                        ("lenet300", (1, 28, 28), 0.99, False)])
 def test_round_trip_identical_predictions_and_onnx(tmp_path, arch, shape, density, onnx):
     model, masks, header = pruned(arch, shape, density)
     path = write(tmp_path, model, masks, header)
@@ -59,6 +60,9 @@ def test_round_trip_identical_predictions_and_onnx(tmp_path, arch, shape, densit
     assert lin and all(m.csr.layout == torch.sparse_csr for m in lin)
     assert not any(isinstance(m, dp.DeployedLinear) for m in dp.load_deployed(path, sparse="never").modules())
     assert always.meta["architecture"] == arch and always.meta["layers"]
+    encodings = {e["encoding"] for e in always.meta["layers"].values()}
+    assert encodings == ({"dense"} if density > 0.97 else {"csr"} if density < 0.03 else encodings - {"dense"})
+    assert path.stat().st_size < len(dp.dense_bytes(model)) + 4096     # never much above the dense file
 
     if not onnx:     # ResNet-20's ONNX export takes ~25 s here; Conv-2 covers convs in ONNX
         return

@@ -49,6 +49,10 @@ def latency_frame(lat: dict | None) -> pd.DataFrame:
     return pd.DataFrame((lat or {}).get("rows") or [], columns=["impl", "batch", "threads", "median_ms", "calls"])
 
 
+def _ratio(size: int, dense: int) -> str:
+    return f"1/{dense / size:.1f} of dense" if size < dense else f"{size / dense:.2f}× dense"
+
+
 def panel(run: dict) -> None:
     rid = run["id"]
     out = folder_of(rid)
@@ -84,12 +88,12 @@ def panel(run: dict) -> None:
     s = report["sizes"]
     m = st.columns(4)
     m[0].metric("Dense fp32", f"{s['dense_fp32'] / 1024:,.1f} KB")
-    m[1].metric("Sparse fp32", f"{s['sparse_fp32'] / 1024:,.1f} KB", f"1/{s['dense_fp32'] / s['sparse_fp32']:.1f}",
-                delta_color="off")
-    m[2].metric("Sparse fp16", f"{s['sparse_fp16'] / 1024:,.1f} KB", f"1/{s['dense_fp32'] / s['sparse_fp16']:.1f}",
-                delta_color="off")
+    m[1].metric("Sparse fp32", f"{s['sparse_fp32'] / 1024:,.1f} KB", _ratio(s["sparse_fp32"], s["dense_fp32"]),
+                delta_color="off", delta_arrow="off")
+    m[2].metric("Sparse fp16", f"{s['sparse_fp16'] / 1024:,.1f} KB", _ratio(s["sparse_fp16"], s["dense_fp32"]),
+                delta_color="off", delta_arrow="off")
     m[3].metric("This file", f"{report['files']['compact_bytes'] / 1024:,.1f} KB",
-                report["header"].get("values_dtype"), delta_color="off")
+                report["header"].get("values_dtype"), delta_color="off", delta_arrow="off")
 
     left, right = st.columns(2)
     left.plotly_chart(figures.deploy_size_figure(sizes_frame(report)), key=f"deploy.sizes.{rid}",
