@@ -4,18 +4,18 @@ and a ResNet-20 ticket at 5% (synthetic CIFAR-shaped data: timing only).
 
     LOTTERY_DATA=/path/to/data python bench/deploy.py [--quick]
 
-Trainings are kept short (the point is the deployed file, not the best ticket). Latency: batch 1
-(median of 200 calls) and batch 128 (median of 50), one thread and all threads; the three
-implementations run interleaved call by call in this one process, so their ratios are measured
-side by side. Also measured: the crossover density of CSR against dense for LeNet's layer shapes.
-The load average is recorded next to every timing (the machine is shared)."""
+Trainings are kept short (the point is the deployed file, not the best ticket); `--home DIR`
+keeps them, and a second run reuses every finished one. Latency: batch 1 (median of 200 calls)
+and batch 128 (median of 50), one thread and all threads; the three implementations take turns
+in short blocks of calls in this one process, so their ratios are measured side by side. Also
+measured: the crossover density of CSR against dense for LeNet's layer shapes. The load average
+is recorded next to every timing (the machine is shared)."""
 
 from __future__ import annotations
 
 import argparse
 import os
 import tempfile
-import time
 import warnings
 from pathlib import Path
 
@@ -26,6 +26,7 @@ from engine import deploy as dp
 from engine import runner
 from engine.config import RunConfig
 from engine.data import default_data_dir, mnist_available
+from engine.store import Store
 
 # Short trainings (the machine is shared; the point is the deployed file, not the best ticket):
 # batch 512 and half the training set (val_fraction 0.5), one epoch per search / retrain / IMP round.
@@ -50,7 +51,11 @@ RESNET = ("resnet20 concave 5% (synthetic)", dict(
 
 
 def train(store, overrides: dict) -> str:
+    """A finished run of this config in the store (--home), else a new one."""
     cfg = RunConfig.from_dict(overrides)
+    for r in store.list_runs():
+        if r["status"] == "done" and r["config"] == cfg.to_dict():
+            return r["id"]
     run_id = runner.create(store, cfg, status="running")
     runner.execute(store, run_id)
     return run_id
@@ -80,6 +85,7 @@ def crossover(reps: int) -> list[dict]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="digits + a tiny synthetic ResNet, few calls")
+    ap.add_argument("--home", help="store to keep the trained tickets in (reused when run again); default: scratch")
     args = ap.parse_args()
     warnings.simplefilter("ignore")
     data_dir = default_data_dir()
@@ -92,12 +98,10 @@ def main() -> None:
     resnet = dict(RESNET[1])
     if args.quick:
         resnet.update(data_params={"n_train": 64, "n_test": 32}, batch_size=32)
-    store = scratch_store()
+    store = Store(args.home) if args.home else scratch_store()
     results = []
     for label, over in [(lbl, {**base, **o}) for lbl, o in tickets] + [(RESNET[0], resnet)]:
-        t0 = time.time()
         run_id = train(store, over)
-        train_s = time.time() - t0
         summary = store.get_run(run_id)["summary"]
         out = Path(tempfile.mkdtemp(prefix="deploy-bench-")) / "out"
         rep = dp.deploy(store, run_id, out, data_dir=data_dir)
@@ -105,7 +109,7 @@ def main() -> None:
         lat = dp.bench_deployed(out, reps=reps)
         row = {"label": label, "dataset": over["dataset"], "method": over["method"],
                "remaining": summary["remaining"], "test_accuracy": summary["test_accuracy"],
-               "train_seconds": round(train_s, 1), "sizes": rep["sizes"], "parity": rep["parity"],
+               "train_seconds": round(summary["wall_seconds"], 1), "sizes": rep["sizes"], "parity": rep["parity"],
                "linear_paths": rep["linear_paths"], "latency": lat,
                "load_average_before": load_before, "load_average_after": dp.load_average()}
         by = {(r["impl"], r["batch"], r["threads"]): r["median_ms"] for r in lat}

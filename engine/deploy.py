@@ -51,6 +51,7 @@ MAX_PARAMS = 1 << 31
 SMALL_BATCH, LARGE_BATCH = 1, 128
 BATCH_SPLIT = 16                # batches below it use the choice measured at batch 1, others the one at 128
 SPARSE_MARGIN = 0.9             # CSR must measure at least 10% faster to be used (timing noise)
+BLOCK = 5                       # latency: calls in a row per implementation before the next takes its turn
 
 
 class DeployError(ValueError):
@@ -492,8 +493,8 @@ def parity(reference: nn.Module, deployed: nn.Module, session, x: torch.Tensor, 
 def measure_latency(models: dict, onnx_path, input_shape, threads=(1, None),
                     reps: dict | None = None, loader=None) -> list[dict]:
     """Median latency per call of each implementation, batch 1 and 128, at each thread count
-    (None = all cores). Implementations run interleaved, call by call, so load drift hits all
-    alike and their ratios are measured side by side. `models` maps a name to a callable
+    (None = all cores). Implementations take turns in short blocks of calls, so load drift hits
+    all alike and their ratios are measured side by side. `models` maps a name to a callable
     taking a batch; `loader(threads)` may rebuild them after the thread count changes (the
     sparse loader calibrates under the current count)."""
     reps = reps or {1: 200, 128: 50}
@@ -512,13 +513,18 @@ def measure_latency(models: dict, onnx_path, input_shape, threads=(1, None),
                 times: dict[str, list[float]] = {k: [] for k in impls}
                 order = list(impls.items())
                 with torch.inference_mode():
-                    for i in range(count + 3):
-                        # rotate who goes first: no implementation always runs right after another's cache use
+                    # Blocks of BLOCK back-to-back calls per implementation (the first of each block
+                    # is a warm-up: a served model runs with its weights in cache), implementations
+                    # taking turns block by block in rotating order, so load drift hits all alike.
+                    i = 0
+                    while min(len(v) for v in times.values()) < count:
                         for name, fn in order[i % len(order):] + order[:i % len(order)]:
-                            s = time.perf_counter()
-                            fn(x)
-                            if i >= 3:
-                                times[name].append(time.perf_counter() - s)
+                            for j in range(BLOCK + 1):
+                                s = time.perf_counter()
+                                fn(x)
+                                if j:
+                                    times[name].append(time.perf_counter() - s)
+                        i += 1
                 for name, ts in times.items():
                     rows.append({"impl": name, "batch": batch, "threads": torch.get_num_threads(),
                                  "threads_asked": "all" if t is None else t, "calls": len(ts),
