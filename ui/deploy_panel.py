@@ -74,6 +74,7 @@ def panel(run: dict) -> None:
             except dp.DeployError as e:
                 st.error(str(e))
                 return
+        st.rerun()          # draw the tab again from the files just written ("Rebuild", figures)
     if report is None:
         st.info("Nothing built yet for this run.", icon="📦")
         return
