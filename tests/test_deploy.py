@@ -230,3 +230,24 @@ def test_cli_bad_input(trained, tmp_path, capsys, monkeypatch):
     assert main(["deploy", run_id, "--out", str(busy), "--force", "--fp16", "--home", home]) == 0
     assert sorted(p.name for p in busy.iterdir()) == ["deploy.json", "model.onnx", "model.safetensors"]
     assert dp.read_header(busy / "model.safetensors")["values_dtype"] == "float16"
+
+
+def test_deploy_figures_from_frames():
+    """The Deploy tab's figure builders: DataFrame in, Figure out; empty frames give a note."""
+    import plotly.graph_objects as go
+
+    from ui import deploy_panel, figures
+    report = {"sizes": {"dense_fp32": 1000, "dense_fp32_zip": 300, "sparse_fp32": 200, "sparse_fp32_zip": 150,
+                        "sparse_fp16": 100, "sparse_fp16_zip": 80}}
+    sizes = deploy_panel.sizes_frame(report)
+    assert len(sizes) == 6
+    fig = figures.deploy_size_figure(sizes)
+    assert [t.name for t in fig.data] == ["as written", "zipped"] and "1/10.0" in fig.data[0].text[2]
+    rows = [{"impl": i, "batch": b, "threads": t, "median_ms": 1.0 + k, "calls": 5}
+            for k, (i, b, t) in enumerate((i, b, t) for i in ("dense", "sparse", "onnxruntime")
+                                          for b in (1, 128) for t in (1, 2))]
+    fig = figures.deploy_latency_figure(deploy_panel.latency_frame({"rows": rows}))
+    assert len(fig.data) == 6 and {t.name for t in fig.data} == {"dense", "sparse", "onnxruntime"}
+    for empty in (figures.deploy_size_figure(deploy_panel.sizes_frame({})),
+                  figures.deploy_latency_figure(deploy_panel.latency_frame(None))):
+        assert isinstance(empty, go.Figure) and empty.layout.annotations
