@@ -252,6 +252,25 @@ def cmd_export(args) -> int:
     return 1 if damaged else 0
 
 
+def cmd_deploy(args) -> int:
+    from .deploy import DeployError, deploy
+    store = _open_store(args)
+    try:
+        rep = deploy(store, args.run_id, args.out, fp16=args.fp16, force=args.force, data_dir=args.data_dir,
+                     bench=args.bench)
+    except DeployError as e:
+        raise UsageError(str(e)) from None
+    s, p = rep["sizes"], rep["parity"]
+    print(f"compact {rep['files']['compact_bytes']} bytes (dense fp32 {s['dense_fp32']}, sparse fp16 "
+          f"{s['sparse_fp16']}); parity on {p['n']} test images: {p['differ_deployed']} predictions differ "
+          f"(loader), {p['differ_onnx']} (onnxruntime): {'PASS' if p['passed'] else 'FAIL'}", file=sys.stderr)
+    for r in rep.get("latency", []):
+        print(f"  {r['impl']:<12} batch {r['batch']:>3}  {r['threads']} thread(s)  {r['median_ms']:.3f} ms",
+              file=sys.stderr)
+    print(args.out)
+    return 0 if p["passed"] else 1
+
+
 def cmd_presets(args) -> int:
     for name, d in PRESETS.items():
         print(f"{name:<18} {json.dumps(d)}")
@@ -461,6 +480,17 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", required=True)
     common(sp)
     sp.set_defaults(func=cmd_export)
+
+    sp = sub.add_parser("deploy", help="write a finished ticket as a compact sparse safetensors file + dense "
+                                       "ONNX, and check their predictions against the masked model")
+    sp.add_argument("run_id")
+    sp.add_argument("--out", required=True, help="folder for model.safetensors, model.onnx, deploy.json")
+    sp.add_argument("--fp16", action="store_true", help="store the kept weights as float16 (half the bytes)")
+    sp.add_argument("--force", action="store_true", help="replace an output folder that is not empty")
+    sp.add_argument("--bench", action="store_true", help="also measure CPU latency (dense, sparse, onnxruntime)")
+    sp.add_argument("--data-dir", help="dataset folder for the parity check (env LOTTERY_DATA)")
+    common(sp)
+    sp.set_defaults(func=cmd_deploy)
 
     sp = sub.add_parser("presets", help="list the built-in presets")
     sp.set_defaults(func=cmd_presets)

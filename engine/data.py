@@ -573,6 +573,18 @@ def load_dataset(
     )
 
 
+def normalisation(name: str, data_dir: str | Path | None = None, params: dict | None = None) -> dict:
+    """How `load_dataset` turns stored pixels into model inputs: x / scale, then (x − mean) / std
+    per channel (mean/std None: no shift). What a deployed model needs to classify raw images."""
+    info = dataset_info(name)
+    params = dict(params or {}) if name in ("planted", "synthetic_cifar") else {}
+    data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
+    dir_key = "" if info.offline else str(data_dir.expanduser().resolve())
+    raw = _load_raw(name, dir_key, tuple(sorted(params.items())))
+    return {"scale": float(raw.scale), "mean": None if raw.mean is None else [float(v) for v in raw.mean],
+            "std": None if raw.std is None else [float(v) for v in raw.std]}
+
+
 # ---------------------------------------------------------------- batches and augmentation
 
 

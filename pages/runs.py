@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from engine.store import STATUSES
-from ui import backend, data, figures, md, state, widgets
+from ui import backend, data, deploy_panel, figures, md, state, widgets
 
 state.intro("📈 Runs",
             "Every run in the store, updated live while they train. Select runs to compare their curves and see "
@@ -296,4 +296,12 @@ def _details(run: dict) -> None:
 tabs = st.tabs([f"{data.STATUS_ICON.get(r.get('status'), '❓')} {md.esc(r['id'])}" for r in chosen])
 for tab, run in zip(tabs, chosen):
     with tab:
-        state.guard(f"Run {run['id']} could not be shown")(_details)(run)
+        deploy_tab = None
+        where = st.container()
+        if deploy_panel.deployable(run):           # a finished ticket: its details and a Deploy tab
+            where, deploy_tab = where.tabs(["Details", "🚀 Deploy"])
+        with where:
+            state.guard(f"Run {run['id']} could not be shown")(_details)(run)
+        if deploy_tab is not None:
+            with deploy_tab:
+                state.guard(f"Deploying run {run['id']} failed")(deploy_panel.panel)(run)

@@ -195,7 +195,7 @@ def test_runs_mixed_selection_details(monkeypatch, mixed, jobs):
     assert at.multiselect(key="runs.sel").value == chosen
     assert at.query_params["runs"] == ",".join(chosen)
     assert charts(at) >= 3                              # loss, accuracy, sparsity
-    assert len(at.tabs) == len(chosen)
+    assert len([t for t in at.tabs if t.label not in ("Details", "🚀 Deploy")]) == len(chosen)
     t = texts(at)
     assert "non-finite loss at step 7" in t             # the failure reason, as a message
     assert "Pruned weights stay exactly zero" in t and "Rewind restores the saved weights exactly" in t
@@ -272,6 +272,36 @@ def test_runs_failure_reason_is_whole(monkeypatch, tmp_path, jobs):
     shown = " ".join(plain(e.value) for e in at.error)
     assert "at a folder that already has them." in shown.replace("\\", "")
     assert "on a machine with internet" in shown
+
+
+def test_runs_deploy_tab_builds_measures_and_offers_downloads(monkeypatch, mixed, jobs):
+    """A finished ticket gets a Deploy tab: building writes the files and shows parity and sizes,
+    measuring shows latency bars, and both files can be downloaded. Unfinished runs get no tab."""
+    import ui.deploy_panel
+    monkeypatch.setattr(ui.deploy_panel, "UI_REPS", {1: 10, 128: 3})    # the bars, not the statistics
+    home, ids = mixed
+    rid = ids["imp"]
+    at = open_page(monkeypatch, home, "pages/runs.py", {"runs": ",".join([rid, ids["failed"]])})
+    no_traceback(at)
+    assert [t.label for t in at.tabs].count("🚀 Deploy") == 1          # the failed run has none
+    assert any("Nothing built yet" in i.value for i in at.info)
+    at.button(key=f"deploy.build.{rid}").click().run()
+    no_traceback(at)
+    ok = [s.value for s in at.success if "Parity on 360 test images" in s.value]
+    assert ok and "0 prediction(s)" in ok[0] and "and 0 of onnxruntime" in ok[0]
+    assert (Path(home) / "runs" / rid / "deploy" / "model.safetensors").exists()
+    assert {m.label for m in at.metric} >= {"Dense fp32", "Sparse fp32", "Sparse fp16"}
+    at.button(key=f"deploy.bench.{rid}").click().run()
+    no_traceback(at)
+    assert any("load average" in c.value for c in at.caption)
+    lat = json.loads((Path(home) / "runs" / rid / "deploy" / "latency.json").read_text())
+    assert {r["impl"] for r in lat["rows"]} == {"dense", "sparse", "onnxruntime"}
+    assert {r["batch"] for r in lat["rows"]} == {1, 128}
+    # a fresh session shows what was built, without building again
+    at = open_page(monkeypatch, home, "pages/runs.py", {"runs": rid})
+    no_traceback(at)
+    assert any("Parity on 360" in s.value for s in at.success) and not at.info
+    assert len(at.get("download_button")) >= 6                           # 4 of the run + compact + ONNX
 
 
 def test_runs_delete_asks_first(monkeypatch, tmp_path, jobs):

@@ -3,8 +3,9 @@ Chromium through Playwright.
 
 It launches the digits preset from the Launch page (a real background worker
 trains it), waits until the monitor shows it done, opens Pixel masks and
-Trade-offs and checks their charts are drawn, and reloads to check that the
-selection survives. A screenshot of every page lands in test-artifacts/.
+Trade-offs and checks their charts are drawn, reloads to check that the
+selection survives, and builds the run's deployable files in its Deploy tab.
+A screenshot of every page lands in test-artifacts/.
 
 Needs the apt package `chromium` (/usr/bin/chromium) and the pip package
 `playwright` (never `playwright install`); skips, saying which is missing,
@@ -164,6 +165,15 @@ def test_launch_watch_and_analyse_in_a_browser(server):
             shoot(page, "home")
             nav(page, "Runs")
             assert f"runs={rid}" in page.url                      # the selection followed us around
+
+            # ---- Deploy: the finished ticket is written as a compact file + ONNX, parity shown
+            page.get_by_role("tab", name="🚀 Deploy").click()
+            page.get_by_role("button", name="Build the deployable files").click()
+            expect(page.get_by_text("Parity on 360 test images", exact=False)).to_be_visible(timeout=120_000)
+            settle(page)
+            expect(page.get_by_role("button", name="Compact file (.safetensors)")).to_be_visible()
+            assert (home / "runs" / rid / "deploy" / "model.onnx").exists()
+            shoot(page, "deploy")
         except Exception:
             ARTIFACTS.mkdir(exist_ok=True)
             page.screenshot(path=str(ARTIFACTS / "failure.png"), full_page=True)

@@ -733,3 +733,46 @@ def theory_figure(df: pd.DataFrame) -> go.Figure:
     fig = _base(fig, None, height=380)
     fig.update_layout(margin=dict(t=40))
     return fig
+
+
+# ---------------------------------------------------------------- deploy (Runs page, Deploy tab)
+
+IMPL_COLORS = {"dense": "#7f7f7f", "sparse": "#d62728", "onnxruntime": "#1f77b4"}
+
+
+def deploy_size_figure(sizes: pd.DataFrame) -> go.Figure:
+    """File size of the same model: dense fp32 vs sparse fp32 vs sparse fp16, as written and zipped.
+    Columns: file, form ('as written' or 'zipped'), bytes."""
+    if sizes.empty:
+        return empty_figure("no sizes measured")
+    fig = go.Figure()
+    dense = sizes[(sizes["file"] == "dense fp32") & (sizes["form"] == "as written")]["bytes"]
+    ref = float(dense.iloc[0]) if len(dense) else None
+    for form, color in (("as written", "#1f77b4"), ("zipped", "#9ecae1")):
+        g = sizes[sizes["form"] == form]
+        text = [f"{b / 1024:,.1f} KB" + (f" (1/{ref / b:.1f})" if ref and b < ref else "") for b in g["bytes"]]
+        fig.add_trace(go.Bar(x=g["file"], y=g["bytes"] / 1024, name=form, marker_color=color, text=text,
+                             textposition="outside", hovertemplate="%{x} " + form + ": %{y:,.1f} KB<extra></extra>"))
+    fig.update_layout(barmode="group")
+    fig.update_yaxes(title="KB (log)", type="log")
+    return _base(fig, "File size: dense fp32 vs the compact sparse file", height=340)
+
+
+def deploy_latency_figure(lat: pd.DataFrame) -> go.Figure:
+    """Median CPU latency per call of dense PyTorch, the sparse loader and onnxruntime, one panel
+    per batch size. Columns: impl, batch, threads, median_ms."""
+    if lat.empty:
+        return empty_figure("latency not measured yet")
+    batches = sorted(lat["batch"].unique())
+    fig = make_subplots(rows=1, cols=len(batches), subplot_titles=[f"batch {b}" for b in batches])
+    for j, b in enumerate(batches, start=1):
+        g = lat[lat["batch"] == b]
+        for impl in [i for i in IMPL_COLORS if i in set(g["impl"])]:
+            h = g[g["impl"] == impl].sort_values("threads")
+            fig.add_trace(go.Bar(x=[f"{t} thread{'s' if t > 1 else ''}" for t in h["threads"]], y=h["median_ms"],
+                                 name=impl, marker_color=IMPL_COLORS[impl], showlegend=j == 1, legendgroup=impl,
+                                 hovertemplate=impl + ", %{x}: %{y:.3f} ms<extra></extra>"),
+                          row=1, col=j)
+        fig.update_yaxes(title="median ms per call" if j == 1 else None, rangemode="tozero", row=1, col=j)
+    fig.update_layout(barmode="group")
+    return _base(fig, "CPU latency (median per call; lower is better)", height=340)
