@@ -6,7 +6,8 @@ concave runs). Within each round the temperature β grows exponentially from 1
 to `beta_final` (default 200), so m hardens towards a step function of s.
 Between rounds, as in the reference code, s ← min(β_final·s, s0): logits that
 ended negative stay negative (off, at the same soft value), positive ones are
-reset to `s0`; the weights carry on. The ticket is s > 0 after the last round;
+reset to `s0` (with s0 > 0, those with β_final·s below s0 keep β_final·s); β
+restarts at 1 and the weights carry on. The ticket is s > 0 after the last round;
 the weights are rewound to the rewind point and retrained with that binary mask.
 
 Masks and weights are separate parameter groups of the engine's fused optimizer
