@@ -247,3 +247,33 @@ def test_new_keys_stay_out_of_existing_hashes():
     a = RunConfig.from_dict({**FAST, "method": "pai", "target_sparsity": 0.9})
     b = RunConfig.from_dict({**FAST, "method": "pai", "target_sparsity": 0.9, "scorer": "synflow"})
     assert a.content_hash() != b.content_hash()
+
+
+# ---------------------------------------------------------------- CLI: run, show, export (in process)
+
+@pytest.mark.parametrize("extra, column", [
+    ({"method": "cs", "rounds": 1, "lam": 5.0}, "beta"),
+    ({"method": "pai", "scorer": "synflow", "synflow_iters": 5, "target_sparsity": 0.8}, "seconds"),
+])
+def test_cli_run_show_export(tmp_path, capsys, extra, column):
+    import csv
+    import json
+
+    from engine.__main__ import main
+    home = tmp_path / "home"
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({**FAST, **extra}))
+    assert main(["run", "--config", str(cfg), "--home", str(home), "--data-dir", str(DATA)]) == 0
+    run_id = capsys.readouterr().out.strip().splitlines()[-1]
+    assert main(["show", run_id, "--json", "--home", str(home)]) == 0
+    view = json.loads(capsys.readouterr().out)
+    assert view["status"] == "done" and view["config"]["method"] == extra["method"]
+    checks_ = {c["name"]: c for c in view["checks"]}
+    assert checks_["zeros_stay_zero"]["value"] == 0 and checks_["rewind_exact"]["value"] == 0
+    out = tmp_path / "export"
+    assert main(["export", run_id, "--out", str(out), "--home", str(home)]) == 0
+    assert {p.name for p in out.iterdir()} == {"config.json", "metrics.csv", "summary.json", "ticket.pt"}
+    with open(out / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert any(r.get(column) not in (None, "") for r in rows)
+    assert json.loads((out / "summary.json").read_text())["kept"] == view["summary"]["kept"]
