@@ -59,7 +59,7 @@ class RunConfig:
     threshold_mode: str = _f("tau", "tau: keep m > τ; topk: keep the largest m to hit target_sparsity exactly")
     # --- IMP / random ----------------------------------------------------------
     prune_fraction: float = _f(0.2, "IMP: fraction of the remaining weights pruned each round, in (0, 1)")
-    prune_scope: str = _f("global", "IMP/random: rank weights globally or per layer")
+    prune_scope: str = _f("global", "IMP/random/pai: rank weights globally or per layer")
     output_prune_fraction: float | None = _f(None, "IMP: separate (usually lower) rate for the output layer")
     random_from: str | None = _f(None, "random: copy per-layer densities from this run's ticket")
     # --- continuous sparsification / pruning at init (unset = the default named in the help) ---
@@ -303,6 +303,11 @@ PRESETS: dict[str, dict[str, Any]] = {
                              lam=1.0, target_sparsity=0.95, epochs=6, retrain_epochs=10, batch_size=128),
     "lenet300-imp": dict(model="lenet300", dataset="mnist", method="imp", rounds=7, prune_fraction=0.2,
                          epochs=10, batch_size=128),
+    # Continuous sparsification and SynFlow at 95 % sparsity: with IMP and concave, the four families.
+    "lenet300-cs": dict(model="lenet300", dataset="mnist", method="cs", lam=1.0, target_sparsity=0.95, rounds=3,
+                        epochs=2, retrain_epochs=10, batch_size=128),
+    "lenet300-synflow": dict(model="lenet300", dataset="mnist", method="pai", scorer="synflow",
+                             target_sparsity=0.95, epochs=10, batch_size=128),
     "resnet20-cifar10": dict(model="resnet20", dataset="cifar10", method="concave", regularizer="log",
                              lam=1.0, epochs=30, retrain_epochs=60, batch_size=128, optimizer="sgd",
                              lr=0.1, weight_decay=1e-4, lr_schedule="cosine", mask_lr=0.01),

@@ -85,6 +85,8 @@ def run_label(run: dict) -> str:
     what = f"{method}·{c.get('regularizer', '?')} λ={fmt_lam(c.get('lam'))}" if method == "concave" else method
     if method == "imp":
         what += f" ×{c.get('rounds', '?')}"
+    elif method == "pai":
+        what = f"pai·{c.get('scorer') or 'snip'}"
     data = c.get("dataset", "?")
     if c.get("classes"):
         data += "[" + ",".join(str(x) for x in c["classes"]) + "]"
@@ -104,6 +106,8 @@ def epochs_planned(c: dict) -> int | None:
     m = c.get("method")
     if m == "concave":
         return r * (e + re_)
+    if m == "cs":
+        return r * e + re_
     if m == "imp":
         return (r + 1) * e
     return e
@@ -324,6 +328,10 @@ def group_key(c: dict) -> str:
         return g
     if m == "imp":
         return f"IMP ({c.get('prune_scope', 'global')}, p={c.get('prune_fraction', 0.2)})"
+    if m == "cs":
+        return "CS (continuous sparsification)"
+    if m == "pai":
+        return f"PaI · {c.get('scorer') or 'snip'}" + (" (per layer)" if c.get("prune_scope") == "layer" else "")
     return m
 
 

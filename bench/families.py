@@ -1,0 +1,223 @@
+"""Four families of ticket finders on LeNet-300-100 / MNIST (issue 14):
+IMP (rewind to init), concave-log, continuous sparsification (CS), pruning at
+initialization (SNIP, GraSP, SynFlow, magnitude at init) and random pruning.
+
+    python bench/families.py [--quick] [--seeds 0,1,2] [--levels 0.2,0.05,0.02,0.005] [--epochs 10]
+                             [--search-epochs 6] [--cs-rounds 3] [--cs-epochs 2] [--tag NAME]
+
+Every final training (IMP rounds, concave/CS retrain, PaI/random training) has
+the same `--epochs`. Per seed: one IMP run (p = 0.2 per round, every round
+recorded, read at the round closest to each level); concave-log and CS with
+target_sparsity = 1 − level (λ adapts; the achieved remaining is reported, not
+assumed); each PaI scorer and random (global) at each level. For every run the
+wall time of finding the ticket (IMP: cumulative up to that round; concave/CS:
+search; PaI: scoring) and the total epochs spent are recorded.
+
+Checks printed and stored (`checks`):
+- layer collapse at 0.1% remaining: per-layer kept weights of magnitude, SNIP,
+  GraSP and SynFlow masks at init (scoring only, no training);
+- PaI trails IMP and concave at 5% and 2%;
+- CS reaches IMP's accuracy at ≤ 5% in fewer total epochs than IMP;
+- scoring cost as a fraction of one training epoch (goal ≤ 0.1 for SNIP and magnitude).
+`--quick` runs digits, one seed, two levels, one epoch: a smoke test of the script.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+from common import scratch_store, write_result
+
+from engine import masking, runner
+from engine.config import RunConfig
+from engine.data import Batches, default_data_dir, load_dataset, mnist_available
+from engine.methods import pai
+from engine.models import build_model
+
+SCORERS = ("snip", "grasp", "synflow", "magnitude", "random")
+METHODS = ("imp-init", "concave-log", "cs", *SCORERS[:-1], "random")
+
+
+def execute(store, cfg: RunConfig) -> tuple[str, dict]:
+    run_id = runner.create(store, cfg, status="running")
+    t = time.time()
+    s = runner.execute(store, run_id, default_data_dir())
+    s["measured_seconds"] = time.time() - t
+    return run_id, s
+
+
+def search_seconds(store, run_id) -> float:
+    """Wall time of the search phases (the ticket-finding part of a concave/CS run)."""
+    rows = [r for r in store.metrics(run_id, kind="epoch") if r["phase"] == "search"]
+    return max((r["wall"] for r in rows), default=0.0)
+
+
+def collapse(dataset: str, remaining: float, seed: int, batch_size: int, iters: int) -> dict:
+    """Per-layer kept weights of each PaI scorer's mask at `remaining`, at init (no training)."""
+    splits = load_dataset(dataset, default_data_dir(), val_fraction=0.1, split_seed=0, device=torch.device("cpu"))
+    torch.manual_seed(seed)
+    model = build_model("lenet300", splits.in_shape, splits.num_classes)
+    gen = torch.Generator().manual_seed(seed + 2)
+    xb, yb = next(iter(Batches(splits.train_x, splits.train_y, batch_size, shuffle=True, generator=gen)))
+    out = {}
+    for scorer in ("magnitude", "snip", "grasp", "synflow"):
+        t = time.time()
+        if scorer == "synflow":
+            mask = pai.synflow_masks(model, splits.in_shape, remaining, "global", iters)
+        else:
+            def loss(o, y, scorer=scorer):
+                return torch.nn.functional.cross_entropy(o / (pai.GRASP_T if scorer == "grasp" else 1.0), y)
+            scores = pai.scores_for(scorer, model, loss, [(xb, yb)], gen)
+            mask = masking.topk_masks(scores, remaining, "global")
+        rep = masking.sparsity_report(mask)
+        out[scorer] = {"seconds": time.time() - t,
+                       "layers": {n: {"kept": d["kept"], "total": d["total"], "dead_units": d["dead_units"]}
+                                  for n, d in rep["layers"].items()}}
+        model.zero_grad(set_to_none=True)
+    return out
+
+
+def mean_std(xs):
+    return (statistics.fmean(xs), statistics.stdev(xs) if len(xs) > 1 else 0.0) if xs else (None, None)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--levels", default="0.2,0.05,0.02,0.005")
+    ap.add_argument("--epochs", type=int, default=10, help="epochs of every final training")
+    ap.add_argument("--search-epochs", type=int, default=6, help="concave-log search epochs")
+    ap.add_argument("--cs-rounds", type=int, default=3)
+    ap.add_argument("--cs-epochs", type=int, default=2, help="CS search epochs per round")
+    ap.add_argument("--cs-lam", type=float, default=1.0)
+    ap.add_argument("--synflow-iters", type=int, default=100)
+    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--tag", default="")
+    args = ap.parse_args()
+    quick = args.quick or not mnist_available(default_data_dir())
+    seeds = [0] if quick else [int(s) for s in args.seeds.split(",")]
+    levels = [0.5, 0.2] if quick else [float(x) for x in args.levels.split(",")]
+    ep = 1 if quick else args.epochs
+    methods = args.methods.split(",")
+    dataset = "digits" if quick else "mnist"
+    base = dict(model="lenet300", dataset=dataset, batch_size=128, lr=1e-3, device="cpu")
+    store = scratch_store()
+    rows = []
+
+    def add(seed, method, level, s, find_seconds, epochs_total, run_id):
+        row = {"seed": seed, "method": method, "level": level, "remaining": s["remaining"],
+               "test_accuracy": s["test_accuracy"], "find_seconds": find_seconds, "epochs_total": epochs_total,
+               "wall_seconds": s.get("measured_seconds"), "run_id": run_id,
+               "layers": {n: d["remaining"] for n, d in s["layers"].items()}}
+        for k in ("scoring_seconds", "scoring_epoch_fraction"):
+            if k in s:
+                row[k] = s[k]
+        rows.append(row)
+        print(f"seed {seed} {method:<12} level {level:<6} remaining {row['remaining']:.4f}  "
+              f"test acc {row['test_accuracy']:.4f}  find {find_seconds:.1f} s  epochs {epochs_total}", flush=True)
+
+    t_all = time.time()
+    for seed in seeds:
+        if "imp-init" in methods:
+            n_rounds = 3 if quick else next(r for r in range(1, 60) if 0.8 ** r <= min(levels) * 1.1)
+            run_id, _ = execute(store, RunConfig.from_dict({**base, "method": "imp", "rounds": n_rounds,
+                                                            "prune_fraction": 0.2, "epochs": ep, "seed": seed}))
+            rounds = store.metrics(run_id, kind="round")
+            for level in levels:
+                r = min(rounds, key=lambda r: abs(r["remaining"] - level))
+                secs = sum(x["seconds"] for x in rounds if x["round"] <= r["round"])
+                add(seed, "imp-init", level, {"remaining": r["remaining"], "test_accuracy": r["test_acc"],
+                                              "layers": {}, "measured_seconds": secs},
+                    secs, (r["round"] + 1) * ep, run_id)
+        for level in levels:
+            if "concave-log" in methods:
+                run_id, s = execute(store, RunConfig.from_dict({
+                    **base, "method": "concave", "regularizer": "log", "lam": 1.0, "target_sparsity": 1 - level,
+                    "epochs": 1 if quick else args.search_epochs, "retrain_epochs": ep, "seed": seed}))
+                add(seed, "concave-log", level, s, search_seconds(store, run_id),
+                    (1 if quick else args.search_epochs) + ep, run_id)
+            if "cs" in methods:
+                rounds, cse = (1, 1) if quick else (args.cs_rounds, args.cs_epochs)
+                run_id, s = execute(store, RunConfig.from_dict({
+                    **base, "method": "cs", "lam": args.cs_lam, "target_sparsity": 1 - level, "rounds": rounds,
+                    "epochs": cse, "retrain_epochs": ep, "seed": seed}))
+                add(seed, "cs", level, s, search_seconds(store, run_id), rounds * cse + ep, run_id)
+            for scorer in SCORERS:
+                name = scorer if scorer != "random" else "random"
+                if name not in methods:
+                    continue
+                run_id, s = execute(store, RunConfig.from_dict({
+                    **base, "method": "pai", "scorer": scorer, "target_sparsity": 1 - level, "epochs": ep,
+                    "seed": seed, "synflow_iters": 10 if quick else args.synflow_iters}))
+                add(seed, name, level, s, s["scoring_seconds"], ep, run_id)
+
+    # ---- layer collapse at 0.1% remaining (scoring only)
+    coll = collapse(dataset, 0.001, seeds[0], 128, 10 if quick else args.synflow_iters)
+    for scorer, c in coll.items():
+        print(f"0.1% remaining, {scorer:<9}: " + ", ".join(f"{n} {d['kept']}/{d['total']}"
+                                                           for n, d in c["layers"].items()), flush=True)
+
+    # ---- summaries and checks
+    table = {}
+    for m in dict.fromkeys(r["method"] for r in rows):
+        for level in levels:
+            sel = [r for r in rows if r["method"] == m and r["level"] == level]
+            if sel:
+                acc, acc_sd = mean_std([r["test_accuracy"] for r in sel])
+                rem, _ = mean_std([r["remaining"] for r in sel])
+                fs, _ = mean_std([r["find_seconds"] for r in sel])
+                table[f"{m}@{level}"] = {"method": m, "level": level, "n": len(sel), "acc": acc, "acc_std": acc_sd,
+                                         "remaining": rem, "find_seconds": fs, "epochs_total": sel[0]["epochs_total"]}
+    checks = {}
+
+    def acc(m, level):
+        return (table.get(f"{m}@{level}") or {}).get("acc")
+
+    min_layer = {s: min(d["kept"] for d in c["layers"].values()) for s, c in coll.items()}
+    checks["layer_collapse_0.1%"] = {
+        "min_layer_kept": min_layer,
+        "magnitude_or_snip_collapse": min(min_layer["magnitude"], min_layer["snip"]) <= 1,
+        "synflow_every_layer_connected": min_layer["synflow"] > 0,
+        "note": "collapse = some layer keeps ≤ 1 weight; connected = every layer keeps ≥ 1 weight"}
+    for level in (0.05, 0.02):
+        if level not in levels:
+            continue
+        best = [a for a in (acc("imp-init", level), acc("concave-log", level)) if a is not None]
+        pai_accs = {s: acc(s, level) for s in SCORERS[:-1] if acc(s, level) is not None}
+        if best and pai_accs:
+            checks[f"pai_trails_imp_and_concave_at_{level}"] = {
+                "imp": acc("imp-init", level), "concave": acc("concave-log", level), "pai": pai_accs,
+                "holds": all(a < min(best) for a in pai_accs.values())}
+    imp_rows = [r for r in rows if r["method"] == "imp-init"]
+    for level in [lv for lv in levels if lv <= 0.05]:
+        c, i = table.get(f"cs@{level}"), table.get(f"imp-init@{level}")
+        if c and i:
+            checks[f"cs_matches_imp_in_fewer_epochs_at_{level}"] = {
+                "cs_acc": c["acc"], "cs_remaining": c["remaining"], "cs_epochs": c["epochs_total"],
+                "imp_acc": i["acc"], "imp_remaining": i["remaining"], "imp_epochs": i["epochs_total"],
+                "holds": c["acc"] >= i["acc"] - 0.002 and c["epochs_total"] < i["epochs_total"]
+                and c["remaining"] <= i["remaining"] * 1.1}
+    fr = {}
+    for s in SCORERS:
+        xs = [r["scoring_epoch_fraction"] for r in rows if r["method"] == s and "scoring_epoch_fraction" in r]
+        if xs:
+            fr[s] = mean_std(xs)[0]
+    checks["scoring_cost_epoch_fraction"] = {"fractions": fr,
+                                             "snip_and_magnitude_within_0.1": all(fr.get(s, 0) <= 0.1 for s in
+                                                                                  ("snip", "magnitude"))}
+    for k, v in checks.items():
+        print(f"check {k}: {v}", flush=True)
+    write_result("families" + (f"_{args.tag}" if args.tag else ""),
+                 {"dataset": dataset, "levels": levels, "seeds": seeds, "epochs": ep,
+                  "search_epochs": args.search_epochs, "cs_rounds": args.cs_rounds, "cs_epochs": args.cs_epochs,
+                  "synflow_iters": args.synflow_iters, "imp_rounds_run": len({r["epochs_total"] for r in imp_rows}),
+                  "rows": rows, "table": table, "collapse_0.1%": coll, "checks": checks,
+                  "total_seconds": time.time() - t_all}, quick)
+
+
+if __name__ == "__main__":
+    main()
