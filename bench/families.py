@@ -80,6 +80,46 @@ def collapse(dataset: str, remaining: float, seed: int, batch_size: int, iters: 
     return out
 
 
+def scoring_cost(dataset: str, remaining: float, seed: int, batch_size: int, iters: int,
+                 probe_steps: int) -> dict:
+    """Scoring time of each scorer against one training epoch of the same network, the
+    epoch timed as `probe_steps` Adam steps on the dense network scaled to the epoch's steps."""
+    splits = load_dataset(dataset, default_data_dir(), val_fraction=0.1, split_seed=0, device=torch.device("cpu"))
+    torch.manual_seed(seed)
+    model = build_model("lenet300", splits.in_shape, splits.num_classes)
+    batches = Batches(splits.train_x, splits.train_y, batch_size, shuffle=True,
+                      generator=torch.Generator().manual_seed(seed))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
+    state = masking.weights_state(model)
+    t, n = time.time(), 0
+    for xb, yb in batches:
+        opt.zero_grad(set_to_none=True)
+        torch.nn.functional.cross_entropy(model(xb), yb).backward()
+        opt.step()
+        n += 1
+        if n == probe_steps:
+            break
+    epoch_s = (time.time() - t) / n * len(batches)
+    masking.load_weights_state(model, state)
+    gen = torch.Generator().manual_seed(seed + 2)
+    xb, yb = next(iter(Batches(splits.train_x, splits.train_y, batch_size, shuffle=True, generator=gen)))
+    out = {"epoch_seconds_estimate": epoch_s, "probe_steps": n, "steps_per_epoch": len(batches), "scorers": {}}
+    for scorer in SCORERS:
+        t = time.time()
+        if scorer == "synflow":
+            pai.synflow_masks(model, splits.in_shape, remaining, "global", iters)
+        else:
+            def loss(o, y, scorer=scorer):
+                return torch.nn.functional.cross_entropy(o / (pai.GRASP_T if scorer == "grasp" else 1.0), y)
+            masking.topk_masks(pai.scores_for(scorer, model, loss, [(xb, yb)], gen), remaining, "global")
+        secs = time.time() - t
+        model.zero_grad(set_to_none=True)
+        out["scorers"][scorer] = {"seconds": secs, "epoch_fraction": secs / epoch_s}
+        print(f"scoring cost {scorer:<9}: {secs:.3f} s = {secs / epoch_s:.4f} of one epoch "
+              f"(epoch ≈ {epoch_s:.1f} s)", flush=True)
+    return out
+
+
 def mean_std(xs):
     return (statistics.fmean(xs), statistics.stdev(xs) if len(xs) > 1 else 0.0) if xs else (None, None)
 
@@ -97,6 +137,9 @@ def main():
     ap.add_argument("--synflow-iters", type=int, default=100)
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--tag", default="")
+    ap.add_argument("--cost-only", action="store_true",
+                    help="only the layer-collapse check at 0.1%% and the scoring cost (no training runs)")
+    ap.add_argument("--probe-steps", type=int, default=50, help="steps timed to estimate one epoch")
     args = ap.parse_args()
     quick = args.quick or not mnist_available(default_data_dir())
     seeds = [0] if quick else [int(s) for s in args.seeds.split(",")]
@@ -119,8 +162,27 @@ def main():
         rows.append(row)
         print(f"seed {seed} {method:<12} level {level:<6} remaining {row['remaining']:.4f}  "
               f"test acc {row['test_accuracy']:.4f}  find {find_seconds:.1f} s  epochs {epochs_total}", flush=True)
+        write_result(name, result, quick)   # partial results survive a stopped bench
 
     t_all = time.time()
+    settings = {"dataset": dataset, "levels": levels, "seeds": seeds, "epochs": ep,
+                "search_epochs": args.search_epochs, "cs_rounds": args.cs_rounds, "cs_epochs": args.cs_epochs,
+                "cs_lam": args.cs_lam, "synflow_iters": args.synflow_iters, "methods": methods}
+    name = "families" + (f"_{args.tag}" if args.tag else "")
+
+    # ---- layer collapse at 0.1% remaining and scoring cost (scoring only: cheap)
+    iters = 10 if quick else args.synflow_iters
+    coll = collapse(dataset, 0.001, seeds[0], 128, iters)
+    for scorer, c in coll.items():
+        print(f"0.1% remaining, {scorer:<9}: " + ", ".join(f"{n} {d['kept']}/{d['total']}"
+                                                           for n, d in c["layers"].items()), flush=True)
+    cost = scoring_cost(dataset, 0.05, seeds[0], 128, iters, args.probe_steps)
+    result = {**settings, "collapse_0.1%": coll, "scoring_cost": cost, "rows": rows, "partial": True}
+    write_result(name, result, quick)
+    if args.cost_only:
+        methods = []
+        seeds = []
+
     for seed in seeds:
         if "imp-init" in methods:
             n_rounds = 3 if quick else next(r for r in range(1, 60) if 0.8 ** r <= min(levels) * 1.1)
@@ -147,19 +209,12 @@ def main():
                     "epochs": cse, "retrain_epochs": ep, "seed": seed}))
                 add(seed, "cs", level, s, search_seconds(store, run_id), rounds * cse + ep, run_id)
             for scorer in SCORERS:
-                name = scorer if scorer != "random" else "random"
-                if name not in methods:
+                if scorer not in methods:
                     continue
                 run_id, s = execute(store, RunConfig.from_dict({
                     **base, "method": "pai", "scorer": scorer, "target_sparsity": 1 - level, "epochs": ep,
                     "seed": seed, "synflow_iters": 10 if quick else args.synflow_iters}))
-                add(seed, name, level, s, s["scoring_seconds"], ep, run_id)
-
-    # ---- layer collapse at 0.1% remaining (scoring only)
-    coll = collapse(dataset, 0.001, seeds[0], 128, 10 if quick else args.synflow_iters)
-    for scorer, c in coll.items():
-        print(f"0.1% remaining, {scorer:<9}: " + ", ".join(f"{n} {d['kept']}/{d['total']}"
-                                                           for n, d in c["layers"].items()), flush=True)
+                add(seed, scorer, level, s, s["scoring_seconds"], ep, run_id)
 
     # ---- summaries and checks
     table = {}
@@ -201,8 +256,8 @@ def main():
                 "imp_acc": i["acc"], "imp_remaining": i["remaining"], "imp_epochs": i["epochs_total"],
                 "holds": c["acc"] >= i["acc"] - 0.002 and c["epochs_total"] < i["epochs_total"]
                 and c["remaining"] <= i["remaining"] * 1.1}
-    fr = {}
-    for s in SCORERS:
+    fr = {s: c["epoch_fraction"] for s, c in cost["scorers"].items()}
+    for s in SCORERS:   # measured inside real runs (scoring / that run's own epoch), when there are some
         xs = [r["scoring_epoch_fraction"] for r in rows if r["method"] == s and "scoring_epoch_fraction" in r]
         if xs:
             fr[s] = mean_std(xs)[0]
@@ -211,12 +266,9 @@ def main():
                                                                                   ("snip", "magnitude"))}
     for k, v in checks.items():
         print(f"check {k}: {v}", flush=True)
-    write_result("families" + (f"_{args.tag}" if args.tag else ""),
-                 {"dataset": dataset, "levels": levels, "seeds": seeds, "epochs": ep,
-                  "search_epochs": args.search_epochs, "cs_rounds": args.cs_rounds, "cs_epochs": args.cs_epochs,
-                  "synflow_iters": args.synflow_iters, "imp_rounds_run": len({r["epochs_total"] for r in imp_rows}),
-                  "rows": rows, "table": table, "collapse_0.1%": coll, "checks": checks,
-                  "total_seconds": time.time() - t_all}, quick)
+    result.update(table=table, checks=checks, partial=False, total_seconds=time.time() - t_all,
+                  imp_rounds_run=len({r["epochs_total"] for r in imp_rows}))
+    write_result(name, result, quick)
 
 
 if __name__ == "__main__":
