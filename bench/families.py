@@ -141,6 +141,8 @@ def main():
     ap.add_argument("--cost-only", action="store_true",
                     help="only the layer-collapse check at 0.1%% and the scoring cost (no training runs)")
     ap.add_argument("--probe-steps", type=int, default=50, help="steps timed to estimate one epoch")
+    ap.add_argument("--reuse-cost", metavar="RESULT", help="take the collapse check and scoring cost from this "
+                                                            "results file (e.g. families_cost) instead of measuring")
     args = ap.parse_args()
     quick = args.quick or not mnist_available(default_data_dir())
     seeds = [0] if quick else [int(s) for s in args.seeds.split(",")]
@@ -174,11 +176,18 @@ def main():
 
     # ---- layer collapse at 0.1% remaining and scoring cost (scoring only: cheap)
     iters = 10 if quick else args.synflow_iters
-    coll = collapse(dataset, 0.001, seeds[0], 128, iters)
+    if args.reuse_cost:
+        import json
+
+        from common import RESULTS
+        prev = json.loads((RESULTS / f"{args.reuse_cost}.json").read_text())
+        coll, cost = prev["collapse_0.1%"], {**prev["scoring_cost"], "from": args.reuse_cost}
+    else:
+        coll = collapse(dataset, 0.001, seeds[0], 128, iters)
+        cost = scoring_cost(dataset, 0.05, seeds[0], 128, iters, args.probe_steps)
     for scorer, c in coll.items():
         print(f"0.1% remaining, {scorer:<9}: " + ", ".join(f"{n} {d['kept']}/{d['total']}"
                                                            for n, d in c["layers"].items()), flush=True)
-    cost = scoring_cost(dataset, 0.05, seeds[0], 128, iters, args.probe_steps)
     result = {**settings, "collapse_0.1%": coll, "scoring_cost": cost, "rows": rows, "partial": True}
     write_result(name, result, quick)
     if args.cost_only:
@@ -186,19 +195,14 @@ def main():
         seeds = []
 
     for seed in seeds:
-        if "imp-init" in methods:
-            p = args.imp_fraction
-            n_rounds = 3 if quick else next(r for r in range(1, 200) if (1 - p) ** r <= min(levels) * 1.1)
-            run_id, _ = execute(store, RunConfig.from_dict({**base, "method": "imp", "rounds": n_rounds,
-                                                            "prune_fraction": p, "epochs": ep, "seed": seed}))
-            rounds = store.metrics(run_id, kind="round")
-            for level in levels:
-                r = min(rounds, key=lambda r: abs(r["remaining"] - level))
-                secs = sum(x["seconds"] for x in rounds if x["round"] <= r["round"])
-                add(seed, "imp-init", level, {"remaining": r["remaining"], "test_accuracy": r["test_acc"],
-                                              "layers": {}, "measured_seconds": secs},
-                    secs, (r["round"] + 1) * ep, run_id)
         for level in levels:
+            for scorer in SCORERS:
+                if scorer not in methods:
+                    continue
+                run_id, s = execute(store, RunConfig.from_dict({
+                    **base, "method": "pai", "scorer": scorer, "target_sparsity": 1 - level, "epochs": ep,
+                    "seed": seed, "synflow_iters": 10 if quick else args.synflow_iters}))
+                add(seed, scorer, level, s, s["scoring_seconds"], ep, run_id)
             if "concave-log" in methods:
                 run_id, s = execute(store, RunConfig.from_dict({
                     **base, "method": "concave", "regularizer": "log", "lam": 1.0, "target_sparsity": 1 - level,
@@ -211,13 +215,18 @@ def main():
                     **base, "method": "cs", "lam": args.cs_lam, "target_sparsity": 1 - level, "rounds": rounds,
                     "epochs": cse, "retrain_epochs": ep, "seed": seed}))
                 add(seed, "cs", level, s, search_seconds(store, run_id), rounds * cse + ep, run_id)
-            for scorer in SCORERS:
-                if scorer not in methods:
-                    continue
-                run_id, s = execute(store, RunConfig.from_dict({
-                    **base, "method": "pai", "scorer": scorer, "target_sparsity": 1 - level, "epochs": ep,
-                    "seed": seed, "synflow_iters": 10 if quick else args.synflow_iters}))
-                add(seed, scorer, level, s, s["scoring_seconds"], ep, run_id)
+        if "imp-init" in methods:
+            p = args.imp_fraction
+            n_rounds = 3 if quick else next(r for r in range(1, 200) if (1 - p) ** r <= min(levels) * 1.1)
+            run_id, _ = execute(store, RunConfig.from_dict({**base, "method": "imp", "rounds": n_rounds,
+                                                            "prune_fraction": p, "epochs": ep, "seed": seed}))
+            rounds = store.metrics(run_id, kind="round")
+            for level in levels:
+                r = min(rounds, key=lambda r: abs(r["remaining"] - level))
+                secs = sum(x["seconds"] for x in rounds if x["round"] <= r["round"])
+                add(seed, "imp-init", level, {"remaining": r["remaining"], "test_accuracy": r["test_acc"],
+                                              "layers": {}, "measured_seconds": secs},
+                    secs, (r["round"] + 1) * ep, run_id)
 
     # ---- summaries and checks
     table = {}
