@@ -91,15 +91,18 @@ def scoring_cost(dataset: str, remaining: float, seed: int, batch_size: int, ite
                       generator=torch.Generator().manual_seed(seed))
     opt = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
     state = masking.weights_state(model)
-    t, n = time.time(), 0
+    warmup = 5  # first steps allocate optimizer state: not timed
+    t, n = time.time(), -warmup
     for xb, yb in batches:
         opt.zero_grad(set_to_none=True)
         torch.nn.functional.cross_entropy(model(xb), yb).backward()
         opt.step()
         n += 1
+        if n == 0:
+            t = time.time()
         if n == probe_steps:
             break
-    epoch_s = (time.time() - t) / n * len(batches)
+    epoch_s = (time.time() - t) / max(1, n) * len(batches)
     masking.load_weights_state(model, state)
     gen = torch.Generator().manual_seed(seed + 2)
     xb, yb = next(iter(Batches(splits.train_x, splits.train_y, batch_size, shuffle=True, generator=gen)))
