@@ -55,6 +55,15 @@ def search_seconds(store, run_id) -> float:
     return max((r["wall"] for r in rows), default=0.0)
 
 
+def paths(mask: dict[str, torch.Tensor]) -> float:
+    """Input→output paths through the kept weights of an MLP (1ᵀ M_L ⋯ M_1 1): 0 = disconnected."""
+    v = None
+    for m in mask.values():
+        m = m.double()
+        v = m.sum(1) if v is None else m @ v
+    return float(v.sum())
+
+
 def collapse(dataset: str, remaining: float, seed: int, batch_size: int, iters: int) -> dict:
     """Per-layer kept weights of each PaI scorer's mask at `remaining`, at init (no training)."""
     splits = load_dataset(dataset, default_data_dir(), val_fraction=0.1, split_seed=0, device=torch.device("cpu"))
@@ -73,7 +82,7 @@ def collapse(dataset: str, remaining: float, seed: int, batch_size: int, iters: 
             scores = pai.scores_for(scorer, model, loss, [(xb, yb)], gen)
             mask = masking.topk_masks(scores, remaining, "global")
         rep = masking.sparsity_report(mask)
-        out[scorer] = {"seconds": time.time() - t,
+        out[scorer] = {"seconds": time.time() - t, "paths": paths(mask),
                        "layers": {n: {"kept": d["kept"], "total": d["total"], "dead_units": d["dead_units"]}
                                   for n, d in rep["layers"].items()}}
         model.zero_grad(set_to_none=True)
@@ -249,14 +258,16 @@ def main():
 
     # collapse: some layer keeps under 5% of its share under a uniform allocation (0.001 × its size)
     collapsed = {s: any(d["kept"] < 0.05 * 0.001 * d["total"] for d in c["layers"].values())
-                 for s, c in coll.items()}
+                 or c.get("paths", 1.0) == 0 for s, c in coll.items()}
     checks["layer_collapse_0.1%"] = {
         "kept_per_layer": {s: [d["kept"] for d in c["layers"].values()] for s, c in coll.items()},
         "collapsed": collapsed,
+        "paths": {s: c.get("paths") for s, c in coll.items()},
         "holds": collapsed["magnitude"] and collapsed["snip"] and not collapsed["synflow"]
         and all(d["kept"] > 0 for d in coll["synflow"]["layers"].values()),
         "note": "collapsed = some layer keeps < 5% of its uniform share (0.1% of its weights); the claim: "
-                "magnitude and SNIP collapse, SynFlow keeps every layer connected"}
+                "magnitude and SNIP collapse, SynFlow keeps every layer connected; paths = input→output "
+                "paths through kept weights (0 = disconnected)"}
     for level in (0.05, 0.02):
         if level not in levels:
             continue
