@@ -276,3 +276,24 @@ def test_cli_run_show_export(tmp_path, capsys, extra, column):
         rows = list(csv.DictReader(f))
     assert any(r.get(column) not in (None, "") for r in rows)
     assert json.loads((out / "summary.json").read_text())["kept"] == view["summary"]["kept"]
+
+
+def test_cs_mask_gradient_is_that_of_task_loss_plus_lambda_l1_at_temperature(store):
+    """With m = sigmoid(β·s), the closed-form λR'(m) added by the loop carries the chain
+    rule's β: the masks' gradient equals autograd's for L(m⊙θ) + λ·mean(m)."""
+    from engine import regularizers
+    cfg = RunConfig.from_dict({**FAST, "method": "cs", "lam": 3.0})
+    ctx = RunContext(cfg, store, runner.create(store, cfg), DATA)
+    masking.set_soft(ctx.model, 0.5, "sigmoid")
+    with torch.no_grad():
+        for _, layer in ctx.layers:
+            layer.mask.copy_(torch.rand_like(layer.mask) * 0.2 - 0.1)
+    cs.set_beta(ctx, 7.0)
+    reg = regularizers.get("l1")
+    x, y = ctx.splits.train_x[:64], ctx.splits.train_y[:64]
+    full = ctx.task_loss(ctx.model(x), y) + ctx.lam * ctx.reg_value(reg, {})
+    expected = torch.autograd.grad(full, [layer.mask for _, layer in ctx.layers])
+    ctx.task_loss(ctx.model(x), y).backward()
+    ctx.add_reg_grad(reg, {})
+    for (name, layer), want in zip(ctx.layers, expected):
+        torch.testing.assert_close(layer.mask.grad, want, rtol=1e-4, atol=1e-9, msg=name)
