@@ -15,7 +15,8 @@ import re
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-METHODS = ("concave", "imp", "random", "dense", "reinit")
+METHODS = ("concave", "imp", "random", "dense", "cs", "pai", "reinit")
+SCORERS = ("snip", "grasp", "synflow", "magnitude", "random")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 REWIND_RE = re.compile(r"^(init|finetune|reinit|(epoch|iter):(\d+))$")
 DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
@@ -39,8 +40,9 @@ class RunConfig:
     model: str = _f("lenet300", "architecture (see engine.models)")
     dataset: str = _f("digits", "dataset (see engine.data); digits works offline")
     classes: list | None = _f(None, "optional subset of class ids, e.g. [0, 1] for MNIST 0-vs-1")
-    method: str = _f("concave", "concave (the paper), imp, random, dense, or reinit (the random-reinit control "
-                                "of a ticket: see reinit_from)")
+    method: str = _f("concave", "concave (the paper), imp, random, dense, cs (continuous sparsification), "
+                                "pai (pruning at initialization), or reinit (the random-reinit control of a "
+                                "ticket: see reinit_from)")
     name: str = _f("", "free-text label; metadata only, never part of a path or the hash")
     # --- concave search ------------------------------------------------------
     regularizer: str = _f("log", "penalty R(m) on mask entries: l1, log, lp, exp, scad, mcp")
@@ -64,15 +66,23 @@ class RunConfig:
                                                "best-scored entry and the run's checks say so")
     # --- IMP / random ----------------------------------------------------------
     prune_fraction: float = _f(0.2, "IMP: fraction of the remaining weights pruned each round, in (0, 1)")
-    prune_scope: str = _f("global", "IMP/random: rank weights globally or per layer")
+    prune_scope: str = _f("global", "IMP/random/pai: rank weights globally or per layer")
     output_prune_fraction: float | None = _f(None, "IMP: separate (usually lower) rate for the output layer")
     random_from: str | None = _f(None, "random: copy per-layer densities from this run's ticket; the control "
                                        "starts from that ticket's rewind weights and must train like its "
                                        "retrain (epochs = its retrain length, same rewind and optimizer)")
     reinit_from: str | None = _f(None, "reinit: this ticket's exact mask, round by round, with θ redrawn from the "
                                        "model's init distribution (another seed), trained like its retrain")
+    # --- continuous sparsification / pruning at init (unset = the default named in the help) ---
+    s0: float | None = _f(None, "cs: initial mask logit s, in [-5, 5] (default 0; negative for sparser tickets)")
+    beta_final: float | None = _f(None, "cs: temperature β of the mask sigmoid(β·s) at each round's end, "
+                                        "in (1, 1e6] (default 200)")
+    scorer: str | None = _f(None, "pai: snip, grasp, synflow, magnitude or random (default snip)")
+    synflow_iters: int | None = _f(None, "pai synflow: pruning iterations, in [1, 10000] (default 100)")
+    score_batches: int | None = _f(None, "pai snip/grasp: minibatches the scores use, in [1, 1000] (default 1)")
     # --- schedule --------------------------------------------------------------
-    rounds: int = _f(1, "concave: search→retrain rounds; imp: number of prune rounds")
+    rounds: int = _f(1, "concave: search→retrain rounds; imp: number of prune rounds; cs: search rounds "
+                        "(the reference uses 3)")
     rewind: str = _f("init", "weights retraining starts from: init, epoch:K, iter:K, finetune or reinit")
     epochs: int = _f(10, "epochs of each search (concave) or training (imp, dense, random) phase")
     retrain_epochs: int | None = _f(None, "concave: epochs of the retrain phase (default: epochs)")
@@ -194,6 +204,16 @@ class RunConfig:
             _number("target_sparsity", self.target_sparsity, 0.0, 1.0)
         if self.output_prune_fraction is not None:
             _number("output_prune_fraction", self.output_prune_fraction, 0.0, 1.0, lo_closed=True)
+        if self.s0 is not None:
+            _number("s0", self.s0, -5.0, 5.0, lo_closed=True, hi_closed=True)
+        if self.beta_final is not None:
+            _number("beta_final", self.beta_final, 1.0, 1e6, hi_closed=True)
+        if self.scorer is not None:
+            _choice("scorer", self.scorer, SCORERS)
+        if self.synflow_iters is not None:
+            _integer("synflow_iters", self.synflow_iters, 1, 10_000)
+        if self.score_batches is not None:
+            _integer("score_batches", self.score_batches, 1, 1000)
 
         _integer("epochs", self.epochs, 1, 10_000)
         if self.retrain_epochs is not None:
@@ -247,11 +267,13 @@ class RunConfig:
             raise ConfigError("model", msg)
 
         # method-specific requirements
-        if self.threshold_mode == "topk" and self.target_sparsity is None and self.method == "concave":
+        if self.threshold_mode == "topk" and self.target_sparsity is None and self.method in ("concave", "cs"):
             raise ConfigError("target_sparsity", "threshold_mode=topk needs target_sparsity in (0, 1)")
         if self.method == "random" and self.random_from is None and self.target_sparsity is None:
             raise ConfigError("target_sparsity", "method=random needs target_sparsity in (0, 1) "
                                                  "or random_from (a run id)")
+        if self.method == "pai" and self.target_sparsity is None:
+            raise ConfigError("target_sparsity", "method=pai needs target_sparsity in (0, 1)")
         kind, k = self.rewind_point()
         if (self.method == "reinit") != (self.reinit_from is not None):
             raise ConfigError("reinit_from", "method=reinit needs reinit_from (a ticket's run id), and "
@@ -274,7 +296,7 @@ class RunConfig:
             if kind not in ("init", "epoch", "iter"):
                 raise ConfigError("warm_start_rewind", f"warm_start_rewind=source needs rewind init, epoch:K "
                                                        f"or iter:K (rewind={self.rewind} restores no saved weights)")
-        if kind == "epoch" and self.method in ("concave", "imp") and k > self.epochs:
+        if kind == "epoch" and self.method in ("concave", "imp", "cs") and k > self.epochs:
             raise ConfigError("rewind", f"rewind epoch:{k} must be in [0, epochs={self.epochs}]")
 
 
@@ -321,6 +343,11 @@ PRESETS: dict[str, dict[str, Any]] = {
                              lam=1.0, target_sparsity=0.95, epochs=6, retrain_epochs=10, batch_size=128),
     "lenet300-imp": dict(model="lenet300", dataset="mnist", method="imp", rounds=7, prune_fraction=0.2,
                          epochs=10, batch_size=128),
+    # Continuous sparsification and SynFlow at 95 % sparsity: with IMP and concave, the four families.
+    "lenet300-cs": dict(model="lenet300", dataset="mnist", method="cs", lam=1.0, target_sparsity=0.95, rounds=3,
+                        epochs=2, retrain_epochs=10, batch_size=128),
+    "lenet300-synflow": dict(model="lenet300", dataset="mnist", method="pai", scorer="synflow",
+                             target_sparsity=0.95, epochs=10, batch_size=128),
     "resnet20-cifar10": dict(model="resnet20", dataset="cifar10", method="concave", regularizer="log",
                              lam=1.0, epochs=30, retrain_epochs=60, batch_size=128, optimizer="sgd",
                              lr=0.1, weight_decay=1e-4, lr_schedule="cosine", mask_lr=0.01),

@@ -34,11 +34,12 @@ class _Masked:
         self.mask = nn.Parameter(torch.ones_like(self.weight), requires_grad=False)
         self.mode = "dense"
         self.mask_param = "clip"
+        self.beta = 1.0  # temperature of the sigmoid mask, m = sigmoid(β·s); raised by continuous sparsification
 
     def mask_value(self) -> torch.Tensor:
         """The effective mask m in [0,1] (differentiable in soft mode)."""
         if self.mode == "soft" and self.mask_param == "sigmoid":
-            return torch.sigmoid(self.mask)
+            return torch.sigmoid(self.mask if self.beta == 1.0 else self.beta * self.mask)
         return self.mask
 
     def effective_weight(self) -> torch.Tensor:
@@ -102,6 +103,7 @@ def load_weights_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None
 def set_dense(model: nn.Module) -> None:
     for _, layer in prunable_layers(model):
         layer.mode = "dense"
+        layer.beta = 1.0
         layer.mask.requires_grad_(False)
         with torch.no_grad():
             layer.mask.fill_(1.0)
@@ -116,6 +118,7 @@ def set_soft(model: nn.Module, init: float = 1.0, param: str = "clip",
     for _, layer in prunable_layers(model):
         layer.mode = "soft"
         layer.mask_param = param
+        layer.beta = 1.0
         value = torch.full_like(layer.weight, float(init))
         if param == "sigmoid":
             p = min(max(float(init), 1e-3), 1 - 1e-3)  # sigmoid never reaches 0 or 1
@@ -150,6 +153,7 @@ def set_binary(model: nn.Module, masks: dict[str, torch.Tensor]) -> None:
             raise ValueError(f"mask for {name} has shape {tuple(m.shape)}, weight {tuple(layer.weight.shape)}")
         layer.mode = "binary"
         layer.mask_param = "clip"
+        layer.beta = 1.0
         layer.mask.requires_grad_(False)
         with torch.no_grad():
             layer.mask.copy_(m.to(layer.mask.dtype) != 0)

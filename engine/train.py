@@ -210,8 +210,8 @@ class RunContext:
         for _, layer in self.layers:
             m = layer.mask_value()
             d = reg.grad(m, **params)
-            if layer.mask_param == "sigmoid":  # chain rule through m = sigmoid(s)
-                d.mul_(m * (1.0 - m))
+            if layer.mask_param == "sigmoid":  # chain rule through m = sigmoid(β·s)
+                d.mul_(m * (1.0 - m) * layer.beta)
             if layer.mask.grad is None:
                 layer.mask.grad = d.mul_(coef)
             else:
@@ -249,11 +249,14 @@ class RunContext:
     # ------------------------------------------------------------------ the loop
     def train_phase(self, *, round: int, phase: str, epochs: int, regularizer: str | None = None,
                     target_remaining: float | None = None,
-                    capture: tuple[str, int] | None = None) -> PhaseResult:
+                    capture: tuple[str, int] | None = None,
+                    schedule: Callable[[int, int], dict] | None = None) -> PhaseResult:
         """Train for `epochs` within the current stage (see `stage`). With
         `regularizer`, masks must be soft (set_soft) and the loss adds λR(m);
         with `target_remaining`, λ adapts so the mask ends there.
         `capture=('iter'|'epoch', K)` saves the rewind weights at that point.
+        `schedule(phase_step, total_steps)` runs before every step (e.g. to set a
+        mask temperature) and returns scalars logged with the step and epoch rows.
 
         A checkpoint is written at every epoch end and when a stop is
         requested; on resume the phase continues from it step for step."""
@@ -263,7 +266,7 @@ class RunContext:
                           augment=self.splits.augment, generator=self.gen)
         spe = len(batches)
         reg = regularizers.get(regularizer) if regularizer else None
-        reg_params = cfg.reg_params_ if reg else {}
+        reg_params = reg.resolve({"eps": cfg.eps, **(cfg.reg_params or {})}) if reg else {}  # the phase's R
         opts, scheds = self.make_optimizers(reg is not None, epochs, spe)
         log_every = max(1, spe // STEP_ROWS_PER_EPOCH)
         adapt_every = max(1, spe // 10)
@@ -300,6 +303,7 @@ class RunContext:
 
         val_loss = val_acc = test_acc = math.nan
         train_seconds = 0.0
+        sched_vals: dict = {}
         # On a GPU a per-step finiteness check would sync every step; there the first
         # non-finite step is recorded on the device and checked at the next sync point.
         sync_free = self.device.type != "cpu" if self.sync_free_nan_check is None else self.sync_free_nan_check
@@ -312,6 +316,7 @@ class RunContext:
             for i, (xb, yb) in enumerate(batches):
                 if epoch == start_epoch and i < skip:
                     continue  # already trained before the checkpoint (the batch still draws its randomness)
+                sched_vals = schedule(step, epochs * spe) if schedule is not None else {}
                 out = self.run_model(self.forward, xb)
                 loss_task = self.task_loss(out, yb)
                 if self._inject_nan_at == self.global_step + 1:
@@ -352,7 +357,7 @@ class RunContext:
                         "loss": float(loss_task.detach()) + (self.lam * rv if rv is not None else 0.0),
                         "loss_task": float(loss_task.detach()),
                         "loss_reg": self.lam * rv if rv is not None else None,
-                        "train_acc": batch_correct / len(yb)})
+                        "train_acc": batch_correct / len(yb), **sched_vals})
                 if capture == ("iter", step):
                     self.save_rewind(round, phase, step)
                 if controller is not None and step % adapt_every == 0:
@@ -380,7 +385,7 @@ class RunContext:
                 "wall": self.elapsed(), "lr": opts[0].param_groups[0]["lr"],
                 "lam": self.lam if reg else None, "loss_task": val_loss,
                 "train_acc": correct / seen if seen else None, "val_acc": val_acc, "test_acc": test_acc,
-                "remaining": remaining})
+                "remaining": remaining, **sched_vals})
             self.flush()
             self.record_mask_stats(masks, round, phase, epoch, snapshot=self.snapshot_every_epoch)
             self.epochs_done += 1

@@ -76,6 +76,11 @@ CARDS = [
      "Two runs on MNIST: IMP (7 rounds × 20 %) and one concave search aimed at 95 % sparsity. Compare them on "
      "Trade-offs: similar accuracy, the concave one at a fraction of the time.",
      None if have_mnist else "needs MNIST (see above)"),
+    ("families", ["lenet300-imp", "lenet300-concave", "lenet300-cs", "lenet300-synflow"],
+     "Four families on LeNet-300-100",
+     "IMP, concave-log, continuous sparsification and SynFlow (pruning at init), all near 95 % sparsity on "
+     "MNIST. Compare accuracy and cost on Trade-offs, and where each keeps its weights on Mask evolution.",
+     None if have_mnist else "needs MNIST (see above)"),
     ("resnet", ["resnet20-cifar10"], "ResNet-20 on CIFAR-10 (GPU)",
      "The paper's convolutional setting: 30 search + 60 retrain epochs with SGD and a cosine schedule.",
      None if gpu_names else "no GPU on this machine: this takes many hours on a CPU"),

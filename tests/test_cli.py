@@ -60,6 +60,8 @@ def test_run_show_list_export(tmp_path, cfg_file):
     ({"lam": -1}, "lam"), ({"lam": float("nan")}, "lam"), ({"eps": 0}, "eps"), ({"threshold": 1.5}, "threshold"),
     ({"prune_fraction": 1.0}, "prune_fraction"), ({"model": "resnet20"}, "model"), ({"epochs": 0}, "epochs"),
     ({"epochs": "5"}, "epochs"), ({"dataset": "imagenet"}, "dataset"), ({"bogus": 1}, "bogus"),
+    ({"method": "pai", "target_sparsity": 0.9, "scorer": "obd"}, "scorer"), ({"method": "cs", "beta_final": 1},
+                                                                              "beta_final"),
 ])
 def test_bad_config_is_one_line_and_writes_nothing(tmp_path, cfg_file, bad, key):
     home = tmp_path / "home"

@@ -14,9 +14,13 @@ CFGS = {
                     batch_size=64, target_sparsity=0.7),
     "imp": dict(model="lenet300", dataset="digits", method="imp", rounds=2, prune_fraction=0.5, epochs=2,
                 batch_size=64, rewind="iter:5"),
+    "cs": dict(model="lenet300", dataset="digits", method="cs", rounds=2, lam=5.0, epochs=1, retrain_epochs=1,
+               batch_size=64),
+    "pai": dict(model="lenet300", dataset="digits", method="pai", scorer="snip", target_sparsity=0.9, epochs=3,
+                batch_size=64),
 }
 KEYS = ("kind", "round", "phase", "epoch", "step", "lr", "lam", "loss", "loss_task", "loss_reg", "train_acc",
-        "val_acc", "test_acc", "remaining")
+        "val_acc", "test_acc", "remaining", "beta")
 
 
 class Crash(BaseException):
@@ -37,24 +41,27 @@ def stop_at(step, exc=None):
 
 
 def rows(store, run_id):
-    return [tuple(r[k] for k in KEYS) for r in store.metrics(run_id)]
+    return [tuple(r.get(k) for k in KEYS) for r in store.metrics(run_id)]
 
 
 def tickets(store, run_id):
     return store.load_array(run_id, "ticket")["mask"]
 
 
-@pytest.fixture(params=list(CFGS))
-def reference(request, store):
+@pytest.fixture(params=list(CFGS), scope="module")
+def reference(request, tmp_path_factory):
+    """One uninterrupted run per config, in its own store, shared by the tests of this module."""
+    from engine.store import Store
+    ref_store = Store(tmp_path_factory.mktemp(f"ref-{request.param}"))
     cfg = RunConfig.from_dict(CFGS[request.param])
-    ref = runner.create(store, cfg, status="running")
-    summary = runner.execute(store, ref, DATA)
-    return cfg, ref, summary
+    ref = runner.create(ref_store, cfg, status="running")
+    summary = runner.execute(ref_store, ref, DATA)
+    return cfg, (ref_store, ref), summary
 
 
 @pytest.mark.parametrize("where", [7, 30, 61])
 def test_cancel_mid_phase_then_resume_matches_uninterrupted(store, reference, where):
-    cfg, ref, ref_summary = reference
+    cfg, (ref_store, ref), ref_summary = reference
     run_id = runner.create(store, cfg, status="running")
     with pytest.raises(Cancelled):
         runner.execute(store, run_id, DATA, should_stop=stop_at(where))
@@ -62,8 +69,8 @@ def test_cancel_mid_phase_then_resume_matches_uninterrupted(store, reference, wh
     assert (store.run_dir(run_id) / "ckpt.pt").exists()
     summary = runner.execute(store, run_id, DATA, resume=True)
     assert store.get_run(run_id)["status"] == "done"
-    assert rows(store, run_id) == rows(store, ref)             # same steps, once each, same numbers
-    a, b = tickets(store, run_id), tickets(store, ref)
+    assert rows(store, run_id) == rows(ref_store, ref)         # same steps, once each, same numbers
+    a, b = tickets(store, run_id), tickets(ref_store, ref)
     assert all(torch.equal(a[n], b[n]) for n in a)
     assert summary["test_accuracy"] == ref_summary["test_accuracy"]
     steps = [r["step"] for r in store.metrics(run_id, kind="step")]
@@ -72,13 +79,13 @@ def test_cancel_mid_phase_then_resume_matches_uninterrupted(store, reference, wh
 
 def test_crash_without_checkpoint_resumes_from_last_epoch(store, reference):
     """A kill loses the partial epoch: resume drops its rows and redoes it."""
-    cfg, ref, _ = reference
+    cfg, (ref_store, ref), _ = reference
     run_id = runner.create(store, cfg, status="running")
     with pytest.raises(Crash):
         runner.execute(store, run_id, DATA, should_stop=stop_at(40, Crash()))
     store.update_run(run_id, status="interrupted")
     runner.execute(store, run_id, DATA, resume=True)
-    assert rows(store, run_id) == rows(store, ref)
+    assert rows(store, run_id) == rows(ref_store, ref)
     jsonl = store.run_dir(run_id) / "metrics.jsonl"
     assert len(jsonl.read_text().splitlines()) == len(store.metrics(run_id))
 

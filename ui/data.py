@@ -99,6 +99,8 @@ def epochs_planned(c: dict) -> int | None:
     m = c.get("method")
     if m == "concave":
         return r * (e + re_)
+    if m == "cs":
+        return r * e + re_
     if m == "imp":
         return (r + 1) * e
     return e

@@ -55,6 +55,8 @@ def epochs_of(cfg: dict) -> tuple[int, int]:
     m = cfg.get("method")
     if m == "concave":
         return r * e, r * re_
+    if m == "cs":
+        return r * e, re_
     if m == "imp":
         return (r + 1) * e, 0
     return e, 0
@@ -110,7 +112,7 @@ def from_history(cfg: dict, history: list[dict]) -> tuple[float, float | None] |
 def estimate(cfg: dict, gpu_available: bool = False, history: list[dict] | None = None,
              prunable: int | None = None) -> Estimate:
     search, plain = epochs_of(cfg)
-    if cfg.get("method") != "concave":
+    if cfg.get("method") not in ("concave", "cs"):
         search, plain = 0, search
     device = _device(cfg, gpu_available)
     measured = from_history(cfg, history or [])

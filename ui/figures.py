@@ -19,7 +19,10 @@ PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e
            "#bcbd22", "#7f7f7f"]
 REG_COLORS = {"l1": "#1f77b4", "log": "#d62728", "lp": "#ff7f0e", "exp": "#9467bd", "scad": "#8c564b",
               "mcp": "#e377c2"}
-METHOD_COLORS = {"imp": "#2ca02c", "dense": "#7f7f7f", "random": "#bcbd22"}
+METHOD_COLORS = {"imp": "#2ca02c", "dense": "#7f7f7f", "random": "#bcbd22", "cs": "#17becf",
+                 # pruning at init, one colour per scorer (keys without spaces: "PaI · snip", "pai·snip")
+                 "pai·snip": "#393b79", "pai·grasp": "#637939", "pai·synflow": "#e6ab02",
+                 "pai·magnitude": "#843c39", "pai·random": "#bcbd22"}
 PHASE_FILL = {"search": "rgba(214,39,40,0.06)", "retrain": "rgba(31,119,180,0.06)",
               "train": "rgba(44,160,44,0.05)"}
 
@@ -73,7 +76,7 @@ def color_for(key: str, i: int = 0) -> str:
         if k.startswith(f"{reg_name(reg).lower()} mask") or k == reg:
             return c
     for m, c in METHOD_COLORS.items():
-        if k.startswith(m):
+        if k.startswith(m) or k.replace(" ", "").startswith(m):
             return c
     return PALETTE[i % len(PALETTE)]
 
@@ -328,22 +331,31 @@ def lam_figure(df: pd.DataFrame) -> go.Figure:
     d = df[(df["kind"] == "step") & df["lam"].notna()] if not df.empty else df
     if d.empty:
         return empty_figure("λ is constant or not recorded")
-    fig = go.Figure()
+    # continuous sparsification's mask temperature β (m = sigmoid(β·s)) shares the chart, on its own axis
+    beta = d[d["beta"].notna()] if "beta" in d else d.iloc[0:0]
+    fig = make_subplots(specs=[[{"secondary_y": True}]]) if not beta.empty else go.Figure()
     colors = _run_colors(df)
     for run, g in d.groupby("run", sort=False):
         fig.add_trace(go.Scatter(x=g["t"], y=g["lam"], name=short(run), mode="lines",
                                  line=dict(color=colors[run], width=2)))
+    for run, g in beta.groupby("run", sort=False):
+        fig.add_trace(go.Scatter(x=g["t"], y=g["beta"].astype(float), name=f"β · {short(run, 36)}", mode="lines",
+                                 line=dict(color=colors[run], width=1.5, dash="dot")), secondary_y=True)
     fig.update_xaxes(title="epochs")
     lam = d["lam"].astype(float)
     wide = lam.min() > 0 and lam.max() / lam.min() > 10
     if wide:
         lo, hi = float(lam.min()) / 1.3, float(lam.max()) * 1.3
         fig.update_yaxes(title="λ (log)", type="log", range=[math.log10(lo), math.log10(hi)],
-                         **log_ticks(lo, hi, max_ticks=4))
+                         secondary_y=False if not beta.empty else None, **log_ticks(lo, hi, max_ticks=4))
     else:
-        fig.update_yaxes(title="λ", range=[0, float(lam.max()) * 1.15 or 1.0])
+        fig.update_yaxes(title="λ", range=[0, float(lam.max()) * 1.15 or 1.0],
+                         secondary_y=False if not beta.empty else None)
+    if not beta.empty:
+        fig.update_yaxes(title="β (log, dotted)", type="log", secondary_y=True, showgrid=False)
     fig.update_layout(showlegend=True)  # even for one line: several runs may be selected
-    return _base(fig, "λ during the search (adapts when a target sparsity is set)", height=260)
+    title = "λ during the search (adapts when a target sparsity is set)"
+    return _base(fig, title + ("; dotted: CS temperature β" if not beta.empty else ""), height=260)
 
 
 # ------------------------------------------------------------------ masks

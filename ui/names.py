@@ -61,13 +61,30 @@ def _random(c: dict) -> str:
     return "random pruning"
 
 
+def _cs(c: dict) -> str:
+    s = f"CS λ={fmt_lam(c.get('lam'))}"
+    if c.get("target_sparsity") is not None:
+        s += f" → {_pct(c['target_sparsity'])} pruned"
+    return s + f" ×{c.get('rounds') or 1}"
+
+
+def _pai(c: dict) -> str:
+    scorer = c.get("scorer") or "snip"
+    s = f"PaI · {SCORER_NAMES.get(scorer, scorer)}"
+    if c.get("target_sparsity") is not None:
+        s += f" {_pct(c['target_sparsity'])} pruned"
+    return s
+
+
 def _reinit(c: dict) -> str:
     return f"reinit control of {c['reinit_from']}" if c.get("reinit_from") else "reinit control"
 
 
 # method → what its runs are called; unknown methods are called by their name.
 METHOD_LABELS: dict[str, Callable[[dict], str]] = {"concave": _concave, "imp": _imp, "random": _random,
-                                                   "reinit": _reinit, "dense": lambda c: "dense"}
+                                                   "reinit": _reinit, "dense": lambda c: "dense", "cs": _cs,
+                                                   "pai": _pai}
+SCORER_NAMES = {"snip": "SNIP", "grasp": "GraSP", "synflow": "SynFlow", "magnitude": "magnitude", "random": "random"}
 
 
 def method_label(c: dict) -> str:
@@ -88,6 +105,10 @@ def group_label(c: dict) -> str:
         return g
     if m == "imp":
         return f"IMP ({c.get('prune_scope', 'global')}, {_pct(c.get('prune_fraction', 0.2))} a round)"
+    if m == "cs":
+        return "CS (continuous sparsification)"
+    if m == "pai":       # "PaI · snip": figures.METHOD_COLORS gives each scorer its colour
+        return f"PaI · {c.get('scorer') or 'snip'}" + (" (per layer)" if c.get("prune_scope") == "layer" else "")
     return method_label(c) if m in METHOD_LABELS and m != "random" else str(m)
 
 

@@ -111,7 +111,10 @@ REWIND_KINDS = {"init": "initial weights (init)", "epoch:K": "early in training:
                 "reinit": "fresh random weights (sanity check)"}
 LAM_MODES = {"one": "one value", "list": "a list", "sweep": "log-spaced sweep"}
 METHOD_TEXT = {"concave": "concave (the paper)", "imp": "IMP (magnitude)", "random": "random pruning",
-               "dense": "dense (no pruning)", "reinit": "random reinit (control)"}
+               "dense": "dense (no pruning)", "cs": "continuous sparsification", "pai": "pruning at init",
+               "reinit": "random reinit (control)"}
+SCORER_TEXT = {"snip": "SNIP |θ·∂L/∂θ|", "grasp": "GraSP −θ·Hg", "synflow": "SynFlow (data-free)",
+               "magnitude": "magnitude |θ|", "random": "random"}
 CHOICES = {"reg_scale": ("mean", "sum"), "mask_param": ("clip", "sigmoid"), "lr_schedule": ("constant", "cosine"),
            "threshold_mode": ("tau", "topk"), "prune_scope": ("global", "layer"), "optimizer": OPTIMIZERS,
            "precision": ("auto", "fp32", "bf16")}
@@ -119,7 +122,9 @@ CHOICES = {"reg_scale": ("mean", "sum"), "mask_param": ("clip", "sigmoid"), "lr_
 LAID_OUT = {"model", "dataset", "classes", "method", "name", "regularizer", "lam", "eps", "reg_params", "warm_start",
             "target_sparsity", "threshold", "threshold_mode", "prune_fraction", "prune_scope",
             "output_prune_fraction", "random_from", "rounds", "rewind", "epochs", "retrain_epochs", "batch_size",
-            "lr", "optimizer", "seed", "device"}
+            "lr", "optimizer", "seed", "device", "s0", "beta_final", "scorer", "synflow_iters", "score_batches"}
+# what the cs / pai sections show for keys left unset (the methods' own defaults)
+FAMILY_DEFAULTS = {"s0": 0.0, "beta_final": 200.0, "scorer": "snip", "synflow_iters": 100, "score_batches": 1}
 ADVANCED_ORDER = ("reg_scale", "mask_param", "mask_init", "mask_lr", "momentum", "weight_decay", "lr_schedule",
                   "val_fraction", "data_params")
 
@@ -234,6 +239,8 @@ def config_to_form(cfg: dict) -> dict:
     m = re.fullmatch(r"(epoch|iter):(\d+)", str(d["rewind"]))
     out["rewind_kind"], out["rewind_k"] = (f"{m.group(1)}:K", int(m.group(2))) if m else (d["rewind"], 1)
     out["seeds"] = str(d["seed"])
+    for k, v in FAMILY_DEFAULTS.items():
+        out[k] = d[k] if d[k] is not None else v
     for k, v in (d["reg_params"] or {}).items():
         out[f"rp_{k}"] = v
     out["data_params"] = json.dumps(d["data_params"]) if d["data_params"] else ""
@@ -345,20 +352,25 @@ class ConfigForm:
                 v["target_sparsity"] = self._w(st.number_input, "target_sparsity", "Target sparsity (pruned "
                                                "fraction)", 0.9, step=0.01, format="%.3f")
             self.slot("random_from", "target_sparsity", "prune_scope")
+        elif v["method"] == "cs":
+            self._cs(v)
+        elif v["method"] == "pai":
+            self._pai(v)
 
         st.subheader("3 · Schedule and optimisation", divider="gray")
         c1, c2, c3, c4 = st.columns(4)
         with c1:
             v["epochs"] = self._w(st.number_input, "epochs", "Epochs" + (" per search" if v["method"] == "concave"
-                                                                        else " per training"), 10, step=1)
+                                                                       else " per search round" if v["method"] == "cs"
+                                                                       else " per training"), 10, step=1)
         with c2:
-            if v["method"] == "concave":
+            if v["method"] in ("concave", "cs"):
                 v["retrain_epochs"] = self._w(st.number_input, "retrain_epochs", "Retrain epochs", 10, step=1)
         with c3:
-            if v["method"] in ("concave", "imp"):
+            if v["method"] in ("concave", "imp", "cs"):
                 v["rounds"] = self._w(st.number_input, "rounds", "Rounds", 1, step=1)
         with c4:
-            if v["method"] in ("concave", "imp", "random"):
+            if v["method"] in ("concave", "imp", "random", "cs"):
                 kind = self._w(st.selectbox, "rewind_kind", "Rewind to", "init", list(REWIND_KINDS),
                                format_func=REWIND_KINDS.get)
                 if kind.endswith(":K"):
@@ -391,6 +403,50 @@ class ConfigForm:
             self.slot(*ADVANCED_ORDER, "reg_params", "config")
 
         return self._validate(v, seeds_text, parse_errors)
+
+    def _cs(self, v: dict) -> None:
+        """Continuous sparsification: soft mask sigmoid(β·s), ℓ1 on it, β → beta_final each round."""
+        c1, c2, c3, c4 = st.columns(4)
+        with c1:
+            v["lam"] = [self._w(st.number_input, "lam", "λ (ℓ1 on the soft mask)", 1.0, format="%g",
+                                step=0.5)]
+        with c2:
+            v["s0"] = self._w(st.number_input, "s0", "Initial logit s0", 0.0,
+                              step=0.05, format="%g")
+        with c3:
+            v["beta_final"] = self._w(st.number_input, "beta_final", "Final temperature β", 200.0,
+                                      format="%g", step=10.0)
+        with c4:
+            if self._w(st.toggle, "target_on", "Aim at a target sparsity", False):
+                v["target_sparsity"] = self._w(st.number_input, "target_sparsity", "Target sparsity", 0.9,
+                                               step=0.01, format="%.3f")
+                v["threshold_mode"] = self._w(st.radio, "threshold_mode", "Ticket", "tau", ["tau", "topk"],
+                                              format_func={"tau": "s > 0", "topk": "top-k logits"}.get,
+                                              horizontal=True)
+        st.caption("The ticket is every weight whose logit s ends positive; its weights rewind and retrain with "
+                   "that binary mask. The reference runs 3 rounds and rewinds to epoch 2.")
+        self.slot("lam", "s0", "beta_final", "target_sparsity", "threshold_mode")
+
+    def _pai(self, v: dict) -> None:
+        """Pruning at initialization: score at init, keep the best, train from init."""
+        c1, c2, c3, c4 = st.columns(4)
+        with c1:
+            v["scorer"] = self._w(st.selectbox, "scorer", "Scorer", "snip", list(SCORER_TEXT),
+                                  format_func=SCORER_TEXT.get)
+        with c2:
+            v["target_sparsity"] = self._w(st.number_input, "target_sparsity", "Target sparsity (pruned fraction)",
+                                           0.9, step=0.01, format="%.3f")
+        with c3:
+            v["prune_scope"] = self._w(st.radio, "prune_scope", "Rank weights", "global",
+                                       list(CHOICES["prune_scope"]), horizontal=True)
+        with c4:
+            if v["scorer"] == "synflow":
+                v["synflow_iters"] = int(self._w(st.number_input, "synflow_iters", "SynFlow iterations", 100,
+                                                 step=10))
+            elif v["scorer"] in ("snip", "grasp"):
+                v["score_batches"] = int(self._w(st.number_input, "score_batches", "Scoring batches", 1,
+                                                 step=1))
+        self.slot("scorer", "target_sparsity", "prune_scope", "synflow_iters", "score_batches")
 
     def _concave(self, v: dict, parse_errors: list) -> None:
         left, right = st.columns([3, 2], gap="large")

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from ..registry import Registry
-from . import concave, dense, imp, random, reinit
+from . import concave, cs, dense, imp, pai, random, reinit
 
 METHOD_FUNCS = Registry("method")
 METHOD_FUNCS.register("concave", concave.run)
@@ -12,3 +12,5 @@ METHOD_FUNCS.register("imp", imp.run)
 METHOD_FUNCS.register("random", random.run)
 METHOD_FUNCS.register("dense", dense.run)
 METHOD_FUNCS.register("reinit", reinit.run)
+METHOD_FUNCS.register("cs", cs.run)
+METHOD_FUNCS.register("pai", pai.run)

@@ -1,0 +1,299 @@
+"""Continuous sparsification (method=cs) and pruning at initialization
+(method=pai): scorers against hand-computed values on a 2-layer MLP, the CS
+schedule and reset rules, and the invariants every method passes."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from engine import masking, runner
+from engine.config import ConfigError, RunConfig
+from engine.data import dataset_info
+from engine.methods import cs, pai
+from engine.models import build_model
+from engine.train import RunContext
+from tests.conftest import DATA
+
+FAST = dict(model="lenet300", dataset="digits", epochs=1, retrain_epochs=1, batch_size=64)
+
+
+def run(store, **kw):
+    cfg = RunConfig.from_dict({**FAST, **kw})
+    run_id = runner.create(store, cfg, status="running")
+    return run_id, runner.execute(store, run_id, DATA)
+
+
+def checks(store, run_id):
+    return {c["name"]: c for c in store.checks(run_id)}
+
+
+# ---------------------------------------------------------------- scorers on a hand-computed MLP
+
+W1 = [[1.0, -2.0, 0.5], [-1.0, 0.5, 2.0]]
+W2 = [[2.0, -1.0], [0.5, 1.0]]
+
+
+def mlp():
+    net = nn.Sequential(masking.MaskedLinear(3, 2, bias=False), nn.ReLU(), masking.MaskedLinear(2, 2, bias=False))
+    with torch.no_grad():
+        net[0].weight.copy_(torch.tensor(W1))
+        net[2].weight.copy_(torch.tensor(W2))
+    return net
+
+
+X = torch.ones(1, 3)
+Y = torch.tensor([0])
+
+
+def test_snip_is_abs_weight_times_gradient_by_hand():
+    # z = W1·1 = (-0.5, 1.5), h = relu(z) = (0, 1.5), y = W2·h = (-1.5, 1.5);
+    # δ = softmax(y) − e0 = (−q, q) with q = 1 − 1/(1+e³);
+    # ∂L/∂W2 = δ hᵀ, ∂L/∂W1 = (W2ᵀδ ⊙ 1[z>0]) xᵀ, and W2ᵀδ = (−1.5q, 2q).
+    q = 1 - 1 / (1 + math.exp(3))
+    g1 = torch.tensor([[0.0, 0.0, 0.0], [2 * q, 2 * q, 2 * q]])
+    g2 = torch.tensor([[0.0, -1.5 * q], [0.0, 1.5 * q]])
+    s = pai.snip_scores(mlp(), nn.functional.cross_entropy, [(X, Y)])
+    torch.testing.assert_close(s["0"], (torch.tensor(W1) * g1).abs())
+    torch.testing.assert_close(s["2"], (torch.tensor(W2) * g2).abs())
+    assert s["0"][1].tolist() == pytest.approx([2 * q, q, 4 * q])
+
+
+def test_synflow_scores_are_path_products_by_hand():
+    # With |W| and an all-ones input, R = 1ᵀ|W2||W1|1 = 15.75. A weight's score is the
+    # sum of the products along every input→output path through it:
+    # W1[j,i]: |W1[j,i]|·Σ_k|W2[k,j]| (column sums of |W2|: 2.5, 2);  W2[k,j]: |W2[k,j]|·Σ_i|W1[j,i]| (3.5, 3.5).
+    s = pai.synflow_scores(mlp(), (3,))
+    assert s["0"].tolist() == [[2.5, 5.0, 1.25], [2.0, 1.0, 4.0]]
+    assert s["2"].tolist() == [[7.0, 3.5], [1.75, 3.5]]
+    # the scores of one layer sum to R (conservation of synaptic flow)
+    assert float(s["0"].sum()) == float(s["2"].sum()) == 15.75
+    # with a weight masked out, paths through it vanish
+    masks = {"0": torch.tensor([[1, 1, 1], [0, 0, 0]]).bool(), "2": torch.ones(2, 2).bool()}
+    s = pai.synflow_scores(mlp(), (3,), masks)
+    assert s["2"].tolist() == [[7.0, 0.0], [1.75, 0.0]]
+    assert s["0"].tolist() == [[2.5, 5.0, 1.25], [0.0, 0.0, 0.0]]
+
+
+def test_grasp_is_minus_theta_times_hessian_gradient_and_removes_its_highest():
+    torch.manual_seed(0)
+    net = nn.Sequential(masking.MaskedLinear(3, 4, bias=False), nn.Tanh(), masking.MaskedLinear(4, 2, bias=False))
+    x, y = torch.randn(5, 3), torch.tensor([0, 1, 1, 0, 1])
+    shapes = [net[0].weight.shape, net[2].weight.shape]
+    flat = torch.cat([net[0].weight.detach().flatten(), net[2].weight.detach().flatten()])
+
+    def loss_of(v):
+        a, b = v[:12].view(shapes[0]), v[12:].view(shapes[1])
+        return nn.functional.cross_entropy(torch.tanh(x @ a.T) @ b.T, y)
+    g = torch.autograd.functional.jacobian(loss_of, flat)
+    h = torch.autograd.functional.hessian(loss_of, flat)          # the full 20×20 Hessian
+    expected = -(flat * (h @ g))
+    s = pai.grasp_scores(net, nn.functional.cross_entropy, [(x, y)])
+    torch.testing.assert_close(torch.cat([s["0"].flatten(), s["2"].flatten()]), expected)
+    # Wang et al.: remove the weights with the highest −θ⊙Hg, i.e. keep the lowest.
+    keep = pai.scores_for("grasp", net, nn.functional.cross_entropy, [(x, y)], torch.Generator())
+    mask = masking.topk_masks(keep, 0.25, "global")
+    kept = torch.cat([mask["0"].flatten(), mask["2"].flatten()])
+    assert int(kept.sum()) == 5
+    assert set(torch.nonzero(kept).flatten().tolist()) == set(expected.argsort()[:5].tolist())
+
+
+def test_iterative_synflow_hits_the_target_exactly_and_keeps_every_layer():
+    torch.manual_seed(0)
+    net = build_model("lenet300", (1, 28, 28), 10)
+    mask = pai.synflow_masks(net, (1, 28, 28), 0.001, "global", 20)
+    rep = masking.sparsity_report(mask)
+    assert rep["kept"] == round(0.001 * rep["total"])
+    assert all(d["kept"] > 0 for d in rep["layers"].values())
+
+
+# ---------------------------------------------------------------- continuous sparsification
+
+def test_cs_temperature_schedule_runs_from_one_to_beta_final():
+    assert cs.beta_at(0, 100, 200.0) == 1.0
+    assert cs.beta_at(99, 100, 200.0) == pytest.approx(200.0, rel=1e-12)
+    assert cs.beta_at(49, 99, 200.0) == pytest.approx(200.0 ** 0.5)   # exponential: geometric midpoint
+    assert cs.beta_at(0, 1, 50.0) == 50.0
+
+
+def test_cs_reset_rule_keeps_negatives_negative_and_resets_positives():
+    s = torch.tensor([-0.3, -1e-4, 0.0, 1e-4, 0.7])
+    out = cs.reset_logits(s, 200.0, 0.0)
+    assert out.tolist() == pytest.approx([-60.0, -0.02, 0.0, 0.0, 0.0])
+    out = cs.reset_logits(s, 200.0, -0.1)   # a negative s0 (sparser tickets): every logit ends ≤ s0
+    assert out.tolist() == pytest.approx([-60.0, -0.1, -0.1, -0.1, -0.1])
+    # a negative logit's soft mask is unchanged by the reset (sigmoid(β_final·s) at β = 1)
+    assert torch.sigmoid(out[0]) == torch.sigmoid(200.0 * s[0])
+
+
+def test_cs_run_schedule_reset_and_ticket(store, monkeypatch):
+    """Two rounds on digits: β is 1 at each round's first step and beta_final at its last
+    epoch end; round 0 starts at s0, round 1 from round 0's end through the reset rule;
+    the ticket is s > 0."""
+    ends, starts = [], []
+    orig = RunContext.train_phase
+
+    def spy(self, **kw):
+        if kw["phase"] == "search":
+            starts.append({n: layer.mask.detach().cpu().clone() for n, layer in self.layers})
+        res = orig(self, **kw)
+        if kw["phase"] == "search":
+            ends.append({n: layer.mask.detach().cpu().clone() for n, layer in self.layers})
+        return res
+    monkeypatch.setattr(RunContext, "train_phase", spy)
+    run_id, s = run(store, method="cs", rounds=2, lam=5.0, beta_final=50.0, s0=0.1)
+    rows = store.metrics(run_id)
+    for r in (0, 1):
+        steps = [x for x in rows if x["kind"] == "step" and x["round"] == r and x["phase"] == "search"]
+        epoch_ends = [x for x in rows if x["kind"] == "epoch" and x["round"] == r and x["phase"] == "search"]
+        assert steps[0]["beta"] == 1.0 and epoch_ends[-1]["beta"] == pytest.approx(50.0, rel=1e-12)
+        assert all(a["beta"] < b["beta"] for a, b in zip(steps, steps[1:]))
+    assert all(torch.equal(t, torch.full_like(t, 0.1)) for t in starts[0].values())
+    for n in ends[0]:
+        end, start = ends[0][n], starts[1][n]
+        neg = end < 0
+        assert int(neg.sum()) > 0 and int((~neg).sum()) > 0
+        assert torch.equal(start[neg], 50.0 * end[neg]) and bool((start[neg] < 0).all())
+        # positive logits restart at s0 (the reference's min(β_final·s, s0): at most s0)
+        pos = start[~neg]
+        s0 = torch.tensor(0.1)
+        assert torch.equal(pos, torch.minimum(50.0 * end[~neg], s0)) and int((pos == s0).sum()) > 0
+    ticket = store.load_array(run_id, "ticket")["mask"]
+    assert all(torch.equal(ticket[n], ends[1][n] > 0) for n in ticket)
+    assert s["kept"] == sum(int((v > 0).sum()) for v in ends[1].values())
+    assert 0.02 < s["remaining"] < 0.9          # λ really pruned, and not everything
+    c = checks(store, run_id)
+    assert c["rewind_exact"]["value"] == 0.0 and c["zeros_stay_zero"]["value"] == 0.0
+
+
+def test_cs_same_seed_same_ticket_and_metrics(store):
+    keys = ("kind", "round", "phase", "step", "loss", "val_acc", "beta", "lam")
+    a, sa = run(store, method="cs", rounds=1, lam=5.0)
+    b, sb = run(store, method="cs", rounds=1, lam=5.0)
+    ta, tb = store.load_array(a, "ticket")["mask"], store.load_array(b, "ticket")["mask"]
+    assert all(torch.equal(ta[n], tb[n]) for n in ta)
+    assert [tuple(r.get(k) for k in keys) for r in store.metrics(a)] == \
+           [tuple(r.get(k) for k in keys) for r in store.metrics(b)]
+    assert sa["test_accuracy"] == sb["test_accuracy"]
+
+
+def test_cs_target_sparsity_is_a_recorded_check(store):
+    run_id, s = run(store, method="cs", rounds=1, lam=1.0, target_sparsity=0.8, threshold_mode="topk")
+    c = checks(store, run_id)["sparsity_vs_target"]
+    assert c["target"] == 0.8 and c["value"] == pytest.approx(s["sparsity"]) and c["passed"]
+    assert abs(s["sparsity"] - 0.8) <= 0.002
+
+
+# ---------------------------------------------------------------- pruning at init, end to end
+
+@pytest.mark.parametrize("scorer", ["snip", "grasp", "synflow", "magnitude", "random"])
+def test_pai_prunes_at_init_and_trains_from_init(store, scorer):
+    run_id, s = run(store, method="pai", scorer=scorer, target_sparsity=0.9, synflow_iters=10, epochs=1)
+    assert s["kept"] == round(0.1 * s["total"]) and s["scorer"] == scorer
+    assert s["scoring_seconds"] > 0 and s["scoring_epoch_fraction"] > 0
+    c = checks(store, run_id)
+    assert c["rewind_exact"]["value"] == 0.0 and c["zeros_stay_zero"]["value"] == 0.0
+    assert c["sparsity_vs_target"]["passed"]
+    score_rows = store.metrics(run_id, kind="score")
+    assert len(score_rows) == 1 and score_rows[0]["seconds"] == s["scoring_seconds"]
+    # the network trains from the init it was scored at, bit for bit
+    torch.manual_seed(0)
+    init = masking.weights_state(build_model("lenet300", dataset_info("digits").in_shape, 10))
+    rewind = store.load_array(run_id, "ticket")["rewind"]
+    assert all(torch.equal(init[k], rewind[k]) for k in init)
+
+
+def test_synflow_mask_ignores_the_data_snip_does_not(store):
+    """Same init, different training data (validation share): SynFlow's mask is
+    identical, SNIP's is not."""
+    masks = {}
+    for scorer in ("synflow", "snip"):
+        for vf in (0.1, 0.3):
+            rid, _ = run(store, method="pai", scorer=scorer, target_sparsity=0.9, synflow_iters=5, epochs=1,
+                         val_fraction=vf)
+            masks[scorer, vf] = store.load_array(rid, "ticket")["mask"]
+    assert all(torch.equal(masks["synflow", 0.1][n], masks["synflow", 0.3][n]) for n in masks["synflow", 0.1])
+    assert not all(torch.equal(masks["snip", 0.1][n], masks["snip", 0.3][n]) for n in masks["snip", 0.1])
+
+
+# ---------------------------------------------------------------- bad input
+
+@pytest.mark.parametrize("changes, key, rng", [
+    ({"method": "pai", "target_sparsity": 0.9, "scorer": "obd"}, "scorer", "snip, grasp, synflow, magnitude, random"),
+    ({"method": "cs", "beta_final": 1.0}, "beta_final", "(1, 1e+06]"),
+    ({"method": "cs", "beta_final": 0.5}, "beta_final", "(1, 1e+06]"),
+    ({"method": "cs", "rounds": 0}, "rounds", "[1, 100]"),
+    ({"method": "pai", "target_sparsity": 1.0}, "target_sparsity", "(0, 1)"),
+    ({"method": "pai", "target_sparsity": 0.0}, "target_sparsity", "(0, 1)"),
+    ({"method": "pai"}, "target_sparsity", "(0, 1)"),
+    ({"method": "cs", "target_sparsity": 1.5}, "target_sparsity", "(0, 1)"),
+    ({"method": "cs", "s0": 9.0}, "s0", "[-5, 5]"),
+    ({"method": "pai", "target_sparsity": 0.9, "synflow_iters": 0}, "synflow_iters", "[1, 10000]"),
+    ({"method": "pai", "target_sparsity": 0.9, "score_batches": 0}, "score_batches", "[1, 1000]"),
+])
+def test_bad_values_name_the_key_and_range(changes, key, rng):
+    with pytest.raises(ConfigError) as e:
+        RunConfig.from_dict({**FAST, **changes})
+    assert e.value.key == key and key in str(e.value) and rng in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_new_keys_stay_out_of_existing_hashes():
+    cfg = RunConfig.from_dict(FAST)
+    assert not {"s0", "beta_final", "scorer", "synflow_iters", "score_batches"} & set(
+        k for k, v in cfg.to_dict().items() if v is not None)
+    a = RunConfig.from_dict({**FAST, "method": "pai", "target_sparsity": 0.9})
+    b = RunConfig.from_dict({**FAST, "method": "pai", "target_sparsity": 0.9, "scorer": "synflow"})
+    assert a.content_hash() != b.content_hash()
+
+
+# ---------------------------------------------------------------- CLI: run, show, export (in process)
+
+@pytest.mark.parametrize("extra, column", [
+    ({"method": "cs", "rounds": 1, "lam": 5.0}, "beta"),
+    ({"method": "pai", "scorer": "synflow", "synflow_iters": 5, "target_sparsity": 0.8}, "seconds"),
+])
+def test_cli_run_show_export(tmp_path, capsys, extra, column):
+    import csv
+    import json
+
+    from engine.__main__ import main
+    home = tmp_path / "home"
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({**FAST, **extra}))
+    assert main(["run", "--config", str(cfg), "--home", str(home), "--data-dir", str(DATA)]) == 0
+    run_id = capsys.readouterr().out.strip().splitlines()[-1]
+    assert main(["show", run_id, "--json", "--home", str(home)]) == 0
+    view = json.loads(capsys.readouterr().out)
+    assert view["status"] == "done" and view["config"]["method"] == extra["method"]
+    checks_ = {c["name"]: c for c in view["checks"]}
+    assert checks_["zeros_stay_zero"]["value"] == 0 and checks_["rewind_exact"]["value"] == 0
+    out = tmp_path / "export"
+    assert main(["export", run_id, "--out", str(out), "--home", str(home)]) == 0
+    assert {p.name for p in out.iterdir()} == {"config.json", "metrics.csv", "summary.json", "ticket.pt"}
+    with open(out / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert any(r.get(column) not in (None, "") for r in rows)
+    assert json.loads((out / "summary.json").read_text())["kept"] == view["summary"]["kept"]
+
+
+def test_cs_mask_gradient_is_that_of_task_loss_plus_lambda_l1_at_temperature(store):
+    """With m = sigmoid(β·s), the closed-form λR'(m) added by the loop carries the chain
+    rule's β: the masks' gradient equals autograd's for L(m⊙θ) + λ·mean(m)."""
+    from engine import regularizers
+    cfg = RunConfig.from_dict({**FAST, "method": "cs", "lam": 3.0})
+    ctx = RunContext(cfg, store, runner.create(store, cfg), DATA)
+    masking.set_soft(ctx.model, 0.5, "sigmoid")
+    with torch.no_grad():
+        for _, layer in ctx.layers:
+            layer.mask.copy_(torch.rand_like(layer.mask) * 0.2 - 0.1)
+    cs.set_beta(ctx, 7.0)
+    reg = regularizers.get("l1")
+    x, y = ctx.splits.train_x[:64], ctx.splits.train_y[:64]
+    full = ctx.task_loss(ctx.model(x), y) + ctx.lam * ctx.reg_value(reg, {})
+    expected = torch.autograd.grad(full, [layer.mask for _, layer in ctx.layers])
+    ctx.task_loss(ctx.model(x), y).backward()
+    ctx.add_reg_grad(reg, {})
+    for (name, layer), want in zip(ctx.layers, expected):
+        torch.testing.assert_close(layer.mask.grad, want, rtol=1e-4, atol=1e-9, msg=name)
