@@ -408,8 +408,8 @@ class ConfigForm:
         """Continuous sparsification: soft mask sigmoid(β·s), ℓ1 on it, β → beta_final each round."""
         c1, c2, c3, c4 = st.columns(4)
         with c1:
-            v["lam"] = [self._w(st.number_input, "lam", "λ (ℓ1 on the soft mask)", 1.0, format="%g",
-                                step=0.5)]
+            # a text field as for concave runs: a typed "abc" reaches the engine's check, never clamped
+            v["lam"] = [_number_or_text(self._w(st.text_input, "lam", "λ (ℓ1 on the soft mask)", "1"))]
         with c2:
             v["s0"] = self._w(st.number_input, "s0", "Initial logit s0", 0.0,
                               step=0.05, format="%g")
