@@ -127,12 +127,27 @@ def test_imp_output_layer_rate_and_layer_scope():
     assert float(w[new[names[0]]].min()) >= float(w[~new[names[0]]].max())
 
 
-def test_target_sparsity_adapts_lambda(store):
-    run_id, s = run(store, method="concave", lam=0.1, target_sparsity=0.8, epochs=8, retrain_epochs=1)
-    assert s["sparsity"] == pytest.approx(0.8, abs=0.05)
-    assert len(s["lam_history"]) > 5 and s["lam_final"] != 0.1
+@pytest.mark.parametrize("lam0", [0.01, 100.0])
+def test_target_sparsity_adapts_lambda(store, lam0):
+    """From a λ far too low and far too high, the controller lands on the target
+    after thresholding, its check passes, and λ settles (no oscillation at the end)."""
+    run_id, s = run(store, method="concave", lam=lam0, target_sparsity=0.8, epochs=4, retrain_epochs=1)
+    assert s["sparsity"] == pytest.approx(0.8, abs=0.01)
     c = checks(store, run_id)["sparsity_vs_target"]
-    assert c["target"] == 0.8
+    assert c["target"] == 0.8 and c["passed"] and c["value"] == pytest.approx(s["sparsity"])
+    lams = [lam for _, lam in s["lam_history"]]
+    assert len(lams) > 20 and s["lam_final"] == lams[-1]
+    last = lams[-5:]
+    assert max(last) / min(last) <= 1.3, last
+
+
+def test_target_sparsity_out_of_reach_fails_its_check(store):
+    """A search too short for the masks to get there (Adam moves m by ~mask_lr a step)
+    ends with a failed check that says so, never silently off target."""
+    run_id, s = run(store, method="concave", target_sparsity=0.9, epochs=1, retrain_epochs=1, mask_lr=0.001)
+    c = checks(store, run_id)["sparsity_vs_target"]
+    assert s["sparsity"] < 0.5 and not c["passed"]
+    assert "MISSED" in c["detail"] and "too short" in c["detail"]
 
 
 def test_topk_threshold_hits_target_exactly(store):
