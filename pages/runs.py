@@ -240,10 +240,15 @@ def _details(run: dict) -> None:
             items.append(("Device", str(s["device"]), None))
         for col, (label, value, hlp) in zip(st.columns(len(items)), items):
             col.metric(label, value, help=hlp)
+    checks = data.checks_frame(state.store(), rid)
+    failed = checks[~checks["passed"]] if not checks.empty else checks
+    if not failed.empty:  # a missed target or a broken invariant must not hide in the list below
+        st.error("**Failed check" + ("s" if len(failed) > 1 else "") + ":** " + "; ".join(
+            f"{c['check']} — {c['detail']}" for _, c in failed.iterrows()), icon=":material/error:")
     left, right = st.columns([1, 1], gap="large")
     with left:
         st.markdown("**Correctness checklist** (measured by the engine)")
-        widgets.checklist(data.checks_frame(state.store(), rid))
+        widgets.checklist(checks)
     with right:
         layers = data.layer_allocation([run])
         if not layers.empty:
