@@ -128,6 +128,11 @@ def sweep_view():
     pts = data.tradeoff_points([r for r in state.runs() if same(r)])
     pts = pts[pts["regularizer"].isin(["l1", "log"])]
     st.plotly_chart(figures.lam_sweep_figure(pts, what), key="pix.sweep")
+    st.markdown("##### Which penalty is better: accuracy against kept " + what)
+    st.plotly_chart(figures.pareto_figure(pts, what), key="pix.pareto")
+    st.caption("Equal λ is not a fair comparison (each penalty prunes at its own rate), equal size is: every "
+               "dot is a finished run, the line is each penalty's frontier — the best test accuracy any of its "
+               "runs reached with at most that many " + what + ". The higher line at the left wins.")
     if pts.empty or pts["regularizer"].nunique() < 2 or pts["lam"].nunique() < 3:
         st.caption("Fewer than three λ values for both penalties so far: run the sweep below to fill the plot.")
     else:

@@ -259,8 +259,9 @@ def test_pixels_mixed(monkeypatch, mixed, jobs):
     at = open_page(monkeypatch, home, "pages/pixels.py", {"runs": ids["pixel"]})
     no_traceback(at)
     assert at.selectbox(key="pix.run").value == ids["pixel"]
-    assert charts(at) >= 3       # animation over epochs, the ticket, digits through the mask (+ λ sweep)
+    assert charts(at) >= 5       # animation, the ticket, digits through the mask, λ sweep, accuracy vs kept
     assert any(m.label == "Pixels used" for m in at.metric)
+    assert any("accuracy against kept pixels" in m.value for m in at.markdown)   # the Pareto view
 
 
 def test_pixels_opens_on_the_newest_logreg_run(monkeypatch, tmp_path, jobs):

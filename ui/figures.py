@@ -506,6 +506,50 @@ def lam_sweep_figure(points: pd.DataFrame, what: str = "pixels") -> go.Figure:
     return fig
 
 
+def pareto_frontier(g: pd.DataFrame) -> pd.DataFrame:
+    """The points no other point beats: none keeps as few entries or fewer with a higher
+    accuracy. Sorted by kept; per penalty, this is the best accuracy reachable at each size."""
+    g = g.sort_values(["kept", "test_accuracy"], ascending=[True, False])
+    best, rows = -1.0, []
+    for _, r in g.iterrows():
+        if r["test_accuracy"] > best:
+            rows.append(r)
+            best = r["test_accuracy"]
+    return pd.DataFrame(rows, columns=g.columns)
+
+
+def pareto_figure(points: pd.DataFrame, what: str = "pixels") -> go.Figure:
+    """Fig. 3 read fairly: test accuracy against kept entries, every run a dot (λ on hover),
+    each penalty's Pareto frontier a line. Penalties are compared at equal size, not equal λ."""
+    if points.empty:
+        return empty_figure("no finished λ sweep for this setting yet")
+    fig = go.Figure()
+    for reg, g in points.groupby("regularizer", sort=True):
+        c = REG_COLORS.get(reg, "#333")
+        name = {"l1": "ℓ1", "log": "log"}.get(reg, reg)
+        lam = g["lam"].map(lambda v: f"{v:g}" if v is not None and not pd.isna(v) else "?")
+        fig.add_trace(go.Scatter(x=g["kept"], y=g["test_accuracy"], name=f"{name} runs", legendgroup=reg,
+                                 mode="markers", marker=dict(color=c, size=8, opacity=0.45), customdata=lam,
+                                 hovertemplate=f"{name} λ=%{{customdata}}<br>kept %{{x}}<br>"
+                                               "test accuracy %{y:.2%}<extra></extra>"))
+        front = pareto_frontier(g)
+        fig.add_trace(go.Scatter(x=front["kept"], y=front["test_accuracy"], name=f"{name} frontier",
+                                 legendgroup=reg, mode="lines+markers", line=dict(color=c, width=2, shape="hv"),
+                                 marker=dict(color=c, size=9), hoverinfo="skip"))
+    kept = points["kept"][points["kept"] > 0]
+    if not kept.empty:
+        lo_k, hi_k = max(kept.min() / 1.5, 0.8), kept.max() * 1.5
+        ticks = [v for e in range(0, 9) for v in (10 ** e, 2 * 10 ** e, 5 * 10 ** e) if lo_k <= v <= hi_k]
+        fig.update_xaxes(type="log", title=f"kept {what} (log; fewer to the left)", tickvals=ticks,
+                         ticktext=[f"{v:,}" for v in ticks], range=[math.log10(lo_k), math.log10(hi_k)])
+    acc = points["test_accuracy"].dropna()
+    fig.update_yaxes(title="test accuracy", tickformat=".1%",
+                     range=[max(0.0, float(acc.min()) - 0.02) if not acc.empty else 0.0, 1.005])
+    fig = _base(fig, None, height=380)
+    fig.update_layout(margin=dict(t=30))
+    return fig
+
+
 def _lam_axis(fig: go.Figure, lams: pd.Series) -> None:
     """A log λ axis labelled at the λ values that were run (plotly's own log ticks are cryptic)."""
     vals = sorted({float(v) for v in lams.dropna() if float(v) > 0})
