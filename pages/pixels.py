@@ -142,10 +142,10 @@ def sweep_view():
 
 
 sweep_view()
-LAMS = [0.5, 1.0, 2.0, 5.0, 10.0, 20.0]
+LAMS = [0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0]
 c1, c2 = st.columns([1, 3])
 if c1.button(f"Run the λ sweep ({2 * len(LAMS)} runs)", key="pix.sweep.go",
-             help="ℓ1 and log at λ = 0.5 … 20 with this run's other settings, one seed. Runs queue in the "
+             help="ℓ1 and log at λ = 0.5 … 50 with this run's other settings, one seed. Runs queue in the "
                   "background; the plot fills in as they finish."):
     base = {k: v for k, v in cfg.items() if k not in ("lam", "regularizer", "seed", "name", "target_sparsity")}
     try:
