@@ -26,6 +26,14 @@ def execute(store, cfg):
     return run_id, runner.execute(store, run_id, default_data_dir())
 
 
+def choose(rows: list[dict], floor: float, kept: int) -> dict:
+    """The row whose kept count is closest to `kept` among those at ≥ `floor` validation
+    accuracy (all rows when none reaches it). Never the test accuracy: a figure chosen on the
+    test set reports an optimistically selected number."""
+    good = [r for r in rows if r["val_accuracy"] >= floor] or rows
+    return min(good, key=lambda r: abs(r["kept"] - kept))
+
+
 def magnitude_contrast(store, k: int, quick: bool) -> dict:
     """Keep the k largest |w| of a dense logistic regression: accuracy as is, and retrained."""
     base = preset("mnist-8-pixel") if not quick else RunConfig.from_dict(
@@ -64,17 +72,18 @@ def main():
             if quick:
                 cfg = cfg.replace(dataset="digits", epochs=2, retrain_epochs=1)
             run_id, s = execute(store, cfg)
-            sweep.append({"regularizer": reg, "lam": lam, "kept": s["kept"], "test_accuracy": s["test_accuracy"],
+            sweep.append({"regularizer": reg, "lam": lam, "kept": s["kept"], "val_accuracy": s["val_accuracy"],
+                          "test_accuracy": s["test_accuracy"],
                           "thresholded_test_accuracy": s["thresholded_test_accuracy"], "run_id": run_id})
             print(f"{reg:>3} λ={lam:<5} kept {s['kept']:>4}  test acc {s['test_accuracy']:.4f} "
                   f"(before retraining {s['thresholded_test_accuracy']:.4f})", flush=True)
     out["pixel_sweep"] = sweep
 
-    # Fig. 4: the log mask closest to 8 pixels at ≥ 99.5%, and digits through it
-    good = [r for r in sweep if r["regularizer"] == "log" and r["test_accuracy"] >= 0.995] or sweep
-    best = min(good, key=lambda r: abs(r["kept"] - 8))
+    # Fig. 4: the log mask closest to 8 pixels at ≥ 99.5% validation accuracy, and digits through it
+    best = choose([r for r in sweep if r["regularizer"] == "log"] or sweep, floor=0.995, kept=8)
     mask = next(iter(store.load_masks(best["run_id"], "r0-ticket").values()))
-    out["fig4"] = {"lam": best["lam"], "kept": best["kept"], "test_accuracy": best["test_accuracy"],
+    out["fig4"] = {"lam": best["lam"], "kept": best["kept"], "val_accuracy": best["val_accuracy"],
+                   "test_accuracy": best["test_accuracy"], "selected_on": "val_accuracy >= 0.995",
                    "mask": mask.reshape(-1).tolist()}
     out["magnitude_contrast"] = magnitude_contrast(store, best["kept"], quick)
     print(f"fig4: log λ={best['lam']} keeps {best['kept']} pixels at {best['test_accuracy']:.4f}; "

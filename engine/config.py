@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-METHODS = ("concave", "imp", "random", "dense")
+METHODS = ("concave", "imp", "random", "dense", "reinit")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 REWIND_RE = re.compile(r"^(init|finetune|reinit|(epoch|iter):(\d+))$")
 DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
@@ -39,7 +39,8 @@ class RunConfig:
     model: str = _f("lenet300", "architecture (see engine.models)")
     dataset: str = _f("digits", "dataset (see engine.data); digits works offline")
     classes: list | None = _f(None, "optional subset of class ids, e.g. [0, 1] for MNIST 0-vs-1")
-    method: str = _f("concave", "concave (the paper), imp, random or dense")
+    method: str = _f("concave", "concave (the paper), imp, random, dense, or reinit (the random-reinit control "
+                                "of a ticket: see reinit_from)")
     name: str = _f("", "free-text label; metadata only, never part of a path or the hash")
     # --- concave search ------------------------------------------------------
     regularizer: str = _f("log", "penalty R(m) on mask entries: l1, log, lp, exp, scad, mcp (each with R(0)=0, "
@@ -56,13 +57,23 @@ class RunConfig:
                                                "at this sparsity (then lam plays no part)")
     warm_start: str | None = _f(None, "concave: start the first search from this run's search-end θ and m "
                                       "(e.g. log warm-started from an l1 solution, a reweighting-style start)")
+    warm_start_rewind: str | None = _f(None, "with warm_start, what retraining rewinds to: own (default: this "
+                                             "run's own rewind point, e.g. its seeded init) or source (the "
+                                             "warm_start run's saved rewind weights)")
     threshold: float = _f(0.5, "τ: an entry survives when m > τ, in (0, 1)")
     threshold_mode: str = _f("tau", "tau: keep m > τ; topk: keep the largest m to hit target_sparsity exactly")
+    allow_empty_layers: bool | None = _f(None, "true: a threshold or a global top-k may prune a whole layer away "
+                                               "(disconnecting the network); by default such a layer keeps its "
+                                               "best-scored entry and the run's checks say so")
     # --- IMP / random ----------------------------------------------------------
     prune_fraction: float = _f(0.2, "IMP: fraction of the remaining weights pruned each round, in (0, 1)")
     prune_scope: str = _f("global", "IMP/random: rank weights globally or per layer")
     output_prune_fraction: float | None = _f(None, "IMP: separate (usually lower) rate for the output layer")
-    random_from: str | None = _f(None, "random: copy per-layer densities from this run's ticket")
+    random_from: str | None = _f(None, "random: copy per-layer densities from this run's ticket; the control "
+                                       "starts from that ticket's rewind weights and must train like its "
+                                       "retrain (epochs = its retrain length, same rewind and optimizer)")
+    reinit_from: str | None = _f(None, "reinit: this ticket's exact mask, round by round, with θ redrawn from the "
+                                       "model's init distribution (another seed), trained like its retrain")
     # --- schedule --------------------------------------------------------------
     rounds: int = _f(1, "concave: search→retrain rounds; imp: number of prune rounds")
     rewind: str = _f("init", "weights retraining starts from: init, epoch:K, iter:K, finetune or reinit")
@@ -98,6 +109,11 @@ class RunConfig:
         floats = {f.name for f in fields(cls) if "float" in str(f.type)}
         d = {k: float(v) if k in floats and isinstance(v, int) and not isinstance(v, bool) else v
              for k, v in d.items()}
+        # defaults spelled out are the same run, with the same hash
+        if d.get("warm_start_rewind") == "own":
+            d = {**d, "warm_start_rewind": None}
+        if d.get("allow_empty_layers") is False:
+            d = {**d, "allow_empty_layers": None}
         cfg = cls(**d)
         cfg.validate()
         return cfg
@@ -160,6 +176,9 @@ class RunConfig:
         _choice("prune_scope", self.prune_scope, ("global", "layer"))
         _choice("lr_schedule", self.lr_schedule, ("constant", "cosine"))
         _choice("precision", self.precision, ("auto", "fp32", "bf16"))
+        if self.allow_empty_layers is not None and not isinstance(self.allow_empty_layers, bool):
+            raise ConfigError("allow_empty_layers", f"allow_empty_layers must be true or false, "
+                                                    f"got {self.allow_empty_layers!r}")
         if not isinstance(self.compile, bool):
             raise ConfigError("compile", f"compile must be true or false, got {self.compile!r}")
         _string("name", self.name, 200)
@@ -208,7 +227,7 @@ class RunConfig:
 
         if self.data_params is not None and not isinstance(self.data_params, dict):
             raise ConfigError("data_params", f"data_params must be an object, got {self.data_params!r}")
-        for key in ("random_from", "warm_start"):
+        for key in ("random_from", "reinit_from", "warm_start"):
             if getattr(self, key) is not None:
                 _string(key, getattr(self, key), 200)
 
@@ -237,6 +256,27 @@ class RunConfig:
             raise ConfigError("target_sparsity", "method=random needs target_sparsity in (0, 1) "
                                                  "or random_from (a run id)")
         kind, k = self.rewind_point()
+        if (self.method == "reinit") != (self.reinit_from is not None):
+            raise ConfigError("reinit_from", "method=reinit needs reinit_from (a ticket's run id), and "
+                                             "reinit_from applies only to method=reinit")
+        if kind == "reinit" and (self.method == "imp" or self.rounds > 1):
+            # Each round would prune the re-drawn network, so the masks drift from the ticket's.
+            raise ConfigError("rewind", "rewind=reinit with imp or several rounds prunes re-drawn weights, so "
+                                        "its masks are not the ticket's: run the ticket (rewind init, epoch:K or "
+                                        "iter:K), then method=reinit with reinit_from=ITS_RUN_ID")
+        if self.method == "reinit" and kind != "init":
+            raise ConfigError("rewind", "method=reinit redraws θ; rewind does not apply (leave it at init)")
+        if self.method == "random" and self.random_from is None and kind != "init":
+            raise ConfigError("rewind", "method=random with target_sparsity trains from its init; rewind must "
+                                        "be init (with random_from it follows the source ticket's rewind)")
+        if self.warm_start_rewind is not None:
+            _choice("warm_start_rewind", self.warm_start_rewind, ("own", "source"))
+            if self.warm_start is None or self.method != "concave":
+                raise ConfigError("warm_start_rewind", "warm_start_rewind applies only to method=concave "
+                                                       "with warm_start (a run id)")
+            if kind not in ("init", "epoch", "iter"):
+                raise ConfigError("warm_start_rewind", f"warm_start_rewind=source needs rewind init, epoch:K "
+                                                       f"or iter:K (rewind={self.rewind} restores no saved weights)")
         if kind == "epoch" and self.method in ("concave", "imp") and k > self.epochs:
             raise ConfigError("rewind", f"rewind epoch:{k} must be in [0, epochs={self.epochs}]")
 

@@ -186,49 +186,113 @@ def get_masks(model: nn.Module) -> dict[str, torch.Tensor]:
 # ---------------------------------------------------------------- thresholding
 
 def threshold_masks(masks: dict[str, torch.Tensor], tau: float) -> dict[str, torch.Tensor]:
-    """Binary mask m > τ."""
+    """Binary mask m > τ (callers add `ensure_every_layer` so no layer ends empty)."""
     return {n: m > tau for n, m in masks.items()}
 
 
+# Ties. Saturated masks put many entries at exactly 1 (or 0), so ties at the cut are
+# common. They are broken by a fixed order: inside each layer a seeded permutation
+# (seed 0) ranks the entries, and an entry's tie key is its rank divided by the layer's
+# size. So equal scores are shared between layers in proportion to their sizes (within
+# one entry) and spread over each layer's rows and columns, never "the first k" (which
+# empties whole layers or units). The result depends only on the scores and shapes.
+
+def _tie_keys(flat: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    keys = {}
+    for n, v in flat.items():
+        size = v.numel()
+        rank = torch.empty(size, dtype=torch.float64)
+        rank[torch.randperm(size, generator=torch.Generator().manual_seed(0))] = \
+            torch.arange(size, dtype=torch.float64)
+        keys[n] = (rank + 0.5) / size
+    return keys
+
+
+def _ranked(scores: torch.Tensor, ties: torch.Tensor) -> torch.Tensor:
+    """Indices by descending score, ties by ascending tie key, then by position."""
+    by_tie = torch.argsort(ties, stable=True)
+    return by_tie[torch.argsort(-scores[by_tie], stable=True)]
+
+
+def _flat_scores(scores, allowed):
+    flat = {n: scores[n].detach().float().flatten().cpu() for n in scores}
+    if allowed is not None:  # already pruned: never kept
+        flat = {n: torch.where(allowed[n].flatten().cpu().bool(), flat[n], torch.tensor(-math.inf))
+                for n in flat}
+    return flat
+
+
 def topk_masks(scores: dict[str, torch.Tensor], remaining: float, scope: str = "global",
-               allowed: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
-    """Keep the `remaining` fraction of entries with the largest scores,
-    across all layers (``global``) or per layer (``layer``). Entries outside
-    `allowed` (already pruned) are never kept. Ties are broken by position so
-    the result is deterministic and has exactly the requested count."""
+               allowed: dict[str, torch.Tensor] | None = None, keep_every_layer: bool = True,
+               refilled: list[str] | None = None) -> dict[str, torch.Tensor]:
+    """Keep the `remaining` fraction of entries with the largest scores, across all
+    layers (``global``) or per layer (``layer``); exactly that many (ties: see above).
+    Entries outside `allowed` (already pruned) are never kept.
+
+    Unless `keep_every_layer` is False, a layer that would end with no entry keeps its
+    best one (taken from the same budget, so the count stays exact while it covers one
+    entry per layer); its name is appended to `refilled`."""
     if not 0.0 <= remaining <= 1.0:
         raise ValueError(f"remaining must be in [0,1], got {remaining}")
+    if scope not in ("global", "layer"):
+        raise ValueError(f"scope must be 'global' or 'layer', got {scope!r}")
     names = list(scores)
-    flat = {n: scores[n].detach().float().flatten().cpu() for n in names}
-    if allowed is not None:
-        flat = {n: torch.where(allowed[n].flatten().cpu().bool(), flat[n], torch.tensor(-math.inf))
-                for n in names}
+    flat = _flat_scores(scores, allowed)
+    ties = _tie_keys(flat)
+    pools = {n: int(torch.isfinite(flat[n]).sum()) for n in names}
     out = {}
     if scope == "global":
         allv = torch.cat([flat[n] for n in names])
-        pool = int(torch.isfinite(allv).sum()) if allowed is not None else allv.numel()
-        k = int(round(remaining * allv.numel()))
-        k = min(k, pool)
+        k = min(int(round(remaining * allv.numel())), sum(pools.values()))
+        order = _ranked(allv, torch.cat([ties[n] for n in names]))
         keep = torch.zeros_like(allv, dtype=torch.bool)
-        if k > 0:
-            idx = torch.topk(allv, k, sorted=False).indices
-            keep[idx] = True
-        off = 0
-        for n in names:
-            size = flat[n].numel()
-            out[n] = keep[off:off + size].view_as(scores[n])
-            off += size
-    elif scope == "layer":
+        keep[order[:k]] = True
+        sizes = [flat[n].numel() for n in names]
+        empty = [n for n, part in zip(names, keep.split(sizes)) if not part.any() and pools[n] > 0]
+        if empty and k > 0 and keep_every_layer:
+            # top-k under "every layer keeps ≥ 1": each layer's best entry, then the best of the rest
+            pos = torch.empty_like(order)
+            pos[order] = torch.arange(order.numel())
+            best, off = [], 0
+            for n, size in zip(names, sizes):
+                if pools[n] > 0:
+                    best.append(off + int(torch.argmin(pos[off:off + size])))
+                off += size
+            keep.zero_()
+            keep[best] = True
+            rest = order[~keep[order]][: max(0, k - len(best))]
+            keep[rest] = True
+            if refilled is not None:
+                refilled.extend(empty)
+        for n, part in zip(names, keep.split(sizes)):
+            out[n] = part.view_as(scores[n])
+    else:
         for n in names:
             v = flat[n]
-            k = min(int(round(remaining * v.numel())), int(torch.isfinite(v).sum()))
+            k = min(int(round(remaining * v.numel())), pools[n])
+            if k == 0 and remaining > 0 and pools[n] > 0 and keep_every_layer:
+                k = 1
+                if refilled is not None:
+                    refilled.append(n)
             keep = torch.zeros_like(v, dtype=torch.bool)
-            if k > 0:
-                keep[torch.topk(v, k, sorted=False).indices] = True
+            keep[_ranked(v, ties[n])[:k]] = True
             out[n] = keep.view_as(scores[n])
-    else:
-        raise ValueError(f"scope must be 'global' or 'layer', got {scope!r}")
     return out
+
+
+def ensure_every_layer(binary: dict[str, torch.Tensor], scores: dict[str, torch.Tensor],
+                       allowed: dict[str, torch.Tensor] | None = None) -> tuple[dict, list[str]]:
+    """A layer left with no kept entry (e.g. every m ≤ τ) keeps its best-scored entry among
+    `allowed`, so a threshold never disconnects the network. Returns (masks, refilled layers)."""
+    flat = _flat_scores(scores, allowed)
+    out, refilled = dict(binary), []
+    for n, b in binary.items():
+        if not b.any() and bool(torch.isfinite(flat[n]).any()):
+            keep = torch.zeros(b.numel(), dtype=torch.bool)
+            keep[_ranked(flat[n], _tie_keys({n: flat[n]})[n])[0]] = True
+            out[n] = keep.view(b.shape).to(b.device)
+            refilled.append(n)
+    return out, refilled
 
 
 # ---------------------------------------------------------------- statistics

@@ -130,6 +130,16 @@ def _err(**changes) -> ConfigError:
     ({"target_sparsity": 1.0}, "target_sparsity", ["target_sparsity", "(0, 1)"]),
     ({"threshold_mode": "topk"}, "target_sparsity", ["target_sparsity", "topk"]),
     ({"method": "random"}, "target_sparsity", ["target_sparsity", "random_from"]),
+    ({"warm_start_rewind": "source"}, "warm_start_rewind", ["warm_start_rewind", "warm_start"]),
+    ({"method": "imp", "rewind": "reinit"}, "rewind", ["reinit", "reinit_from"]),
+    ({"method": "concave", "rounds": 2, "rewind": "reinit"}, "rewind", ["reinit", "reinit_from"]),
+    ({"method": "reinit"}, "reinit_from", ["reinit_from"]),
+    ({"method": "random", "reinit_from": "x", "target_sparsity": 0.5}, "reinit_from", ["method=reinit"]),
+    ({"method": "reinit", "reinit_from": "x", "rewind": "epoch:1"}, "rewind", ["rewind", "reinit"]),
+    ({"method": "random", "target_sparsity": 0.5, "rewind": "epoch:1"}, "rewind", ["random_from"]),
+    ({"warm_start": "x", "warm_start_rewind": "theirs"}, "warm_start_rewind", ["own", "source"]),
+    ({"warm_start": "x", "warm_start_rewind": "source", "rewind": "finetune"}, "warm_start_rewind",
+     ["rewind", "finetune"]),
 ])
 def test_invalid_value_raises_one_config_error(changes, key, must_contain):
     e = _err(**changes)
@@ -250,4 +260,6 @@ def test_unset_optional_keys_stay_out_of_the_hash():
     """Adding an optional key (default None) later must not change existing hashes."""
     cfg = RunConfig()
     assert cfg.replace(warm_start=None).content_hash() == cfg.content_hash()
+    warm = cfg.replace(warm_start="abc")
+    assert warm.replace(warm_start_rewind="own").content_hash() == warm.content_hash()  # the default, spelled out
     assert cfg.replace(target_sparsity=0.9).content_hash() != cfg.content_hash()

@@ -231,7 +231,7 @@ def _scores(seed=0):
 @pytest.mark.parametrize("r", [0.0, 0.1, 0.25, 0.5, 0.77, 1.0])
 def test_topk_global_keeps_exact_count_of_largest(r):
     s = _scores()
-    out = masking.topk_masks(s, r, "global")
+    out = masking.topk_masks(s, r, "global", keep_every_layer=False)   # the floor has its own test
     n = sum(v.numel() for v in s.values())
     kept = sum(int(v.sum()) for v in out.values())
     assert kept == round(r * n)
@@ -280,6 +280,67 @@ def test_topk_allowed_excludes_entries():
     out = masking.topk_masks(s, 0.9, "layer", allowed=allowed)
     for k in s:
         assert torch.equal(out[k], allowed[k])
+
+
+@pytest.mark.parametrize("r", [0.01, 0.1, 0.3, 0.5, 0.9])
+def test_topk_ties_are_shared_in_proportion_across_layers(r):
+    """All-equal scores (a saturated mask): each layer keeps its proportional share, within
+    one entry, and the kept entries are spread over the layer's rows, not its first rows."""
+    s = {"first": torch.ones(300, 64), "hidden": torch.ones(100, 300), "output": torch.ones(10, 100)}
+    n = sum(v.numel() for v in s.values())
+    out = masking.topk_masks(s, r, "global")
+    k = round(r * n)
+    assert sum(int(v.sum()) for v in out.values()) == k
+    for name, v in s.items():
+        assert abs(int(out[name].sum()) - k * v.numel() / n) <= 1, name
+    kept_first = int(out["first"].sum())                  # spread over rows and columns, not the first rows
+    assert int(out["first"].any(dim=1).sum()) >= 0.4 * min(300, kept_first)
+    assert int(out["first"].any(dim=0).sum()) >= 0.4 * min(64, kept_first)
+    # deterministic: the same scores give the same mask, and so does the per-layer scope
+    again = masking.topk_masks(s, r, "global")
+    assert all(torch.equal(out[n_], again[n_]) for n_ in s)
+    per_layer = masking.topk_masks(s, r, "layer")
+    for name, v in s.items():
+        assert int(per_layer[name].sum()) == max(1, round(r * v.numel()))
+
+
+def test_topk_ties_after_distinct_scores_keep_all_larger_ones():
+    s = {"a": torch.tensor([3.0, 1.0, 1.0, 1.0]), "b": torch.tensor([1.0, 1.0, 1.0, 1.0, 2.0, 0.5])}
+    out = masking.topk_masks(s, 0.4, "global")              # k = 4: 3, 2, then two of the 1s
+    assert bool(out["a"][0]) and bool(out["b"][4]) and not bool(out["b"][5])
+    assert sum(int(v.sum()) for v in out.values()) == 4
+
+
+def test_global_topk_never_empties_a_layer_unless_asked():
+    """A global top-k whose largest scores all sit in some layers keeps the others'
+    best entry (the count stays exact) and says which layers it refilled."""
+    s = {"a": torch.full((50,), 5.0), "b": torch.linspace(0, 1, 40), "c": torch.full((30,), 4.0)}
+    refilled: list = []
+    out = masking.topk_masks(s, 0.25, "global", refilled=refilled)      # k = 30: a's 50 would take all
+    assert refilled == ["b", "c"]
+    assert [int(out[n].sum()) for n in s] == [28, 1, 1]
+    assert bool(out["b"][-1])                                            # b's best entry (score 1.0)
+    raw = masking.topk_masks(s, 0.25, "global", keep_every_layer=False)
+    assert [int(raw[n].sum()) for n in s] == [30, 0, 0]
+    # per-layer scope: a layer too small for its rounded share keeps one entry
+    tiny = {"big": torch.rand(1000), "small": torch.rand(4)}
+    refilled = []
+    out = masking.topk_masks(tiny, 0.05, "layer", refilled=refilled)
+    assert int(out["small"].sum()) == 1 and refilled == ["small"]
+    # nothing requested: nothing kept, nothing refilled
+    assert sum(int(v.sum()) for v in masking.topk_masks(s, 0.0, "global").values()) == 0
+
+
+def test_threshold_keeps_each_layers_best_entry_when_all_fall_below_tau():
+    m = {"a": torch.tensor([0.9, 0.2, 0.7]), "b": torch.tensor([0.1, 0.4, 0.3])}
+    out, refilled = masking.ensure_every_layer(masking.threshold_masks(m, 0.5), m)
+    assert out["a"].tolist() == [True, False, True] and out["b"].tolist() == [False, True, False]
+    assert refilled == ["b"]
+    # entries outside `allowed` (pruned in an earlier round) are never revived
+    out, refilled = masking.ensure_every_layer(masking.threshold_masks(m, 0.5), m,
+                                               allowed={"a": torch.ones(3, dtype=torch.bool),
+                                                        "b": torch.tensor([True, False, False])})
+    assert out["b"].tolist() == [True, False, False]
 
 
 def test_topk_rejects_bad_arguments():

@@ -70,15 +70,32 @@ def test_retrain_starts_bit_for_bit_from_rewind_weights(store):
 
 @pytest.mark.parametrize("rewind", ["iter:7", "epoch:1", "finetune", "reinit"])
 def test_rewind_points(store, rewind):
-    run_id, s = run(store, method="concave", lam=10.0, rewind=rewind, epochs=2, retrain_epochs=1)
+    base = dict(method="concave", lam=10.0, epochs=2, retrain_epochs=1)
+    run_id, s = run(store, rewind=rewind, **base)
     c = checks(store, run_id)
-    assert c["zeros_stay_zero"]["value"] == 0.0
+    assert c["zeros_stay_zero"]["value"] == 0.0 and c["rewind_exact"]["value"] == 0.0
+    ticket = store.load_array(run_id, "ticket")
+    start = ticket["rewind"]                     # the weights the retrain started from
     if rewind.startswith(("iter", "epoch")):
         saved = store.load_array(run_id, "rewind")
         assert saved["step"] == (7 if rewind == "iter:7" else len(range(0, 1437 - 143, 64)))
-        assert c["rewind_exact"]["value"] == 0.0
+    elif rewind == "finetune":
+        # the search-end m⊙θ, bit for bit (biases as trained)
+        end = store.load_array(run_id, "search_end")
+        for k, v in end["weights"].items():
+            layer = k[: -len(".weight")]
+            want = v * end["masks"][layer] if layer in end["masks"] else v
+            assert torch.equal(start[k], want), k
     else:
-        assert "rewind_exact" not in c
+        # reinit: the init-rewind run's exact mask, with θ redrawn from the same distribution
+        ref, _ = run(store, rewind="init", **base)
+        ref_ticket = store.load_array(ref, "ticket")
+        assert all(torch.equal(ticket["mask"][n], ref_ticket["mask"][n]) for n in ref_ticket["mask"])
+        init = ref_ticket["rewind"]
+        for n in ticket["mask"]:
+            k = f"{n}.weight"
+            assert not torch.equal(start[k], init[k]), k
+            assert float(start[k].std()) == pytest.approx(float(init[k].std()), rel=0.05), k
     assert s["test_accuracy"] > 0.5
 
 
@@ -159,26 +176,63 @@ def test_topk_threshold_hits_target_exactly(store):
 def test_sigmoid_parameterisation_runs_and_prunes(store):
     run_id, s = run(store, method="concave", mask_param="sigmoid", lam=50.0, mask_init=0.9, mask_lr=0.1,
                     epochs=3, retrain_epochs=1)
-    assert s["remaining"] < 1.0
-    assert checks(store, run_id)["zeros_stay_zero"]["value"] == 0.0
-
-
-def test_multi_round_concave_is_nested(store):
-    run_id, s = run(store, method="concave", lam=5.0, rounds=2, epochs=2, retrain_epochs=1)
+    end = store.load_array(run_id, "search_end")["masks"]   # m = sigmoid(s), float32
+    ticket = ticket_mask(store, run_id)
+    for n, m in end.items():
+        assert float(m.min()) > 0.0 and float(m.max()) < 1.0, n   # a sigmoid never reaches 0 or 1
+        assert torch.equal(ticket[n], m > 0.5), n                  # τ = 0.5 is s > 0
+    assert 0.01 < s["remaining"] < 0.1                               # measured 0.032
     c = checks(store, run_id)
-    assert c["masks_nested"]["value"] == 0
-    r0, r1 = store.load_masks(run_id, "r0-ticket"), store.load_masks(run_id, "r1-ticket")
+    assert c["zeros_stay_zero"]["value"] == 0.0 and c["rewind_exact"]["value"] == 0.0
+
+
+def test_multi_round_concave_is_nested(store, monkeypatch):
+    """Round 1's search cannot revive what round 0 pruned: its soft mask and its weights are
+    exactly 0 there at the end of the search (not only after the masks are ANDed)."""
+    from engine.methods import concave
+    seen = {}
+    real = concave._thresholded_accuracy
+
+    def spy(ctx, binary):  # called right after each search, with the search-end model
+        seen[len(seen)] = {n: layer.weight.detach().clone() for n, layer in ctx.layers}
+        return real(ctx, binary)
+
+    monkeypatch.setattr(concave, "_thresholded_accuracy", spy)
+    run_id, s = run(store, method="concave", lam=10.0, mask_lr=0.05, rounds=2, epochs=2, retrain_epochs=1)
+    r0 = store.load_masks(run_id, "r0-ticket")
+    soft1 = store.load_masks(run_id, "r1-search-end")
+    pruned = sum(int((r0[n] == 0).sum()) for n in r0)
+    assert pruned > 0 and len(seen) == 2
+    for n in r0:
+        gone = r0[n] == 0
+        assert float(soft1[n][gone].abs().max()) == 0.0, n
+        assert float(seen[1][n][gone.to(seen[1][n].device)].abs().max()) == 0.0, n
+    assert checks(store, run_id)["masks_nested"]["value"] == 0
+    r1 = store.load_masks(run_id, "r1-ticket")
     assert sum(int(m.sum()) for m in r1.values()) <= sum(int(m.sum()) for m in r0.values())
 
 
 def test_random_copies_per_layer_density_of_a_ticket(store):
     src, _ = run(store, method="imp", rounds=2, prune_fraction=0.5, epochs=1)
-    run_id, s = run(store, method="random", random_from=src, epochs=2)
+    run_id, s = run(store, method="random", random_from=src, epochs=1, seed=4)
     a, b = ticket_mask(store, src), ticket_mask(store, run_id)
     for n in a:
-        assert int(a[n].sum()) == int(b[n].sum())
+        k = int(a[n].sum())
+        assert k == int(b[n].sum())
         assert not torch.equal(a[n], b[n])
-    assert checks(store, run_id)["zeros_stay_zero"]["value"] == 0.0
+        flat = b[n].flatten()
+        assert not bool(flat[:k].all())                     # not the first k entries
+        # spread like a uniform draw: every tenth of the layer holds its share (±50%)
+        tenths = torch.stack([c.sum() for c in flat.chunk(10)]).float()
+        assert float(tenths.min()) > 0.5 * k / 10 and float(tenths.max()) < 1.5 * k / 10
+        rows = b[n].any(dim=1).float().mean()               # and over the layer's units
+        assert float(rows) > 0.9
+    # θ starts from the ticket's rewind point: the seeded init of the source (seed 0), bit for bit
+    init = _fresh_init("lenet300", (1, 8, 8), 10, 0)
+    start = store.load_array(run_id, "ticket")["rewind"]
+    assert all(torch.equal(start[k], v) for k, v in init.items())
+    c = checks(store, run_id)
+    assert c["zeros_stay_zero"]["value"] == 0.0 and c["rewind_exact"]["value"] == 0.0
 
 
 def test_random_global_density(store):
@@ -294,3 +348,170 @@ def test_masks_get_adam_at_mask_lr_without_weight_decay(store, optimizer):
         for sc in scheds:
             sc.step()
     assert g["lr"] == pytest.approx(0.0, abs=1e-12) and weight_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
+
+
+def _fresh_init(model, in_shape, classes, seed):
+    torch.manual_seed(seed)
+    return masking.weights_state(build_model(model, in_shape, classes))
+
+
+def test_warm_started_retrain_rewinds_to_its_own_seeded_init(store):
+    """warm_start moves the search's start, not the rewind point: with rewind=init the
+    retrain starts from exactly the weights a fresh run with the same seed starts from."""
+    base = dict(model="logreg", method="concave", lam=2.0, epochs=2, retrain_epochs=1, lr=1e-2)
+    src, _ = run(store, regularizer="l1", seed=1, **base)
+    warm, _ = run(store, regularizer="log", warm_start=src, seed=5, **base)
+    rewind = store.load_array(warm, "ticket")["rewind"]
+    init = _fresh_init("logreg", (1, 8, 8), 10, 5)
+    assert set(rewind) == set(init)
+    for k, v in init.items():
+        assert torch.equal(rewind[k], v), k
+    assert checks(store, warm)["rewind_exact"]["value"] == 0.0
+    # the explicit alternative: the source run's own saved rewind weights
+    warm_src, _ = run(store, regularizer="log", warm_start=src, warm_start_rewind="source", seed=5, **base)
+    src_rewind = store.load_array(src, "ticket")["rewind"]
+    got = store.load_array(warm_src, "ticket")["rewind"]
+    for k, v in src_rewind.items():
+        assert torch.equal(got[k], v), k
+    assert not all(torch.equal(got[k], rewind[k]) for k in rewind)   # seed 1's init, not seed 5's
+    assert checks(store, warm_src)["rewind_exact"]["value"] == 0.0
+
+
+def test_a_threshold_that_would_empty_the_network_keeps_one_entry_and_says_so(store):
+    """A λ so large that every mask entry falls below τ: the ticket keeps the layer's best
+    entry and the run's checks record it; allow_empty_layers=true really empties it."""
+    base = dict(model="logreg", method="concave", lam=1000.0, mask_lr=0.1, epochs=1, retrain_epochs=1, lr=1e-2)
+    with pytest.warns(UserWarning, match="would have pruned every weight"):
+        run_id, s = run(store, **base)
+    c = checks(store, run_id)["every_layer_kept"]
+    assert s["kept"] == 1 and c["value"] == 1 and not c["passed"]
+    soft = next(iter(store.load_masks(run_id, "r0-search-end").values()))
+    ticket = next(iter(ticket_mask(store, run_id).values()))
+    assert float(soft.max()) <= 0.5 and float(soft[ticket].max()) == float(soft.max())   # its best entry
+    with pytest.warns(UserWarning, match="left empty"):
+        run_id, s = run(store, allow_empty_layers=True, **base)
+    assert s["kept"] == 0 and checks(store, run_id)["every_layer_kept"]["value"] == 1
+    run_id, s = run(store, **{**base, "lam": 1.0})
+    c = checks(store, run_id)["every_layer_kept"]
+    assert c["value"] == 0 and c["passed"]
+
+
+@pytest.mark.parametrize("source", ["imp", "concave"])
+def test_reinit_control_keeps_the_tickets_exact_masks_and_redraws_theta(store, source):
+    """method=reinit: at every round of its source the mask is the source ticket's, bit for bit;
+    θ is a fresh draw (not the source's init) with each layer's std that of the init distribution."""
+    if source == "imp":
+        src, _ = run(store, model="logreg", method="imp", rounds=2, prune_fraction=0.5, epochs=1, lr=1e-2)
+        rounds, length = [1, 2], 1
+    else:
+        src, _ = run(store, model="logreg", method="concave", lam=2.0, rounds=2, epochs=1, retrain_epochs=2,
+                     lr=1e-2)
+        rounds, length = [0, 1], 2
+    ctl, s = run(store, model="logreg", method="reinit", reinit_from=src, epochs=length, seed=0, lr=1e-2)
+    for r in rounds:
+        a, b = store.load_masks(src, f"r{r}-ticket"), store.load_masks(ctl, f"r{r}-ticket")
+        assert set(a) == set(b) and all(torch.equal(a[n], b[n]) for n in a), r
+    assert [row["round"] for row in store.metrics(ctl, kind="round")] == rounds
+    ta, tb = ticket_mask(store, src), ticket_mask(store, ctl)
+    assert all(torch.equal(ta[n], tb[n]) for n in ta)
+    init = store.load_array(src, "ticket")["rewind"]          # the source's init (rewind=init, seed 0)
+    theta = store.load_array(ctl, "ticket")["rewind"]         # where the control's last round started
+    prunable = {f"{n}.weight" for n in ta}
+    for k, v in init.items():
+        if k in prunable:
+            assert not torch.equal(theta[k], v), k
+        assert float(theta[k].float().std()) == pytest.approx(float(v.float().std()), rel=0.1, abs=1e-12), k
+    c = checks(store, ctl)
+    assert c["rewind_exact"]["value"] == 0.0 and c["zeros_stay_zero"]["value"] == 0.0
+    assert s["kept"] == sum(int(m.sum()) for m in ta.values())
+    # it trains exactly as long as its source's retrain, and says so when asked for another length
+    epochs = [r for r in store.metrics(ctl, kind="epoch")]
+    assert len(epochs) == len(rounds) * length
+    with pytest.raises(ValueError, match="epochs"):
+        run(store, model="logreg", method="reinit", reinit_from=src, epochs=length + 1, lr=1e-2)
+
+
+def test_random_control_follows_its_sources_rewind_point_and_retrain_length(store):
+    """A random control of a rewind=epoch:K ticket whose retrain is shorter than its search
+    starts from the ticket's epoch-K weights and trains exactly as many steps as its retrain."""
+    src, _ = run(store, method="concave", lam=10.0, rewind="epoch:1", epochs=2, retrain_epochs=1)
+    ctl, _ = run(store, method="random", random_from=src, rewind="epoch:1", epochs=1, seed=3)
+    src_rewind, ctl_rewind = store.load_array(src, "ticket")["rewind"], store.load_array(ctl, "ticket")["rewind"]
+    assert set(src_rewind) == set(ctl_rewind)
+    assert all(torch.equal(src_rewind[k], ctl_rewind[k]) for k in src_rewind)
+    assert checks(store, ctl)["rewind_exact"]["value"] == 0.0
+    src_rows, ctl_rows = store.metrics(src, kind="epoch"), store.metrics(ctl, kind="epoch")
+    retrain_steps = src_rows[-1]["step"] - max(r["step"] for r in src_rows if r["phase"] == "search")
+    assert retrain_steps > 0 and ctl_rows[-1]["step"] == retrain_steps
+    assert len(ctl_rows) == sum(r["phase"] == "retrain" for r in src_rows) == 1
+    # any other length or rewind point is refused with the key it needs
+    for bad, key in ((dict(epochs=2, rewind="epoch:1"), "epochs"), (dict(epochs=1), "rewind"),
+                     (dict(epochs=1, rewind="epoch:1", lr=1e-2), "lr")):
+        with pytest.raises(ValueError, match=f"{key}="):
+            run(store, method="random", random_from=src, **bad)
+
+
+def _chain(store, method):
+    """The runs one comparison of `method` needs (its source ticket first, for the controls),
+    and the rows a benchmark selects from. Logistic regression on digits, one epoch a phase."""
+    base = dict(model="logreg", epochs=1, retrain_epochs=1, lr=1e-2)
+    ids = []
+    if method == "concave":              # a λ sweep: a dense-ish and a one-weight mask
+        ids = [run(store, method="concave", lam=lam, mask_lr=0.1, **base)[0] for lam in (1.0, 1000.0)]
+    elif method in ("imp", "dense"):
+        ids = [run(store, method=method, rounds=2, prune_fraction=0.9, **base)[0]]
+    else:
+        src = run(store, method="imp", rounds=1, prune_fraction=0.9, **base)[0]
+        ids = [src, run(store, method=method, **{"random_from" if method == "random" else "reinit_from": src},
+                        **{k: v for k, v in base.items() if k != "retrain_epochs"})[0]]
+    rows = []
+    for i in ids:
+        rounds = store.metrics(i, kind="round") or [{"round": 0, **{k: store.get_run(i)["summary"][k2] for k, k2 in
+                                                     (("kept", "kept"), ("val_acc", "val_accuracy"),
+                                                      ("test_acc", "test_accuracy"))}}]
+        rows += [{"run": i, "round": r["round"], "kept": r["kept"], "val_accuracy": r["val_acc"],
+                  "test_accuracy": r["test_acc"]} for r in rounds]
+    return ids, rows
+
+
+@pytest.mark.filterwarnings("ignore:round 0")  # λ=1000 empties the mask on purpose
+@pytest.mark.parametrize("method", ["concave", "imp", "random", "dense", "reinit"])
+def test_test_labels_never_steer_tickets_lambda_or_selection(tmp_path, monkeypatch, method):
+    """Permuting the test labels changes test accuracy and nothing else: every ticket, every λ,
+    the validation curves and the benchmarks' choice of a run (bench/convex.py's Fig. 4 rule:
+    the sparsest at ≥ 50% accuracy here) stay bit for bit the same."""
+    import dataclasses
+    import sys
+
+    from engine import train
+    from engine.store import Store
+    from tests.conftest import ROOT
+    sys.path.insert(0, str(ROOT / "bench"))
+    from convex import choose
+
+    real = train.load_dataset
+    out = {}
+    for permuted in (False, True):
+        if permuted:
+            def load(*a, **kw):
+                sp = real(*a, **kw)
+                perm = torch.randperm(len(sp.test_y), generator=torch.Generator().manual_seed(1))
+                return dataclasses.replace(sp, test_y=(sp.test_y[perm] + 1) % sp.num_classes)
+            monkeypatch.setattr(train, "load_dataset", load)
+        store = Store(tmp_path / f"home{int(permuted)}")
+        ids, rows = _chain(store, method)
+        tickets = [store.load_array(i, "ticket") if (store.run_dir(i) / "ticket.pt").exists() else None
+                   for i in ids]
+        summaries = [store.get_run(i)["summary"] for i in ids]
+        pick = choose(rows, floor=0.5, kept=0)
+        out[permuted] = (tickets, [s.get("lam_history") for s in summaries], [s["val_accuracy"] for s in summaries],
+                         [r["val_accuracy"] for r in rows], [r["test_accuracy"] for r in rows],
+                         (ids.index(pick["run"]), pick["round"]))
+    (t0, lam0, val0, rv0, test0, pick0), (t1, lam1, val1, rv1, test1, pick1) = out[False], out[True]
+    assert test0 != test1                                   # the permutation did reach the test set
+    assert lam0 == lam1 and val0 == val1 and rv0 == rv1 and pick0 == pick1
+    for a, b in zip(t0, t1):
+        assert (a is None) == (b is None)
+        if a is not None:
+            assert all(torch.equal(a["mask"][n], b["mask"][n]) for n in a["mask"])
+            assert all(torch.equal(a["rewind"][k], b["rewind"][k]) for k in a["rewind"])

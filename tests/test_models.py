@@ -123,9 +123,37 @@ def _prunable_count(model):
     return sum(layer.mask.numel() for _, layer in masking.prunable_layers(model))
 
 
-def test_parameter_counts():
-    assert _prunable_count(build_model("lenet300", (1, 28, 28), 10)) == 784 * 300 + 300 * 100 + 100 * 10
-    assert 260_000 <= _prunable_count(build_model("resnet20", (3, 32, 32), 10)) <= 280_000
+# (prunable weights, all parameters) of every model at its example input, pinned exactly.
+# Independent arithmetic where it is short; the rest match the literature's sizes
+# (ResNet-56 0.85M, VGG-16 14.7M, WRN-16-8 11.0M, ResNet-18 with a 3x3 stem 11.2M).
+_CONV = 3 * 64 * 9 + 64 * 64 * 9                                      # Conv-2's two 3x3 convs
+_R20 = (3 * 16 + 6 * 16 * 16 + 32 * 16 + 5 * 32 * 32 + 64 * 32 + 5 * 64 * 64) * 9 \
+    + 16 * 32 + 32 * 64 + 64 * 10                                        # 3x3 convs, 1x1 shortcuts, fc
+PINNED_COUNTS = {
+    "logreg": (784, 784 + 1),
+    "lenet300": (784 * 300 + 300 * 100 + 100 * 10, 784 * 300 + 300 * 100 + 100 * 10 + 300 + 100 + 10),
+    "conv2": (_CONV + 16 * 16 * 64 * 256 + 256 * 256 + 256 * 10, 4_301_642),
+    "conv4": (2_425_024, 2_425_930),
+    "conv6": (2_261_184, 2_262_602),
+    "resnet20": (_R20, _R20 + 2 * (16 + 6 * 16 + 6 * 32 + 6 * 64 + 32 + 64) + 10),
+    "resnet32": (464_432, 466_906),
+    "resnet56": (851_504, 855_770),
+    "vgg16": (14_715_584, 14_724_042),
+    "wrn16_8": (10_954_160, 10_961_370),
+    "resnet18": (11_261_632, 11_271_432),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PINNED_COUNTS))
+def test_parameter_counts(name):
+    spec = MODELS.get(name)
+    model = build_model(name, spec.example_shape, spec.example_classes)
+    total = sum(p.numel() for k, p in model.named_parameters() if not k.endswith(".mask"))
+    assert (_prunable_count(model), total) == PINNED_COUNTS[name]
+
+
+def test_every_model_has_pinned_counts():
+    assert set(MODELS.names()) == set(PINNED_COUNTS)
 
 
 def test_specs_are_consistent():

@@ -38,6 +38,9 @@ CHECK_TEXT = {
                            "Sparsity measured from the masks against the target (within the stated tolerance)."),
     "masks_nested": ("IMP masks are nested",
                      "Weights kept in a round that an earlier round had pruned. Must be 0."),
+    "every_layer_kept": ("No layer pruned away",
+                         "Layers a threshold or global ranking would have emptied (disconnecting the network); "
+                         "each keeps its best entry unless allow_empty_layers. 0 is the normal case."),
 }
 
 

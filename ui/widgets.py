@@ -112,7 +112,7 @@ REWIND_KINDS = {"init": "initial weights (init)", "epoch:K": "early in training:
                 "reinit": "fresh random weights (sanity check)"}
 LAM_MODES = {"one": "one value", "list": "a list", "sweep": "log-spaced sweep"}
 METHOD_TEXT = {"concave": "concave (the paper)", "imp": "IMP (magnitude)", "random": "random pruning",
-               "dense": "dense (no pruning)"}
+               "dense": "dense (no pruning)", "reinit": "random reinit (control)"}
 CHOICES = {"reg_scale": ("mean", "sum"), "mask_param": ("clip", "sigmoid"), "lr_schedule": ("constant", "cosine"),
            "threshold_mode": ("tau", "topk"), "prune_scope": ("global", "layer"), "optimizer": OPTIMIZERS,
            "precision": ("auto", "fp32", "bf16")}

@@ -4,10 +4,11 @@
 from __future__ import annotations
 
 from ..registry import Registry
-from . import concave, dense, imp, random
+from . import concave, dense, imp, random, reinit
 
 METHOD_FUNCS = Registry("method")
 METHOD_FUNCS.register("concave", concave.run)
 METHOD_FUNCS.register("imp", imp.run)
 METHOD_FUNCS.register("random", random.run)
 METHOD_FUNCS.register("dense", dense.run)
+METHOD_FUNCS.register("reinit", reinit.run)

@@ -3,6 +3,8 @@ invariant checks (measured, stored per run) and the final summary."""
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 from .. import masking
@@ -15,7 +17,9 @@ def start_retrain(ctx: RunContext, binary: dict[str, torch.Tensor], kind: str, r
 
     init / epoch:K / iter:K  restore the saved rewind weights bit for bit;
     finetune                 keep the trained weights, folding a soft mask in (m⊙θ);
-    reinit                   fresh random weights (the sanity check: a real ticket beats it)."""
+                             (finetune and reinit save their start as the run's rewind weights)
+    reinit                   fresh random weights (the sanity check: a real ticket beats it;
+                             method=reinit is the same control for any ticket, round by round)."""
     model = ctx.model
     if kind in ("init", "epoch", "iter"):
         if ctx.rewind_state is None:
@@ -23,24 +27,78 @@ def start_retrain(ctx: RunContext, binary: dict[str, torch.Tensor], kind: str, r
         masking.load_weights_state(model, ctx.rewind_state)
         masking.set_binary(model, binary)
         check_rewind(ctx, binary, round)
-    elif kind == "finetune":
-        if soft is not None:
+    elif kind in ("finetune", "reinit"):
+        if kind == "reinit":
+            redraw_weights(ctx, ctx.cfg.seed + 10_007 * (round + 1))
+        elif soft is not None:
             with torch.no_grad():
                 for n, layer in masking.prunable_layers(model):
                     layer.weight.mul_(soft[n].to(layer.weight.device))
+        ctx.save_rewind(round, phase, 0)  # the ticket records the weights its retrain starts from
         masking.set_binary(model, binary)
-    elif kind == "reinit":
-        torch.manual_seed(ctx.cfg.seed + 10_007 * (round + 1))
-        from ..models import build_model
-        fresh = build_model(ctx.cfg.model, ctx.splits.in_shape, ctx.splits.num_classes)
-        masking.load_weights_state(model, masking.weights_state(fresh.to(ctx.device)))
-        masking.set_binary(model, binary)
+        check_rewind(ctx, binary, round)
     else:
         raise ValueError(f"unknown rewind kind {kind!r}")
 
     # the round's ticket: a snapshot and its per-layer statistics, before `phase` trains it
     ctx.store.save_masks(ctx.run_id, f"r{round}-ticket", binary, binary=True)
     ctx.record_mask_stats({n: b.float() for n, b in binary.items()}, round, phase, 0, snapshot=False)
+
+
+def redraw_weights(ctx: RunContext, seed: int) -> None:
+    """θ drawn afresh from the model's own init distribution, seeded (masks untouched)."""
+    from ..models import build_model
+    torch.manual_seed(seed)
+    fresh = build_model(ctx.cfg.model, ctx.splits.in_shape, ctx.splits.num_classes)
+    masking.load_weights_state(ctx.model, masking.weights_state(fresh.to(ctx.device)))
+
+
+# ---------------------------------------------------------------- controls of another run's ticket
+
+# What a control must share with its source so it trains like the source's retrain.
+TRAINING_KEYS = ("model", "dataset", "classes", "data_params", "val_fraction", "batch_size", "lr", "optimizer",
+                 "momentum", "weight_decay", "lr_schedule")
+
+
+def source_ticket(ctx: RunContext, key: str, rewind: bool) -> tuple[dict, dict]:
+    """(source config, source ticket) of the run named by `key` (random_from / reinit_from),
+    after checking that this control trains exactly like the source's retrain: same training
+    settings, `epochs` equal to the source's retrain length and (when `rewind`) the same rewind
+    point. Anything else is refused with one line naming the key, so a control never silently
+    trains longer, shorter or from other weights than the ticket it is compared with."""
+    from ..config import RunConfig
+    from ..store import UnknownRun
+    cfg, run_id = ctx.cfg, getattr(ctx.cfg, key)
+    try:
+        row = ctx.store.get_run(run_id)
+    except UnknownRun:
+        raise ValueError(f"{key} run {run_id!r} is not in this store") from None
+    src = {**RunConfig().to_dict(), **(row["config"] or {})}
+    if row["status"] != "done" or src["method"] not in ("concave", "imp"):
+        raise ValueError(f"{key} run {run_id!r} must be a finished concave or imp run "
+                         f"(it is a {row['status']} {src['method']} run)")
+    ticket = ctx.store.load_array(run_id, "ticket")
+    shapes = {n: layer.weight.shape for n, layer in ctx.layers}
+    if set(ticket["mask"]) != set(shapes) or any(ticket["mask"][n].shape != shapes[n] for n in shapes):
+        raise ValueError(f"{key} run {run_id} has a ticket for a different architecture")
+    retrain = source_retrain_epochs(src)
+    mismatch = [(k, src[k], getattr(cfg, k)) for k in TRAINING_KEYS if src[k] != getattr(cfg, k)]
+    if cfg.epochs != retrain:
+        mismatch.append(("epochs", retrain, cfg.epochs))
+    if rewind and cfg.rewind != src["rewind"]:
+        mismatch.append(("rewind", src["rewind"], cfg.rewind))
+    if mismatch:
+        k, want, got = mismatch[0]
+        raise ValueError(f"{key} run {run_id} retrained with {k}={want!r} but this control has {k}={got!r}: "
+                         f"a control trains like its source's retrain (set {k}={want!r})")
+    return src, ticket
+
+
+def source_retrain_epochs(src: dict) -> int:
+    """Epochs of one retrain of a concave or imp run (IMP trains `epochs` every round)."""
+    if src["method"] == "concave":
+        return src["retrain_epochs"] if src["retrain_epochs"] is not None else src["epochs"]
+    return src["epochs"]
 
 
 def check_rewind(ctx: RunContext, binary: dict[str, torch.Tensor], round: int) -> float:
@@ -87,6 +145,24 @@ def check_nested(ctx: RunContext, prev: dict[str, torch.Tensor] | None, new: dic
     ctx.store.set_check(ctx.run_id, "masks_nested", revived, 0, revived == 0,
                         "entries kept in a round that were pruned in an earlier round")
     return revived
+
+
+def check_every_layer_kept(ctx: RunContext, refilled: list[str], binary: dict[str, torch.Tensor],
+                           round: int) -> int:
+    """Layers the selection (threshold, top-k, magnitude) would have emptied, through this round.
+    They keep their best entry unless allow_empty_layers; either way it is a warning worth seeing."""
+    names = set(refilled) | {n for n, b in binary.items() if not b.any()}
+    old = _check_value(ctx, "every_layer_kept") or 0
+    count = max(len(names), int(old))
+    if names:
+        what = "left empty (allow_empty_layers)" if ctx.cfg.allow_empty_layers else "kept only their best entry"
+        warnings.warn(f"round {round}: the selection would have pruned every weight of {sorted(names)}; "
+                      f"they {what}", stacklevel=2)
+    ctx.store.set_check(ctx.run_id, "every_layer_kept", count, 0, count == 0,
+                        "layers a threshold or global ranking would have pruned entirely "
+                        + ("(left empty: allow_empty_layers)" if ctx.cfg.allow_empty_layers
+                           else "(each kept its best-scored entry)") + f", through round {round}")
+    return count
 
 
 def check_sparsity(ctx: RunContext, achieved: float, target: float, tol: float, what: str,

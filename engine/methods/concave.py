@@ -18,7 +18,16 @@ import torch
 
 from .. import masking
 from ..train import RunContext
-from .common import check_nested, check_sparsity, check_zeros, record_round, save_ticket, start_retrain, summary
+from .common import (
+    check_every_layer_kept,
+    check_nested,
+    check_sparsity,
+    check_zeros,
+    record_round,
+    save_ticket,
+    start_retrain,
+    summary,
+)
 
 
 def run(ctx: RunContext) -> dict:
@@ -36,10 +45,19 @@ def run(ctx: RunContext) -> dict:
 
         if ctx.stage(f"r{r}-search"):
             masking.set_soft(ctx.model, cfg.mask_init, cfg.mask_param, start=st["prev"])
+            first_capture = capture if r == 0 else None
             if r == 0 and cfg.warm_start:
+                # The rewind point stays this run's own: its seeded init is saved before the
+                # source's weights replace it (or, when asked, the source's rewind weights are used).
+                if cfg.warm_start_rewind == "source":
+                    _source_rewind(ctx, cfg.warm_start)
+                    first_capture = None
+                elif capture == ("iter", 0):
+                    ctx.save_rewind(0, "search", 0)
+                    first_capture = None
                 _warm_start(ctx, cfg.warm_start)
             ctx.train_phase(round=r, phase="search", epochs=cfg.epochs, regularizer=cfg.regularizer,
-                            target_remaining=target_rem, capture=capture if r == 0 else None)
+                            target_remaining=target_rem, capture=first_capture)
             ctx.end_stage()
 
         if ctx.stage(f"r{r}-threshold"):
@@ -48,12 +66,18 @@ def run(ctx: RunContext) -> dict:
             if r == 0:  # what another run's warm_start starts from
                 ctx.store.save_array(ctx.run_id, "search_end", {"weights": masking.weights_state(ctx.model),
                                                                 "masks": soft})
+            keep_all = not cfg.allow_empty_layers
+            refilled: list[str] = []
             if cfg.threshold_mode == "topk":
-                binary = masking.topk_masks(soft, target_rem, "global", allowed=st["prev"])
+                binary = masking.topk_masks(soft, target_rem, "global", allowed=st["prev"],
+                                            keep_every_layer=keep_all, refilled=refilled)
             else:
                 binary = masking.threshold_masks(soft, cfg.threshold)
                 if st["prev"] is not None:
                     binary = {n: b & st["prev"][n].bool() for n, b in binary.items()}
+                if keep_all:
+                    binary, refilled = masking.ensure_every_layer(binary, soft, allowed=st["prev"])
+            check_every_layer_kept(ctx, refilled, binary, r)
             check_nested(ctx, st["prev"], binary)
             st["threshold_accs"].append(_thresholded_accuracy(ctx, binary))
             # rewind (or fine-tune / re-init) and fix the binary mask
@@ -98,6 +122,20 @@ def _warm_start(ctx: RunContext, run_id: str) -> None:
             if layer.mask_param == "sigmoid":
                 m = torch.logit(m.clamp(1e-3, 1 - 1e-3))
             layer.mask.copy_(m)
+
+
+def _source_rewind(ctx: RunContext, run_id: str) -> None:
+    """warm_start_rewind=source: this run rewinds to the warm_start run's saved rewind weights."""
+    try:
+        state = ctx.store.load_array(run_id, "rewind")["state"]
+    except (FileNotFoundError, KeyError):
+        raise ValueError(f"warm_start run {run_id!r} has no saved rewind weights in this store") from None
+    own = masking.weights_state(ctx.model)
+    if set(state) != set(own) or any(state[k].shape != own[k].shape for k in own):
+        raise ValueError(f"warm_start run {run_id!r} has a different architecture")
+    masking.load_weights_state(ctx.model, state)
+    ctx.save_rewind(0, "search", 0)  # this run's rewind.pt: the source's weights, bit for bit
+    masking.load_weights_state(ctx.model, own)
 
 
 def _thresholded_accuracy(ctx: RunContext, binary) -> float:

@@ -14,12 +14,23 @@ import torch
 
 from .. import masking
 from ..train import RunContext
-from .common import check_nested, check_sparsity, check_zeros, record_round, save_ticket, start_retrain, summary
+from .common import (
+    check_every_layer_kept,
+    check_nested,
+    check_sparsity,
+    check_zeros,
+    record_round,
+    save_ticket,
+    start_retrain,
+    summary,
+)
 
 
 def prune_by_magnitude(model, current: dict[str, torch.Tensor], p: float, scope: str,
-                       output_p: float | None) -> dict[str, torch.Tensor]:
-    """Remove a fraction p of the currently kept weights with the smallest |θ|."""
+                       output_p: float | None, keep_every_layer: bool = True,
+                       refilled: list[str] | None = None) -> dict[str, torch.Tensor]:
+    """Remove a fraction p of the currently kept weights with the smallest |θ|
+    (a layer the global ranking would empty keeps its largest weight, see topk_masks)."""
     layers = dict(masking.prunable_layers(model))
     names = list(layers)
     scores = {n: layers[n].weight.detach().abs().float().cpu() for n in names}
@@ -32,7 +43,8 @@ def prune_by_magnitude(model, current: dict[str, torch.Tensor], p: float, scope:
             numel = sum(current[n].numel() for n in unit)
             k_new = int(round((1 - rate) * kept))
             out.update(masking.topk_masks({n: scores[n] for n in unit}, k_new / numel, "global",
-                                          allowed={n: current[n] for n in unit}))
+                                          allowed={n: current[n] for n in unit},
+                                          keep_every_layer=keep_every_layer, refilled=refilled))
     return out
 
 
@@ -61,8 +73,11 @@ def run(ctx: RunContext) -> dict:
         ctx.end_stage()
     for r in range(1, cfg.rounds + 1):
         if ctx.stage(f"r{r}-prune"):
+            refilled: list[str] = []
             new = prune_by_magnitude(ctx.model, st["mask"], cfg.prune_fraction, cfg.prune_scope,
-                                     cfg.output_prune_fraction)
+                                     cfg.output_prune_fraction, keep_every_layer=not cfg.allow_empty_layers,
+                                     refilled=refilled)
+            check_every_layer_kept(ctx, refilled, new, r)
             check_nested(ctx, st["mask"], new)
             st["mask"] = new
             start_retrain(ctx, new, kind, r)

@@ -1,6 +1,12 @@
 """Random pruning: the baseline a real ticket must beat. Either the per-layer
 densities of another run's ticket (`random_from`), or one density
-(`target_sparsity`) spread globally or per layer. Trains from the init."""
+(`target_sparsity`) spread globally or per layer.
+
+With `random_from` the control is that ticket with its mask shuffled: it starts
+from the ticket's own rewind weights (init, epoch:K or iter:K, bit for bit) and
+trains exactly as long as the ticket's retrain; a config that asks for another
+length, rewind point or optimizer is refused with a message naming the key.
+With `target_sparsity` it trains from its own seeded init for `epochs`."""
 
 from __future__ import annotations
 
@@ -8,7 +14,7 @@ import torch
 
 from .. import masking
 from ..train import RunContext
-from .common import check_sparsity, check_zeros, save_ticket, start_retrain, summary
+from .common import check_sparsity, check_zeros, save_ticket, source_ticket, start_retrain, summary
 
 
 def random_masks(shapes: dict[str, torch.Size], kept: dict[str, int] | int, gen: torch.Generator):
@@ -33,10 +39,14 @@ def run(ctx: RunContext) -> dict:
     ctx.epochs_planned = cfg.epochs
     shapes = {n: layer.weight.shape for n, layer in masking.prunable_layers(ctx.model)}
     gen = torch.Generator().manual_seed(cfg.seed + 1)
+    rewind = None
     if cfg.random_from:
-        ticket = ctx.store.load_array(cfg.random_from, "ticket")["mask"]
-        if set(ticket) != set(shapes) or any(ticket[n].shape != shapes[n] for n in shapes):
-            raise ValueError(f"random_from run {cfg.random_from} has a ticket for a different architecture")
+        src, full = source_ticket(ctx, "random_from", rewind=True)
+        if not full.get("rewind"):
+            raise ValueError(f"random_from run {cfg.random_from} has no rewind weights (rewind={src['rewind']}); "
+                             f"a random control needs a ticket with rewind init, epoch:K or iter:K")
+        rewind = full["rewind"]
+        ticket = full["mask"]
         kept = {n: int(ticket[n].sum()) for n in shapes}
         target = 1 - sum(kept.values()) / sum(t.numel() for t in ticket.values())
         what = f"ticket of run {cfg.random_from}"
@@ -53,6 +63,8 @@ def run(ctx: RunContext) -> dict:
     if ctx.stage("setup"):
         st["mask"] = random_masks(shapes, kept, gen)
         masking.set_dense(ctx.model)
+        if rewind is not None:  # the source ticket's rewind weights, bit for bit
+            masking.load_weights_state(ctx.model, {k: v.to(ctx.device) for k, v in rewind.items()})
         ctx.save_rewind(0, "train", 0)
         start_retrain(ctx, st["mask"], "init", 0)
         ctx.end_stage()
