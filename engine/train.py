@@ -96,8 +96,16 @@ class LamController:
         crit = torch.where(frozen, -math.inf, crit)
         if self.keep >= crit.numel():
             return None
-        v = float(torch.sort(crit, descending=True).values[self.keep])
+        v = float(torch.kthvalue(crit.cpu(), crit.numel() - self.keep).values)  # the (keep+1)-th largest
         return v if math.isfinite(v) else (math.inf if v > 0 else 0.0)
+
+    @staticmethod
+    def shrink(mean: torch.Tensor, var_of_mean: torch.Tensor) -> torch.Tensor:
+        """A mean gradient estimated from few samples, shrunk towards 0 by its own noise
+        (positive-part James–Stein per entry): entries whose mean is not told apart from
+        noise count as unsupported, instead of their noise ranking them. Without it the
+        noisiest estimates set the quantile and λ comes out far too large on big data."""
+        return mean * (1 - var_of_mean / mean.square().clamp(min=1e-30)).clamp(min=0)
 
     def active(self, steps_left: int, lr: float) -> bool:
         """λ holds for the last tenth of the time an entry needs to fall from 1 to τ:
@@ -286,7 +294,9 @@ class RunContext:
             p.grad = None
         self.model.train(was)
         mean = s1 / n
-        sd = (s2 / n - mean * mean).clamp(min=0).sqrt()
+        var = (s2 / n - mean * mean).clamp(min=0)
+        sd = var.sqrt()
+        mean = controller.shrink(mean, var / n)
         x, r, x_tau, frozen = self._flat_mask_state(reg, params)
         wanted = controller.solve(x, mean, sd, r, x_tau, self.cfg.mask_lr, controller.total, frozen)
         if wanted is None or wanted == 0.0 or math.isinf(wanted):
@@ -311,8 +321,10 @@ class RunContext:
         if len(m1) != len(self.layers):
             return x, torch.zeros_like(x), torch.zeros_like(x), r, x_tau, lr, frozen
         mean, sq = torch.cat(m1), torch.cat(m2)
-        sd = (sq - mean * mean).clamp(min=0).sqrt()
-        return x, mean - self.lam * r, sd, r, x_tau, lr, frozen
+        var = (sq - mean * mean).clamp(min=0)
+        task = mean - self.lam * r
+        # Adam's first moment is an EMA over about (1+β1)/(1−β1) = 19 steps: its noise is var/19
+        return x, LamController.shrink(task, var / 19.0), var.sqrt(), r, x_tau, lr, frozen
 
     # ------------------------------------------------------------------ optimizers
     def make_optimizers(self, train_masks: bool, epochs: int, steps_per_epoch: int):
@@ -363,7 +375,9 @@ class RunContext:
         reg_params = cfg.reg_params_ if reg else {}
         opts, scheds = self.make_optimizers(reg is not None, epochs, spe)
         log_every = max(1, spe // STEP_ROWS_PER_EPOCH)
-        adapt_every = max(1, spe // 10)
+        # λ is re-solved about 10 times an epoch, and at least every 5 steps: within 5 steps
+        # Adam moves a mask entry by ≤ 0.05, so a λ that is off cannot crash the mask before it is fixed
+        adapt_every = max(1, min(spe // 10, 5))
         controller = LamController(target_remaining, self.total_prunable, epochs * spe) \
             if target_remaining is not None else None
         self.model.train()
