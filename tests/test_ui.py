@@ -112,9 +112,10 @@ def test_pareto_figure_draws_each_penalty_frontier():
     front = figures.pareto_frontier(pts[pts["regularizer"] == "l1"])
     assert front["kept"].tolist() == [5, 21]            # 8 pixels at 99.6% is beaten by 5 at 99.7%
     fig = figures.pareto_figure(pts)
-    by_name = {t.name: t for t in fig.data}
+    by_name = {t.name: t for t in fig.data if t.showlegend}   # the left panel; the right one zooms
     assert set(by_name) == {"log runs", "log frontier", "ℓ1 runs", "ℓ1 frontier"}
     assert list(by_name["ℓ1 frontier"].x) == [5, 21] and list(by_name["log runs"].x) == [20, 9, 9, 3]
+    assert len(fig.data) == 8
     assert fig.layout.xaxis.type == "log" and "kept pixels" in fig.layout.xaxis.title.text
 
 

@@ -520,33 +520,43 @@ def pareto_frontier(g: pd.DataFrame) -> pd.DataFrame:
 
 def pareto_figure(points: pd.DataFrame, what: str = "pixels") -> go.Figure:
     """Fig. 3 read fairly: test accuracy against kept entries, every run a dot (λ on hover),
-    each penalty's Pareto frontier a line. Penalties are compared at equal size, not equal λ."""
+    each penalty's Pareto frontier a line. Penalties are compared at equal size, not equal λ.
+    Left: every run; right: the same, zoomed on the most accurate runs, where they differ."""
     if points.empty:
         return empty_figure("no finished λ sweep for this setting yet")
-    fig = go.Figure()
-    for reg, g in points.groupby("regularizer", sort=True):
-        c = REG_COLORS.get(reg, "#333")
-        name = {"l1": "ℓ1", "log": "log"}.get(reg, reg)
-        lam = g["lam"].map(lambda v: f"{v:g}" if v is not None and not pd.isna(v) else "?")
-        fig.add_trace(go.Scatter(x=g["kept"], y=g["test_accuracy"], name=f"{name} runs", legendgroup=reg,
-                                 mode="markers", marker=dict(color=c, size=8, opacity=0.45), customdata=lam,
-                                 hovertemplate=f"{name} λ=%{{customdata}}<br>kept %{{x}}<br>"
-                                               "test accuracy %{y:.2%}<extra></extra>"))
-        front = pareto_frontier(g)
-        fig.add_trace(go.Scatter(x=front["kept"], y=front["test_accuracy"], name=f"{name} frontier",
-                                 legendgroup=reg, mode="lines+markers", line=dict(color=c, width=2, shape="hv"),
-                                 marker=dict(color=c, size=9), hoverinfo="skip"))
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("every run", "zoom on the top accuracies"),
+                        horizontal_spacing=0.1)
+    for col in (1, 2):
+        for reg, g in points.groupby("regularizer", sort=True):
+            c = REG_COLORS.get(reg, "#333")
+            name = {"l1": "ℓ1", "log": "log"}.get(reg, reg)
+            lam = g["lam"].map(lambda v: f"{v:g}" if v is not None and not pd.isna(v) else "?")
+            fig.add_trace(go.Scatter(x=g["kept"], y=g["test_accuracy"], name=f"{name} runs", legendgroup=reg,
+                                     showlegend=col == 1, mode="markers",
+                                     marker=dict(color=c, size=8, opacity=0.45), customdata=lam,
+                                     hovertemplate=f"{name} λ=%{{customdata}}<br>kept %{{x}}<br>"
+                                                   "test accuracy %{y:.2%}<extra></extra>"), row=1, col=col)
+            front = pareto_frontier(g)
+            fx, fy = front["kept"].tolist(), front["test_accuracy"].tolist()
+            if fx and points["kept"].max() > fx[-1]:  # the frontier holds for larger sizes too
+                fx, fy = fx + [points["kept"].max()], fy + [fy[-1]]
+            fig.add_trace(go.Scatter(x=fx, y=fy, name=f"{name} frontier",
+                                     legendgroup=reg, showlegend=col == 1, mode="lines+markers",
+                                     line=dict(color=c, width=2, shape="hv"), marker=dict(color=c, size=9),
+                                     hoverinfo="skip"), row=1, col=col)
     kept = points["kept"][points["kept"] > 0]
     if not kept.empty:
         lo_k, hi_k = max(kept.min() / 1.5, 0.8), kept.max() * 1.5
         ticks = [v for e in range(0, 9) for v in (10 ** e, 2 * 10 ** e, 5 * 10 ** e) if lo_k <= v <= hi_k]
-        fig.update_xaxes(type="log", title=f"kept {what} (log; fewer to the left)", tickvals=ticks,
+        fig.update_xaxes(type="log", title=f"kept {what} (log)", tickvals=ticks,
                          ticktext=[f"{v:,}" for v in ticks], range=[math.log10(lo_k), math.log10(hi_k)])
     acc = points["test_accuracy"].dropna()
-    fig.update_yaxes(title="test accuracy", tickformat=".1%",
+    top = float(acc.quantile(0.5)) if not acc.empty else 0.99
+    fig.update_yaxes(title="test accuracy", tickformat=".1%", row=1, col=1,
                      range=[max(0.0, float(acc.min()) - 0.02) if not acc.empty else 0.0, 1.005])
+    fig.update_yaxes(tickformat=".2%", row=1, col=2, range=[max(0.0, top - max(0.005, 1.0 - top)), 1.0005])
     fig = _base(fig, None, height=380)
-    fig.update_layout(margin=dict(t=30))
+    fig.update_layout(margin=dict(t=40))
     return fig
 
 

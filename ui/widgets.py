@@ -46,8 +46,9 @@ HELP = {
     "lam_mode": "Run one λ, a list of λ values, or a log-spaced sweep (one run per value, grouped as a sweep "
                 "so the Trade-offs page can compare them).",
     "lam": "λ weighs the penalty against the task loss. Larger λ: sparser masks, and past some point lower "
-           "accuracy. With R averaged per entry (the default) useful values are about 0.5–50 on any model. Every penalty is scaled to R(0)=0 and R(1)=1 per entry, "
-           "so equal λ means an equal penalty on a fully-on mask whatever the penalty.",
+           "accuracy. With R averaged per entry (the default) useful values are about 0.5–50 on any model. "
+           "Every penalty is scaled to R(0)=0 and R(1)=1 per entry, so equal λ means an equal penalty on a "
+           "fully-on mask whatever the penalty.",
     "lam_list": "Comma-separated λ values, e.g. `0.5, 1, 2, 5`. Each value becomes one run.",
     "lam_from": "Smallest λ of the sweep (must be > 0).",
     "lam_to": "Largest λ of the sweep.",
