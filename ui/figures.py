@@ -126,7 +126,7 @@ def _phase_bands(fig: go.Figure, df: pd.DataFrame, row=None, col=None) -> None:
 def loss_figure(df: pd.DataFrame) -> go.Figure:
     """Step rows of one or more runs (columns run, t, loss_task, loss_reg): the task loss
     on top (log scale) and the regularizer term λ·R(m) below, one colour per run.
-    (λ·R(m) can be negative: log(m+ε) < 0 for small m, so it gets its own linear axis.)"""
+    (λ·R(m) ≥ 0 for every penalty but log_raw, whose log(m+ε) < 0: it keeps its own linear axis.)"""
     d = df[df["kind"] == "step"] if not df.empty else df
     if d.empty:
         return empty_figure("no training steps recorded yet")
