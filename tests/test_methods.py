@@ -174,7 +174,8 @@ def test_topk_threshold_hits_target_exactly(store):
 
 
 def test_sigmoid_parameterisation_runs_and_prunes(store):
-    run_id, s = run(store, method="concave", mask_param="sigmoid", lam=50.0, mask_init=0.9, mask_lr=0.1,
+    # λ 230: the 50 of the raw log(m+ε) on today's scale (× log(1+1/ε) ≈ 4.6)
+    run_id, s = run(store, method="concave", mask_param="sigmoid", lam=230.0, mask_init=0.9, mask_lr=0.1,
                     epochs=3, retrain_epochs=1)
     end = store.load_array(run_id, "search_end")["masks"]   # m = sigmoid(s), float32
     ticket = ticket_mask(store, run_id)
