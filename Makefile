@@ -30,6 +30,7 @@ bench: venv
 	$(PY) bench/peer_imp.py
 	$(PY) bench/convex.py
 	$(PY) bench/tradeoff.py
+	$(PY) bench/controller.py --mnist
 	$(PY) bench/app_responsiveness.py
 	$(PY) bench/app_live.py
 	$(PY) bench/plots.py

@@ -64,7 +64,7 @@ def main():
     store = scratch_store()
     out = {}
 
-    lams = [1.0, 5.0] if quick else [0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 7.0, 10.0, 20.0]
+    lams = [1.0, 5.0] if quick else [0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0]  # one λ scale for both
     sweep = []
     for reg in ("log", "l1"):
         for lam in lams:
@@ -94,7 +94,7 @@ def main():
     theory = []
     base = dict(model="logreg", dataset="planted", method="concave", epochs=30, retrain_epochs=5, lr=1e-2,
                 mask_lr=0.05, batch_size=64)
-    for lam in ([0.3] if quick else [0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0]):
+    for lam in ([0.3] if quick else [0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0]):
         l1_id, l1 = execute(store, RunConfig.from_dict({**base, "regularizer": "l1", "lam": lam}))
         _, log = execute(store, RunConfig.from_dict({**base, "regularizer": "log", "lam": lam}))
         _, warm = execute(store, RunConfig.from_dict({**base, "regularizer": "log", "lam": lam, "warm_start": l1_id}))

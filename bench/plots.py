@@ -29,6 +29,7 @@ def save(fig, name: str, width: int = 900, height: int | None = None) -> None:
 def convex(data: dict) -> None:
     sweep = pd.DataFrame(data["pixel_sweep"])
     save(figures.lam_sweep_figure(sweep, "pixels"), "fig3_pixels_vs_lambda.png")
+    save(figures.pareto_figure(sweep, "pixels"), "fig3_pareto_accuracy_vs_pixels.png", height=420)
     f4 = data["fig4"]
     side = int(len(f4["mask"]) ** 0.5)
     mask = pd.DataFrame([f4["mask"][i * side:(i + 1) * side] for i in range(side)])

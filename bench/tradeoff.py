@@ -44,6 +44,9 @@ def main():
     ap.add_argument("--early-iter", type=int, default=200, help="IMP late-rewinding point (iterations)")
     ap.add_argument("--tag", default="", help="write results/tradeoff_<tag>.json (e.g. one seed per process)")
     ap.add_argument("--merge", nargs="+", metavar="RESULT", help="add these results files' seeds to tradeoff.json")
+    ap.add_argument("--methods", default="dense,imp,concave,random",
+                    help="which to run (e.g. concave,random after a change that leaves dense and IMP alone); "
+                         "the cost comparison needs imp and concave")
     args = ap.parse_args()
     if args.merge:
         merge(args.merge)
@@ -55,13 +58,18 @@ def main():
     base = dict(model="lenet300", dataset="digits" if quick else "mnist", batch_size=128, lr=1e-3, device="cpu")
     store = scratch_store()
     rows, cost = [], []
+    methods = set(args.methods.split(","))
     for seed in seeds:
-        _, dense = execute(store, RunConfig.from_dict({**base, "method": "dense", "epochs": ep, "seed": seed}))
-        rows.append({"seed": seed, "method": "dense", "level": 1.0, "remaining": 1.0,
-                     "test_accuracy": dense["test_accuracy"], "seconds": dense["measured_seconds"]})
+        if "dense" not in methods:
+            dense = None
+        else:
+            _, dense = execute(store, RunConfig.from_dict({**base, "method": "dense", "epochs": ep, "seed": seed}))
+            rows.append({"seed": seed, "method": "dense", "level": 1.0, "remaining": 1.0,
+                         "test_accuracy": dense["test_accuracy"], "seconds": dense["measured_seconds"]})
         n_rounds = 3 if quick else 18
         imp_runs = {}
-        for name, rewind in (("imp-init", "init"), ("imp-early", f"iter:{5 if quick else args.early_iter}")):
+        for name, rewind in (("imp-init", "init"), ("imp-early", f"iter:{5 if quick else args.early_iter}")) \
+                if "imp" in methods else ():
             run_id, _ = execute(store, RunConfig.from_dict({**base, "method": "imp", "rounds": n_rounds,
                                                             "prune_fraction": 0.2, "epochs": ep, "seed": seed,
                                                             "rewind": rewind}))
@@ -73,6 +81,8 @@ def main():
                              "test_accuracy": r["test_acc"], "seconds": sum(x["seconds"] for x in rounds
                                                                               if x["round"] <= r["round"])})
         for level in levels:
+            if "concave" not in methods:
+                continue
             for reg in ("log", "l1"):
                 run_id, s = execute(store, RunConfig.from_dict({
                     **base, "method": "concave", "regularizer": reg, "lam": 1.0, "target_sparsity": 1 - level,
@@ -81,11 +91,12 @@ def main():
                              "test_accuracy": s["test_accuracy"], "seconds": s["measured_seconds"]})
                 if reg == "log":
                     log_id, log_s = run_id, s
-            _, s = execute(store, RunConfig.from_dict({**base, "method": "random", "random_from": log_id,
-                                                       "epochs": ep, "seed": seed}))
-            rows.append({"seed": seed, "method": "random", "level": level, "remaining": s["remaining"],
-                         "test_accuracy": s["test_accuracy"], "seconds": s["measured_seconds"]})
-            if level == 0.05 or (quick and level == levels[-1]):
+            if "random" in methods:
+                _, s = execute(store, RunConfig.from_dict({**base, "method": "random", "random_from": log_id,
+                                                           "epochs": ep, "seed": seed}))
+                rows.append({"seed": seed, "method": "random", "level": level, "remaining": s["remaining"],
+                             "test_accuracy": s["test_accuracy"], "seconds": s["measured_seconds"]})
+            if imp_runs and (level == 0.05 or (quick and level == levels[-1])):
                 imp = imp_runs["imp-init"]
                 first = next((r for r in imp if r["remaining"] <= max(level, log_s["remaining"]) + 1e-9), imp[-1])
                 imp_seconds = sum(r["seconds"] for r in imp if r["round"] <= first["round"])
@@ -95,7 +106,7 @@ def main():
                              "imp_remaining": first["remaining"], "imp_accuracy": first["test_acc"],
                              "time_ratio": log_s["measured_seconds"] / imp_seconds,
                              "accuracy_gap_pp": 100 * (log_s["test_accuracy"] - first["test_acc"])})
-        for row in rows[-(len(levels) * 5 + 1):]:
+        for row in [r for r in rows if r["seed"] == seed]:
             print(f"seed {row['seed']} {row['method']:<13} level {row['level']:<5} remaining {row['remaining']:.4f}"
                   f"  test acc {row['test_accuracy']:.4f}  {row['seconds']:.1f} s", flush=True)
         if cost:

@@ -45,15 +45,18 @@ class RunConfig:
                                 "ticket: see reinit_from)")
     name: str = _f("", "free-text label; metadata only, never part of a path or the hash")
     # --- concave search ------------------------------------------------------
-    regularizer: str = _f("log", "penalty R(m) on mask entries: l1, log, lp, exp, scad, mcp")
-    lam: float = _f(1.0, "λ, weight of R(m); with reg_scale=mean a useful λ is ~0.1–10 on any model")
-    eps: float = _f(0.01, "ε of the log and lp penalties, in (0, 1]")
+    regularizer: str = _f("log", "penalty R(m) on mask entries: l1, log, lp, exp, scad, mcp (each with R(0)=0, "
+                                 "R(1)=1), or log_raw (the paper's unscaled log(m+ε))")
+    lam: float = _f(1.0, "λ, weight of R(m) (every penalty has R(0)=0, R(1)=1 per entry); with reg_scale=mean "
+                         "a useful λ is ~0.5–50 on any model; with target_sparsity it is set by the controller")
+    eps: float = _f(0.01, "ε of the log, log_raw and lp penalties, in (0, 1]")
     reg_params: dict = _f(None, "other penalty parameters: p (lp), sigma (exp), a, b (scad), gamma (mcp)")
     reg_scale: str = _f("mean", "mean: R averaged per mask entry (default); sum: the paper's plain sum")
     mask_param: str = _f("clip", "clip: project m to [0,1] after each step; sigmoid: m = sigmoid(s)")
     mask_init: float = _f(1.0, "initial value of every mask entry, in (0, 1]")
     mask_lr: float = _f(0.01, "Adam learning rate of the mask m (masks always use Adam)")
-    target_sparsity: float | None = _f(None, "if set, λ adapts during the search so the mask ends at this sparsity")
+    target_sparsity: float | None = _f(None, "if set, λ is set and re-solved during the search so the mask ends "
+                                               "at this sparsity (then lam plays no part)")
     warm_start: str | None = _f(None, "concave: start the first search from this run's search-end θ and m "
                                       "(e.g. log warm-started from an l1 solution, a reweighting-style start)")
     warm_start_rewind: str | None = _f(None, "with warm_start, what retraining rewinds to: own (default: this "
@@ -335,10 +338,10 @@ def _integer(key, value, lo, hi):
 PRESETS: dict[str, dict[str, Any]] = {
     # Offline, ~10 s on 2 CPU cores: the embedded default.
     "digits": dict(model="lenet300", dataset="digits", method="concave", regularizer="log",
-                   lam=5.0, epochs=10, retrain_epochs=10, batch_size=64, lr=1e-3),
+                   lam=20.0, epochs=10, retrain_epochs=10, batch_size=64, lr=1e-3),
     # The paper's convex case: logistic regression on MNIST 0-vs-1 keeps ~8 pixels.
     "mnist-8-pixel": dict(model="logreg", dataset="mnist", classes=[0, 1], method="concave",
-                          regularizer="log", lam=2.0, epochs=5, retrain_epochs=5, batch_size=128, lr=1e-2),
+                          regularizer="log", lam=10.0, epochs=5, retrain_epochs=5, batch_size=128, lr=1e-2),
     "lenet300-concave": dict(model="lenet300", dataset="mnist", method="concave", regularizer="log",
                              lam=1.0, target_sparsity=0.95, epochs=6, retrain_epochs=10, batch_size=128),
     "lenet300-imp": dict(model="lenet300", dataset="mnist", method="imp", rounds=7, prune_fraction=0.2,
@@ -349,7 +352,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "lenet300-synflow": dict(model="lenet300", dataset="mnist", method="pai", scorer="synflow",
                              target_sparsity=0.95, epochs=10, batch_size=128),
     "resnet20-cifar10": dict(model="resnet20", dataset="cifar10", method="concave", regularizer="log",
-                             lam=1.0, epochs=30, retrain_epochs=60, batch_size=128, optimizer="sgd",
+                             lam=5.0, epochs=30, retrain_epochs=60, batch_size=128, optimizer="sgd",
                              lr=0.1, weight_decay=1e-4, lr_schedule="cosine", mask_lr=0.01),
 }
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import os
+import pickle
 import socket
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -38,6 +39,10 @@ TINY_IMAGENET_URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
 
 class DatasetUnavailable(RuntimeError):
     """The dataset's files are not on disk and could not be downloaded."""
+
+
+class DatasetDamaged(DatasetUnavailable):
+    """The dataset's files are on disk but cannot be read (truncated, corrupted, wrong checksum)."""
 
 
 @dataclass(frozen=True)
@@ -122,11 +127,20 @@ def _socket_timeout(seconds: float):
 
 
 def _torchvision_dataset(cls, name: str, data_dir: Path, train: bool, where: str, how: str):
-    """Open a torchvision dataset: from disk, else by download, else DatasetUnavailable."""
+    """Open a torchvision dataset: from disk, else by download, else DatasetUnavailable.
+    Files that are there but unreadable (truncated, corrupted, failing the checksum)
+    raise DatasetDamaged, naming them, instead of a traceback or a download attempt."""
+    damaged = (f"dataset files are damaged: {name!r} in {where} could not be read; delete them and "
+               f"put fresh copies there ({how})")
     try:
         return cls(root=str(data_dir), train=train, download=False)
     except RuntimeError:
-        pass
+        present = _present_files(cls, data_dir)
+        if present:  # the files are there, so torchvision's checksum refused them
+            raise DatasetDamaged(f"{damaged}. Failing torchvision's checksum: {', '.join(present)}") from None
+    except (pickle.UnpicklingError, EOFError, ValueError, KeyError, IndexError, TypeError, AttributeError,
+            OSError) as e:
+        raise DatasetDamaged(f"{damaged}. {type(e).__name__}: {str(e).strip()[:200]}") from None
     try:
         with _socket_timeout(DOWNLOAD_TIMEOUT_S):
             return cls(root=str(data_dir), train=train, download=True)
@@ -136,6 +150,18 @@ def _torchvision_dataset(cls, name: str, data_dir: Path, train: bool, where: str
             f"({type(e).__name__}: {str(e).strip()[:300]}). {how} "
             f"Or point $LOTTERY_DATA (or data_dir) at a folder that already has them."
         ) from e
+
+
+def _present_files(cls, data_dir: Path) -> list[str]:
+    """A CIFAR-style dataset's batch files that exist on disk (torchvision lists them with
+    their md5 in train_list/test_list/meta); [] when none are there or the class lists none."""
+    cls = cls.resolve() if hasattr(cls, "resolve") else cls
+    names = [f for f, _ in getattr(cls, "train_list", []) + getattr(cls, "test_list", [])]
+    meta = getattr(cls, "meta", None)
+    if isinstance(meta, dict) and "filename" in meta:
+        names.append(meta["filename"])
+    folder = data_dir / getattr(cls, "base_folder", "")
+    return [n for n in names if (folder / n).is_file()] if names else []
 
 
 def _as_nchw_uint8(data) -> torch.Tensor:
@@ -374,6 +400,12 @@ def _tv(attr: str):
 
         return getattr(tvd, attr)(*args, **kwargs)
 
+    def resolve():
+        import torchvision.datasets as tvd
+
+        return getattr(tvd, attr)
+
+    make.resolve = resolve  # the class itself, for its file lists
     return make
 
 

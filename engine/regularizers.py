@@ -4,6 +4,11 @@ Each entry is elementwise; the method sums it over entries (the paper's form)
 or averages it per entry (our default, so that one λ means the same on a
 784-entry pixel mask and on LeNet-300-100's 266k weights; see config `reg_scale`).
 
+Every penalty is normalised so that R(0) = 0 and R(1) = 1 per entry: equal λ
+means an equal penalty on a fully-on mask, whatever the penalty, and λR(m) ≥ 0.
+(`log` is Σ log(1+m/ε)/log(1+1/ε), the paper's log(m+ε) shifted and scaled;
+the paper's raw form stays available as `log_raw`, on its own λ scale.)
+
 `l1` is convex; the others are concave on [0,1] and, except SCAD and MCP
 (which are linear near 0), strictly concave: their slope near 0 exceeds
 their slope near 1, so small entries are pushed to 0 harder than large ones,
@@ -66,8 +71,8 @@ class Regularizer:
         return self.fn(m, **self.resolve(params))
 
     def curve(self, params: dict | None = None, n: int = 201, normalized: bool = True):
-        """(x, y) on [0,1] for plotting. Normalised so R(0)=0 and R(1)=1, which
-        puts every penalty on ℓ1's scale (the log penalty is negative otherwise)."""
+        """(x, y) on [0,1] for plotting. Normalised so R(0)=0 and R(1)=1 (every
+        penalty but `log_raw` already is; that one is negative otherwise)."""
         x = torch.linspace(0.0, 1.0, n, dtype=torch.float64)
         y = self.value(x, params)
         if normalized:
@@ -89,31 +94,41 @@ def _l1_grad(m):
 
 
 def _log(m, eps):
-    return torch.log(m + eps)
+    # log(1+m/ε)/log(1+1/ε) = (log(m+ε) − log ε)/(log(1+ε) − log ε)
+    return torch.log1p(m / eps) / math.log1p(1.0 / eps)
 
 
 def _log_grad(m, eps):
+    return (m + eps).reciprocal_().mul_(1.0 / math.log1p(1.0 / eps))
+
+
+def _log_raw(m, eps):
+    return torch.log(m + eps)
+
+
+def _log_raw_grad(m, eps):
     return (m + eps).reciprocal_()
 
 
 def _lp(m, p, eps):
-    # (m+ε)^p − ε^p: 0 at m=0, and a finite slope at 0 so projected training never sees inf.
-    return (m + eps) ** p - eps ** p
+    # ((m+ε)^p − ε^p)/((1+ε)^p − ε^p): 0 at m=0, 1 at m=1, and a finite slope
+    # at 0 so projected training never sees inf.
+    return ((m + eps) ** p - eps ** p) / ((1 + eps) ** p - eps ** p)
 
 
 def _lp_grad(m, p, eps):
-    return (m + eps).pow_(p - 1).mul_(p)
+    return (m + eps).pow_(p - 1).mul_(p / ((1 + eps) ** p - eps ** p))
 
 
 def _exp(m, sigma):
-    return 1.0 - torch.exp(-m / sigma)
+    return (1.0 - torch.exp(-m / sigma)) / -math.expm1(-1.0 / sigma)
 
 
 def _exp_grad(m, sigma):
-    return torch.exp(m * (-1.0 / sigma)).mul_(1.0 / sigma)
+    return torch.exp(m * (-1.0 / sigma)).mul_(1.0 / (sigma * -math.expm1(-1.0 / sigma)))
 
 
-def _scad(m, a, b):
+def _scad_raw(m, a, b):
     # Classic SCAD with its knot λ=b, divided by b so that its slope at 0 is 1 like ℓ1.
     lin = m
     quad = (2 * a * b * m - m * m - b * b) / (2 * (a - 1) * b)
@@ -121,39 +136,52 @@ def _scad(m, a, b):
     return torch.where(m <= b, lin, torch.where(m <= a * b, quad, flat))
 
 
+def _scad_at_1(a, b) -> float:
+    return float(_scad_raw(torch.tensor(1.0, dtype=torch.float64), a, b))
+
+
+def _scad(m, a, b):
+    return _scad_raw(m, a, b) / _scad_at_1(a, b)
+
+
 def _scad_grad(m, a, b):
     quad = (a * b - m) / ((a - 1) * b)
-    return torch.where(m <= b, torch.ones_like(m), torch.where(m <= a * b, quad, torch.zeros_like(m)))
+    d = torch.where(m <= b, torch.ones_like(m), torch.where(m <= a * b, quad, torch.zeros_like(m)))
+    return d.mul_(1.0 / _scad_at_1(a, b))
 
 
 def _mcp(m, gamma):
-    # Minimax concave penalty with unit slope at 0, flat beyond m = gamma.
-    return torch.where(m <= gamma, m - m * m / (2 * gamma), torch.full_like(m, gamma / 2))
+    # Minimax concave penalty, flat beyond m = γ (≤ 1), divided by its flat value γ/2.
+    return torch.where(m <= gamma, m - m * m / (2 * gamma), torch.full_like(m, gamma / 2)) * (2.0 / gamma)
 
 
 def _mcp_grad(m, gamma):
-    return (1.0 - m / gamma).clamp_(min=0.0)
+    return (1.0 - m / gamma).clamp_(min=0.0).mul_(2.0 / gamma)
 
 
-_EPS = Param(0.01, 0.0, 1.0, "ε in log(m+ε): smaller ε pushes small entries to 0 harder", high_closed=True)
+_EPS = Param(0.01, 0.0, 1.0, "ε in log(1+m/ε): smaller ε pushes small entries to 0 harder", high_closed=True)
 
 REGULARIZERS.register("l1", Regularizer("l1", _l1, _l1_grad, {}, strictly_concave=False,
                                         description="ℓ1: Σ m. Convex; shrinks every entry at the same rate."))
 REGULARIZERS.register("log", Regularizer("log", _log, _log_grad, {"eps": _EPS},
-                                         description="log: Σ log(m+ε). Strictly concave (the paper's choice)."))
+                                         description="log: Σ log(1+m/ε)/log(1+1/ε). Strictly concave "
+                                                     "(the paper's choice, on ℓ1's scale: R(0)=0, R(1)=1)."))
+REGULARIZERS.register("log_raw", Regularizer("log_raw", _log_raw, _log_raw_grad, {"eps": _EPS},
+                                             description="log_raw: Σ log(m+ε). The paper's raw form: negative, "
+                                                         "and its λ is log(1+1/ε) (≈4.6) times log's."))
 REGULARIZERS.register("lp", Regularizer("lp", _lp, _lp_grad, {
     "p": Param(0.5, 0.0, 1.0, "exponent p of ℓp; smaller p is more concave"),
-    "eps": _EPS}, description="ℓp: Σ (m+ε)^p − ε^p with 0<p<1."))
+    "eps": _EPS}, description="ℓp: Σ ((m+ε)^p − ε^p)/((1+ε)^p − ε^p) with 0<p<1."))
 REGULARIZERS.register("exp", Regularizer("exp", _exp, _exp_grad, {
     "sigma": Param(0.25, 0.0, 10.0, "σ in 1−e^(−m/σ); smaller σ saturates sooner")},
-    description="exponential: Σ 1−e^(−m/σ)."))
+    description="exponential: Σ (1−e^(−m/σ))/(1−e^(−1/σ))."))
 REGULARIZERS.register("scad", Regularizer("scad", _scad, _scad_grad, {
     "a": Param(3.7, 2.0, 100.0, "SCAD shape a (>2); the penalty is flat beyond a·b"),
     "b": Param(0.2, 0.0, 0.5, "SCAD knot b: linear like ℓ1 below b")}, strictly_concave=False,
-    description="SCAD (Fan & Li): ℓ1 near 0, then quadratic, then flat."))
+    description="SCAD (Fan & Li): linear near 0, then quadratic, then flat; divided by its value at 1."))
 REGULARIZERS.register("mcp", Regularizer("mcp", _mcp, _mcp_grad, {
     "gamma": Param(0.5, 0.0, 1.0, "MCP γ: flat beyond m=γ", high_closed=True)}, strictly_concave=False,
-    description="MCP (Zhang): slope decreasing linearly from 1 to 0 at m=γ."))
+    description="MCP (Zhang): slope decreasing linearly to 0 at m=γ, flat beyond; R(1)=1."))
 
 
 def get(name: str) -> Regularizer:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from . import masking, regularizers
+from . import lam_control, masking, regularizers
 from .config import RunConfig
 from .data import Batches, DataSplits, load_dataset
 from .models import build_model
@@ -48,43 +48,6 @@ def pick_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError(f"device {name!r} requested but CUDA is not available on this machine")
     return torch.device(name)
-
-
-class LamController:
-    """Adapts λ during a search so the mask ends it at a target remaining fraction.
-
-    Entries that reach 0 rarely come back and Adam moves m by at most ~mask_lr
-    per step, so reacting to the current fraction above τ overshoots: λ keeps
-    growing while the masks are still on their way down. Instead each update
-    extrapolates every entry along its recent velocity (an EMA over updates) to
-    the end of the search, and steers the predicted fraction above τ to the
-    target: λ grows while too many entries are predicted to survive and shrinks
-    when too few are. Multiplicative, at most ×e^±0.2 per update.
-    """
-
-    def __init__(self, layers, target_remaining: float, tau: float, total_steps: int):
-        self.layers, self.target, self.tau, self.total = layers, target_remaining, tau, total_steps
-        self.prev: torch.Tensor | None = None
-        self.prev_step = 0
-        self.velocity: torch.Tensor | None = None
-
-    def state(self) -> dict:
-        return {"prev": self.prev, "prev_step": self.prev_step, "velocity": self.velocity}
-
-    def load_state(self, st: dict) -> None:
-        self.prev, self.prev_step, self.velocity = st["prev"], st["prev_step"], st["velocity"]
-
-    def update(self, lam: float, step: int) -> float:
-        with torch.no_grad():
-            m = torch.cat([layer.mask_value().detach().flatten() for _, layer in self.layers]).float()
-        if self.prev is not None:
-            v = (m - self.prev) / max(1, step - self.prev_step)
-            self.velocity = v if self.velocity is None else 0.8 * self.velocity + 0.2 * v
-        self.prev, self.prev_step = m.clone(), step
-        predicted = m if self.velocity is None else m + self.velocity * max(0, self.total - step)
-        remaining = float((predicted > self.tau).float().mean())
-        err = math.log(max(remaining, 1e-6) / self.target)
-        return float(min(max(lam * math.exp(max(-0.2, min(0.2, err))), 1e-8), 1e8))
 
 
 @dataclass
@@ -269,8 +232,10 @@ class RunContext:
         reg_params = reg.resolve({"eps": cfg.eps, **(cfg.reg_params or {})}) if reg else {}  # the phase's R
         opts, scheds = self.make_optimizers(reg is not None, epochs, spe)
         log_every = max(1, spe // STEP_ROWS_PER_EPOCH)
-        adapt_every = max(1, spe // 10)
-        controller = LamController(self.layers, target_remaining, cfg.threshold, epochs * spe) \
+        # λ is re-solved about 10 times an epoch, and at least every 5 steps: within 5 steps
+        # Adam moves a mask entry by ≤ 0.05, so a λ that is off cannot crash the mask before it is fixed
+        adapt_every = max(1, min(spe // 10, 5))
+        controller = lam_control.LamController(target_remaining, self.total_prunable, epochs * spe) \
             if target_remaining is not None else None
         self.model.train()
 
@@ -292,8 +257,12 @@ class RunContext:
             start_epoch, skip, step = pos["epoch"], pos["batch"], pos["phase_step"]
             correct, seen = pos["correct"], pos["seen"]
             self._resume = None
-        elif capture == ("iter", 0) or capture == ("epoch", 0):
-            self.save_rewind(round, phase, 0)
+        else:
+            if capture == ("iter", 0) or capture == ("epoch", 0):
+                self.save_rewind(round, phase, 0)
+            if controller is not None:  # the probe: λ from the masks' gradient statistics, whatever λ₀
+                self.lam = lam_control.calibrated_lam(self, controller, reg, reg_params)
+                self.lam_history.append((self.global_step, self.lam))
 
         def position(epoch, batch, gen_state):
             return {"epoch": epoch, "batch": batch, "gen": gen_state, "phase_step": step,
@@ -360,8 +329,11 @@ class RunContext:
                         "train_acc": batch_correct / len(yb), **sched_vals})
                 if capture == ("iter", step):
                     self.save_rewind(round, phase, step)
-                if controller is not None and step % adapt_every == 0:
-                    self.lam = controller.update(self.lam, step)
+                if controller is not None and step % adapt_every == 0 and \
+                        controller.active(epochs * spe - step, cfg.mask_lr):
+                    x, g, sd, r, x_tau, lr, frozen = lam_control.mask_moments(self, opts, reg, reg_params)
+                    wanted = controller.solve(x, g, sd, r, x_tau, lr, epochs * spe - step, frozen)
+                    self.lam = controller.step_to(self.lam, wanted)
                     self.lam_history.append((self.global_step, self.lam))
                 if self.should_stop():
                     self._raise_if_bad(bad_at, phase)

@@ -130,6 +130,11 @@ def sweep_view():
     pts = data.tradeoff_points([r for r in state.runs() if same(r)])
     pts = pts[pts["regularizer"].isin(["l1", "log"])]
     st.plotly_chart(figures.lam_sweep_figure(pts, what), key="pix.sweep")
+    st.markdown("##### Which penalty is better: accuracy against kept " + what)
+    st.plotly_chart(figures.pareto_figure(pts, what), key="pix.pareto")
+    st.caption("Equal λ is not a fair comparison (each penalty prunes at its own rate), equal size is: every "
+               "dot is a finished run, the line is each penalty's frontier — the best test accuracy any of its "
+               "runs reached with at most that many " + what + ". The higher line at the left wins.")
     if pts.empty or pts["regularizer"].nunique() < 2 or pts["lam"].nunique() < 3:
         st.caption("Fewer than three λ values for both penalties so far: run the sweep below to fill the plot.")
     else:
@@ -139,8 +144,8 @@ def sweep_view():
 
 
 sweep_view()
-LAMS = [0.5, 1.0, 2.0, 5.0, 10.0, 20.0]
-c1, c2 = st.columns([1, 2])
+LAMS = [0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0]
+c1, c2 = st.columns([1, 3])
 base = {k: v for k, v in cfg.items() if k not in ("lam", "regularizer", "seed", "name", "target_sparsity")}
 try:
     sweep_cfgs = backend.expand(base, {"regularizer": ["l1", "log"], "lam": LAMS}, [int(cfg.get("seed", 0))])
@@ -150,7 +155,7 @@ except Exception as e:  # noqa: BLE001 - a ConfigError, readable
 with c1:
     widgets.sweep_button(f"Run the λ sweep ({2 * len(LAMS)} runs)", sweep_cfgs, "pix.sweep.go", home,
                          what="λ sweep", per_run_s=data.summary_of(run).get("wall_seconds"),
-                         help="ℓ1 and log at λ = 0.5 … 20 with this run's other settings, one seed. Runs queue in "
+                         help="ℓ1 and log at λ = 0.5 … 50 with this run's other settings, one seed. Runs queue in "
                               "the background; the plot fills in as they finish. Disabled while this sweep is "
                               "queued or running.")
 c2.caption(f"Uses {cfg['model']} on {cfg['dataset']}" + (f" (classes {cfg['classes']})" if cfg.get("classes") else "")

@@ -265,10 +265,15 @@ def _details(run: dict) -> None:
         cols = [c for _ in range(0, len(items), 3) for c in st.columns(3)]     # 3 a row: values fit
         for col, (label, value, hlp) in zip(cols, items):
             col.metric(label, value, help=hlp)
+    checks = data.checks_frame(state.store(), rid)
+    failed = checks[~checks["passed"]] if not checks.empty else checks
+    if not failed.empty:  # a missed target or a broken invariant must not hide in the list below
+        st.error("**Failed check" + ("s" if len(failed) > 1 else "") + ":** " + "; ".join(
+            f"{c['check']} — {c['detail']}" for _, c in failed.iterrows()), icon=":material/error:")
     left, right = st.columns([1, 1], gap="large")
     with left:
         st.markdown("**Correctness checklist** (measured by the engine)")
-        widgets.checklist(data.checks_frame(state.store(), rid))
+        widgets.checklist(checks)
     with right:
         layers = data.layer_allocation([run])
         if not layers.empty:

@@ -319,6 +319,25 @@ def test_runs_delete_asks_first(monkeypatch, tmp_path, jobs):
     assert store.list_runs() == []
 
 
+def test_runs_page_shows_a_missed_target_as_a_failed_check(monkeypatch, tmp_path, jobs):
+    """A λ controller that missed its target: the Runs page says so in red above the checklist."""
+    home = tmp_path / "h"
+    store = Store(home)
+    rid = runner.create(store, RunConfig.from_dict({"dataset": "digits", "epochs": 1, "target_sparsity": 0.9}),
+                        status="queued")
+    store.update_run(rid, status="done", summary={"remaining": 0.4, "test_accuracy": 0.9, "kept": 4, "total": 10,
+                                                  "sparsity": 0.6, "wall_seconds": 1.0})
+    store.set_check(rid, "sparsity_vs_target", 0.6, 0.9, False,
+                    "measured sparsity vs target_sparsity (tolerance 0.01); MISSED by -0.3000: the search is too short")
+    store.set_check(rid, "zeros_stay_zero", 0.0, 0.0, True, "max |θ| over pruned weights")
+    at = open_page(monkeypatch, home, "pages/runs.py", {"runs": rid})
+    no_traceback(at)
+    errors = [e.value for e in at.error]
+    assert any("Failed check" in e and "Sparsity as targeted" in e and "MISSED by -0.3000" in e for e in errors), errors
+    assert not any("stay exactly zero" in e for e in errors)
+    assert any("❌ **Sparsity as targeted**" in m.value for m in at.markdown)
+
+
 def test_runs_duplicate_opens_launch_filled(monkeypatch, mixed, jobs):
     home, ids = mixed
     at = open_page(monkeypatch, home, "pages/runs.py", {"runs": ids["pixel"]})
@@ -405,8 +424,9 @@ def test_pixels_mixed(monkeypatch, mixed, jobs):
     at = open_page(monkeypatch, home, "pages/pixels.py", {"runs": ids["pixel"]})
     no_traceback(at)
     assert at.selectbox(key="pix.run").value == ids["pixel"]
-    assert charts(at) >= 3       # animation over epochs, the ticket, digits through the mask (+ λ sweep)
+    assert charts(at) >= 5       # animation, the ticket, digits through the mask, λ sweep, accuracy vs kept
     assert any(m.label.startswith("Pixels used") for m in at.metric)
+    assert any("accuracy against kept pixels" in plain(m.value) for m in at.markdown)   # the Pareto view
 
 
 def test_pixels_opens_on_the_newest_logreg_run(monkeypatch, tmp_path, jobs):

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-BENCHES = ["speed.py", "peer_imp.py", "convex.py", "tradeoff.py", "engine_core.py"]
+BENCHES = ["speed.py", "peer_imp.py", "convex.py", "tradeoff.py", "engine_core.py", "controller.py"]
 
 
 @pytest.mark.parametrize("script", BENCHES)

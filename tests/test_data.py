@@ -280,3 +280,133 @@ def test_crops_are_windows_of_padded_image():
         offsets.add(hits[0][:2])
         flips += hits[0][2]
     assert len(offsets) > 5 and 0 < flips < n  # offsets and flips vary per sample
+
+
+# ---------------------------------------------------------------- real file formats (tiny copies)
+
+def _pickle_py2_style(path, obj):
+    """CIFAR's batches are Python-2 pickles with str keys and numpy arrays;
+    torchvision reads them with pickle.load(encoding="latin1")."""
+    import pickle
+    with open(path, "wb") as f:
+        pickle.dump(obj, f, protocol=2)
+
+
+def _write_cifar(root, hundred: bool, n_per_batch: int = 4):
+    """A tiny CIFAR-10/100 in the real layout: cifar-10-batches-py/{data_batch_1..5,test_batch,
+    batches.meta} or cifar-100-python/{train,test,meta}, uint8 rows of 3072 (R, G, B planes)."""
+    import numpy as np
+    rng = np.random.default_rng(0)
+    folder = root / ("cifar-100-python" if hundred else "cifar-10-batches-py")
+    folder.mkdir(parents=True)
+    n_classes = 100 if hundred else 10
+    written = {}
+
+    def batch(name, n, label):
+        data = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
+        labels = [int(v) for v in rng.integers(0, n_classes, size=n)]
+        entry = {"batch_label": label, "data": data, "filenames": [f"img_{i}.png" for i in range(n)]}
+        if hundred:
+            entry.update(fine_labels=labels, coarse_labels=[v // 5 for v in labels])
+        else:
+            entry["labels"] = labels
+        _pickle_py2_style(folder / name, entry)
+        written[name] = (data, labels)
+
+    if hundred:
+        batch("train", 5 * n_per_batch, "training batch 1 of 1")
+        batch("test", n_per_batch, "testing batch 1 of 1")
+        _pickle_py2_style(folder / "meta", {"fine_label_names": [f"fine{i}" for i in range(100)],
+                                            "coarse_label_names": [f"coarse{i}" for i in range(20)]})
+    else:
+        for i in range(1, 6):
+            batch(f"data_batch_{i}", n_per_batch, f"training batch {i} of 5")
+        batch("test_batch", n_per_batch, "testing batch 1 of 1")
+        _pickle_py2_style(folder / "batches.meta", {"num_cases_per_batch": n_per_batch, "num_vis": 3072,
+                                                    "label_names": [f"class{i}" for i in range(10)]})
+    return folder, written
+
+
+@pytest.fixture
+def no_md5(monkeypatch):
+    """Our tiny files cannot match torchvision's published md5 sums: accept any existing file."""
+    import os
+
+    from torchvision.datasets import cifar, utils
+    exists = lambda fpath, md5=None: os.path.isfile(fpath)  # noqa: E731
+    monkeypatch.setattr(cifar, "check_integrity", exists)
+    monkeypatch.setattr(utils, "check_integrity", exists)
+
+
+@pytest.mark.parametrize("name", ["cifar10", "cifar100"])
+@pytest.mark.parametrize("as_archive", [False, True])
+def test_cifar_real_format_loads(tmp_path, no_md5, name, as_archive):
+    import tarfile
+
+    import numpy as np
+    hundred = name == "cifar100"
+    src, written = _write_cifar(tmp_path / "src", hundred)
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    if as_archive:  # the downloaded .tar.gz, not yet extracted: the engine extracts it offline
+        with tarfile.open(data_dir / ("cifar-100-python.tar.gz" if hundred else "cifar-10-python.tar.gz"),
+                          "w:gz") as tar:
+            tar.add(src, arcname=src.name)
+    else:
+        src.rename(data_dir / src.name)
+    d = load_dataset(name, data_dir, val_fraction=0.0)
+    train_names = ["train"] if hundred else [f"data_batch_{i}" for i in range(1, 6)]
+    want_x = np.vstack([written[n][0] for n in train_names]).reshape(-1, 3, 32, 32)
+    want_y = sum((written[n][1] for n in train_names), [])
+    assert d.train_x.shape == (20, 3, 32, 32) and d.test_x.shape == (4, 3, 32, 32)
+    assert d.num_classes == (100 if hundred else 10) and d.in_shape == (3, 32, 32)
+    assert d.train_y.tolist() == want_y
+    assert d.test_y.tolist() == written["test" if hundred else "test_batch"][1]
+    # pixels came through in the right order (planes R, G, B; rows; columns), then normalised
+    info_mean = (0.5071, 0.4865, 0.4409) if hundred else (0.4914, 0.4822, 0.4465)
+    info_std = (0.2673, 0.2564, 0.2762) if hundred else (0.2470, 0.2435, 0.2616)
+    back = d.train_x * torch.tensor(info_std).view(1, 3, 1, 1) + torch.tensor(info_mean).view(1, 3, 1, 1)
+    torch.testing.assert_close(back * 255, torch.from_numpy(want_x).float(), atol=1e-3, rtol=0)
+
+
+def test_cifar_truncated_batch_is_reported_as_damaged(tmp_path, no_md5):
+    folder, _ = _write_cifar(tmp_path, hundred=False)
+    blob = (folder / "data_batch_3").read_bytes()
+    (folder / "data_batch_3").write_bytes(blob[: len(blob) // 2])
+    with pytest.raises(DatasetUnavailable) as err:
+        load_dataset("cifar10", tmp_path)
+    assert str(err.value).startswith("dataset files are damaged: 'cifar10'")
+    assert str(tmp_path / "cifar-10-batches-py") in str(err.value)
+
+
+def test_cifar_files_failing_the_checksum_are_reported_as_damaged(tmp_path):
+    """Without the test's md5 bypass our tiny files fail torchvision's checksum:
+    the engine says which files are damaged instead of trying to download."""
+    _write_cifar(tmp_path, hundred=False)
+    with pytest.raises(DatasetUnavailable) as err:
+        load_dataset("cifar10", tmp_path)
+    msg = str(err.value)
+    assert msg.startswith("dataset files are damaged") and "data_batch_1" in msg and "checksum" in msg
+
+
+def test_fashion_mnist_real_idx_files(tmp_path):
+    """FashionMNIST/raw/ with the four uncompressed idx files (big-endian headers,
+    magic 2051 for images and 2049 for labels), loaded through the engine."""
+    import struct
+
+    import numpy as np
+    raw = tmp_path / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    sets = {}
+    for split, n in (("train", 30), ("t10k", 10)):
+        images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
+        labels = rng.integers(0, 10, size=n, dtype=np.uint8)
+        (raw / f"{split}-images-idx3-ubyte").write_bytes(struct.pack(">IIII", 2051, n, 28, 28) + images.tobytes())
+        (raw / f"{split}-labels-idx1-ubyte").write_bytes(struct.pack(">II", 2049, n) + labels.tobytes())
+        sets[split] = (images, labels)
+    d = load_dataset("fashion_mnist", tmp_path, val_fraction=0.0)
+    assert d.train_x.shape == (30, 1, 28, 28) and d.test_x.shape == (10, 1, 28, 28)
+    assert d.train_y.tolist() == sets["train"][1].tolist() and d.test_y.tolist() == sets["t10k"][1].tolist()
+    back = d.test_x * 0.3530 + 0.2860
+    torch.testing.assert_close(back[:, 0] * 255, torch.from_numpy(sets["t10k"][0]).float(), atol=1e-3, rtol=0)

@@ -12,7 +12,7 @@ from engine import regularizers
 from engine.regularizers import REGULARIZERS, Param
 
 NAMES = REGULARIZERS.names()
-STRICTLY_CONCAVE = ("log", "lp", "exp")
+STRICTLY_CONCAVE = ("log", "log_raw", "lp", "exp")
 
 
 def _val(name, m, params=None):
@@ -21,7 +21,7 @@ def _val(name, m, params=None):
 
 
 def test_registry_has_the_design_regularizers():
-    assert set(NAMES) >= {"l1", "log", "lp", "exp", "scad", "mcp"}
+    assert set(NAMES) >= {"l1", "log", "log_raw", "lp", "exp", "scad", "mcp"}
     assert regularizers.get("l1").strictly_concave is False
     for name in STRICTLY_CONCAVE:
         assert regularizers.get(name).strictly_concave is True
@@ -34,74 +34,95 @@ def test_l1_is_identity(m):
     assert _val("l1", m) == pytest.approx(m, abs=1e-15)
 
 
+NORMALISED = [n for n in NAMES if n != "log_raw"]
+
+
+@pytest.mark.parametrize("name", NORMALISED)
+@pytest.mark.parametrize("params", [None, "non-default"])
+def test_every_penalty_is_0_at_0_and_1_at_1(name, params):
+    """One λ scale: R(0)=0 and R(1)=1 per entry for every penalty (not just on the plot)."""
+    reg = regularizers.get(name)
+    given = {k: (p.low + p.default) / 2 for k, p in reg.params.items()} if params else None
+    assert _val(name, 0.0, given) == pytest.approx(0.0, abs=1e-12)
+    assert _val(name, 1.0, given) == pytest.approx(1.0, rel=1e-12)
+    x = torch.linspace(0, 1, 101, dtype=torch.float64)
+    assert float(reg.value(x, given).min()) >= 0.0          # so λR(m) ≥ 0
+
+
 @pytest.mark.parametrize("m", [0.0, 0.2, 0.5, 1.0])
 def test_log_values(m):
     eps = 0.01  # default
     assert regularizers.get("log").resolve() == {"eps": eps}
-    assert _val("log", m) == pytest.approx(math.log(m + eps), rel=1e-12)
+    assert _val("log", m) == pytest.approx(math.log(1 + m / eps) / math.log(1 + 1 / eps), rel=1e-12, abs=1e-15)
+    # the paper's raw form, kept under its own name: the same curve shifted and scaled
+    raw = _val("log_raw", m)
+    assert raw == pytest.approx(math.log(m + eps), rel=1e-12)
+    assert _val("log", m) == pytest.approx((raw - math.log(eps)) / (math.log(1 + eps) - math.log(eps)), rel=1e-12,
+                                           abs=1e-15)
 
 
 def test_log_specific_points():
-    assert _val("log", 0.0) == pytest.approx(math.log(0.01), rel=1e-12)  # -4.60517...
-    assert _val("log", 1.0) == pytest.approx(math.log(1.01), rel=1e-12)  # 0.00995...
-    assert _val("log", 0.0) == pytest.approx(-4.605170185988091, rel=1e-12)
+    assert _val("log", 0.5) == pytest.approx(math.log(51) / math.log(101), rel=1e-12)  # 0.8519...
+    assert _val("log", 0.5) == pytest.approx(0.8519443032, rel=1e-9)
     # a different eps is honoured
-    assert _val("log", 0.0, {"eps": 0.1}) == pytest.approx(math.log(0.1), rel=1e-12)
+    assert _val("log", 0.5, {"eps": 0.1}) == pytest.approx(math.log(6) / math.log(11), rel=1e-12)
+    assert _val("log_raw", 0.0) == pytest.approx(-4.605170185988091, rel=1e-12)
 
 
 @pytest.mark.parametrize("m", [0.0, 0.1, 0.5, 1.0])
 def test_lp_values(m):
     p, eps = 0.5, 0.01
     assert regularizers.get("lp").resolve() == {"p": p, "eps": eps}
-    expected = (m + eps) ** p - eps ** p
+    expected = ((m + eps) ** p - eps ** p) / ((1 + eps) ** p - eps ** p)
     assert _val("lp", m) == pytest.approx(expected, rel=1e-12, abs=1e-15)
     if m == 0.0:
         assert _val("lp", m) == 0.0
-    if m == 1.0:
-        assert _val("lp", m) == pytest.approx(math.sqrt(1.01) - 0.1, rel=1e-12)
+    if m == 0.5:
+        assert _val("lp", m) == pytest.approx((math.sqrt(0.51) - 0.1) / (math.sqrt(1.01) - 0.1), rel=1e-12)
 
 
 @pytest.mark.parametrize("m", [0.0, 0.25, 0.5, 1.0])
 def test_exp_values(m):
     sigma = 0.25
     assert regularizers.get("exp").resolve() == {"sigma": sigma}
-    assert _val("exp", m) == pytest.approx(1 - math.exp(-m / sigma), rel=1e-12, abs=1e-15)
+    scale = 1 - math.exp(-1 / sigma)
+    assert _val("exp", m) == pytest.approx((1 - math.exp(-m / sigma)) / scale, rel=1e-12, abs=1e-15)
     if m == 0.25:
-        assert _val("exp", m) == pytest.approx(1 - math.exp(-1), rel=1e-12)
+        assert _val("exp", m) == pytest.approx((1 - math.exp(-1)) / (1 - math.exp(-4)), rel=1e-12)
 
 
 def test_scad_values_and_knots():
     a, b = 3.7, 0.2
     assert regularizers.get("scad").resolve() == {"a": a, "b": b}
-    # linear with slope 1 below b
+    flat = b * (a + 1) / 2          # the classic SCAD's value beyond a·b = 0.74; divided by it
+    assert flat == pytest.approx(0.47)
+    # linear with slope 1/flat below b
     for m in (0.0, 0.05, 0.1, 0.2):
-        assert _val("scad", m) == pytest.approx(m, abs=1e-15)
+        assert _val("scad", m) == pytest.approx(m / flat, abs=1e-15)
     # quadratic between b and a*b = 0.74
     for m in (0.3, 0.5, 0.7):
-        expected = (2 * a * b * m - m * m - b * b) / (2 * (a - 1) * b)
+        expected = (2 * a * b * m - m * m - b * b) / (2 * (a - 1) * b) / flat
         assert _val("scad", m) == pytest.approx(expected, rel=1e-12)
-    # constant b(a+1)/2 = 0.47 above a*b
-    flat = b * (a + 1) / 2
-    assert flat == pytest.approx(0.47)
+    # constant 1 above a*b
     for m in (0.75, 0.9, 1.0):
-        assert _val("scad", m) == pytest.approx(flat, rel=1e-12)
+        assert _val("scad", m) == pytest.approx(1.0, rel=1e-12)
     # continuous at both knots
     d = 1e-9
     for knot in (b, a * b):
         assert _val("scad", knot - d) == pytest.approx(_val("scad", knot + d), abs=1e-8)
-    # slope 1 just below b
-    assert (_val("scad", 0.15) - _val("scad", 0.1)) / 0.05 == pytest.approx(1.0, rel=1e-9)
+    # slope 1/flat just below b
+    assert (_val("scad", 0.15) - _val("scad", 0.1)) / 0.05 == pytest.approx(1 / flat, rel=1e-9)
 
 
 def test_mcp_values_and_knot():
     g = 0.5
     assert regularizers.get("mcp").resolve() == {"gamma": g}
     for m in (0.0, 0.1, 0.3, 0.5):
-        assert _val("mcp", m) == pytest.approx(m - m * m / (2 * g), abs=1e-15)
+        assert _val("mcp", m) == pytest.approx((m - m * m / (2 * g)) / (g / 2), abs=1e-15)
     for m in (0.6, 0.8, 1.0):
-        assert _val("mcp", m) == pytest.approx(g / 2, rel=1e-12)
+        assert _val("mcp", m) == pytest.approx(1.0, rel=1e-12)
     assert _val("mcp", g - 1e-9) == pytest.approx(_val("mcp", g + 1e-9), abs=1e-8)
-    assert _val("mcp", 0.3) == pytest.approx(0.21)
+    assert _val("mcp", 0.3) == pytest.approx(0.84)
 
 
 def test_value_is_elementwise():
@@ -152,10 +173,10 @@ def test_log_gradient_exceeds_l1_near_zero():
     g_l1 = _grad("l1", 1e-3)
     g_log = _grad("log", 1e-3)
     assert g_l1 == 1.0
-    assert g_log == pytest.approx(1 / (1e-3 + eps), rel=1e-12)  # ≈ 90.9
-    assert g_log > 50 * g_l1
+    assert g_log == pytest.approx(1 / ((1e-3 + eps) * math.log(101)), rel=1e-12)  # ≈ 19.7
+    assert g_log > 15 * g_l1
     # near 1 the log slope is below ℓ1's
-    assert _grad("log", 1.0) == pytest.approx(1 / 1.01, rel=1e-12)
+    assert _grad("log", 1.0) == pytest.approx(1 / (1.01 * math.log(101)), rel=1e-12)
     assert _grad("log", 1.0) < _grad("l1", 1.0)
     # ratio of slopes at 0 and 1 is (1+eps)/eps = 101
     assert _grad("log", 0.0) / _grad("log", 1.0) == pytest.approx(101.0, rel=1e-12)
@@ -181,12 +202,14 @@ def test_curve_normalised_and_monotone(name):
 
 
 def test_curve_unnormalised_matches_value():
-    x, y = regularizers.get("log").curve(normalized=False, n=11)
+    x, y = regularizers.get("log_raw").curve(normalized=False, n=11)
     assert len(x) == 11
     assert y[0] == pytest.approx(math.log(0.01))
     assert y[-1] == pytest.approx(math.log(1.01))
-    # normalised log curve at 0.5: (log(0.51) - log(0.01)) / (log(1.01) - log(0.01))
-    xn, yn = regularizers.get("log").curve(n=3)
+    # normalised log curve at 0.5: (log(0.51) - log(0.01)) / (log(1.01) - log(0.01)), for both forms
+    xn, yn = regularizers.get("log_raw").curve(n=3)
+    assert yn[1] == pytest.approx((math.log(0.51) - math.log(0.01)) / (math.log(1.01) - math.log(0.01)))
+    xn, yn = regularizers.get("log").curve(n=3, normalized=False)
     assert yn[1] == pytest.approx((math.log(0.51) - math.log(0.01)) / (math.log(1.01) - math.log(0.01)))
     # concave ⇒ the normalised curve lies above the diagonal
     assert yn[1] > 0.5

@@ -92,11 +92,31 @@ EMPTY = pd.DataFrame()
                                     pd.DataFrame(columns=["round"]), None, 0.01),
     lambda: figures.pixel_animation([], "x"),
     lambda: figures.lam_sweep_figure(data.tradeoff_points([])),
+    lambda: figures.pareto_figure(data.tradeoff_points([])),
     lambda: figures.theory_figure(EMPTY),
 ])
 def test_figures_accept_empty_frames(build):
     fig = build()
     assert isinstance(fig, go.Figure) and fig.layout.annotations      # a note instead of a blank plot
+
+
+def test_pareto_figure_draws_each_penalty_frontier():
+    """Accuracy against kept pixels: every run a dot, each penalty's frontier the runs that
+    no run of the same penalty beats (as few or fewer kept and more accurate)."""
+    pts = pd.DataFrame({
+        "run_id": list("abcdefg"), "regularizer": ["log"] * 4 + ["l1"] * 3,
+        "lam": [1, 2, 5, 10, 1, 2, 5], "kept": [20, 9, 9, 3, 21, 8, 5],
+        "test_accuracy": [0.998, 0.997, 0.995, 0.985, 0.999, 0.996, 0.997]})
+    front = figures.pareto_frontier(pts[pts["regularizer"] == "log"])
+    assert front["kept"].tolist() == [3, 9, 20] and front["test_accuracy"].tolist() == [0.985, 0.997, 0.998]
+    front = figures.pareto_frontier(pts[pts["regularizer"] == "l1"])
+    assert front["kept"].tolist() == [5, 21]            # 8 pixels at 99.6% is beaten by 5 at 99.7%
+    fig = figures.pareto_figure(pts)
+    by_name = {t.name: t for t in fig.data if t.showlegend}   # the left panel; the right one zooms
+    assert set(by_name) == {"log runs", "log frontier", "ℓ1 runs", "ℓ1 frontier"}
+    assert list(by_name["ℓ1 frontier"].x) == [5, 21] and list(by_name["log runs"].x) == [20, 9, 9, 3]
+    assert len(fig.data) == 8
+    assert fig.layout.xaxis.type == "log" and "kept pixels" in fig.layout.xaxis.title.text
 
 
 def test_figures_from_a_store(synth):

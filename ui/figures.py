@@ -264,7 +264,7 @@ def _phase_bands(fig: go.Figure, df: pd.DataFrame, row=None, col=None) -> None:
 def loss_figure(df: pd.DataFrame) -> go.Figure:
     """Step rows of one or more runs (columns run, t, loss_task, loss_reg): the task loss
     on top (log scale) and the regularizer term λ·R(m) below, one colour per run.
-    (λ·R(m) can be negative: log(m+ε) < 0 for small m, so it gets its own linear axis.)"""
+    (λ·R(m) ≥ 0 for every penalty but log_raw, whose log(m+ε) < 0: it keeps its own linear axis.)"""
     d = df[df["kind"] == "step"] if not df.empty else df
     if d.empty:
         return empty_figure("no training steps recorded yet")
@@ -701,6 +701,60 @@ def lam_sweep_figure(points: pd.DataFrame, what: str = "pixels") -> go.Figure:
     fig.update_yaxes(row=1, col=2, **percent_axis(max(0.0, agg["acc"].min() - agg["acc_std"].max() - 0.02), 1.005,
                                                   n=5))
     fig = _base(fig, None, height=360)
+    fig.update_layout(margin=dict(t=40))
+    return fig
+
+
+def pareto_frontier(g: pd.DataFrame) -> pd.DataFrame:
+    """The points no other point beats: none keeps as few entries or fewer with a higher
+    accuracy. Sorted by kept; per penalty, this is the best accuracy reachable at each size."""
+    g = g.sort_values(["kept", "test_accuracy"], ascending=[True, False])
+    best, rows = -1.0, []
+    for _, r in g.iterrows():
+        if r["test_accuracy"] > best:
+            rows.append(r)
+            best = r["test_accuracy"]
+    return pd.DataFrame(rows, columns=g.columns)
+
+
+def pareto_figure(points: pd.DataFrame, what: str = "pixels") -> go.Figure:
+    """Fig. 3 read fairly: test accuracy against kept entries, every run a dot (λ on hover),
+    each penalty's Pareto frontier a line. Penalties are compared at equal size, not equal λ.
+    Left: every run; right: the same, zoomed on the most accurate runs, where they differ."""
+    if points.empty:
+        return empty_figure("no finished λ sweep for this setting yet")
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("every run", "zoom on the top accuracies"),
+                        horizontal_spacing=0.1)
+    for col in (1, 2):
+        for reg, g in points.groupby("regularizer", sort=True):
+            c = REG_COLORS.get(reg, "#333")
+            name = {"l1": "ℓ1", "log": "log"}.get(reg, reg)
+            lam = g["lam"].map(lambda v: f"{v:g}" if v is not None and not pd.isna(v) else "?")
+            fig.add_trace(go.Scatter(x=g["kept"], y=g["test_accuracy"], name=f"{name} runs", legendgroup=reg,
+                                     showlegend=col == 1, mode="markers",
+                                     marker=dict(color=c, size=8, opacity=0.45), customdata=lam,
+                                     hovertemplate=f"{name} λ=%{{customdata}}<br>kept %{{x}}<br>"
+                                                   "test accuracy %{y:.2%}<extra></extra>"), row=1, col=col)
+            front = pareto_frontier(g)
+            fx, fy = front["kept"].tolist(), front["test_accuracy"].tolist()
+            if fx and points["kept"].max() > fx[-1]:  # the frontier holds for larger sizes too
+                fx, fy = fx + [points["kept"].max()], fy + [fy[-1]]
+            fig.add_trace(go.Scatter(x=fx, y=fy, name=f"{name} frontier",
+                                     legendgroup=reg, showlegend=col == 1, mode="lines+markers",
+                                     line=dict(color=c, width=2, shape="hv"), marker=dict(color=c, size=9),
+                                     hoverinfo="skip"), row=1, col=col)
+    kept = points["kept"][points["kept"] > 0]
+    if not kept.empty:
+        lo_k, hi_k = max(kept.min() / 1.5, 0.8), kept.max() * 1.5
+        ticks = [v for e in range(0, 9) for v in (10 ** e, 2 * 10 ** e, 5 * 10 ** e) if lo_k <= v <= hi_k]
+        fig.update_xaxes(type="log", title=f"kept {what} (log)", tickvals=ticks,
+                         ticktext=[f"{v:,}" for v in ticks], range=[math.log10(lo_k), math.log10(hi_k)])
+    acc = points["test_accuracy"].dropna()
+    top = float(acc.quantile(0.5)) if not acc.empty else 0.99
+    fig.update_yaxes(title="test accuracy", tickformat=".1%", row=1, col=1,
+                     range=[max(0.0, float(acc.min()) - 0.02) if not acc.empty else 0.0, 1.005])
+    fig.update_yaxes(tickformat=".2%", row=1, col=2, range=[max(0.0, top - max(0.005, 1.0 - top)), 1.0005])
+    fig = _base(fig, None, height=380)
     fig.update_layout(margin=dict(t=40))
     return fig
 

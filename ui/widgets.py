@@ -42,18 +42,21 @@ HELP = {
     "regularizer": "The penalty R(m) on each mask entry. ℓ1 shrinks every entry at the same rate, so many end "
                    "between 0 and 1. Concave penalties such as log push small entries to 0 harder than large "
                    "ones, so the mask comes out closer to binary and thresholding costs less.",
-    "eps": "ε in log(m+ε). Smaller ε makes the penalty steeper near 0: entries on their way down are pushed "
+    "eps": "ε in log(1+m/ε). Smaller ε makes the penalty steeper near 0: entries on their way down are pushed "
            "to exactly 0 harder. Typical: 0.01.",
     "lam_mode": "Run one λ, a list of λ values, or a log-spaced sweep (one run per value, grouped as a sweep "
                 "so the Trade-offs page can compare them).",
     "lam": "λ weighs the penalty against the task loss. Larger λ: sparser masks, and past some point lower "
-           "accuracy. With R averaged per entry (the default) useful values are about 0.5–20 on any model.",
+           "accuracy. With R averaged per entry (the default) useful values are about 0.5–50 on any model. "
+           "Every penalty is scaled to R(0)=0 and R(1)=1 per entry, so equal λ means an equal penalty on a "
+           "fully-on mask whatever the penalty.",
     "lam_list": "Comma-separated λ values, e.g. `0.5, 1, 2, 5`. Each value becomes one run.",
     "lam_from": "Smallest λ of the sweep (must be > 0).",
     "lam_to": "Largest λ of the sweep.",
     "lam_count": "How many λ values, spaced evenly on a log scale between the two ends.",
     "target_on": "Instead of guessing λ, say how sparse the mask should end up: λ then adapts during the "
-                 "search to land there. λ above is only the starting value.",
+                 "search to land there. A short probe of the masks' gradients before the search sets λ (the value "
+                 "above plays no part), and λ is re-solved from the masks' Adam statistics during it.",
     "target_sparsity": "Fraction of weights to prune, e.g. 0.95 keeps 5 %. With top-k thresholding it is hit "
                        "exactly; with τ it is aimed at (within about 2 %).",
     "threshold_mode": "How the soft mask becomes binary: keep entries with m > τ, or keep exactly the top-k "

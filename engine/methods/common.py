@@ -165,9 +165,13 @@ def check_every_layer_kept(ctx: RunContext, refilled: list[str], binary: dict[st
     return count
 
 
-def check_sparsity(ctx: RunContext, achieved: float, target: float, tol: float, what: str) -> None:
-    ctx.store.set_check(ctx.run_id, "sparsity_vs_target", achieved, target, abs(achieved - target) <= tol,
-                        f"measured sparsity vs {what} (tolerance {tol:g})")
+def check_sparsity(ctx: RunContext, achieved: float, target: float, tol: float, what: str,
+                   miss: str = "") -> None:
+    passed = abs(achieved - target) <= tol
+    detail = f"measured sparsity vs {what} (tolerance {tol:g})"
+    if not passed:
+        detail += f"; MISSED by {achieved - target:+.4f}" + (f": {miss}" if miss else "")
+    ctx.store.set_check(ctx.run_id, "sparsity_vs_target", achieved, target, passed, detail)
 
 
 def _check_value(ctx: RunContext, name: str):

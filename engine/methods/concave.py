@@ -97,8 +97,10 @@ def run(ctx: RunContext) -> dict:
     save_ticket(ctx, st["prev"], cfg.rounds - 1)
     rep = masking.sparsity_report(st["prev"])
     if cfg.target_sparsity is not None:
-        tol = 0.002 if cfg.threshold_mode == "topk" else 0.02
-        check_sparsity(ctx, rep["sparsity"], cfg.target_sparsity, tol, "target_sparsity")
+        tol = 0.002 if cfg.threshold_mode == "topk" else 0.01
+        check_sparsity(ctx, rep["sparsity"], cfg.target_sparsity, tol, "target_sparsity",
+                       miss="the λ controller did not get there: the search is too short for the masks "
+                            "(Adam moves m by ~mask_lr per step) — give it more epochs or a larger mask_lr")
     return summary(ctx, st["prev"], st["last"], lam_final=ctx.lam, lam_history=ctx.lam_history,
                    thresholded_test_accuracy=st["threshold_accs"][-1])
 

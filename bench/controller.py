@@ -1,0 +1,65 @@
+"""The target-sparsity λ controller from any start (issue 10 item 7).
+
+    python bench/controller.py [--quick] [--mnist]
+
+Digits LeNet-300-100 with the default search length (10 epochs, batch 128,
+mask_lr 0.01): every λ₀ ∈ {0.01, 1, 100} × target ∈ {0.5, 0.9, 0.98} must end
+within ±0.01 of the target after thresholding. With --mnist (real MNIST in
+$LOTTERY_DATA): the lenet300-concave preset at targets 0.95 and 0.98 must land
+within ±0.005. Retraining does not change the ticket's sparsity, so it is skipped."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from common import scratch_store, write_result
+
+from engine import runner
+from engine.config import RunConfig, preset
+from engine.data import default_data_dir, mnist_available
+
+
+def execute(store, cfg: RunConfig) -> dict:
+    run_id = runner.create(store, cfg, status="running")
+    t = time.time()
+    s = runner.execute(store, run_id, default_data_dir())
+    check = {c["name"]: c for c in store.checks(run_id)}["sparsity_vs_target"]
+    lams = [lam for _, lam in s["lam_history"]]
+    return {"lam0": cfg.lam, "target": cfg.target_sparsity, "sparsity": s["sparsity"],
+            "error": s["sparsity"] - cfg.target_sparsity, "check_passed": check["passed"],
+            "lam_first": lams[0], "lam_final": lams[-1], "updates": len(lams),
+            "last5_ratio": max(lams[-5:]) / min(lams[-5:]), "seconds": time.time() - t}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="two runs with a 3-epoch search")
+    ap.add_argument("--mnist", action="store_true", help="also the MNIST LeNet-300-100 acceptance")
+    args = ap.parse_args()
+    store = scratch_store()
+    out = {"digits": [], "mnist": []}
+    combos = [(0.01, 0.9), (100.0, 0.9)] if args.quick else [(a, t) for a in (0.01, 1.0, 100.0)
+                                                             for t in (0.5, 0.9, 0.98)]
+    for lam0, target in combos:
+        cfg = RunConfig.from_dict(dict(model="lenet300", dataset="digits", method="concave", lam=lam0,
+                                       target_sparsity=target, retrain_epochs=0, device="cpu",
+                                       epochs=3 if args.quick else 10))
+        r = execute(store, cfg)
+        out["digits"].append(r)
+        print(f"digits λ₀={lam0:<6g} target {target}: sparsity {r['sparsity']:.4f} ({r['error']:+.4f}), "
+              f"check {'passed' if r['check_passed'] else 'FAILED'}, λ {r['lam_first']:.3g} → {r['lam_final']:.3g}, "
+              f"last 5 updates within ×{r['last5_ratio']:.3f}, {r['seconds']:.1f} s", flush=True)
+    if args.mnist and mnist_available(default_data_dir()):
+        for target in (0.95, 0.98):
+            r = execute(store, preset("lenet300-concave", target_sparsity=target, retrain_epochs=0, device="cpu"))
+            out["mnist"].append(r)
+            print(f"mnist lenet300-concave target {target}: sparsity {r['sparsity']:.4f} ({r['error']:+.4f}), "
+                  f"λ {r['lam_first']:.3g} → {r['lam_final']:.3g}, {r['seconds']:.1f} s", flush=True)
+    out["digits_within_0.01"] = all(abs(r["error"]) <= 0.01 for r in out["digits"])
+    out["mnist_within_0.005"] = all(abs(r["error"]) <= 0.005 for r in out["mnist"]) if out["mnist"] else None
+    write_result("controller", out, args.quick)
+
+
+if __name__ == "__main__":
+    main()
