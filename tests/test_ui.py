@@ -315,12 +315,14 @@ def test_run_labels_say_what_the_run_is():
     assert lab(method="imp", rounds=7, prune_fraction=0.2).startswith("IMP 7×20% ·")
     assert lab(method="dense").startswith("dense ·")
     assert lab(method="random", target_sparsity=0.9).startswith("random 90% pruned ·")
-    assert lab(method="cs").startswith("cs ·")                    # a new method: its name, until it registers one
-    names.METHOD_LABELS["cs"] = lambda c: f"CS β={c.get('beta', 1)}"
+    assert lab(method="cs", lam=2.0, rounds=3).startswith("CS λ=2 ×3 ·")
+    assert lab(method="pai", scorer="synflow", target_sparsity=0.98).startswith("PaI · SynFlow 98% pruned ·")
+    assert lab(method="newfam").startswith("newfam ·")            # a new method: its name, until it registers one
+    names.METHOD_LABELS["newfam"] = lambda c: f"NF β={c.get('beta', 1)}"
     try:
-        assert lab(method="cs", beta=3).startswith("CS β=3 ·")
+        assert lab(method="newfam", beta=3).startswith("NF β=3 ·")
     finally:
-        del names.METHOD_LABELS["cs"]
+        del names.METHOD_LABELS["newfam"]
     # colours follow the labels: ℓ1 and log masks keep their penalty's colour, IMP its own
     assert figures.color_for("ℓ1 mask λ=2 · x") == figures.REG_COLORS["l1"]
     assert figures.color_for("log mask") == figures.REG_COLORS["log"]
