@@ -50,13 +50,11 @@ its next write with StaleWriter, writes nothing more and exits non-zero
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import functools
 import os
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -64,8 +62,9 @@ import time
 import traceback
 from pathlib import Path
 
-from .config import ConfigError, RunConfig
-from .store import DamagedFile, DiskFull, StaleWriter, Store, UnknownRun, atomic_write_bytes
+from .config import RunConfig
+from .failures import failure_reason
+from .store import StaleWriter, Store, UnknownRun, atomic_write_bytes
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 HEARTBEAT_TIMEOUT = 30.0      # seconds without a heartbeat before a run counts as interrupted
@@ -637,40 +636,6 @@ class StopCheck:
                 self.event.set()
                 return True
         return False
-
-
-def failure_reason(exc: BaseException) -> str | None:
-    """A clear one-line reason for failures that need more than the exception's name."""
-    from .data import DatasetUnavailable
-    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        where = exc.filename or _path_in_traceback(exc)
-        return f"disk full while writing {where or 'the run files'} ({exc.strerror or 'no space left on device'})"
-    if isinstance(exc, DamagedFile):
-        return str(exc)
-    if isinstance(exc, DiskFull):
-        return f"disk full while writing the store database ({exc})"[:500]
-    if isinstance(exc, sqlite3.OperationalError) and ("full" in str(exc) or "disk" in str(exc)):
-        return f"disk full while writing the store database ({exc})"
-    if type(exc).__name__ == "OutOfMemoryError" or "CUDA out of memory" in str(exc):
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        return (msg if msg.startswith("CUDA out of memory") else f"CUDA out of memory: {msg}")[:500]
-    if isinstance(exc, MemoryError):
-        return f"out of host memory (MemoryError{': ' + str(exc) if str(exc) else ''})"[:500]
-    if isinstance(exc, DatasetUnavailable):
-        return str(exc).splitlines()[0][:500]
-    if isinstance(exc, ConfigError):
-        return f"invalid config: {exc}"[:500]
-    return None
-
-
-def _path_in_traceback(exc: BaseException) -> str | None:
-    tb, found = exc.__traceback__, None
-    while tb is not None:
-        v = tb.tb_frame.f_locals.get("path")
-        if isinstance(v, (str, Path)):
-            found = str(v)
-        tb = tb.tb_next
-    return found
 
 
 def execute_here(store: Store, run_id: str, data_dir: str | None = None, resume: bool = False,

@@ -11,7 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .config import RunConfig
-from .store import DamagedFile, StaleWriter, Store
+from .failures import failure_reason
+from .store import StaleWriter, Store
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -60,13 +61,14 @@ def execute(store: Store, run_id: str, data_dir: str | os.PathLike | None = None
         store.update_run(run_id, status="cancelled", finished=time.time(), reason=str(e))
         raise
     except (NonFiniteLoss, DatasetUnavailable, ValueError, RuntimeError, MemoryError, OSError) as e:
-        reason = (str(e) if isinstance(e, DamagedFile) else f"{type(e).__name__}: {e}").splitlines()[0][:500]
+        # the final reason from the first write (readers never see a generic one replaced later)
+        reason = failure_reason(e) or f"{type(e).__name__}: {e}".splitlines()[0][:500]
         store.update_run(run_id, status="failed", finished=time.time(), reason=reason)
         _write_traceback(store, run_id)
         raise
     except BaseException as e:
         store.update_run(run_id, status="failed", finished=time.time(),
-                         reason=f"{type(e).__name__}: {e}".splitlines()[0][:500])
+                         reason=failure_reason(e) or f"{type(e).__name__}: {e}".splitlines()[0][:500])
         _write_traceback(store, run_id)
         raise
 
