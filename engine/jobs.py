@@ -168,8 +168,17 @@ def worker_priority() -> tuple[int, int | None]:
     return (10 if nice is None else nice), threads
 
 
+_LOWERED = False
+
+
 def _lower_priority() -> None:
-    """Called first thing in a worker process: yield the CPU to the app."""
+    """Called first thing in a worker process, and by each sweep task (a joblib or dask
+    process that may run several): yield the CPU to the app. Once per process, since
+    os.nice adds up."""
+    global _LOWERED
+    if _LOWERED:
+        return
+    _LOWERED = True
     nice, threads = worker_priority()
     if nice:
         with contextlib.suppress(OSError):

@@ -132,11 +132,13 @@ def _validated(configs, home) -> list[RunConfig]:
     return out
 
 
-def run_one(home: str, run_id: str, data_dir: str | None = None) -> dict:
+def run_one(home: str, run_id: str, data_dir: str | None = None, launcher: tuple | None = None) -> dict:
     """One joblib task: claim the sweep's queued run and execute it here (a loky
     process, a dask worker, maybe another machine). Never raises: the outcome is
     the run's status and reason, also returned."""
     from . import jobs
+    if launcher is not None and tuple(launcher) != (jobs.hostname(), os.getpid()):
+        jobs._lower_priority()      # a task process, like a queue worker (never the process that launched it)
     store = Store(home)
     me = os.getpid()
     attempt = store.claim(run_id, {"status": "queued", "executor": "sweep"}, status="running", pid=me,
@@ -198,7 +200,8 @@ def run_sweep(configs: Iterable[RunConfig | dict], home=None, data_dir=None, sch
             on_start(sweep_id, run_ids)
         try:
             # (with dask the cluster's size sets the parallelism and n_jobs is not used)
-            out = joblib.Parallel(n_jobs=n_jobs, batch_size=1)(joblib.delayed(run_one)(str(home), rid, dd)
+            launcher = (jobs.hostname(), me)
+            out = joblib.Parallel(n_jobs=n_jobs, batch_size=1)(joblib.delayed(run_one)(str(home), rid, dd, launcher)
                                                                for rid in run_ids)
             if results is not None:
                 results.extend(out)

@@ -11,7 +11,7 @@ import pytest
 
 from engine import jobs, sweep
 from engine.__main__ import main
-from engine.config import ConfigError
+from engine.config import ConfigError, RunConfig
 from engine.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -151,3 +151,28 @@ def test_cancel_reaches_a_sweep_task_through_the_marker(home):
         t.join(60)
     assert out["result"][1] == [rid]
     assert not (store.run_dir(rid) / jobs.CANCEL_MARKER).exists()
+
+
+def test_sweep_task_processes_run_below_the_app_once(tmp_path):
+    """Sweep tasks are workers too (issue 12 item 16): a task process lowers its priority and
+    torch threads like a queue worker, once however many tasks it runs; the process that
+    launched the sweep (joblib with one job runs tasks in it) is left as it is."""
+    home = tmp_path / "h"
+    store = Store(home)
+    cfg = RunConfig.from_dict({"dataset": "digits", "model": "logreg", "epochs": 1, "retrain_epochs": 1})
+    ids = [store.create_run(cfg.to_dict(), cfg.content_hash(), status="queued", sweep_id="sw-t",
+                            extra={"executor": "sweep"}) for _ in range(3)]
+    code = ("import os, sys, torch; from engine import sweep, jobs; home, a, b, c = sys.argv[1:5];"
+            "sweep.run_one(home, a, None, (jobs.hostname(), os.getpid())); n0 = os.nice(0);"
+            "sweep.run_one(home, b, None, ('elsewhere', 1)); n1 = os.nice(0);"
+            "sweep.run_one(home, c, None, ('elsewhere', 1)); n2 = os.nice(0);"
+            "print(n0, n1, n2, torch.get_num_threads())")
+    env = {**os.environ, "LOTTERY_WORKER_NICE": "7", "LOTTERY_WORKER_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-c", code, str(home), *ids], capture_output=True, text=True, env=env,
+                         cwd=Path(__file__).resolve().parent.parent, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    n0, n1, n2, threads = map(int, out.stdout.split()[-4:])
+    base = os.nice(0)
+    assert (n0, n1, n2) == (base, base + 7, base + 7)      # launcher untouched; lowered once, not twice
+    assert threads == 1
+    assert [store.get_run(i)["status"] for i in ids] == ["done"] * 3
