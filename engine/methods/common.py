@@ -3,6 +3,7 @@ invariant checks (measured, stored per run) and the final summary."""
 
 from __future__ import annotations
 
+import time
 import warnings
 
 import torch
@@ -163,6 +164,27 @@ def check_every_layer_kept(ctx: RunContext, refilled: list[str], binary: dict[st
                         + ("(left empty: allow_empty_layers)" if ctx.cfg.allow_empty_layers
                            else "(each kept its best-scored entry)") + f", through round {round}")
     return count
+
+
+def train_ticket(ctx: RunContext, round: int, mask: dict[str, torch.Tensor], phase: str, epochs: int) -> dict:
+    """Train with the binary mask fixed, check pruned weights stayed 0, record the round;
+    returns the phase's result as stored in the run's state."""
+    t = time.time()
+    res = ctx.train_phase(round=round, phase=phase, epochs=epochs)
+    check_zeros(ctx, round)
+    record_round(ctx, round, mask, res, phase, time.time() - t)
+    return ctx.result_dict(res)
+
+
+def check_target_sparsity(ctx: RunContext, binary: dict[str, torch.Tensor]) -> None:
+    """A searched mask (concave, cs) against target_sparsity, when one was set: a miss is a failed check."""
+    cfg = ctx.cfg
+    if cfg.target_sparsity is None:
+        return
+    tol = 0.002 if cfg.threshold_mode == "topk" else 0.01
+    check_sparsity(ctx, masking.sparsity_report(binary)["sparsity"], cfg.target_sparsity, tol, "target_sparsity",
+                   miss="the λ controller did not get there: the search is too short for the masks "
+                        "(Adam moves m by ~mask_lr per step) — give it more epochs or a larger mask_lr")
 
 
 def check_sparsity(ctx: RunContext, achieved: float, target: float, tol: float, what: str,

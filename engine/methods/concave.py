@@ -12,8 +12,6 @@ geometrically: round r aims at remaining^((r+1)/rounds).
 
 from __future__ import annotations
 
-import time
-
 import torch
 
 from .. import masking
@@ -21,12 +19,11 @@ from ..train import RunContext
 from .common import (
     check_every_layer_kept,
     check_nested,
-    check_sparsity,
-    check_zeros,
-    record_round,
+    check_target_sparsity,
     save_ticket,
     start_retrain,
     summary,
+    train_ticket,
 )
 
 
@@ -86,21 +83,12 @@ def run(ctx: RunContext) -> dict:
             ctx.end_stage()
 
         if ctx.stage(f"r{r}-retrain"):
-            t = time.time()
-            res = ctx.train_phase(round=r, phase="retrain", epochs=cfg.retrain_epochs_)
-            check_zeros(ctx, r)
-            record_round(ctx, r, st["binary"], res, "retrain", time.time() - t)
+            st["last"] = train_ticket(ctx, r, st["binary"], "retrain", cfg.retrain_epochs_)
             st["prev"] = st["binary"]
-            st["last"] = ctx.result_dict(res)
             ctx.end_stage()
 
     save_ticket(ctx, st["prev"], cfg.rounds - 1)
-    rep = masking.sparsity_report(st["prev"])
-    if cfg.target_sparsity is not None:
-        tol = 0.002 if cfg.threshold_mode == "topk" else 0.01
-        check_sparsity(ctx, rep["sparsity"], cfg.target_sparsity, tol, "target_sparsity",
-                       miss="the λ controller did not get there: the search is too short for the masks "
-                            "(Adam moves m by ~mask_lr per step) — give it more epochs or a larger mask_lr")
+    check_target_sparsity(ctx, st["prev"])
     return summary(ctx, st["prev"], st["last"], lam_final=ctx.lam, lam_history=ctx.lam_history,
                    thresholded_test_accuracy=st["threshold_accs"][-1])
 

@@ -19,13 +19,17 @@ the target was reached is recorded as the `sparsity_vs_target` check.
 
 from __future__ import annotations
 
-import time
-
 import torch
 
 from .. import masking
 from ..train import RunContext
-from .common import check_sparsity, check_zeros, record_round, save_ticket, start_retrain, summary
+from .common import (
+    check_target_sparsity,
+    save_ticket,
+    start_retrain,
+    summary,
+    train_ticket,
+)
 
 S0 = 0.0
 BETA_FINAL = 200.0
@@ -95,18 +99,11 @@ def run(ctx: RunContext) -> dict:
         ctx.end_stage()
 
     if ctx.stage("retrain"):
-        t = time.time()
-        res = ctx.train_phase(round=cfg.rounds - 1, phase="retrain", epochs=cfg.retrain_epochs_)
-        check_zeros(ctx, cfg.rounds - 1)
-        record_round(ctx, cfg.rounds - 1, st["binary"], res, "retrain", time.time() - t)
-        st["last"] = ctx.result_dict(res)
+        st["last"] = train_ticket(ctx, cfg.rounds - 1, st["binary"], "retrain", cfg.retrain_epochs_)
         ctx.end_stage()
 
     save_ticket(ctx, st["binary"], cfg.rounds - 1)
-    rep = masking.sparsity_report(st["binary"])
-    if cfg.target_sparsity is not None:
-        tol = 0.002 if cfg.threshold_mode == "topk" else 0.02
-        check_sparsity(ctx, rep["sparsity"], cfg.target_sparsity, tol, "target_sparsity")
+    check_target_sparsity(ctx, st["binary"])
     return summary(ctx, st["binary"], st["last"], lam_final=ctx.lam, lam_history=ctx.lam_history,
                    s0=s0, beta_final=beta_final)
 

@@ -18,11 +18,11 @@ from .common import (
     check_every_layer_kept,
     check_nested,
     check_sparsity,
-    check_zeros,
     record_round,
     save_ticket,
     start_retrain,
     summary,
+    train_ticket,
 )
 
 
@@ -83,11 +83,7 @@ def run(ctx: RunContext) -> dict:
             start_retrain(ctx, new, kind, r)
             ctx.end_stage()
         if ctx.stage(f"r{r}-train"):
-            t = time.time()
-            res = ctx.train_phase(round=r, phase="train", epochs=cfg.epochs)
-            check_zeros(ctx, r)
-            record_round(ctx, r, st["mask"], res, "train", time.time() - t)
-            st["last"] = ctx.result_dict(res)
+            st["last"] = train_ticket(ctx, r, st["mask"], "train", cfg.epochs)
             ctx.end_stage()
     save_ticket(ctx, st["mask"], cfg.rounds)
     rep = masking.sparsity_report(st["mask"])

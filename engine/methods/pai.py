@@ -27,7 +27,7 @@ import torch
 from .. import masking
 from ..data import Batches
 from ..train import RunContext
-from .common import check_sparsity, check_zeros, record_round, save_ticket, start_retrain, summary
+from .common import check_sparsity, save_ticket, start_retrain, summary, train_ticket
 
 SCORER = "snip"
 SYNFLOW_ITERS = 100
@@ -168,11 +168,7 @@ def run(ctx: RunContext) -> dict:
         start_retrain(ctx, mask, "init", 0, phase="score")
         ctx.end_stage()
     if ctx.stage("train"):
-        t = time.time()
-        res = ctx.train_phase(round=0, phase="train", epochs=cfg.epochs)
-        check_zeros(ctx, 0)
-        record_round(ctx, 0, st["mask"], res, "train", time.time() - t)
-        st["last"] = ctx.result_dict(res)
+        st["last"] = train_ticket(ctx, 0, st["mask"], "train", cfg.epochs)
         ctx.end_stage()
     save_ticket(ctx, st["mask"], 0)
     rep = masking.sparsity_report(st["mask"])

@@ -9,10 +9,15 @@ prune the re-drawn network and drift away from the ticket's masks.)"""
 
 from __future__ import annotations
 
-import time
-
 from ..train import RunContext
-from .common import check_zeros, record_round, redraw_weights, save_ticket, source_ticket, start_retrain, summary
+from .common import (
+    redraw_weights,
+    save_ticket,
+    source_ticket,
+    start_retrain,
+    summary,
+    train_ticket,
+)
 
 
 def run(ctx: RunContext) -> dict:
@@ -32,11 +37,7 @@ def run(ctx: RunContext) -> dict:
             st["mask"] = mask
             ctx.end_stage()
         if ctx.stage(f"r{r}-train"):
-            t = time.time()
-            res = ctx.train_phase(round=r, phase="train", epochs=cfg.epochs)
-            check_zeros(ctx, r)
-            record_round(ctx, r, st["mask"], res, "train", time.time() - t)
-            st["last"] = ctx.result_dict(res)
+            st["last"] = train_ticket(ctx, r, st["mask"], "train", cfg.epochs)
             ctx.end_stage()
     save_ticket(ctx, st["mask"], rounds[-1])
     return summary(ctx, st["mask"], st["last"], source_run=cfg.reinit_from)
