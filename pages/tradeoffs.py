@@ -1,6 +1,7 @@
 """Trade-offs: test accuracy against the remaining fraction, per method and penalty,
 with seeds as bands, IMP round by round, the dense line and the matching region."""
 
+import pandas as pd
 import streamlit as st
 
 from ui import data, figures, state
@@ -73,7 +74,10 @@ def plot():
     table = data.tradeoff_table(agg, imp, runs_used)
     if dense is not None:
         table["matches"] = table["test_accuracy"] >= dense - tol
-    st.dataframe(table.drop(columns=["setting"]), hide_index=True, width="stretch",
+    shown = table.drop(columns=["setting"])
+    if "round" in shown:        # only IMP rows have a round: the others show "—", not "None"
+        shown["round"] = [f"r{int(v)}" if pd.notna(v) else "—" for v in shown["round"]]
+    st.dataframe(shown, hide_index=True, width="stretch",
                  column_config={"remaining": st.column_config.NumberColumn(format="percent"),
                                 "remaining_std": st.column_config.NumberColumn("± remaining", format="percent"),
                                 "test_accuracy": st.column_config.NumberColumn("test acc", format="percent"),
@@ -82,7 +86,7 @@ def plot():
                                 "wall_seconds": st.column_config.NumberColumn("seconds", format="%.1f"),
                                 "epochs_spent": st.column_config.NumberColumn("epochs", format="%d"),
                                 "lam": st.column_config.NumberColumn("λ", format="%g"),
-                                "round": st.column_config.NumberColumn("IMP round", format="%d"),
+                                "round": st.column_config.TextColumn("IMP round"),
                                 "run_ids": st.column_config.TextColumn("runs", help="The run ids of this row"),
                                 "n": st.column_config.NumberColumn("seeds run")})
     csv = pts.drop(columns=["setting_key"]).to_csv(index=False)

@@ -407,6 +407,8 @@ def test_tradeoffs_table_has_a_row_for_every_plotted_run(monkeypatch, mixed, job
     listed = set(",".join(table["run_ids"].astype(str)).split(","))
     assert {ids["imp"], ids["concave"]} <= listed
     assert any("each later round prunes 20 % of the weights still in" in plain(c.value) for c in at.caption)
+    # only IMP rows have a round; the others read "—" (a null cell is drawn as "None")
+    assert set(table["round"]) >= {"—", "r0", "r1"} and table["round"].notna().all()
 
 
 def test_tradeoffs_mixed(monkeypatch, mixed, jobs):
