@@ -379,3 +379,13 @@ def test_kept_pixels_are_large_high_contrast_marks():
         assert tr.marker.size >= figures.KEPT_MARK_PX >= 10
         colours = list(tr.marker.color)
         assert colours.count("#d62728") == 4 and colours.count("rgba(0,0,0,0)") == 4   # ink / blank
+
+
+def test_log_ticks_stay_inside_a_short_axis():
+    """A trade-off axis from 100 % to 50 % showed only "100%": a tick exactly at the range's edge
+    is dropped by plotly, so ticks lie strictly inside, at least two of them."""
+    from ui.figures import log_ticks
+    for lo, hi in ((0.5, 1.05), (0.2, 1.0), (1.0, 1000.0), (0.01, 1.05), (0.9, 1.0), (0.995, 1.0)):
+        t = log_ticks(lo, hi, percent=True)
+        assert len(t["tickvals"]) >= 2 and all(lo < v < hi for v in t["tickvals"]), (lo, hi, t)
+        assert len(set(t["ticktext"])) == len(t["ticktext"])

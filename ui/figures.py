@@ -171,17 +171,25 @@ def log_ticks(lo: float, hi: float, percent: bool = False, max_ticks: int = 6) -
     vals: list[float] = []
     for mults in ((1, 2, 5), (1, 3), (1,)):
         vals = [float(f"{m * 10.0 ** e:.12g}") for e in range(e0, e1 + 1) for m in mults
-                if lo * (1 - 1e-9) <= m * 10.0 ** e <= hi * (1 + 1e-9)]
+                if lo * (1 + 1e-6) < m * 10.0 ** e < hi * (1 - 1e-6)]      # inside: plotly drops edge ticks
         if len(vals) <= max_ticks:
             break
     if len(vals) > max_ticks:
         vals = vals[:: math.ceil(len(vals) / max_ticks)]
     if len(vals) < 2:   # less than a decade: two or three round values inside the range
-        step = nice_step((hi - lo) / 3)
-        vals = sorted({float(f"{k * step:.12g}") for k in range(math.ceil(lo / step), math.floor(hi / step) + 1)
-                       if k > 0}) or [float(f"{lo:.2g}")]
+        for parts in (3, 5, 8):        # the coarsest round step giving two ticks inside
+            step = nice_step((hi - lo) / parts)
+            vals = sorted({float(f"{k * step:.12g}") for k in range(math.floor(lo / step), math.ceil(hi / step) + 1)
+                           if k > 0 and lo < k * step < hi})
+            if len(vals) >= 2:
+                break
     fmt = fmt_pct if percent else fmt_num
-    return dict(tickvals=vals, ticktext=[fmt(v) for v in vals])
+    text = [fmt(v) for v in vals]
+    for d in range(1, 6):          # a narrow axis: as many decimals as it takes for labels to differ
+        if len(set(text)) == len(text):
+            break
+        text = [f"{v:.{d}%}" if percent else f"{v:.{d + 2}g}" for v in vals]
+    return dict(tickvals=vals, ticktext=text)
 
 
 def axis_px_ticks(px: float, per_tick: float = 55) -> int:
