@@ -77,9 +77,13 @@ CREATE TABLE IF NOT EXISTS checks(
 #   attempt       the fencing token: +1 each time a process takes the run (claim, resume, a
 #                 foreground start). A writer checks it in the same transaction as each write
 #                 (Store.take), so a stale writer (stopped, then resumed elsewhere) writes nothing.
+#   owner         who launched the run (a student's name on a shared server); NULL = nobody in particular
+#   example       1 for a class-pack example run: read-only, never deleted, hidden with one switch
+#   estimate      the time estimate (seconds) shown when the run was launched, to compare with the actual
 ADDED_COLUMNS = (("slot", "TEXT"), ("resume", "INTEGER NOT NULL DEFAULT 0"), ("data_dir", "TEXT"),
                  ("host", "TEXT"), ("executor", "TEXT"), ("data_version", "INTEGER NOT NULL DEFAULT 0"),
-                 ("attempt", "INTEGER NOT NULL DEFAULT 0"))
+                 ("attempt", "INTEGER NOT NULL DEFAULT 0"), ("owner", "TEXT"),
+                 ("example", "INTEGER NOT NULL DEFAULT 0"), ("estimate", "REAL"))
 JOB_COLUMNS = ("slot", "resume", "data_dir", "host", "executor")  # the ones the jobs manager sets
 
 
