@@ -149,6 +149,10 @@ def main():
     ap.add_argument("--synflow-iters", type=int, default=100)
     ap.add_argument("--imp-fraction", type=float, default=0.2, help="IMP: fraction pruned per round")
     ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--threshold-mode", default="topk", choices=("topk", "tau"),
+                    help="concave/CS ticket: the search's λ controller aims at the level, then topk trims "
+                         "it to exactly the level (the same remaining as every other method; default) or "
+                         "tau keeps what the search kept (m > τ, s > 0), which can miss")
     ap.add_argument("--tag", default="")
     ap.add_argument("--cost-only", action="store_true",
                     help="only the layer-collapse check at 0.1%% and the scoring cost (no training runs)")
@@ -171,7 +175,7 @@ def main():
                "test_accuracy": s["test_accuracy"], "find_seconds": find_seconds, "epochs_total": epochs_total,
                "wall_seconds": s.get("measured_seconds"), "run_id": run_id,
                "layers": {n: d["remaining"] for n, d in s["layers"].items()}}
-        for k in ("scoring_seconds", "scoring_epoch_fraction"):
+        for k in ("scoring_seconds", "scoring_epoch_fraction", "search_remaining"):
             if k in s:
                 row[k] = s[k]
         rows.append(row)
@@ -183,7 +187,7 @@ def main():
     settings = {"dataset": dataset, "levels": levels, "seeds": seeds, "epochs": ep,
                 "search_epochs": args.search_epochs, "cs_rounds": args.cs_rounds, "cs_epochs": args.cs_epochs,
                 "cs_lam": args.cs_lam, "synflow_iters": args.synflow_iters, "methods": methods,
-                "imp_fraction": args.imp_fraction}
+                "imp_fraction": args.imp_fraction, "threshold_mode": args.threshold_mode}
     name = "families" + (f"_{args.tag}" if args.tag else "")
 
     # ---- layer collapse at 0.1% remaining and scoring cost (scoring only: cheap)
@@ -218,14 +222,15 @@ def main():
             if "concave-log" in methods:
                 run_id, s = execute(store, RunConfig.from_dict({
                     **base, "method": "concave", "regularizer": "log", "lam": 1.0, "target_sparsity": 1 - level,
-                    "epochs": 1 if quick else args.search_epochs, "retrain_epochs": ep, "seed": seed}))
+                    "epochs": 1 if quick else args.search_epochs, "retrain_epochs": ep, "seed": seed,
+                    "threshold_mode": args.threshold_mode}))
                 add(seed, "concave-log", level, s, search_seconds(store, run_id),
                     (1 if quick else args.search_epochs) + ep, run_id)
             if "cs" in methods:
                 rounds, cse = (1, 1) if quick else (args.cs_rounds, args.cs_epochs)
                 run_id, s = execute(store, RunConfig.from_dict({
                     **base, "method": "cs", "lam": args.cs_lam, "target_sparsity": 1 - level, "rounds": rounds,
-                    "epochs": cse, "retrain_epochs": ep, "seed": seed}))
+                    "epochs": cse, "retrain_epochs": ep, "seed": seed, "threshold_mode": args.threshold_mode}))
                 add(seed, "cs", level, s, search_seconds(store, run_id), rounds * cse + ep, run_id)
         if "imp-init" in methods:
             p = args.imp_fraction
