@@ -401,6 +401,26 @@ def active_count(home: str | os.PathLike | None, owner: str) -> int:
         return _active_of(db, owner)
 
 
+def check_room(home: str | os.PathLike | None, owner: str | None, n: int) -> None:
+    """Before queueing n runs at once (a sweep) for `owner`: JobError when they cannot all
+    fit under the per-person cap, so a sweep is queued whole or not at all. (submit checks
+    each run again, atomically.)"""
+    if owner is None or n <= 1:
+        return
+    try:
+        owner = owners.check_name(owner, "owner")
+        cap = owners.max_per_person()
+        if not cap or owners.is_teacher(owner):
+            return
+    except owners.OwnerError as e:
+        raise JobError(str(e)) from None
+    active = active_count(home, owner)
+    if active + n > cap:
+        raise JobError(f"this sweep has {n} runs, but you have {active} queued or running and the limit per "
+                       f"person is {cap} (LOTTERY_MAX_PER_PERSON); nothing was queued. Run fewer points, wait "
+                       f"for your runs to finish, or ask a teacher")
+
+
 def _active_of(db, owner: str) -> int:
     return db.execute("SELECT COUNT(*) FROM runs WHERE owner=? AND status IN ('queued', 'running')",
                       (owner,)).fetchone()[0]

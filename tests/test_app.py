@@ -55,6 +55,9 @@ class FakeJobs(types.ModuleType):
     def resume(self, run_id, home=None, *, actor=None):
         self.calls.append(("resume", run_id))
 
+    def check_room(self, home, owner, n):
+        pass
+
     def delete(self, run_id, home=None, *, actor=None):
         self.calls.append(("delete", run_id))
         Store(home).delete_run(run_id)

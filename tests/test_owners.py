@@ -110,6 +110,22 @@ def test_per_person_cap_counts_queued_and_running_and_says_so(home, monkeypatch)
         jobs.submit(TINY, home, start=False, owner="alice")
 
 
+def test_a_sweep_that_does_not_fit_is_refused_whole(home, monkeypatch):
+    from ui import backend
+    monkeypatch.setenv("LOTTERY_MAX_RUNS", "0")                      # nothing starts
+    jobs.submit(TINY, home, start=False, owner="alice")
+    cfgs = [RunConfig.from_dict({**TINY, "seed": s}) for s in range(3)]
+    with pytest.raises(backend.BackendError) as e:
+        backend.submit(cfgs, home, owner="alice")
+    assert "this sweep has 3 runs, but you have 1 queued or running and the limit per person is 3 " \
+           "(LOTTERY_MAX_PER_PERSON); nothing was queued" in str(e.value)
+    assert len(Store(home).list_runs()) == 1
+    assert len(backend.submit(cfgs[:2], home, owner="alice")) == 2  # 1 + 2 fits in 3
+    monkeypatch.setenv("LOTTERY_TEACHERS", "tess")
+    assert len(backend.submit(cfgs, home, owner="tess")) == 3       # teachers: no cap
+    jobs.check_room(home, None, 50)                                 # the CLI: no cap
+
+
 def _launch(home: str, barrier, results) -> None:
     barrier.wait()
     for _ in range(3):

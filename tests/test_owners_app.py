@@ -169,3 +169,30 @@ def test_a_user_header_counts_only_with_the_trust_setting_and_the_proxy_secret()
     assert user is None and "may only hold" in why
     user, why = identity.user_from_headers({"X-Lottery-Proxy": SECRET}, env=env)
     assert user is None and "no single user name in X-Remote-User" in why
+
+
+# ------------------------------------------------------------------ Streamlit's own login (OIDC)
+
+def _oidc_page(monkeypatch, home, user: dict):
+    from streamlit.testing.v1 import AppTest
+    from test_app import APP
+    monkeypatch.setattr(identity, "auth_configured", lambda: True)      # as with [auth] in secrets.toml
+    monkeypatch.setenv("LOTTERY_HOME", str(home))
+    at = AppTest.from_file(APP, default_timeout=90)
+    at.user = user
+    at.run()
+    at.switch_page("pages/runs.py")
+    at.run()
+    no_traceback(at)
+    return at
+
+
+def test_streamlit_login_gives_the_identity(monkeypatch, cls):
+    home, store, ids = cls
+    at = _oidc_page(monkeypatch, home, {"is_logged_in": False})
+    assert "Log in (sidebar) to use this server" in texts(at) and not at.dataframe
+    assert at.sidebar.button(key="identity.login") and not at.sidebar.get("text_input")   # no typed names here
+    at = _oidc_page(monkeypatch, home, {"is_logged_in": True, "email": "alice"})
+    assert list(at.dataframe[0].value["owner"]) == ["alice", "alice"] and "(logged in)" in texts(at)
+    at = _oidc_page(monkeypatch, home, {"is_logged_in": True, "email": "<b>eve</b>@x.example"})
+    assert not at.dataframe and any("may only hold" in plain(e.value) for e in at.sidebar.error)

@@ -55,6 +55,8 @@ def submit(cfgs: list[RunConfig], home: Path, sweep_id: str | None = None, *, ow
     `owner`: the person launching them (ui.identity.current_user()), None for nobody."""
     if len(cfgs) > 1 and sweep_id is None:
         sweep_id = new_sweep_id()
+    if owner is not None and len(cfgs) > 1:       # a sweep is queued whole or not at all
+        _call("check_room", home, owner, len(cfgs))
     return [_call("submit", cfg, home=home, sweep_id=sweep_id, owner=owner) for cfg in cfgs]
 
 
