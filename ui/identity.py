@@ -166,15 +166,16 @@ def sidebar() -> bool:
             st.login()
         st.info("Log in (sidebar) to use this server: runs are kept per person.", icon="🔒")
         return False
-    _name_form()
     if in_use():
+        _name_form(st.sidebar)
         st.info("Type your name in the sidebar first: on this server each person's runs are their own.", icon="👤")
         return False
+    _name_form(st.sidebar.expander("👤 Your name (optional)"))     # a personal machine: nothing needs it
     return True
 
 
-def _name_form() -> None:
-    with st.sidebar.form("identity.form", border=False):
+def _name_form(where) -> None:
+    with where.form("identity.form", border=False):
         raw = st.text_input("Your name", key="identity.input",
                             placeholder="e.g. Ana",
                             help="Labels the runs you launch, and keeps others' runs safe from your clicks (and "
