@@ -31,14 +31,15 @@ page = st.navigation(PAGES)
 # of a fresh server waits seconds for that import; the spinner says so (it only
 # appears after 0.5 s, so reruns, which import nothing, never show it).
 with st.spinner("Loading the engine (PyTorch)…"):
-    from ui import md, state  # noqa: E402
+    from ui import identity, md, state  # noqa: E402
 
 state.one_torch_thread()          # the app never computes on a torch thread pool (workers train)
 
 with st.sidebar:
     st.caption(f"Store: {md.code(state.home())}")
 state.disk_banner()
-try:
-    page.run()
-except Exception as e:  # noqa: BLE001 - a page error is a message, never a traceback
-    state.show_error(e, f"The {page.title} page hit a problem")
+if identity.sidebar():        # who is using it; on a shared server no page shows without an identity
+    try:
+        page.run()
+    except Exception as e:  # noqa: BLE001 - a page error is a message, never a traceback
+        state.show_error(e, f"The {page.title} page hit a problem")
