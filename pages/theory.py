@@ -48,18 +48,6 @@ def target_mask(params_json: str) -> np.ndarray:
     return raw.extras["target_mask"].numpy()
 
 
-def recorded_recovery(summary: dict) -> dict | None:
-    """The engine's own recovery figures (summary["recovery"]), in this page's terms."""
-    rec = summary.get("recovery")
-    if not isinstance(rec, dict) or "hits" not in rec:
-        return None
-    hits, kept, k = int(rec["hits"]), int(rec["kept"]), int(rec["support_size"])
-    fp, fn = kept - hits, k - hits
-    return {"dist": float(rec["distance"]), "dist_binary": float(rec.get("binary_distance", float("nan"))),
-            "true_pos": hits, "false_pos": fp, "false_neg": fn, "kept": kept, "k": k, "exact": bool(rec["exact"]),
-            "f1": 2 * hits / (2 * hits + fp + fn) if (2 * hits + fp + fn) else 1.0}
-
-
 def measured_recovery(r: dict) -> dict | None:
     """For runs from before the engine recorded it: compare the snapshots with the planted mask."""
     import json
@@ -82,7 +70,7 @@ def recovery_frame(runs: list[dict]) -> pd.DataFrame:
             continue
         c = data.cfg_of(r)
         try:
-            rec = recorded_recovery(data.summary_of(r)) or measured_recovery(r)
+            rec = data.recorded_recovery(data.summary_of(r)) or measured_recovery(r)
         except Exception:  # noqa: BLE001 - a damaged run is skipped and counted
             rec = None
             problems += 1
