@@ -99,8 +99,9 @@ def fig_pixels(step, runs):
     big = present.active()
     try:
         pics = samples(c["dataset"], tuple(c.get("classes") or ()), str(default_data_dir()), 4 if big else 6)
-        fig = figures.masked_samples_figure(pics, img, height=460 if big else 360, mark_px=20 if big else 13,
+        fig = figures.masked_samples_figure(pics, img, height=560 if big else 360, mark_px=22 if big else 13,
                                             plot_px=900 if big else 560)
+        fig.layout.meta = "sized"           # drawn for the view already: the presentation view keeps its height
         name = "Digits through the mask"
     except Exception:  # noqa: BLE001 - no image files on this machine: the mask alone
         fig = figures.pixel_figure(img, "The ticket's pixels", height=420)
@@ -240,7 +241,7 @@ def figure_view() -> None:
                 icon="🎟️")
     cols = st.columns([1, 2]) if len(figs) == 2 and not present.active() else [st.container() for _ in figs]
     for n, ((_name, fig), col) in enumerate(zip(figs, cols)):
-        present.chart(fig, key=f"lesson.fig.{step.key}.{n}", container=col)
+        present.chart(fig, key=f"lesson.fig.{step.key}.{n}", container=col, grow=fig.layout.meta != "sized")
     if SOURCE_TEXT[source]:
         st.caption(SOURCE_TEXT[source])
 

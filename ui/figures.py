@@ -586,15 +586,19 @@ def _alpha(hex_color: str, a: float) -> str:
 # ------------------------------------------------------------------ pixels
 
 def pixel_figure(img: pd.DataFrame, title: str, zmax: float = 1.0, colorscale: str = "Viridis",
-                 height: int = 360) -> go.Figure:
-    """An H×W frame of mask values as an image (row 0 at the top)."""
+                 height: int = 360, colorbar: bool = True) -> go.Figure:
+    """An H×W frame of mask values as an image (row 0 at the top); `colorbar` False for a
+    binary mask, so the picture takes the figure's whole width."""
     if img.empty:
         return empty_figure("no mask snapshot")
-    fig = go.Figure(go.Heatmap(z=img.values, zmin=0, zmax=zmax, colorscale=colorscale,
+    fig = go.Figure(go.Heatmap(z=img.values, zmin=0, zmax=zmax, colorscale=colorscale, showscale=colorbar,
                                colorbar=dict(title="m", len=0.8),
                                hovertemplate="row %{y}, col %{x}<br>m = %{z:.3f}<extra></extra>"))
     _square(fig, img.shape)
-    return _base(fig, title, height=height)
+    fig = _base(fig, title, height=height)
+    if not colorbar:            # the picture alone: no side margins either
+        fig.update_layout(margin=dict(l=0, r=0))
+    return fig
 
 
 def pixel_animation(frames: list[tuple[str, pd.DataFrame]], title: str, height: int = 420) -> go.Figure:

@@ -27,12 +27,14 @@ BASE_CSS = """
 PRESENT_CSS = """
 [data-testid="stSidebar"], [data-testid="stSidebarCollapsedControl"], [data-testid="stExpandSidebarButton"],
 [data-testid="stSidebarNav"] { display: none !important; }
-[data-testid="stMainBlockContainer"] { max-width: 100% !important; padding: 1.2rem 2.2rem 3rem 2.2rem !important; }
+[data-testid="stMainBlockContainer"] { max-width: 100% !important; padding: 3.8rem 2.2rem 3rem 2.2rem !important; }
 [data-testid="stMain"] p, [data-testid="stMain"] li { font-size: 1.35rem !important; line-height: 1.5 !important; }
 [data-testid="stMain"] h1 { font-size: 2.6rem !important; }
 [data-testid="stMain"] h2, [data-testid="stMain"] h3 { font-size: 2.0rem !important; }
-[data-testid="stMetricValue"] { font-size: 3.0rem !important; line-height: 1.15 !important; }
-[data-testid="stMetricLabel"] p { font-size: 1.3rem !important; }
+[data-testid="stMain"] [data-testid="stMetricValue"], [data-testid="stMain"] [data-testid="stMetricValue"] * {
+  font-size: 3.0rem !important; line-height: 1.15 !important; }
+[data-testid="stMain"] [data-testid="stMetricLabel"], [data-testid="stMain"] [data-testid="stMetricLabel"] * {
+  font-size: 1.3rem !important; }
 [data-testid="stCaptionContainer"] p { font-size: 1.1rem !important; }
 """
 
@@ -76,21 +78,32 @@ def style() -> None:
     """The CSS of the current view (a <style>-only st.html takes no space on the page)."""
     st.html(f"<style>{BASE_CSS}{PRESENT_CSS if active() else ''}</style>")
     if active():
-        c1, c2 = st.columns([6, 1])
-        c1.caption("Presentation view: Back/Next on the Lesson page, or change the page in the URL.")
-        if c2.button("Exit", key="present.exit", help="Leave the presentation view (shows the sidebar again)"):
+        cols = st.columns([1, 1, 1, 1, 1.6], vertical_alignment="center")
+        for col, (path, label) in zip(cols, LINKS):
+            col.page_link(path, label=label)
+        if cols[-1].button("Exit presentation", key="present.exit",
+                           help="Leave the presentation view (shows the sidebar again)"):
             set_active(False)
             st.rerun()
 
 
-def figure(fig: go.Figure) -> go.Figure:
-    """The figure as the current view draws it: larger fonts and height when presenting."""
+# The pages a class moves between while presenting (the sidebar menu is hidden).
+LINKS = (("pages/lesson.py", "Lesson"), ("pages/pixels.py", "Pixel masks"), ("pages/theory.py", "Theory"),
+         ("pages/tradeoffs.py", "Trade-offs"))
+
+
+def figure(fig: go.Figure, grow: bool = True) -> go.Figure:
+    """The figure as the current view draws it: larger fonts and (unless `grow` is False, for a
+    figure already sized for the view) a larger height when presenting."""
     if not active():
         return fig
     height = fig.layout.height or 340
-    fig.update_layout(height=int(height * SCALE), font=dict(size=18), title_font=dict(size=22),
+    fig.update_layout(height=int(height * SCALE) if grow else height, font=dict(size=18), title_font=dict(size=22),
                       legend=dict(font=dict(size=17)), hoverlabel=dict(font=dict(size=16)))
     fig.update_annotations(font_size=18)
+    # Per axis too: Streamlit's chart theme sets axis fonts, which a layout-wide font does not reach.
+    fig.update_xaxes(tickfont_size=16, title_font_size=18)
+    fig.update_yaxes(tickfont_size=16, title_font_size=18)
     return fig
 
 
@@ -98,5 +111,5 @@ def figure(fig: go.Figure) -> go.Figure:
 CHART_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
 
 
-def chart(fig: go.Figure, key: str, container=None) -> None:
-    (container or st).plotly_chart(figure(fig), key=key, config=CHART_CONFIG)
+def chart(fig: go.Figure, key: str, container=None, grow: bool = True) -> None:
+    (container or st).plotly_chart(figure(fig, grow), key=key, config=CHART_CONFIG)
