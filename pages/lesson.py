@@ -239,7 +239,7 @@ def figure_view() -> None:
     if not figs or (step.figure == "planted" and source == "none"):
         st.info("No run of this kind yet: press **Run it live** below; the figure appears when it finishes.",
                 icon="🎟️")
-    cols = st.columns([1, 2]) if len(figs) == 2 and not present.active() else [st.container() for _ in figs]
+    cols = st.columns([1, 2], gap="medium") if len(figs) == 2 else [st.container() for _ in figs]
     for n, ((_name, fig), col) in enumerate(zip(figs, cols)):
         present.chart(fig, key=f"lesson.fig.{step.key}.{n}", container=col, grow=fig.layout.meta != "sized")
     if SOURCE_TEXT[source]:
@@ -257,7 +257,8 @@ mine_active = [r for r in every if r.get("status") in data.ACTIVE and ls.is_mine
                and ls.matches(step, data.cfg_of(r))]
 try:
     live = ls.live_config(step, every, mnist_available(default_data_dir()), user)
-    live_err = None if live is not None else "there is no finished ticket to compare with yet (step 1's run makes one)"
+    live_err = None if live is not None else ("this step needs a finished LeNet ticket (and, for the pack's, the "
+                                              "MNIST files on this server)")
 except Exception as e:  # noqa: BLE001 - a ConfigError, readable
     live, live_err = None, str(e)
 c1, c2 = st.columns([1, 3], vertical_alignment="center")

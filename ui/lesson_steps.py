@@ -93,7 +93,8 @@ STEPS: tuple[Step, ...] = (
          "mask but redraws its starting weights. Both train exactly as long as the ticket's retrain.",
          "How far each control falls below the ticket.",
          "What does the reinit control tell us that random pruning does not?",
-         "controls", dict(model="lenet300", dataset="digits", method=("concave", "random", "reinit"), classes=None),
+         "controls", dict(model="lenet300", dataset=("mnist", "digits"), method=("concave", "random", "reinit"),
+                          classes=None),
          dict(method="random"), "a random-pruning control of the ticket (seconds); then a reinit control",
          replaces=("method",)),
 )
@@ -140,13 +141,18 @@ def figure_runs(step: Step, runs: list[dict], user: str | None = None) -> tuple[
     """The finished runs the step's figure draws, newest first, and where they come from:
     "yours" (only the student's), "mixed" (the student's replace some of the pack's),
     "pack" (only the class pack's) or "none". One dataset per figure: the student's newest
-    run's, else the pack's."""
+    run's, else the first of the step's datasets (in the order `match` lists them) the pack has."""
     done = [r for r in runs if r.get("status") == "done" and matches(step, data.cfg_of(r))]
     mine = [r for r in done if is_mine(r, user)]
     pack = [r for r in done if r.get("example")]
     if not mine and not pack:
         return [], "none"
-    dataset = data.cfg_of((mine or pack)[0]).get("dataset")
+    if mine:
+        dataset = data.cfg_of(mine[0]).get("dataset")
+    else:
+        want = step.match.get("dataset")
+        have = [data.cfg_of(r).get("dataset") for r in pack]
+        dataset = next((d for d in want if d in have), have[0]) if isinstance(want, tuple) else have[0]
     mine = [r for r in mine if data.cfg_of(r).get("dataset") == dataset]
     pack = [r for r in pack if data.cfg_of(r).get("dataset") == dataset]
     taken = {_key(step, r) for r in mine}
@@ -156,8 +162,11 @@ def figure_runs(step: Step, runs: list[dict], user: str | None = None) -> tuple[
 
 
 def controls_source(runs: list[dict]) -> dict | None:
-    """The ticket the controls step compares with: the newest finished concave run among them."""
-    return next((r for r in runs if data.cfg_of(r).get("method") == "concave"), None)
+    """The ticket the controls step compares with: the newest finished concave run among them
+    that has a control, else the newest one."""
+    tickets = [r for r in runs if data.cfg_of(r).get("method") == "concave"]
+    sources = {data.cfg_of(r).get(k) for r in runs for k in ("random_from", "reinit_from")}
+    return next((r for r in tickets if r["id"] in sources), tickets[0] if tickets else None)
 
 
 CONTROL_KEYS = ("model", "dataset", "classes", "data_params", "val_fraction", "batch_size", "lr", "optimizer",
@@ -184,7 +193,7 @@ def live_config(step: Step, runs: list[dict], mnist: bool, user: str | None = No
     if step.figure == "controls":
         chosen, _ = figure_runs(step, runs, user)
         src = controls_source(chosen)
-        if src is None:
+        if src is None or (data.cfg_of(src).get("dataset") == "mnist" and not mnist):
             return None
         kinds = {data.cfg_of(r).get("method") for r in runs if src["id"] in
                  (data.cfg_of(r).get("random_from"), data.cfg_of(r).get("reinit_from"))
