@@ -45,7 +45,11 @@ state.one_torch_thread()          # the app never computes on a torch thread poo
 with st.sidebar:
     present.sidebar_toggle()
     st.caption(f"Store: {md.code(state.home())}")
+    st.toggle("Show examples", value=True, key=state.SHOW_EXAMPLES,
+              help="The class pack's ready-made example runs (badged 📦 example): finished, read-only runs that "
+                   "fill every page before anything has trained. Off: every page shows only real runs.")
 state.disk_banner()
+state.ensure_examples()
 try:
     page.run()
 except Exception as e:  # noqa: BLE001 - a page error is a message, never a traceback

@@ -118,14 +118,14 @@ st.subheader("Kept pixels and accuracy against λ: ℓ1 vs log", divider="gray")
 same = lambda r: (data.cfg_of(r).get("model") == cfg["model"] and data.cfg_of(r).get("dataset") == cfg["dataset"]  # noqa: E731
                   and data.cfg_of(r).get("classes") == cfg.get("classes") and data.cfg_of(r).get("method") == "concave"
                   and data.cfg_of(r).get("target_sparsity") is None)
-family = [r for r in all_runs if same(r)]
+family = data.prefer_own([r for r in all_runs if same(r)])      # the pack's sweep only when there is no other
 sweep_live = any(r.get("status") in data.ACTIVE for r in family)
 
 
 @st.fragment(run_every=state.LIVE_SECONDS * 2 if sweep_live else None)
 @state.guard("The λ sweep could not be drawn")
 def sweep_view():
-    pts = data.tradeoff_points([r for r in state.runs() if same(r)])
+    pts = data.tradeoff_points(data.prefer_own([r for r in state.runs() if same(r)]))
     pts = pts[pts["regularizer"].isin(["l1", "log"])]
     present.chart(figures.lam_sweep_figure(pts, what), "pix.sweep")
     st.markdown("##### Which penalty is better: accuracy against kept " + what)

@@ -5,7 +5,7 @@ import time
 import pandas as pd
 import streamlit as st
 
-from engine.store import STATUSES
+from engine.store import STATUSES, ExampleRun
 from ui import backend, data, deploy_panel, figures, md, state, widgets
 
 state.intro("📈 Runs",
@@ -186,6 +186,10 @@ def _details(run: dict) -> None:
         state.guard("The run's status could not be read")(_head))(rid)
     cancelling = status == "running" and rid in state.cancelling_ids([run])
 
+    if run.get("example"):
+        st.caption(f"{data.EXAMPLE_BADGE}: a finished run shipped with the app in the class pack (its metrics, "
+                   "masks and summary; no checkpoints or weights). Read-only: it cannot be deleted, cancelled or "
+                   "resumed. The sidebar's “Show examples” switch hides the examples.")
     # ---- actions
     a = [c for _ in range(2) for c in st.columns(2)]     # 2 a row: labels fit at 1024×768
     if a[0].button("Cancelling…" if cancelling else "Cancel", key=f"cancel.{rid}",
@@ -213,16 +217,24 @@ def _details(run: dict) -> None:
                    help="Open the Launch form filled with this run's config; change it and launch a new run."):
         st.switch_page("pages/launch.py", query_params={"from": rid})
     confirm_key = f"confirm_delete.{rid}"
-    if a[3].button("Delete…", key=f"delete.{rid}", disabled=status in data.ACTIVE, width="stretch",
+    example = bool(run.get("example"))
+    if a[3].button("Delete…", key=f"delete.{rid}", disabled=status in data.ACTIVE or example, width="stretch",
                    icon=":material/delete:",
-                   help="Delete the run and its files (asks first). Cancel a running run before deleting it."):
+                   help="A class-pack example is read-only: hide the examples with the sidebar's “Show examples” "
+                        "switch." if example else
+                        "Delete the run and its files (asks first). Cancel a running run before deleting it."):
         st.session_state[confirm_key] = True
     if st.session_state.get(confirm_key):
         with st.container(border=True):
             st.warning(f"Delete run {md.code(rid)} and all its files (metrics, masks, ticket)? This cannot be undone.")
             y, n, _ = st.columns([1, 1, 4])
             if y.button("Yes, delete", key=f"delete_yes.{rid}", type="primary"):
-                state.store().delete_run(rid)
+                try:
+                    state.store().delete_run(rid)
+                except ExampleRun as e:
+                    st.session_state.pop(confirm_key, None)
+                    st.error(md.esc(e))
+                    st.stop()
                 st.session_state.pop(confirm_key, None)
                 state.clear_caches()
                 state.set_selection([i for i in state.selected_ids() if i != rid])

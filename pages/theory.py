@@ -37,8 +37,9 @@ with st.expander("Why strictly concave penalties recover the target more tightly
 """)
 
 all_runs = state.runs()
-planted = [r for r in all_runs if data.cfg_of(r).get("dataset") == "planted"
-           and data.cfg_of(r).get("method") == "concave"]
+# The store's own planted runs; the class pack's examples only when there are none.
+planted = data.prefer_own([r for r in all_runs if data.cfg_of(r).get("dataset") == "planted"
+                           and data.cfg_of(r).get("method") == "concave"])
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
@@ -93,8 +94,8 @@ live = any(r.get("status") in data.ACTIVE for r in planted)
 @st.fragment(run_every=state.LIVE_SECONDS * 2 if live else None)
 @state.guard("The planted results could not be drawn")
 def results():
-    runs_now = [r for r in state.runs() if data.cfg_of(r).get("dataset") == "planted"
-                and data.cfg_of(r).get("method") == "concave"]
+    runs_now = data.prefer_own([r for r in state.runs() if data.cfg_of(r).get("dataset") == "planted"
+                                and data.cfg_of(r).get("method") == "concave"])
     if not runs_now:
         st.info("No planted run yet. Press the button below: it runs ℓ1 and log at several λ on the planted problem "
                 "(about 10 s per run on a CPU) and fills these plots as the runs finish.", icon="📐")
@@ -167,7 +168,7 @@ widgets.sweep_button(f"Run the planted experiment ({len(cfgs)} runs)", cfgs, "th
                           "while this experiment is queued or running.")
 
 l1_done = [r for r in planted if r.get("status") == "done" and data.cfg_of(r).get("regularizer") == "l1"
-           and not data.cfg_of(r).get("warm_start")]
+           and not data.cfg_of(r).get("warm_start") and not r.get("example")]   # examples keep no weights
 warmed = {data.cfg_of(r).get("warm_start") for r in planted}
 todo = [r for r in l1_done if r["id"] not in warmed]
 st.markdown("##### Warm start: log from the ℓ1 solution")

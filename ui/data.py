@@ -85,7 +85,18 @@ def run_label(run: dict) -> str:
     if c.get("classes"):
         data += "[" + ",".join(str(x) for x in c["classes"]) + "]"
     name = f" “{run['name']}”" if run.get("name") else ""
-    return f"{what} · {c.get('model', '?')}/{data} · seed {c.get('seed', 0)} · {run['id']}{name}"
+    badge = EXAMPLE_BADGE + " · " if run.get("example") else ""
+    return f"{badge}{what} · {c.get('model', '?')}/{data} · seed {c.get('seed', 0)} · {run['id']}{name}"
+
+
+EXAMPLE_BADGE = "📦 example"     # a class-pack run (read-only), wherever runs are named
+
+
+def prefer_own(runs: list[dict]) -> list[dict]:
+    """The runs that are not class-pack examples, when there are any; else the examples (so
+    a page falls back to the pack, and a student's own result replaces it)."""
+    own = [r for r in runs if not r.get("example")]
+    return own or list(runs)
 
 
 def epochs_planned(c: dict) -> int | None:
