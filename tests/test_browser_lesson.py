@@ -5,7 +5,8 @@ Key numbers (metric labels and values) and buttons must lie inside the viewport 
 not be clipped (an element whose scrollWidth exceeds its clientWidth is cut off, e.g. by
 an ellipsis: "4 o…", "99.…"); the page must not scroll sideways; the ticket's mask must
 be drawn at least 250 px wide. Screenshots of every view land in test-artifacts/ (git
-ignores it). One server start; the handout is downloaded once and must hold PNGs."""
+ignores it). The store is empty but for the repository's class pack, as on a fresh server.
+One server start; the handout is downloaded once and must hold PNGs."""
 
 from __future__ import annotations
 
@@ -15,8 +16,8 @@ import zipfile
 
 import pytest
 from test_browser import ARTIFACTS, settle
-from test_lesson import examples_store
 
+from engine.classpack import DEFAULT_PACK
 from tests.app_server import CHROMIUM, CHROMIUM_ARGS, serve
 from ui import lesson_steps as ls
 
@@ -73,10 +74,10 @@ TICKET_PX_JS = """() => { for (const c of document.querySelectorAll('[data-testi
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
+    """An empty store with the repository's class pack: what a class sees on a fresh server."""
     home = tmp_path_factory.mktemp("browser-lesson")
-    ids = examples_store(home)
-    with serve(home, env={"LOTTERY_MAX_RUNS": "1"}, timeout=60) as url:
-        yield url, home, ids
+    with serve(home, env={"LOTTERY_MAX_RUNS": "1", "LOTTERY_CLASSPACK": str(DEFAULT_PACK)}, timeout=60) as url:
+        yield url, home
 
 
 def shoot(page, name: str) -> None:
@@ -91,7 +92,7 @@ def check(page, where: str) -> None:
 
 
 def test_presentation_view_nothing_cut_off(server):
-    url, home, ids = server
+    url, home = server
     t0 = time.time()
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
@@ -132,7 +133,7 @@ def test_presentation_view_nothing_cut_off(server):
                 assert tw >= 250 and th >= 250, (tw, th)
                 shoot(page, f"pixels-present-{w}x{h}")
                 # the normal view of Pixel masks: the same checks, with the sidebar
-                page.goto(f"{url}/pixels?runs={ids['pix_log']}&present=0")
+                page.goto(f"{url}/pixels?present=0")
                 page.wait_for_selector("h1:has-text('Pixel masks')")
                 settle(page)
                 assert page.locator("[data-testid='stSidebar']").is_visible()

@@ -28,6 +28,7 @@ from test_app import (  # noqa: F401
 )
 
 from engine import runner
+from engine.classpack import DEFAULT_PACK
 from engine.config import RunConfig
 from engine.data import default_data_dir, mnist_available
 from engine.store import Store
@@ -107,6 +108,32 @@ def test_every_step_renders_from_the_examples_alone(i, monkeypatch, pack, jobs):
     assert step.notice in t and step.question in t
     assert len(at.metric) >= 1 and all(m.value not in ("", "—") for m in at.metric[:1])
     assert at.button(key=f"lesson.live.{step.key}").disabled is False
+
+
+@pytest.fixture(scope="module")
+def class_pack_home(tmp_path_factory):
+    return tmp_path_factory.mktemp("class-pack-only")
+
+
+@pytest.mark.parametrize("i", range(1, len(ls.STEPS) + 1))
+def test_every_step_renders_from_the_class_pack_alone(i, monkeypatch, class_pack_home, jobs):
+    """An empty store with the repository's class pack (imported by the app): every step has
+    its figure and its key numbers, from the pack's example runs."""
+    monkeypatch.setenv("LOTTERY_CLASSPACK", str(DEFAULT_PACK))
+    at = open_step(monkeypatch, class_pack_home, i)
+    no_traceback(at)
+    assert not at.error, [plain(e.value) for e in at.error]
+    runs = Store(class_pack_home).list_runs()
+    assert runs and all(r["example"] for r in runs)
+    step = ls.STEPS[i - 1]
+    assert charts(at) >= 1 and len(at.metric) >= 1
+    t = texts(at)
+    assert "From the class pack" in t and "No run of this kind yet" not in t
+    assert all(m.value and m.value != "—" for m in at.metric), [(m.label, m.value) for m in at.metric]
+    chosen, source = ls.figure_runs(step, runs)
+    assert source == "pack" and chosen
+    if step.figure == "controls":                   # the pack's LeNet ticket and both its controls
+        assert {m.label for m in at.metric} == {"The ticket", "Random pruning", "Reinit"}
 
 
 @pytest.mark.parametrize("i", range(1, len(ls.STEPS) + 1))

@@ -46,7 +46,7 @@ STEPS: tuple[Step, ...] = (
          "Entries with m > 0.5 survive; the survivors are rewound to their start and trained again "
          "(the **retrain**).",
          "How few weights are left, and the accuracy after the retrain (the right-hand band).",
-         "If 95 % of the weights can go, why do we train big networks at all?",
+         "If most of the weights can go, why do we train big networks at all?",
          "ticket", dict(model="lenet300", dataset=("digits", "mnist"), method="concave", classes=None),
          dict(PRESETS["digits"]), "LeNet-300-100 on the offline digits, log penalty (about 10 s)"),
     Step("pixels", "The 8-pixel mask",
@@ -61,8 +61,9 @@ STEPS: tuple[Step, ...] = (
          "Two penalties at the same λ prune at different rates, so comparing them at equal λ is unfair. Compare "
          "them at **equal size** instead: test accuracy against the number of kept pixels. Every dot is a run; "
          "each line is a penalty's frontier, the best accuracy it reached with at most that many pixels.",
-         "Which line is higher at the left, where only a few pixels are kept.",
-         "Why does the ℓ1 mask need more pixels for the same accuracy?",
+         "Which line is higher at the left, where only a few pixels are kept, and how far apart the lines are.",
+         "0-vs-1 is an easy task: would you expect the gap between the penalties to grow or shrink on a harder "
+         "one, and why?",
          "pareto", dict(model="logreg", dataset=("mnist", "digits"), classes=[0, 1], method="concave",
                         regularizer=("l1", "log")),
          {**PIXEL_LIVE, "regularizer": "l1"}, "the same run with the ℓ1 penalty (seconds)",
