@@ -261,6 +261,11 @@ try:
                                               "MNIST files on this server)")
 except Exception as e:  # noqa: BLE001 - a ConfigError, readable
     live, live_err = None, str(e)
+src_id = live.random_from or live.reinit_from if live is not None else None
+if src_id and not (state.store().run_dir(src_id) / "ticket.pt").is_file():
+    # the class pack ships no weights, so a control of its ticket cannot rewind: make your own ticket first
+    live, live_err = None, ("the class pack's ticket has no saved weights to rewind to; run step 5 live first, "
+                            "and its ticket takes the pack's place here")
 c1, c2 = st.columns([1, 3], vertical_alignment="center")
 if c1.button("▶ Run it live", key=f"lesson.live.{step.key}", type="primary", disabled=live is None,
              help="Queues this step's small experiment in the background. When it finishes, the figure above "
