@@ -24,9 +24,10 @@ STEPS = ls.STEPS
 home = state.home()
 user = identity.current_user() if identity is not None else None
 
-state.intro("🎓 Lesson", "Lottery tickets in six steps: read, look at the figure, notice, discuss, then run it "
-                        "live. The figures start from the class pack's ready-made results; your own finished "
-                        "run takes their place.")
+# On a projector the line would repeat on every step and push the figure below the fold.
+state.intro("🎓 Lesson", "" if present.active() else
+            "Lottery tickets in six steps: read, look at the figure, notice, discuss, then run it live. The figures "
+            "start from the class pack's ready-made results; your own finished run takes their place.")
 
 
 def step_index() -> int:

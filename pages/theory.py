@@ -9,7 +9,7 @@ import streamlit as st
 
 from engine.config import ConfigError, RunConfig
 from engine.data import DATASETS, PLANTED_DEFAULTS, default_data_dir
-from ui import backend, data, figures, md, state, widgets
+from ui import backend, data, figures, md, present, state, widgets
 
 state.intro("📐 Theory",
             "A convex problem whose answer is known: logistic regression on synthetic data generated from only "
@@ -111,7 +111,7 @@ def results():
                            format_func=lambda s: f"{s} — {settings[s]} runs",
                            help="d features, k of them in the planted support, n training samples.")
     sub = df[df["setting"] == setting]
-    st.plotly_chart(figures.theory_figure(sub), key="theory.fig")
+    present.chart(figures.theory_figure(sub), "theory.fig")
     best = sub.assign(errors=sub["false_pos"] + sub["false_neg"]).sort_values(["errors", "dist"])
     penalties = sorted(sub["penalty"].unique())
     for col, pen in zip(st.columns(max(2, len(penalties))), penalties):

@@ -132,6 +132,9 @@ def test_presentation_view_nothing_cut_off(server):
                 tw, th = page.evaluate(TICKET_PX_JS)
                 assert tw >= 250 and th >= 250, (tw, th)
                 shoot(page, f"pixels-present-{w}x{h}")
+                if w != 1024:       # the normal view below: where the defect was, 1024×768
+                    page.close()
+                    continue
                 # the normal view of Pixel masks: the same checks, with the sidebar
                 page.goto(f"{url}/pixels?present=0")
                 page.wait_for_selector("h1:has-text('Pixel masks')")
@@ -139,7 +142,7 @@ def test_presentation_view_nothing_cut_off(server):
                 assert page.locator("[data-testid='stSidebar']").is_visible()
                 check(page, f"Pixel masks (normal view) at {w}×{h}")
                 tw, th = page.evaluate(TICKET_PX_JS)
-                assert tw >= 250 and th >= 250, (w, tw, th)
+                assert tw >= 250 and th >= 250, (tw, th)      # 107 px before (issue 15)
                 shoot(page, f"pixels-{w}x{h}")
                 page.close()
         finally:

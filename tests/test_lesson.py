@@ -60,15 +60,14 @@ def examples_store(home) -> dict[str, str]:
     store = Store(home)
     ids = {"ticket": _run(store, model="lenet300", dataset="digits", method="concave", regularizer="log", lam=5.0,
                           **TINY)}
-    ids["imp"] = _run(store, model="lenet300", dataset="digits", method="imp", rounds=2, prune_fraction=0.5,
-                      epochs=1, batch_size=128)
+    ids["imp"] = _run(store, model="lenet300", dataset="digits", method="imp", rounds=1, epochs=1, batch_size=128)
     ids["random"] = _run(store, model="lenet300", dataset="digits", method="random", random_from=ids["ticket"],
                          epochs=1, batch_size=128)
     pix = dict(model="logreg", dataset="digits", classes=[0, 1], method="concave", epochs=2, retrain_epochs=1,
                batch_size=64, lr=0.01)
     ids["pix_l1"] = _run(store, **pix, regularizer="l1", lam=10.0)
     ids["pix_log"] = _run(store, **pix, regularizer="log", lam=10.0)
-    planted = dict(model="logreg", dataset="planted", method="concave", epochs=2, retrain_epochs=1, batch_size=64,
+    planted = dict(model="logreg", dataset="planted", method="concave", epochs=1, retrain_epochs=1, batch_size=64,
                    lr=0.01)
     ids["planted_l1"] = _run(store, **planted, regularizer="l1", lam=1.0)
     ids["planted_log"] = _run(store, **planted, regularizer="log", lam=1.0)
