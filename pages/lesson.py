@@ -105,7 +105,9 @@ def fig_pixels(step, runs):
         fig.layout.meta = "sized"           # drawn for the view already: the presentation view keeps its height
         name = "Digits through the mask"
     except Exception:  # noqa: BLE001 - no image files on this machine: the mask alone
-        fig = figures.pixel_figure(img, "The ticket's pixels", height=420)
+        fig = figures.pixel_figure(img, "The ticket's pixels (yellow: kept)", height=560 if big else 420,
+                                   colorbar=False)
+        fig.layout.meta = "sized"
         name = "The mask"
     how = f"λ = {c.get('lam'):g}, {names.reg_name(c.get('regularizer'))} penalty"
     return [(name, fig)], [("Pixels kept", f"{used} of {total}", how),

@@ -314,6 +314,7 @@ def _ensure_routed() -> None:
 def intro(title: str, text: str) -> None:
     _ensure_routed()
     st.title(title)
-    st.markdown(f"<div style='font-size:1.05rem;color:#555;margin-top:-0.6rem'>{text}</div>",
-                unsafe_allow_html=True)
-    st.write("")
+    if text:
+        st.markdown(f"<div style='font-size:1.05rem;color:#555;margin-top:-0.6rem'>{text}</div>",
+                    unsafe_allow_html=True)
+        st.write("")
