@@ -71,10 +71,10 @@ def mask_view(run_id: str):
         first = next(iter(masks.values()))
         used = int((first != 0).any(axis=0).sum())
         s = data.summary_of(fresh)
-        # Short labels, the numbers in the values, each metric half the width: at 1024×768 three
-        # side by side were cut off ("4 o…", "99.…"); the page CSS also wraps rather than cuts.
+        # Each metric half the page's width, above the pictures: at 1024×768 in a narrow column they
+        # were cut off ("4 o…", "99.…"); the page CSS also wraps rather than cuts.
         c1, c2 = st.columns(2)
-        c1.metric("Pixels used", f"{used:,} of {first.shape[1]:,}",
+        c1.metric(f"Pixels used (of {first.shape[1]:,})", f"{used:,}",
                   help="Input pixels with at least one kept weight (first layer). "
                        f"{int((first != 0).sum()):,} of {first.size:,} first-layer weights are kept.")
         if s.get("test_accuracy") is not None:
