@@ -22,10 +22,17 @@ PAGES = {
         st.Page("pages/tradeoffs.py", title="Trade-offs", icon=":material/scatter_plot:", url_path="tradeoffs"),
         st.Page("pages/pixels.py", title="Pixel masks", icon=":material/image:", url_path="pixels"),
     ],
-    "Learn": [st.Page("pages/theory.py", title="Theory", icon=":material/function:", url_path="theory")],
+    "Learn": [
+        st.Page("pages/lesson.py", title="Lesson", icon=":material/school:", url_path="lesson"),
+        st.Page("pages/theory.py", title="Theory", icon=":material/function:", url_path="theory"),
+    ],
 }
 
-page = st.navigation(PAGES)
+from ui import present  # noqa: E402  (Streamlit and plotly only: no torch import yet)
+
+presenting = present.sync()      # ?present=1, kept across pages
+page = st.navigation(PAGES, position="hidden" if presenting else "sidebar")
+present.style()
 
 # After st.navigation, so the menu shows before torch is imported. The first view
 # of a fresh server waits seconds for that import; the spinner says so (it only
@@ -36,8 +43,13 @@ with st.spinner("Loading the engine (PyTorch)…"):
 state.one_torch_thread()          # the app never computes on a torch thread pool (workers train)
 
 with st.sidebar:
+    present.sidebar_toggle()
     st.caption(f"Store: {md.code(state.home())}")
+    st.toggle("Show examples", value=True, key=state.SHOW_EXAMPLES,
+              help="The class pack's ready-made example runs (badged 📦 example): finished, read-only runs that "
+                   "fill every page before anything has trained. Off: every page shows only real runs.")
 state.disk_banner()
+state.ensure_examples()
 if identity.sidebar():        # who is using it; on a shared server no page shows without an identity
     try:
         page.run()

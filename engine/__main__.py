@@ -159,6 +159,8 @@ def run_view(store, run: dict) -> dict:
                                "started", "finished", "sweep_id")}
     if run.get("damaged"):
         out["damaged"] = run["damaged"]
+    if run.get("example"):           # a class-pack example run (read-only)
+        out["example"] = True
     if run["status"] == "running":
         out["pid"] = run["pid"]
         out["heartbeat"] = None if run["heartbeat"] is None else round(time.time() - run["heartbeat"], 3)
@@ -212,7 +214,7 @@ def cmd_list(args) -> int:
         damaged = f"  damaged: {tty(r['damaged'])}" if r.get("damaged") else ""
         print(f"{tty(r['id'])}  {tty(r['status']):<11} {tty(cfg.get('method', '?')):<8} "
               f"{tty(cfg.get('model', '?'))}/{tty(cfg.get('dataset', '?')):<14} acc {acc}  remaining {rem}  "
-              f"{tty(r['name'] or '')}{damaged}")
+              f"{tty(r['name'] or '')}{damaged}{'  (class-pack example)' if r.get('example') else ''}")
     return 0
 
 
@@ -319,6 +321,43 @@ def cmd_resume(args) -> int:
           file=sys.stderr)
     print(run["id"])
     return 0
+
+
+def cmd_classpack(args) -> int:
+    """build / import / status of the class pack; a damaged or missing pack: one line, exit 2."""
+    from . import classpack
+    from .store import Store
+    try:
+        if args.action == "build":
+            if args.pack:
+                raise UsageError("classpack build writes to --out DIR (no positional folder)")
+            only = [k for k in (args.only or "").split(",") if k] or None
+            classpack.build(args.out, full=args.full, home=args.home, data_dir=args.data_dir, keys=only,
+                            say=lambda m: print(m, file=sys.stderr, flush=True))
+            print(Path(args.out) if args.out else classpack.DEFAULT_PACK)
+            return 0
+        store = Store(_home(args))
+        pack = Path(args.pack) if args.pack else classpack.pack_dir_for(store)
+        if pack is None:
+            raise UsageError("LOTTERY_CLASSPACK is off: name a pack folder, e.g. classpack import DIR")
+        if args.action == "import":
+            ids = classpack.import_pack(store, pack, remember=bool(args.pack))
+            print(f"class pack {pack}: {len(ids)} example runs in the store at {store.home}", file=sys.stderr)
+            for i in ids:
+                print(i)
+            return 0
+        m = classpack.read_manifest(pack)           # status
+        have = classpack.example_ids(store)
+        groups: dict[str, int] = {}
+        for r in m["runs"]:
+            groups[r.get("group", "?")] = groups.get(r.get("group", "?"), 0) + 1
+        print(f"class pack {pack} ({m.get('kind', '?')}): {len(m['runs'])} runs, "
+              f"{classpack.pack_size(pack) / 1e6:.2f} MB; " + ", ".join(f"{g} {n}" for g, n in groups.items()))
+        print(f"store {store.home}: {sum(r['id'] in have for r in m['runs'])} of them imported as examples")
+        return 0
+    except classpack.PackError as e:
+        print(f"error: {tty(e)}", file=sys.stderr)
+        return 2
 
 
 def cmd_worker(args) -> int:
@@ -491,6 +530,18 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--data-dir", help="dataset folder for the parity check (env LOTTERY_DATA)")
     common(sp)
     sp.set_defaults(func=cmd_deploy)
+
+    sp = sub.add_parser("classpack", help="the class pack of ready-made example runs: build, import, status")
+    sp.add_argument("action", choices=("build", "import", "status"))
+    sp.add_argument("pack", nargs="?", help="import/status: the pack folder (default: $LOTTERY_CLASSPACK, the "
+                                            "store's chosen pack, else the one in the repository)")
+    sp.add_argument("--out", help="build: where to write the pack (default: engine/classpack/pack)")
+    sp.add_argument("--full", action="store_true", help="build: the bigger pack (3 seeds, full-length LeNet runs), "
+                                                        "trained by the background queue of --home")
+    sp.add_argument("--only", metavar="KEY,...", help="build: only these runs (and the runs they refer to)")
+    sp.add_argument("--data-dir", help="dataset folder (env LOTTERY_DATA; default cache/data)")
+    common(sp)
+    sp.set_defaults(func=cmd_classpack)
 
     sp = sub.add_parser("presets", help="list the built-in presets")
     sp.set_defaults(func=cmd_presets)

@@ -95,6 +95,14 @@ class UnknownRun(KeyError):
         return f"no run with id {self.args[0]!r} in this store"
 
 
+class ExampleRun(ValueError):
+    """A class-pack example run: read-only, so never deleted."""
+
+    def __str__(self):
+        return (f"run {self.args[0]} is a class-pack example (read-only) and cannot be deleted; hide the "
+                f"examples with the sidebar's “Show examples” switch")
+
+
 MIN_FREE_MB = 1.0   # below this much free space the store refuses new writes (submit, run, cancel)
 
 
@@ -555,10 +563,15 @@ class Store:
             run["reason"] = "damaged: run folder missing" + (f"; {run['reason']}" if run["reason"] else "")
         return run
 
-    def delete_run(self, run_id: str) -> None:
+    def delete_run(self, run_id: str, *, example_ok: bool = False) -> None:
+        """Delete a run and its folder. A class-pack example run is refused (ExampleRun)
+        unless `example_ok` (the class pack replacing its own examples)."""
         import shutil
         d = self.run_dir(run_id)
         with self.transaction() as db:
+            row = db.execute("SELECT example FROM runs WHERE id=?", (run_id,)).fetchone()
+            if row is not None and row["example"] and not example_ok:
+                raise ExampleRun(run_id)
             for table, col in (("metrics", "run_id"), ("mask_stats", "run_id"), ("checks", "run_id"),
                                ("runs", "id")):
                 db.execute(f"DELETE FROM {table} WHERE {col}=?", (run_id,))

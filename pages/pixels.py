@@ -2,14 +2,13 @@
 picture, live; digits seen through it (the paper's Fig. 4); kept pixels and accuracy
 against λ for ℓ1 and log (the paper's Fig. 3)."""
 
-from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
 from engine.config import PRESETS, RunConfig
-from engine.data import DATASETS, dataset_info, default_data_dir
-from ui import backend, data, figures, identity, md, names, state, widgets
+from engine.data import dataset_info, default_data_dir
+from ui import backend, data, figures, identity, md, names, present, state, widgets
 
 state.intro("🖼️ Pixel masks",
             "In logistic regression every weight belongs to one input pixel, so the learned mask is a picture of "
@@ -48,18 +47,7 @@ what = "pixels" if cfg["model"] == "logreg" else "first-layer weights"
 
 @st.cache_data(show_spinner="Loading sample images…", max_entries=8)
 def sample_images(dataset: str, classes: tuple, data_dir: str, n: int = 8) -> list[tuple[str, pd.DataFrame]]:
-    raw = DATASETS.get(dataset).loader(Path(data_dir), {})
-    x, y = raw.test_x, raw.test_y
-    wanted = list(classes) or list(range(len(raw.class_names)))
-    out, seen = [], {c: 0 for c in wanted}
-    for i in range(len(y)):
-        c = int(y[i])
-        if c in seen and seen[c] <= min(seen.values()) and len(out) < n:
-            out.append((raw.class_names[c], pd.DataFrame(x[i, 0].float().numpy())))
-            seen[c] += 1
-        if len(out) >= n:
-            break
-    return out
+    return data.sample_images(dataset, classes, data_dir, n)
 
 
 @st.fragment(run_every=state.LIVE_SECONDS if run.get("status") in data.ACTIVE else None)
@@ -75,32 +63,40 @@ def mask_view(run_id: str):
         st.info("No mask snapshot yet: the first one is written when the first epoch ends."
                 if fresh.get("status") in data.ACTIVE else "This run saved no mask snapshots.")
         return
-    left, right = st.columns([3, 2], gap="large")
+    big = present.active()
+    frames = [(names.snapshot_label(t), data.pixel_map(state.masks_of(run_id, t), in_shape)) for t in per_epoch]
+    if ticket:
+        masks = state.masks_of(run_id, ticket)
+        binary = data.pixel_map(masks, in_shape)
+        first = next(iter(masks.values()))
+        used = int((first != 0).any(axis=0).sum())
+        s = data.summary_of(fresh)
+        # Each metric half the page's width, above the pictures: at 1024×768 in a narrow column they
+        # were cut off ("4 o…", "99.…"); the page CSS also wraps rather than cuts.
+        c1, c2 = st.columns(2)
+        c1.metric(f"Pixels used (of {first.shape[1]:,})", f"{used:,}",
+                  help="Input pixels with at least one kept weight (first layer). "
+                       f"{int((first != 0).sum()):,} of {first.size:,} first-layer weights are kept.")
+        if s.get("test_accuracy") is not None:
+            c2.metric("Test accuracy", f"{s['test_accuracy']:.2%}")
+    left, right = st.columns(2, gap="medium")
     with left:
-        frames = [(names.snapshot_label(t), data.pixel_map(state.masks_of(run_id, t), in_shape)) for t in per_epoch]
-        if frames:
-            st.plotly_chart(figures.pixel_animation(frames, f"Mask while it is learned ({len(frames)} snapshots)"),
-                            key="pix.anim")
-            st.caption("Press ▶ to play the search epoch by epoch, or drag the slider. Yellow: m near 1 (the "
-                       "pixel is used), dark: m near 0 (ignored).")
-    with right:
         if ticket:
-            masks = state.masks_of(run_id, ticket)
-            binary = data.pixel_map(masks, in_shape)
-            first = next(iter(masks.values()))
-            used = int((first != 0).any(axis=0).sum())
-            st.plotly_chart(figures.pixel_figure(binary, f"The ticket ({md.plotly(names.snapshot_label(ticket))})"),
-                            key="pix.ticket")
-            s = data.summary_of(fresh)
-            # One under the other, each the column's full width: side by side they were cut off
-            # ("4 o…", "99.…") at 1024×768.
-            st.metric(f"Pixels used (of {first.shape[1]:,})", f"{used:,}",
-                      help="Input pixels with at least one kept weight (first layer). "
-                           f"{int((first != 0).sum()):,} of {first.size:,} first-layer weights are kept.")
-            if s.get("test_accuracy") is not None:
-                st.metric("Test accuracy", f"{s['test_accuracy']:.2%}")
+            # No colour bar (the ticket is binary: yellow kept, dark pruned), so the square takes the
+            # column's whole width: at least 250 px at 1024×768.
+            fig = figures.pixel_figure(binary, f"The ticket ({md.plotly(names.snapshot_label(ticket))})",
+                                       height=560 if big else 380, colorbar=False)
+            present.chart(fig, "pix.ticket", grow=False)
+            st.caption("Yellow: a kept pixel. Dark: a pruned one.")
         else:
             st.info("The binary ticket appears here once the search ends and the mask is thresholded.")
+    with right:
+        if frames:
+            fig = figures.pixel_animation(frames, f"Mask while it is learned ({len(frames)} snapshots)",
+                                          height=600 if big else 420)
+            present.chart(fig, "pix.anim", grow=False)
+            st.caption("Press ▶ to play the search epoch by epoch, or drag the slider. Yellow: m near 1 (the "
+                       "pixel is used), dark: m near 0 (ignored).")
     mask_img = binary if ticket else (frames[-1][1] > tau).astype(float)
     st.markdown("##### Digits through the mask")
     try:
@@ -108,7 +104,9 @@ def mask_view(run_id: str):
     except Exception as e:  # noqa: BLE001 - e.g. MNIST files missing on this machine
         st.info(f"Sample images are not available here: {md.esc(e)}")
         return
-    st.plotly_chart(figures.masked_samples_figure(samples, mask_img), key="pix.samples")
+    fig = figures.masked_samples_figure(samples[: 4 if big else 6], mask_img, height=560 if big else 360,
+                                        mark_px=22 if big else 13, plot_px=900 if big else 560)
+    present.chart(fig, "pix.samples", grow=False)
     st.caption("Top: test images. Bottom: the same image faded, with every pixel the mask keeps marked — red: a "
                "kept pixel with ink in this image, blue ring: a kept pixel that is blank here. The classifier sees "
                "only the marked pixels. On MNIST 0-vs-1 a handful of well-placed pixels is enough to tell 0 from 1.")
@@ -120,18 +118,18 @@ st.subheader("Kept pixels and accuracy against λ: ℓ1 vs log", divider="gray")
 same = lambda r: (data.cfg_of(r).get("model") == cfg["model"] and data.cfg_of(r).get("dataset") == cfg["dataset"]  # noqa: E731
                   and data.cfg_of(r).get("classes") == cfg.get("classes") and data.cfg_of(r).get("method") == "concave"
                   and data.cfg_of(r).get("target_sparsity") is None)
-family = [r for r in all_runs if same(r)]
+family = data.prefer_own([r for r in all_runs if same(r)])      # the pack's sweep only when there is no other
 sweep_live = any(r.get("status") in data.ACTIVE for r in family)
 
 
 @st.fragment(run_every=state.LIVE_SECONDS * 2 if sweep_live else None)
 @state.guard("The λ sweep could not be drawn")
 def sweep_view():
-    pts = data.tradeoff_points([r for r in state.runs() if same(r)])
+    pts = data.tradeoff_points(data.prefer_own([r for r in state.runs() if same(r)]))
     pts = pts[pts["regularizer"].isin(["l1", "log"])]
-    st.plotly_chart(figures.lam_sweep_figure(pts, what), key="pix.sweep")
+    present.chart(figures.lam_sweep_figure(pts, what), "pix.sweep")
     st.markdown("##### Which penalty is better: accuracy against kept " + what)
-    st.plotly_chart(figures.pareto_figure(pts, what), key="pix.pareto")
+    present.chart(figures.pareto_figure(pts, what), "pix.pareto")
     st.caption("Equal λ is not a fair comparison (each penalty prunes at its own rate), equal size is: every "
                "dot is a finished run, the line is each penalty's frontier — the best test accuracy any of its "
                "runs reached with at most that many " + what + ". The higher line at the left wins.")
@@ -145,7 +143,7 @@ def sweep_view():
 
 sweep_view()
 LAMS = [0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0]
-c1, c2 = st.columns([1, 3])
+c1, c2 = st.columns([2, 3])       # [1, 3] cut the button label off at 1024×768 ("Run the λ swee…")
 base = {k: v for k, v in cfg.items() if k not in ("lam", "regularizer", "seed", "name", "target_sparsity")}
 try:
     sweep_cfgs = backend.expand(base, {"regularizer": ["l1", "log"], "lam": LAMS}, [int(cfg.get("seed", 0))])

@@ -215,6 +215,10 @@ def _details(run: dict) -> None:
     def help_for(text: str, what: str) -> str:
         return text if allowed else identity.why_not(run, what)
 
+    if run.get("example"):
+        st.caption(f"{data.EXAMPLE_BADGE}: a finished run shipped with the app in the class pack (its metrics, "
+                   "masks and summary; no checkpoints or weights). Read-only: it cannot be deleted, cancelled or "
+                   "resumed. The sidebar's “Show examples” switch hides the examples.")
     # ---- actions
     a = [c for _ in range(2) for c in st.columns(2)]     # 2 a row: labels fit at 1024×768
     if a[0].button("Cancelling…" if cancelling else "Cancel", key=f"cancel.{rid}",
@@ -244,9 +248,12 @@ def _details(run: dict) -> None:
                    help="Open the Launch form filled with this run's config; change it and launch a new run."):
         st.switch_page("pages/launch.py", query_params={"from": rid})
     confirm_key = f"confirm_delete.{rid}"
-    if a[3].button("Delete…", key=f"delete.{rid}", disabled=status in data.ACTIVE or not allowed, width="stretch",
-                   icon=":material/delete:",
-                   help=help_for("Delete the run and its files (asks first). Cancel a running run before deleting "
+    example = bool(run.get("example"))
+    if a[3].button("Delete…", key=f"delete.{rid}", disabled=status in data.ACTIVE or not allowed or example,
+                   width="stretch", icon=":material/delete:",
+                   help="A class-pack example is read-only: hide the examples with the sidebar's “Show examples” "
+                        "switch." if example else
+                        help_for("Delete the run and its files (asks first). Cancel a running run before deleting "
                                  "it.", "delete")):
         st.session_state[confirm_key] = True
     if st.session_state.get(confirm_key):

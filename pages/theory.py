@@ -9,7 +9,7 @@ import streamlit as st
 
 from engine.config import ConfigError, RunConfig
 from engine.data import DATASETS, PLANTED_DEFAULTS, default_data_dir
-from ui import backend, data, figures, identity, md, state, widgets
+from ui import backend, data, figures, identity, md, present, state, widgets
 
 state.intro("📐 Theory",
             "A convex problem whose answer is known: logistic regression on synthetic data generated from only "
@@ -37,8 +37,9 @@ with st.expander("Why strictly concave penalties recover the target more tightly
 """)
 
 all_runs = state.runs()
-planted = [r for r in all_runs if data.cfg_of(r).get("dataset") == "planted"
-           and data.cfg_of(r).get("method") == "concave"]
+# The store's own planted runs; the class pack's examples only when there are none.
+planted = data.prefer_own([r for r in all_runs if data.cfg_of(r).get("dataset") == "planted"
+                           and data.cfg_of(r).get("method") == "concave"])
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
@@ -46,18 +47,6 @@ def target_mask(params_json: str) -> np.ndarray:
     import json
     raw = DATASETS.get("planted").loader(Path(default_data_dir()), json.loads(params_json))
     return raw.extras["target_mask"].numpy()
-
-
-def recorded_recovery(summary: dict) -> dict | None:
-    """The engine's own recovery figures (summary["recovery"]), in this page's terms."""
-    rec = summary.get("recovery")
-    if not isinstance(rec, dict) or "hits" not in rec:
-        return None
-    hits, kept, k = int(rec["hits"]), int(rec["kept"]), int(rec["support_size"])
-    fp, fn = kept - hits, k - hits
-    return {"dist": float(rec["distance"]), "dist_binary": float(rec.get("binary_distance", float("nan"))),
-            "true_pos": hits, "false_pos": fp, "false_neg": fn, "kept": kept, "k": k, "exact": bool(rec["exact"]),
-            "f1": 2 * hits / (2 * hits + fp + fn) if (2 * hits + fp + fn) else 1.0}
 
 
 def measured_recovery(r: dict) -> dict | None:
@@ -82,7 +71,7 @@ def recovery_frame(runs: list[dict]) -> pd.DataFrame:
             continue
         c = data.cfg_of(r)
         try:
-            rec = recorded_recovery(data.summary_of(r)) or measured_recovery(r)
+            rec = data.recorded_recovery(data.summary_of(r)) or measured_recovery(r)
         except Exception:  # noqa: BLE001 - a damaged run is skipped and counted
             rec = None
             problems += 1
@@ -105,8 +94,8 @@ live = any(r.get("status") in data.ACTIVE for r in planted)
 @st.fragment(run_every=state.LIVE_SECONDS * 2 if live else None)
 @state.guard("The planted results could not be drawn")
 def results():
-    runs_now = [r for r in state.runs() if data.cfg_of(r).get("dataset") == "planted"
-                and data.cfg_of(r).get("method") == "concave"]
+    runs_now = data.prefer_own([r for r in state.runs() if data.cfg_of(r).get("dataset") == "planted"
+                                and data.cfg_of(r).get("method") == "concave"])
     if not runs_now:
         st.info("No planted run yet. Press the button below: it runs ℓ1 and log at several λ on the planted problem "
                 "(about 10 s per run on a CPU) and fills these plots as the runs finish.", icon="📐")
@@ -122,7 +111,7 @@ def results():
                            format_func=lambda s: f"{s} — {settings[s]} runs",
                            help="d features, k of them in the planted support, n training samples.")
     sub = df[df["setting"] == setting]
-    st.plotly_chart(figures.theory_figure(sub), key="theory.fig")
+    present.chart(figures.theory_figure(sub), "theory.fig")
     best = sub.assign(errors=sub["false_pos"] + sub["false_neg"]).sort_values(["errors", "dist"])
     penalties = sorted(sub["penalty"].unique())
     for col, pen in zip(st.columns(max(2, len(penalties))), penalties):
@@ -179,7 +168,7 @@ widgets.sweep_button(f"Run the planted experiment ({len(cfgs)} runs)", cfgs, "th
                           "while this experiment is queued or running.")
 
 l1_done = [r for r in planted if r.get("status") == "done" and data.cfg_of(r).get("regularizer") == "l1"
-           and not data.cfg_of(r).get("warm_start")]
+           and not data.cfg_of(r).get("warm_start") and not r.get("example")]   # examples keep no weights
 warmed = {data.cfg_of(r).get("warm_start") for r in planted}
 todo = [r for r in l1_done if r["id"] not in warmed]
 st.markdown("##### Warm start: log from the ℓ1 solution")

@@ -4,7 +4,7 @@ with seeds as bands, IMP round by round, the dense line and the matching region.
 import pandas as pd
 import streamlit as st
 
-from ui import data, figures, state
+from ui import data, figures, present, state
 
 state.intro("⚖️ Trade-offs",
             "How much accuracy each method keeps as it removes weights. Every finished run is a point (runs that "
@@ -53,7 +53,7 @@ def plot():
     dense = data.dense_reference(pts, imp)
     final = pts[pts["method"] != "imp"] if not imp.empty else pts
     agg = data.aggregate_seeds(final)
-    st.plotly_chart(figures.tradeoff_figure(agg, imp, dense, tol, x=xaxis), key="trade.fig")
+    present.chart(figures.tradeoff_figure(agg, imp, dense, tol, x=xaxis), "trade.fig")
     notes = []
     if dense is None:
         notes.append("no dense run (or IMP round 0) here, so no dense line: launch method = dense for a reference")
@@ -69,7 +69,7 @@ def plot():
         with st.expander("What it cost to find each ticket", expanded=False):
             cost = st.radio("Cost in", ["epochs_spent", "wall_seconds"], horizontal=True, key="trade.cost",
                             format_func={"epochs_spent": "epochs", "wall_seconds": "seconds"}.get)
-            st.plotly_chart(figures.cost_figure(final, imp, cost), key="trade.costfig")
+            present.chart(figures.cost_figure(final, imp, cost), "trade.costfig")
 
     table = data.tradeoff_table(agg, imp, runs_used)
     if dense is not None:

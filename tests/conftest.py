@@ -7,6 +7,9 @@ from engine.data import mnist_available
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(os.environ.get("LOTTERY_DATA") or ROOT / "cache" / "data")
+# The app imports the class pack's example runs into its store; tests see only the runs they
+# make, unless they point LOTTERY_CLASSPACK at a pack (tests/test_classpack.py does).
+os.environ["LOTTERY_CLASSPACK"] = "off"
 # `make test` runs two pytest processes (pytest-xdist): each trains in-process on its
 # share of the cores, so together they do not oversubscribe the machine.
 if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):

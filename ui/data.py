@@ -17,6 +17,7 @@ import re
 import time
 import zipfile
 from collections.abc import Iterable
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -84,7 +85,18 @@ def run_label(run: dict) -> str:
     if c.get("classes"):
         data += "[" + ",".join(str(x) for x in c["classes"]) + "]"
     name = f" “{run['name']}”" if run.get("name") else ""
-    return f"{what} · {c.get('model', '?')}/{data} · seed {c.get('seed', 0)} · {run['id']}{name}"
+    badge = EXAMPLE_BADGE + " · " if run.get("example") else ""
+    return f"{badge}{what} · {c.get('model', '?')}/{data} · seed {c.get('seed', 0)} · {run['id']}{name}"
+
+
+EXAMPLE_BADGE = "📦 example"     # a class-pack run (read-only), wherever runs are named
+
+
+def prefer_own(runs: list[dict]) -> list[dict]:
+    """The runs that are not class-pack examples, when there are any; else the examples (so
+    a page falls back to the pack, and a student's own result replaces it)."""
+    own = [r for r in runs if not r.get("example")]
+    return own or list(runs)
 
 
 def epochs_planned(c: dict) -> int | None:
@@ -687,3 +699,33 @@ def duplicate_config(run: dict) -> dict | None:
         return RunConfig.from_dict(cfg_of(run)).to_dict() if cfg_of(run) else None
     except Exception:
         return None
+
+
+def sample_images(dataset: str, classes: tuple, data_dir: str, n: int = 8) -> list[tuple[str, pd.DataFrame]]:
+    """n test images, the wanted classes taken in turn: (class name, H×W frame of the first channel)."""
+    from engine.data import DATASETS
+    raw = DATASETS.get(dataset).loader(Path(data_dir), {})
+    x, y = raw.test_x, raw.test_y
+    wanted = list(classes) or list(range(len(raw.class_names)))
+    out, seen = [], {c: 0 for c in wanted}
+    for i in range(len(y)):
+        c = int(y[i])
+        if c in seen and seen[c] <= min(seen.values()) and len(out) < n:
+            out.append((raw.class_names[c], pd.DataFrame(x[i, 0].float().numpy())))
+            seen[c] += 1
+        if len(out) >= n:
+            break
+    return out
+
+
+def recorded_recovery(summary: dict) -> dict | None:
+    """The engine's own planted-recovery figures (summary["recovery"]) as the Theory page and
+    the Lesson show them: distances, true/false positives, misses, exact or not, F1."""
+    rec = summary.get("recovery")
+    if not isinstance(rec, dict) or "hits" not in rec:
+        return None
+    hits, kept, k = int(rec["hits"]), int(rec["kept"]), int(rec["support_size"])
+    fp, fn = kept - hits, k - hits
+    return {"dist": float(rec["distance"]), "dist_binary": float(rec.get("binary_distance", float("nan"))),
+            "true_pos": hits, "false_pos": fp, "false_neg": fn, "kept": kept, "k": k, "exact": bool(rec["exact"]),
+            "f1": 2 * hits / (2 * hits + fp + fn) if (2 * hits + fp + fn) else 1.0}

@@ -586,15 +586,19 @@ def _alpha(hex_color: str, a: float) -> str:
 # ------------------------------------------------------------------ pixels
 
 def pixel_figure(img: pd.DataFrame, title: str, zmax: float = 1.0, colorscale: str = "Viridis",
-                 height: int = 360) -> go.Figure:
-    """An H×W frame of mask values as an image (row 0 at the top)."""
+                 height: int = 360, colorbar: bool = True) -> go.Figure:
+    """An H×W frame of mask values as an image (row 0 at the top); `colorbar` False for a
+    binary mask, so the picture takes the figure's whole width."""
     if img.empty:
         return empty_figure("no mask snapshot")
-    fig = go.Figure(go.Heatmap(z=img.values, zmin=0, zmax=zmax, colorscale=colorscale,
+    fig = go.Figure(go.Heatmap(z=img.values, zmin=0, zmax=zmax, colorscale=colorscale, showscale=colorbar,
                                colorbar=dict(title="m", len=0.8),
                                hovertemplate="row %{y}, col %{x}<br>m = %{z:.3f}<extra></extra>"))
     _square(fig, img.shape)
-    return _base(fig, title, height=height)
+    fig = _base(fig, title, height=height)
+    if not colorbar:            # the picture alone: no side margins either
+        fig.update_layout(margin=dict(l=0, r=0))
+    return fig
 
 
 def pixel_animation(frames: list[tuple[str, pd.DataFrame]], title: str, height: int = 420) -> go.Figure:
@@ -631,11 +635,14 @@ def _square(fig: go.Figure, shape) -> None:
 
 
 def masked_samples_figure(samples: list[tuple[str, pd.DataFrame]], mask: pd.DataFrame,
-                          height: int = 330) -> go.Figure:
+                          height: int = 330, mark_px: float | None = None,
+                          plot_px: float | None = None) -> go.Figure:
     """The paper's Fig. 4: sample digits (top row) and what the classifier sees through the mask
     (bottom row: the digit faded, every kept pixel a large mark on it: filled red where the
     image has ink, a blue ring where it is blank). A mark is at least KEPT_MARK_PX across
-    however small the picture is drawn, so 8 kept pixels are visible from the back of a room."""
+    however small the picture is drawn, so 8 kept pixels are visible from the back of a room
+    (`mark_px` raises that minimum, e.g. for a projector; `plot_px` is the narrowest width the
+    figure is drawn at)."""
     if not samples or mask.empty:
         return empty_figure("no samples to show")
     n = len(samples)
@@ -646,9 +653,9 @@ def masked_samples_figure(samples: list[tuple[str, pd.DataFrame]], mask: pd.Data
     h, w = keep.shape
     # A cell's size on screen: the smaller of (plot height / 2 rows) / h and, on the
     # narrowest layout (about 560 px of plot at 1024×768), its share of the width.
-    cell = min((height - 60) / 2 / h, NARROW_PLOT_PX / n / w)
+    cell = min((height - 60) / 2 / h, (plot_px or NARROW_PLOT_PX) / n / w)
     sparse = len(rows) <= max(12, 0.15 * keep.size)     # a few pixels: large marks; many: one square per cell
-    size = max(KEPT_MARK_PX, cell) if sparse else max(cell * 0.9, 2)
+    size = max(mark_px or KEPT_MARK_PX, cell) if sparse else max(cell * 0.9, 2)
     for j, (_, img) in enumerate(samples, start=1):
         a = img.values.astype(float)
         a = a / (a.max() or 1.0)
@@ -850,3 +857,24 @@ def deploy_latency_figure(lat: pd.DataFrame) -> go.Figure:
         fig.update_yaxes(title="median ms per call" if j == 1 else None, rangemode="tozero", row=1, col=j)
     fig.update_layout(barmode="group")
     return _base(fig, "CPU latency (median per call; lower is better)", height=340)
+
+
+# ---------------------------------------------------------------- lesson: a ticket against its controls
+
+CONTROL_COLORS = {"ticket": "#d62728", "random": "#bcbd22", "reinit": "#9467bd", "dense": "#7f7f7f"}
+
+
+def controls_figure(df: pd.DataFrame) -> go.Figure:
+    """Test accuracy of a ticket and of its controls (random pruning at the ticket's per-layer
+    densities, the ticket's mask re-initialised), one bar each. Columns: kind, label, test_accuracy,
+    remaining."""
+    if df.empty:
+        return empty_figure("no ticket to compare yet")
+    fig = go.Figure(go.Bar(
+        x=df["label"], y=df["test_accuracy"], marker_color=[CONTROL_COLORS.get(k, "#333") for k in df["kind"]],
+        text=[f"{a:.1%}" for a in df["test_accuracy"]], textposition="outside", cliponaxis=False,
+        customdata=df["remaining"], hovertemplate="%{x}<br>test accuracy %{y:.2%}<br>weights remaining "
+                                                  "%{customdata:.2%}<extra></extra>"))
+    lo = max(0.0, float(df["test_accuracy"].min()) - 0.1)
+    fig.update_yaxes(title="test accuracy", **percent_axis(lo, 1.0, n=5))
+    return _base(fig, "The ticket against its controls (same size, same training)", height=360, title_chars=60)

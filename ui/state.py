@@ -61,9 +61,48 @@ def disk_banner() -> None:
         pass
 
 
+SHOW_EXAMPLES = "show_examples"     # the sidebar switch's key (app.py): class-pack example runs shown
+
+
+def show_examples() -> bool:
+    return bool(st.session_state.get(SHOW_EXAMPLES, True))
+
+
 def runs() -> list[dict]:
-    """Every run, newest first (uncached: cheap, and must be fresh for the monitor)."""
-    return store().list_runs()
+    """Every run, newest first (uncached: cheap, and must be fresh for the monitor); the class
+    pack's example runs unless the sidebar's "Show examples" switch is off."""
+    out = store().list_runs()
+    return out if show_examples() else [r for r in out if not r.get("example")]
+
+
+@st.cache_resource(show_spinner=False)
+def _examples(home_str: str, pack: str | None) -> tuple[tuple[str, ...], str | None]:
+    """Import the class pack once per app process (and store): (its run ids, or a one-line problem)."""
+    from engine import classpack
+    from engine.store import DiskFull
+    if pack is None:
+        return (), None
+    try:
+        return tuple(classpack.import_pack(_store(home_str), pack)), None
+    except classpack.PackError as e:
+        return (), f"{e}. The app works without it; the example runs are missing."
+    except (DiskFull, OSError) as e:
+        return (), f"class pack not imported: {e}"
+
+
+def ensure_examples() -> list[str]:
+    """The class pack's example runs, imported into the store when it lacks them (once per
+    process); a damaged pack is one warning, never an error. Returns their ids."""
+    from engine import classpack
+    try:
+        pack = classpack.pack_dir_for(store())
+    except Exception as e:  # noqa: BLE001 - e.g. an unreadable store: the pages say so themselves
+        log.warning("class pack: %s", e)
+        return []
+    ids, problem = _examples(str(home()), None if pack is None else str(pack))
+    if problem:
+        st.warning(md.esc(problem), icon="📦")
+    return list(ids)
 
 
 def get_run(run_id: str) -> dict | None:
@@ -275,6 +314,7 @@ def _ensure_routed() -> None:
 def intro(title: str, text: str) -> None:
     _ensure_routed()
     st.title(title)
-    st.markdown(f"<div style='font-size:1.05rem;color:#555;margin-top:-0.6rem'>{text}</div>",
-                unsafe_allow_html=True)
-    st.write("")
+    if text:
+        st.markdown(f"<div style='font-size:1.05rem;color:#555;margin-top:-0.6rem'>{text}</div>",
+                    unsafe_allow_html=True)
+        st.write("")

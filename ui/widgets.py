@@ -541,7 +541,7 @@ class ConfigForm:
                     rows.append(pd.DataFrame({"x": x, "y": y, "name": f"{v['regularizer']} (your settings)",
                                               "reference": False}))
                 st.plotly_chart(figures.regularizer_curves(pd.concat(rows)), key=f"{self.k}.reg_curve",
-                                config={"displayModeBar": False})
+                                config={"displaylogo": False})   # keeps its camera button
                 st.caption("A curve above the dashed ℓ1 line rises faster near 0: small entries pay more per unit "
                            "than large ones, so the search pushes them to 0 while keeping big ones near 1.")
             except Exception as e:  # out-of-range parameters: the validation below names them

@@ -1,0 +1,320 @@
+"""The Lesson page (pages/lesson.py, steps in ui/lesson_steps.py) with AppTest, and its
+handout (ui/handout.py).
+
+The "pack" store holds tiny real runs of every step's kind (offline digits and the planted
+problem), all marked as class-pack examples (`example = 1`), and nothing else: every step
+must draw its figure from them alone. In an empty store every step says "no run yet".
+The jobs API is the recorder of test_app.py: "Run it live" must queue exactly one run,
+the step's own config."""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+import zipfile
+
+import pandas as pd
+import pytest
+from test_app import (  # noqa: F401
+    FakeJobs,
+    charts,
+    no_traceback,
+    open_page,
+    plain,
+    routed_by_app_py,
+    texts,
+    torch_threads_restored,  # noqa: F401
+)
+
+from engine import runner
+from engine.classpack import DEFAULT_PACK
+from engine.config import RunConfig
+from engine.data import default_data_dir, mnist_available
+from engine.store import Store
+from tests.conftest import DATA
+from ui import handout
+from ui import lesson_steps as ls
+
+PAGE = "pages/lesson.py"
+TINY = dict(epochs=1, retrain_epochs=1, batch_size=128)
+
+
+@pytest.fixture
+def jobs(monkeypatch):
+    import engine
+    fake = FakeJobs()
+    monkeypatch.setitem(sys.modules, "engine.jobs", fake)
+    monkeypatch.setattr(engine, "jobs", fake, raising=False)
+    return fake
+
+
+def _run(store: Store, **cfg) -> str:
+    rid = runner.create(store, RunConfig.from_dict(cfg), status="running")
+    runner.execute(store, rid, DATA)
+    return rid
+
+
+def examples_store(home) -> dict[str, str]:
+    """One tiny real run of each step's kind, all marked as class-pack examples."""
+    store = Store(home)
+    ids = {"ticket": _run(store, model="lenet300", dataset="digits", method="concave", regularizer="log", lam=5.0,
+                          **TINY)}
+    ids["imp"] = _run(store, model="lenet300", dataset="digits", method="imp", rounds=1, epochs=1, batch_size=128)
+    ids["random"] = _run(store, model="lenet300", dataset="digits", method="random", random_from=ids["ticket"],
+                         epochs=1, batch_size=128)
+    pix = dict(model="logreg", dataset="digits", classes=[0, 1], method="concave", epochs=2, retrain_epochs=1,
+               batch_size=64, lr=0.01)
+    ids["pix_l1"] = _run(store, **pix, regularizer="l1", lam=10.0)
+    ids["pix_log"] = _run(store, **pix, regularizer="log", lam=10.0)
+    planted = dict(model="logreg", dataset="planted", method="concave", epochs=1, retrain_epochs=1, batch_size=64,
+                   lr=0.01)
+    ids["planted_l1"] = _run(store, **planted, regularizer="l1", lam=1.0)
+    ids["planted_log"] = _run(store, **planted, regularizer="log", lam=1.0)
+    with store.transaction() as db:
+        db.execute("UPDATE runs SET example = 1")
+    return ids
+
+
+@pytest.fixture(scope="module")
+def pack(tmp_path_factory):
+    home = tmp_path_factory.mktemp("lesson-pack")
+    return home, examples_store(home)
+
+
+def open_step(monkeypatch, home, i: int, **query):
+    return open_page(monkeypatch, home, PAGE, {"step": str(i), **query})
+
+
+def header(at) -> str:
+    return plain(at.header[0].value)
+
+
+# ---------------------------------------------------------------- every step, from the examples alone
+
+@pytest.mark.parametrize("i", range(1, len(ls.STEPS) + 1))
+def test_every_step_renders_from_the_examples_alone(i, monkeypatch, pack, jobs):
+    home, ids = pack
+    at = open_step(monkeypatch, home, i)
+    no_traceback(at)
+    step = ls.STEPS[i - 1]
+    assert header(at) == f"{i}. {step.title}"
+    assert not at.error, [plain(e.value) for e in at.error]
+    assert charts(at) >= 1
+    t = texts(at)
+    assert "From the class pack" in t
+    assert "No run of this kind yet" not in t
+    assert step.notice in t and step.question in t
+    assert len(at.metric) >= 1 and all(m.value not in ("", "—") for m in at.metric[:1])
+    assert at.button(key=f"lesson.live.{step.key}").disabled is False
+
+
+@pytest.fixture(scope="module")
+def class_pack_home(tmp_path_factory):
+    return tmp_path_factory.mktemp("class-pack-only")
+
+
+@pytest.mark.parametrize("i", range(1, len(ls.STEPS) + 1))
+def test_every_step_renders_from_the_class_pack_alone(i, monkeypatch, class_pack_home, jobs):
+    """An empty store with the repository's class pack (imported by the app): every step has
+    its figure and its key numbers, from the pack's example runs."""
+    monkeypatch.setenv("LOTTERY_CLASSPACK", str(DEFAULT_PACK))
+    at = open_step(monkeypatch, class_pack_home, i)
+    no_traceback(at)
+    assert not at.error, [plain(e.value) for e in at.error]
+    runs = Store(class_pack_home).list_runs()
+    assert runs and all(r["example"] for r in runs)
+    step = ls.STEPS[i - 1]
+    assert charts(at) >= 1 and len(at.metric) >= 1
+    t = texts(at)
+    assert "From the class pack" in t and "No run of this kind yet" not in t
+    assert all(m.value and m.value != "—" for m in at.metric), [(m.label, m.value) for m in at.metric]
+    chosen, source = ls.figure_runs(step, runs)
+    assert source == "pack" and chosen
+    if step.figure == "controls":                   # the pack's LeNet ticket and both its controls
+        assert {m.label for m in at.metric} == {"The ticket", "Random pruning", "Reinit"}
+        # the pack ships no weights (and its ticket is MNIST's): a control of it cannot be run here,
+        # and the page says why
+        assert at.button(key="lesson.live.controls").disabled
+        why = "no saved weights to rewind to" if mnist_available(default_data_dir()) else "MNIST files"
+        assert "Not available:" in t and why in t
+
+
+@pytest.mark.parametrize("i", range(1, len(ls.STEPS) + 1))
+def test_every_step_in_an_empty_store_says_run_it_live(i, monkeypatch, tmp_path, jobs):
+    at = open_step(monkeypatch, tmp_path / "empty", i)
+    no_traceback(at)
+    assert not at.error, [plain(e.value) for e in at.error]
+    assert any("No run of this kind yet" in plain(x.value) and "Run it live" in plain(x.value) for x in at.info)
+    step = ls.STEPS[i - 1]
+    if step.figure == "planted":
+        assert charts(at) == 1              # the penalty shapes need no run
+    # every step but the controls (which need a ticket first) can be run live from nothing
+    assert at.button(key=f"lesson.live.{step.key}").disabled is (step.figure == "controls")
+
+
+def test_next_and_back_follow_the_url(monkeypatch, pack, jobs):
+    home, _ = pack
+    at = open_step(monkeypatch, home, 1)
+    assert at.button(key="lesson.back.top").disabled
+    at.button(key="lesson.next.top").click().run()
+    no_traceback(at)
+    assert at.query_params["step"] == ["2"] or at.query_params["step"] == "2"
+    assert header(at).startswith("2. ")
+    at.button(key="lesson.next.bottom").click().run()
+    assert header(at).startswith("3. ")
+    at.button(key="lesson.back.top").click().run()
+    assert header(at).startswith("2. ")
+    last = open_step(monkeypatch, home, len(ls.STEPS))
+    assert last.button(key="lesson.next.top").disabled and not last.button(key="lesson.back.top").disabled
+
+
+@pytest.mark.parametrize("raw, shown", [("0", 1), ("99", len(ls.STEPS)), ("x", 1)])
+def test_a_bad_step_in_the_url_is_clamped(raw, shown, monkeypatch, pack, jobs):
+    home, _ = pack
+    at = open_page(monkeypatch, home, PAGE, {"step": raw})
+    no_traceback(at)
+    assert header(at).startswith(f"{shown}. ")
+
+
+@pytest.mark.parametrize("i", range(1, len(ls.STEPS) + 1))
+def test_run_it_live_queues_exactly_one_run_with_the_steps_config(i, monkeypatch, pack, jobs):
+    home, ids = pack
+    step = ls.STEPS[i - 1]
+    at = open_step(monkeypatch, home, i)
+    at.button(key=f"lesson.live.{step.key}").click().run()
+    no_traceback(at)
+    subs = [c[1] for c in jobs.calls if c[0] == "submit"]
+    assert len(subs) == 1
+    mnist = mnist_available(default_data_dir())          # as the page sees this machine
+    want = ls.live_config(step, Store(home).list_runs(), mnist=mnist)
+    if step.figure == "controls":
+        # the examples hold the ticket's random control already: the live run is its reinit control,
+        # trained like the ticket's retrain; without a random control it would be that one
+        assert subs[0].method == "reinit" and subs[0].reinit_from == ids["ticket"]
+        assert subs[0].epochs == 1 and subs[0].model == "lenet300" and subs[0].dataset == "digits"
+        no_random = [r for r in Store(home).list_runs() if r["id"] != ids["random"]]
+        first = ls.live_config(step, no_random, mnist=mnist)
+        assert first.method == "random" and first.random_from == ids["ticket"] and first.epochs == 1
+    else:
+        assert subs[0].to_dict() == want.to_dict()
+        expected = dict(step.live)
+        if expected.get("dataset") == "mnist" and not mnist:     # no MNIST files here: the offline digits
+            assert subs[0].dataset == "digits"
+        else:
+            assert subs[0].to_dict() == RunConfig.from_dict(expected).to_dict()
+    with Store(home).transaction() as db:          # leave the module's store as it was
+        db.execute("DELETE FROM runs WHERE example = 0")
+
+
+def test_a_students_finished_run_replaces_the_packs(monkeypatch, pack, jobs, tmp_path):
+    home, ids = pack
+    store = Store(home)
+    mine = _run(store, model="logreg", dataset="digits", classes=[0, 1], method="concave", regularizer="l1",
+                lam=10.0, epochs=1, retrain_epochs=1, batch_size=64, lr=0.01)
+    try:
+        runs = store.list_runs()
+        chosen, source = ls.figure_runs(ls.BY_KEY["fair"], runs)
+        got = {r["id"] for r in chosen}
+        assert source == "mixed" and mine in got and ids["pix_l1"] not in got and ids["pix_log"] in got
+        chosen, source = ls.figure_runs(ls.BY_KEY["pixels"], runs)   # log only: the pack's stays
+        assert source == "pack" and [r["id"] for r in chosen] == [ids["pix_log"]]
+        at = open_step(monkeypatch, home, 3)
+        no_traceback(at)
+        assert "Your finished run(s) in place of the class pack's" in texts(at)
+    finally:
+        with store.transaction() as db:
+            db.execute("DELETE FROM runs WHERE id = ?", (mine,))
+
+
+def test_figure_runs_by_config_not_by_id():
+    """Selection is by config: another person's run, a queued run and a run of another kind
+    are not the student's result; one dataset per figure."""
+    def run(i, example=0, owner=None, status="done", **cfg):
+        return {"id": f"r{i}", "status": status, "example": example, "owner": owner,
+                "config": {"model": "logreg", "dataset": "mnist", "classes": [0, 1], "method": "concave",
+                           "regularizer": "log", "lam": 10.0, **cfg}}
+    step = ls.BY_KEY["pixels"]
+    runs = [run(1, owner="bob"), run(2, status="queued"), run(3, regularizer="l1"), run(4, dataset="digits"),
+            run(5, example=1), run(6, example=1, dataset="digits")]
+    chosen, source = ls.figure_runs(step, runs, user="alice")
+    assert source == "yours" and [r["id"] for r in chosen] == ["r4"]       # the newest own run: digits
+    chosen, source = ls.figure_runs(step, runs[:3] + runs[4:], user="alice")
+    assert source == "pack" and [r["id"] for r in chosen] == ["r5"]       # mnist listed first for the pack
+    assert ls.figure_runs(step, [], user="alice") == ([], "none")
+
+
+def test_charts_keep_their_camera_button(monkeypatch, pack, jobs):
+    home, _ = pack
+    at = open_step(monkeypatch, home, 2)
+    els = at.get("plotly_chart")
+    assert els
+    for el in els:
+        cfg = json.loads(el.proto.config or "{}")
+        assert cfg.get("displayModeBar", True) is not False
+        assert "toImage" not in cfg.get("modeBarButtonsToRemove", [])
+
+
+def test_presentation_flag_is_kept_across_pages(monkeypatch, pack, jobs):
+    home, _ = pack
+    at = open_step(monkeypatch, home, 2, present="1")
+    no_traceback(at)
+    assert at.session_state["_present"] is True
+    assert any(b.key == "present.exit" for b in at.button)
+    at.switch_page("pages/pixels.py").run()
+    no_traceback(at)
+    assert at.session_state["_present"] is True
+    assert at.query_params["present"] in ("1", ["1"])
+    at.button(key="present.exit").click().run()
+    assert at.session_state["_present"] is False and "present" not in at.query_params
+
+
+# ---------------------------------------------------------------- handout
+
+def _figure():
+    import plotly.graph_objects as go
+    return go.Figure(go.Scatter(x=[1, 2, 3], y=[3, 1, 2]), layout=dict(height=300))
+
+
+def test_handout_zip_holds_pngs_and_one_html_page():
+    sec = handout.Section("ℓ1 vs log", "Some **bold** text.", "notice this", "a question?",
+                          [("accuracy", _figure())])
+    blob, notes = handout.build([sec])
+    z = zipfile.ZipFile(io.BytesIO(blob))
+    names = sorted(z.namelist())
+    pngs = [n for n in names if n.endswith(".png")]
+    assert len(pngs) == 1 and "handout.html" in names, (names, notes)
+    assert not notes
+    for n in pngs:
+        assert z.read(n)[:8] == b"\x89PNG\r\n\x1a\n"
+    page = z.read("handout.html").decode()
+    assert page.count("src='data:image/png;base64,") == 1
+    assert "<b>bold</b>" in page and "notice this" in page and "a question?" in page and "ℓ1 vs log" in page
+
+
+def test_handout_says_so_when_pngs_cannot_be_made(monkeypatch):
+    def broken(fig, width=0):
+        raise RuntimeError("no Chrome found")
+    monkeypatch.setattr(handout, "png", broken)
+    blob, notes = handout.build([handout.Section("step", "text", figures=[("f", _figure())])])
+    z = zipfile.ZipFile(io.BytesIO(blob))
+    assert z.namelist() == ["handout.html"]
+    page = z.read("handout.html").decode()
+    assert "no Chrome found" in notes[0] and "no Chrome found" in page
+    assert "plotly" in page.lower() and "src='data:image/png" not in page
+
+
+def test_lesson_offers_the_handout_download(monkeypatch, pack, jobs):
+    home, _ = pack
+    at = open_step(monkeypatch, home, 3)
+    assert at.multiselect(key="lesson.handout.steps").value == ["fair"]
+    assert len(at.get("download_button")) == 1
+
+
+def test_step_definitions_are_complete():
+    assert 5 <= len(ls.STEPS) <= 7 and len(ls.BY_KEY) == len(ls.STEPS)
+    for s in ls.STEPS:
+        assert s.text and s.notice and s.question.endswith("?") and s.live_label
+        if s.figure != "controls":
+            RunConfig.from_dict(dict(s.live))       # every live run is a valid config
+    assert pd.Series([s.figure for s in ls.STEPS]).is_unique
