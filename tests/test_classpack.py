@@ -174,6 +174,11 @@ def test_the_app_imports_the_pack_into_an_empty_store(tmp_path, monkeypatch, man
     assert "No runs yet" not in shown(at)
     labels = at.multiselect(key="runs.sel").options
     assert labels and all(o.startswith("📦 example · ") for o in labels)
+    rid = manifest["runs"][-1]["id"]                  # its panel: badged, and Delete is disabled
+    at = open_page(monkeypatch, tmp_path / "home", "pages/runs.py", session={"_selection": [rid]})
+    assert at.button(key=f"delete.{rid}").disabled
+    assert at.button(key=f"cancel.{rid}").disabled and at.button(key=f"resume.{rid}").disabled
+    assert any("class pack" in c.value and "Read-only" in c.value for c in at.caption)
 
 
 @pytest.mark.parametrize("page, expect", [
