@@ -127,7 +127,9 @@ sweep_live = any(r.get("status") in data.ACTIVE for r in family)
 @st.fragment(run_every=state.LIVE_SECONDS * 2 if sweep_live else None)
 @state.guard("The λ sweep could not be drawn")
 def sweep_view():
-    pts = data.tradeoff_points(data.prefer_own([r for r in state.runs() if same(r)]))
+    shown = data.prefer_own([r for r in state.runs() if same(r)])
+    state.examples_note(shown, "λ-sweep runs")
+    pts = data.tradeoff_points(shown)
     pts = pts[pts["regularizer"].isin(["l1", "log"])]
     st.plotly_chart(figures.lam_sweep_figure(pts, what), key="pix.sweep")
     st.markdown("##### Which penalty is better: accuracy against kept " + what)

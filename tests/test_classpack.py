@@ -200,6 +200,8 @@ def test_every_page_renders_from_the_pack_alone(pack_home, monkeypatch, page, ex
     assert expect in text, text[:2000]
     assert not at.error, [e.value for e in at.error]
     assert len(at.get("plotly_chart")) >= 1
+    if page != "pages/masks.py":          # says where the runs come from
+        assert "come from the class pack" in text
     if page == "pages/pixels.py":     # it opens on the 8-pixel preset's example: a handful of 784 pixels
         used = next(m for m in at.metric if m.label.startswith("Pixels used"))
         assert 1 <= int(used.value) <= 12

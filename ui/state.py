@@ -90,6 +90,14 @@ def _examples(home_str: str, pack: str | None) -> tuple[tuple[str, ...], str | N
         return (), f"class pack not imported: {e}"
 
 
+def examples_note(shown: list[dict], what: str) -> None:
+    """A caption when everything a view draws comes from the class pack."""
+    if shown and all(r.get("example") for r in shown):
+        st.caption(f"{data.EXAMPLE_BADGE}s: these {what} come from the class pack shipped with the app (finished, "
+                   "read-only runs). Runs of your own replace them here; the sidebar's “Show examples” switch "
+                   "hides them.")
+
+
 def ensure_examples() -> list[str]:
     """The class pack's example runs, imported into the store when it lacks them (once per
     process); a damaged pack is one warning, never an error. Returns their ids."""
