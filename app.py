@@ -31,7 +31,7 @@ page = st.navigation(PAGES)
 # of a fresh server waits seconds for that import; the spinner says so (it only
 # appears after 0.5 s, so reruns, which import nothing, never show it).
 with st.spinner("Loading the engine (PyTorch)…"):
-    from ui import md, state  # noqa: E402
+    from ui import identity, md, state  # noqa: E402
 
 state.one_torch_thread()          # the app never computes on a torch thread pool (workers train)
 
@@ -42,7 +42,8 @@ with st.sidebar:
                    "fill every page before anything has trained. Off: every page shows only real runs.")
 state.disk_banner()
 state.ensure_examples()
-try:
-    page.run()
-except Exception as e:  # noqa: BLE001 - a page error is a message, never a traceback
-    state.show_error(e, f"The {page.title} page hit a problem")
+if identity.sidebar():        # who is using it; on a shared server no page shows without an identity
+    try:
+        page.run()
+    except Exception as e:  # noqa: BLE001 - a page error is a message, never a traceback
+        state.show_error(e, f"The {page.title} page hit a problem")

@@ -149,13 +149,29 @@ def main():
     ap.add_argument("--synflow-iters", type=int, default=100)
     ap.add_argument("--imp-fraction", type=float, default=0.2, help="IMP: fraction pruned per round")
     ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--threshold-mode", default="topk", choices=("topk", "tau"),
+                    help="concave/CS ticket: the search's λ controller aims at the level, then topk trims "
+                         "it to exactly the level (the same remaining as every other method; default) or "
+                         "tau keeps what the search kept (m > τ, s > 0), which can miss")
     ap.add_argument("--tag", default="")
     ap.add_argument("--cost-only", action="store_true",
                     help="only the layer-collapse check at 0.1%% and the scoring cost (no training runs)")
     ap.add_argument("--probe-steps", type=int, default=50, help="steps timed to estimate one epoch")
     ap.add_argument("--reuse-cost", metavar="RESULT", help="take the collapse check and scoring cost from this "
                                                             "results file (e.g. families_cost) instead of measuring")
+    ap.add_argument("--summarise", metavar="RESULT", help="recompute the table and checks of this results file "
+                                                          "(e.g. families_e3) and write it back; no training")
     args = ap.parse_args()
+    if args.summarise:
+        import json
+
+        from common import RESULTS
+        path = RESULTS / f"{args.summarise}.json"
+        result = json.loads(path.read_text())
+        result.update(summarise(result, result["levels"]))
+        path.write_text(json.dumps(result, indent=2))
+        print(f"wrote {path}")
+        return
     quick = args.quick or not mnist_available(default_data_dir())
     seeds = [0] if quick else [int(s) for s in args.seeds.split(",")]
     levels = [0.5, 0.2] if quick else [float(x) for x in args.levels.split(",")]
@@ -171,7 +187,7 @@ def main():
                "test_accuracy": s["test_accuracy"], "find_seconds": find_seconds, "epochs_total": epochs_total,
                "wall_seconds": s.get("measured_seconds"), "run_id": run_id,
                "layers": {n: d["remaining"] for n, d in s["layers"].items()}}
-        for k in ("scoring_seconds", "scoring_epoch_fraction"):
+        for k in ("scoring_seconds", "scoring_epoch_fraction", "search_remaining"):
             if k in s:
                 row[k] = s[k]
         rows.append(row)
@@ -183,7 +199,7 @@ def main():
     settings = {"dataset": dataset, "levels": levels, "seeds": seeds, "epochs": ep,
                 "search_epochs": args.search_epochs, "cs_rounds": args.cs_rounds, "cs_epochs": args.cs_epochs,
                 "cs_lam": args.cs_lam, "synflow_iters": args.synflow_iters, "methods": methods,
-                "imp_fraction": args.imp_fraction}
+                "imp_fraction": args.imp_fraction, "threshold_mode": args.threshold_mode}
     name = "families" + (f"_{args.tag}" if args.tag else "")
 
     # ---- layer collapse at 0.1% remaining and scoring cost (scoring only: cheap)
@@ -218,14 +234,15 @@ def main():
             if "concave-log" in methods:
                 run_id, s = execute(store, RunConfig.from_dict({
                     **base, "method": "concave", "regularizer": "log", "lam": 1.0, "target_sparsity": 1 - level,
-                    "epochs": 1 if quick else args.search_epochs, "retrain_epochs": ep, "seed": seed}))
+                    "epochs": 1 if quick else args.search_epochs, "retrain_epochs": ep, "seed": seed,
+                    "threshold_mode": args.threshold_mode}))
                 add(seed, "concave-log", level, s, search_seconds(store, run_id),
                     (1 if quick else args.search_epochs) + ep, run_id)
             if "cs" in methods:
                 rounds, cse = (1, 1) if quick else (args.cs_rounds, args.cs_epochs)
                 run_id, s = execute(store, RunConfig.from_dict({
                     **base, "method": "cs", "lam": args.cs_lam, "target_sparsity": 1 - level, "rounds": rounds,
-                    "epochs": cse, "retrain_epochs": ep, "seed": seed}))
+                    "epochs": cse, "retrain_epochs": ep, "seed": seed, "threshold_mode": args.threshold_mode}))
                 add(seed, "cs", level, s, search_seconds(store, run_id), rounds * cse + ep, run_id)
         if "imp-init" in methods:
             p = args.imp_fraction
@@ -233,6 +250,9 @@ def main():
             run_id, _ = execute(store, RunConfig.from_dict({**base, "method": "imp", "rounds": n_rounds,
                                                             "prune_fraction": p, "epochs": ep, "seed": seed}))
             rounds = store.metrics(run_id, kind="round")
+            result.setdefault("imp_rounds", {})[str(seed)] = [
+                {"round": r["round"], "remaining": r["remaining"], "test_acc": r["test_acc"],
+                 "epochs": (r["round"] + 1) * ep, "seconds": r["seconds"]} for r in rounds]
             for level in levels:
                 r = min(rounds, key=lambda r: abs(r["remaining"] - level))
                 secs = sum(x["seconds"] for x in rounds if x["round"] <= r["round"])
@@ -240,7 +260,28 @@ def main():
                                               "layers": {}, "measured_seconds": secs},
                     secs, (r["round"] + 1) * ep, run_id)
 
-    # ---- summaries and checks
+    result.update(summarise(result, levels), partial=False, total_seconds=time.time() - t_all)
+    write_result(name, result, quick)
+
+
+def imp_at(rounds: list[dict], level: float) -> tuple[float, int] | None:
+    """IMP's accuracy at exactly `level` remaining, interpolated between its two
+    rounds around it (linear in log remaining), and the epochs IMP needs to get
+    there (through the first round at or below the level). None outside its range."""
+    import math
+    rs = sorted(rounds, key=lambda r: -r["remaining"])
+    for hi, lo in zip(rs, rs[1:]):
+        if lo["remaining"] <= level <= hi["remaining"]:
+            w = (math.log(hi["remaining"]) - math.log(level)) / (math.log(hi["remaining"]) - math.log(lo["remaining"]))
+            at_or_below = min(r["epochs"] for r in rs if r["remaining"] <= level)
+            return hi["test_acc"] + w * (lo["test_acc"] - hi["test_acc"]), at_or_below
+    return None
+
+
+def summarise(result: dict, levels: list[float]) -> dict:
+    """Table (mean ± std per method and level) and the qualitative checks, from the
+    rows, every IMP round (`imp_rounds`), the collapse check and the scoring cost."""
+    rows, coll, cost = result["rows"], result["collapse_0.1%"], result["scoring_cost"]
     table = {}
     for m in dict.fromkeys(r["method"] for r in rows):
         for level in levels:
@@ -248,12 +289,23 @@ def main():
             if sel:
                 acc, acc_sd = mean_std([r["test_accuracy"] for r in sel])
                 rem, _ = mean_std([r["remaining"] for r in sel])
-                fs, _ = mean_std([r["find_seconds"] for r in sel])
+                fs, fs_sd = mean_std([r["find_seconds"] for r in sel])
                 table[f"{m}@{level}"] = {"method": m, "level": level, "n": len(sel), "acc": acc, "acc_std": acc_sd,
-                                         "remaining": rem, "find_seconds": fs, "epochs_total": sel[0]["epochs_total"]}
+                                         "remaining": rem, "find_seconds": fs, "find_seconds_std": fs_sd,
+                                         "epochs_total": sel[0]["epochs_total"]}
+    # IMP exactly at each level, interpolated between its rounds, per seed
+    imp_exact = {}
+    for level in levels:
+        per_seed = [imp_at(rs, level) for rs in result.get("imp_rounds", {}).values()]
+        per_seed = [x for x in per_seed if x is not None]
+        if per_seed:
+            acc, sd = mean_std([a for a, _ in per_seed])
+            imp_exact[level] = {"acc": acc, "acc_std": sd, "epochs": max(e for _, e in per_seed), "n": len(per_seed)}
     checks = {}
 
     def acc(m, level):
+        if m == "imp-init" and level in imp_exact:
+            return imp_exact[level]["acc"]
         return (table.get(f"{m}@{level}") or {}).get("acc")
 
     # collapse: some layer keeps under 5% of its share under a uniform allocation (0.001 × its size)
@@ -277,15 +329,15 @@ def main():
             checks[f"pai_trails_imp_and_concave_at_{level}"] = {
                 "imp": acc("imp-init", level), "concave": acc("concave-log", level), "pai": pai_accs,
                 "holds": all(a < min(best) for a in pai_accs.values())}
-    imp_rows = [r for r in rows if r["method"] == "imp-init"]
     for level in [lv for lv in levels if lv <= 0.05]:
-        c, i = table.get(f"cs@{level}"), table.get(f"imp-init@{level}")
+        c, i = table.get(f"cs@{level}"), imp_exact.get(level)
         if c and i:
             checks[f"cs_matches_imp_in_fewer_epochs_at_{level}"] = {
                 "cs_acc": c["acc"], "cs_remaining": c["remaining"], "cs_epochs": c["epochs_total"],
-                "imp_acc": i["acc"], "imp_remaining": i["remaining"], "imp_epochs": i["epochs_total"],
-                "holds": c["acc"] >= i["acc"] - 0.002 and c["epochs_total"] < i["epochs_total"]
-                and c["remaining"] <= i["remaining"] * 1.1}
+                "imp_acc_at_level": i["acc"], "imp_epochs_to_level": i["epochs"],
+                "holds": c["acc"] >= i["acc"] - 0.002 and c["epochs_total"] < i["epochs"],
+                "note": "IMP's accuracy interpolated at exactly the level between its two rounds around it; "
+                        "its epochs through the first round at or below the level; matching = within 0.2 points"}
     fr = {s: c["epoch_fraction"] for s, c in cost["scorers"].items()}
     for s in SCORERS:   # measured inside real runs (scoring / that run's own epoch), when there are some
         xs = [r["scoring_epoch_fraction"] for r in rows if r["method"] == s and "scoring_epoch_fraction" in r]
@@ -296,9 +348,7 @@ def main():
                                                                                   ("snip", "magnitude"))}
     for k, v in checks.items():
         print(f"check {k}: {v}", flush=True)
-    result.update(table=table, checks=checks, partial=False, total_seconds=time.time() - t_all,
-                  imp_rounds_run=len({r["epochs_total"] for r in imp_rows}))
-    write_result(name, result, quick)
+    return {"table": table, "imp_at_level": imp_exact, "checks": checks}
 
 
 if __name__ == "__main__":

@@ -66,6 +66,20 @@ def tradeoff(data: dict) -> None:
     save(figures.tradeoff_figure(agg, pd.DataFrame(), dense, 0.003), "tradeoff_lenet300_mnist.png")
 
 
+def families(data: dict) -> None:
+    """The four families' trade-off (bench/families.py): mean ± std over seeds per method and level."""
+    rows = pd.DataFrame(data["rows"])
+    agg = rows.groupby(["method", "level"]).agg(
+        remaining=("remaining", "mean"), test_accuracy=("test_accuracy", "mean"), acc_std=("test_accuracy", "std"),
+        n=("seed", "count"), seeds=("seed", lambda s: ",".join(map(str, sorted(s))))).reset_index()
+    names = {"imp-init": "IMP (rewind to init)", "concave-log": "concave-log", "cs": "CS",
+             "snip": "SNIP", "grasp": "GraSP", "synflow": "SynFlow", "magnitude": "magnitude at init",
+             "random": "random"}
+    agg = agg.assign(group=agg["method"].map(lambda m: names.get(m, m)),
+                     acc_std=agg["acc_std"].fillna(0.0), lam=None)
+    save(figures.tradeoff_figure(agg, pd.DataFrame(), None, 0.0), "families_lenet300_mnist.png", height=480)
+
+
 def main():
     global DOCS
     ap = argparse.ArgumentParser()
@@ -75,7 +89,7 @@ def main():
         DOCS = RESULTS / "quick_png"
     if os.path.exists("/usr/bin/chromium"):
         os.environ.setdefault("BROWSER_PATH", "/usr/bin/chromium")
-    for name, draw in (("convex", convex), ("tradeoff", tradeoff)):
+    for name, draw in (("convex", convex), ("tradeoff", tradeoff), ("families_e3", families)):
         path = RESULTS / (f"{name}_quick.json" if args.quick else f"{name}.json")
         if path.exists():
             draw(json.loads(path.read_text()))

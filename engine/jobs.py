@@ -8,6 +8,8 @@ cap with device slots, liveness, cancel and resume.
     reconcile()      a `running` run whose worker is gone or silent becomes `interrupted`
     cancel(run_id)   queued → cancelled; running → SIGTERM to the worker's process
                      group, SIGKILL after a grace period; data so far is kept
+    delete(run_id)   a run that is not queued or running, with its files
+                     (submit takes an owner; cancel, resume, delete an actor: engine.owners)
     resume(run_id)   interrupted/cancelled/failed → queued with the resume flag; the
                      worker then continues from the run's last complete checkpoint.
                      Refused while the run's recorded process (pid + start time) is
@@ -62,6 +64,7 @@ import time
 import traceback
 from pathlib import Path
 
+from . import owners
 from .config import RunConfig
 from .failures import failure_reason
 from .store import StaleWriter, Store, UnknownRun, atomic_write_bytes
@@ -358,22 +361,76 @@ def _judge(run: dict, now: float, timeout: float, host: str) -> tuple[str | None
 # ------------------------------------------------------------------ queue
 
 def submit(cfg: RunConfig | dict, home: str | os.PathLike | None = None,
-           data_dir: str | os.PathLike | None = None, sweep_id: str | None = None, start: bool = True) -> str:
-    """Queue one run (validated first: nothing is written for a bad config) and pump."""
+           data_dir: str | os.PathLike | None = None, sweep_id: str | None = None, start: bool = True, *,
+           owner: str | None = None) -> str:
+    """Queue one run (validated first: nothing is written for a bad config) and pump.
+
+    `owner` (a person's name, see engine.owners) is stored with the run. Unless the
+    owner is a teacher, the per-person cap (LOTTERY_MAX_PER_PERSON) is checked in the
+    same write transaction as the insert, so parallel launches cannot both pass it."""
     cfg = RunConfig.from_dict(cfg if isinstance(cfg, dict) else cfg.to_dict())
     if start:                  # a bad setting is refused before anything is written
         resolve_max_runs()
         heartbeat_timeout()
         worker_priority()
+    extra = {"data_dir": _data_dir(data_dir), "executor": "jobs"}
+    guard = None
+    try:
+        if owner is not None:
+            extra["owner"] = owner = owners.check_name(owner, "owner")
+            cap = owners.max_per_person()
+            if cap and not owners.is_teacher(owner):
+                guard = functools.partial(_within_cap, owner=owner, cap=cap)
+    except owners.OwnerError as e:
+        raise JobError(str(e)) from None
     from .refs import check_references
     check_references(cfg, resolve_home(home))
     store, home = _open(home)
     store.require_space("queueing a run")
     run_id = store.create_run(cfg.to_dict(), cfg.content_hash(), name=cfg.name, status="queued",
-                              sweep_id=sweep_id, extra={"data_dir": _data_dir(data_dir), "executor": "jobs"})
+                              sweep_id=sweep_id, extra=extra, guard=guard)
     if start:
         pump(home)
     return run_id
+
+
+def active_count(home: str | os.PathLike | None, owner: str) -> int:
+    """How many runs `owner` has queued or running."""
+    store, _ = _open(home)
+    with store.connect() as db:
+        return _active_of(db, owner)
+
+
+def check_room(home: str | os.PathLike | None, owner: str | None, n: int) -> None:
+    """Before queueing n runs at once (a sweep) for `owner`: JobError when they cannot all
+    fit under the per-person cap, so a sweep is queued whole or not at all. (submit checks
+    each run again, atomically.)"""
+    if owner is None or n <= 1:
+        return
+    try:
+        owner = owners.check_name(owner, "owner")
+        cap = owners.max_per_person()
+        if not cap or owners.is_teacher(owner):
+            return
+    except owners.OwnerError as e:
+        raise JobError(str(e)) from None
+    active = active_count(home, owner)
+    if active + n > cap:
+        raise JobError(f"this sweep has {n} runs, but you have {active} queued or running and the limit per "
+                       f"person is {cap} (LOTTERY_MAX_PER_PERSON); nothing was queued. Run fewer points, wait "
+                       f"for your runs to finish, or ask a teacher")
+
+
+def _active_of(db, owner: str) -> int:
+    return db.execute("SELECT COUNT(*) FROM runs WHERE owner=? AND status IN ('queued', 'running')",
+                      (owner,)).fetchone()[0]
+
+
+def _within_cap(db, owner: str, cap: int) -> None:
+    """create_run's guard: runs inside the insert's write transaction."""
+    active = _active_of(db, owner)
+    if active >= cap:
+        raise JobError(owners.cap_message(active, cap))
 
 
 def _data_dir(data_dir) -> str:
@@ -455,8 +512,33 @@ def list_runs(home: str | os.PathLike | None = None) -> list[dict]:
 
 # ------------------------------------------------------------------ cancel / resume
 
+def _check_actor(store: Store, run_id: str, actor: str | None, teacher, what: str) -> dict:
+    """The run, if `actor` may `what` it (see engine.owners); else JobError, nothing changed."""
+    run = _get(store, run_id)
+    if actor is None:
+        return run
+    try:
+        actor = owners.check_name(actor, "actor")
+        if not owners.may_manage(run, actor, teacher):
+            raise JobError(owners.refusal(run, actor, what))
+    except owners.OwnerError as e:
+        raise JobError(str(e)) from None
+    return run
+
+
+def delete(run_id: str, home: str | os.PathLike | None = None, *, actor: str | None = None,
+           teacher: bool | set | frozenset | None = None) -> None:
+    """Delete a run that is not queued or running, with its files, if `actor` may (its
+    owner, a teacher; None = the CLI, unrestricted). Refused: JobError, nothing changes."""
+    store, home = _open(home)
+    run = _check_actor(store, run_id, actor, teacher, "delete")
+    if run["status"] in ("queued", "running"):
+        raise JobError(f"run {run_id} is {run['status']}; cancel it before deleting it")
+    store.delete_run(run_id)
+
+
 def cancel(run_id: str, home: str | os.PathLike | None = None, grace: float = CANCEL_GRACE,
-           wait: bool = True) -> dict:
+           wait: bool = True, *, actor: str | None = None, teacher: bool | set | frozenset | None = None) -> dict:
     """queued → cancelled at once. running → SIGTERM to the worker's process group
     (the worker finishes its step, checkpoints and records `cancelled`); after
     `grace` seconds SIGKILL and record it here. Sweep tasks (no process of ours to
@@ -465,8 +547,12 @@ def cancel(run_id: str, home: str | os.PathLike | None = None, grace: float = CA
 
     With wait=False (for a UI) it returns right after the request; any later
     pump/reconcile records the outcome and escalates to SIGKILL after `grace`.
+    `actor` is who asks (None = the CLI, unrestricted): only the run's owner or a teacher
+    (`teacher` True, a set of names, or None for $LOTTERY_TEACHERS) may cancel it.
+
     Returns the run."""
     store, home = _open(home)
+    _check_actor(store, run_id, actor, teacher, "cancel")
     store.require_space("cancelling a run")
     with _locked(home):        # a claimed run always has its pid recorded by the time we look
         run = _get(store, run_id)
@@ -541,7 +627,8 @@ def _finish_cancel(store: Store, run: dict, now: float, force: bool) -> bool:
     return True
 
 
-def resume(run_id: str, home: str | os.PathLike | None = None, force: bool = False) -> dict:
+def resume(run_id: str, home: str | os.PathLike | None = None, force: bool = False, *,
+           actor: str | None = None, teacher: bool | set | frozenset | None = None) -> dict:
     """Queue an interrupted, cancelled or failed run to continue from its last
     complete checkpoint (the worker calls runner.execute(resume=True)); then pump.
 
@@ -549,9 +636,9 @@ def resume(run_id: str, home: str | os.PathLike | None = None, force: bool = Fal
     machine) is still alive, even stopped: it could go on writing. force=True
     kills it (SIGKILL, which also ends a stopped process) and waits until it is
     gone. Either way the resume starts a new attempt, so a holder we cannot see
-    (another machine) is fenced out at its next write."""
+    (another machine) is fenced out at its next write. `actor`/`teacher` as for cancel."""
     store, home = _open(home)
-    run = _get(store, run_id)
+    run = _check_actor(store, run_id, actor, teacher, "resume")
     store.require_space("resuming a run")
     if force and run["status"] == "running" and _live_holder(run) in ("T", "t"):
         # Stopped (Ctrl-Z) and not yet judged interrupted, maybe stopped inside a database

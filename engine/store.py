@@ -423,9 +423,12 @@ class Store:
         return self.runs_dir / run_id
 
     def create_run(self, config: dict, config_hash: str, name: str = "", status: str = "queued",
-                   sweep_id: str | None = None, extra: dict | None = None) -> str:
+                   sweep_id: str | None = None, extra: dict | None = None,
+                   guard: Callable[[sqlite3.Connection], None] | None = None) -> str:
         """`extra` sets other columns in the same insert (e.g. data_dir, executor), so a
-        queued run is complete the moment another process can see it."""
+        queued run is complete the moment another process can see it. `guard(db)` runs in
+        the insert's write transaction, first: it may count rows and raise to refuse the
+        run (nothing is then kept), and no other writer can change what it counted."""
         extra = dict(extra or {})
         bad = set(extra) - self._UPDATABLE
         if bad:
@@ -435,14 +438,20 @@ class Store:
         d.mkdir(parents=True, exist_ok=False)
         atomic_write_json(d / "config.json", config)
         cols = ("id", "name", "sweep_id", "config_hash", "config", "status", "created", *extra)
-        with self.transaction() as db:
-            db.execute(f"INSERT INTO runs({', '.join(cols)}) VALUES({', '.join('?' * len(cols))})",
-                       (run_id, name, sweep_id, config_hash, json.dumps(config), status, time.time(),
-                        *extra.values()))
+        try:
+            with self.transaction() as db:
+                if guard is not None:
+                    guard(db)
+                db.execute(f"INSERT INTO runs({', '.join(cols)}) VALUES({', '.join('?' * len(cols))})",
+                           (run_id, name, sweep_id, config_hash, json.dumps(config), status, time.time(),
+                            *extra.values()))
+        except BaseException:
+            shutil.rmtree(d, ignore_errors=True)     # refused or failed: no folder without a row
+            raise
         return run_id
 
     _UPDATABLE = frozenset({"status", "reason", "started", "finished", "pid", "pid_start", "heartbeat", "progress",
-                            "phase", "round", "summary", "name", *JOB_COLUMNS})
+                            "phase", "round", "summary", "name", "owner", *JOB_COLUMNS})
 
     def update_run(self, run_id: str, **fields) -> None:
         allowed = self._UPDATABLE

@@ -4,7 +4,7 @@ import streamlit as st
 
 from engine.config import ConfigError
 from engine.data import default_data_dir, mnist_available
-from ui import backend, data, estimate, figures, md, state, widgets
+from ui import backend, data, estimate, figures, identity, md, state, widgets
 
 state.intro("🎟️ Lottery Lab",
             "Find <b>lottery tickets</b> — sparse subnetworks that train as well as the full network — by "
@@ -104,7 +104,7 @@ for col, (key, names, title, text, warn) in zip(cols, CARDS):
         if b1.button("Launch", key=f"preset_{key}", type="primary", width="stretch",
                      help=f"Queue {len(cfgs)} run{'s' if len(cfgs) > 1 else ''} now and open the monitor."):
             try:
-                ids = backend.submit(cfgs, home)
+                ids = backend.submit(cfgs, home, owner=identity.current_user())
             except backend.BackendError as e:
                 st.error(md.esc(e))
             else:

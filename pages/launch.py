@@ -6,7 +6,7 @@ import streamlit as st
 
 from engine.config import PRESETS
 from engine.data import dataset_info
-from ui import backend, data, estimate, md, state, widgets
+from ui import backend, data, estimate, identity, md, state, widgets
 
 state.intro("🚀 Launch",
             "Set up a run — or a sweep over λ values and seeds — and queue it. Every value is checked by the same "
@@ -148,7 +148,7 @@ label = f"Launch {len(configs)} runs" if len(configs) > 1 else "Launch run"
 if st.button(label, type="primary", disabled=not ok, key="launch.go",
              help="Queue the run(s) for a background worker and open the monitor."):
     try:
-        ids = backend.submit(configs, home)
+        ids = backend.submit(configs, home, owner=identity.current_user())
     except backend.BackendError as e:
         st.error(md.esc(e))
     else:

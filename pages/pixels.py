@@ -9,7 +9,7 @@ import streamlit as st
 
 from engine.config import PRESETS, RunConfig
 from engine.data import DATASETS, dataset_info, default_data_dir
-from ui import backend, data, figures, md, names, state, widgets
+from ui import backend, data, figures, identity, md, names, state, widgets
 
 state.intro("🖼️ Pixel masks",
             "In logistic regression every weight belongs to one input pixel, so the learned mask is a picture of "
@@ -28,7 +28,7 @@ if not capable:
                              (c2, "digits", "Launch the offline digits preset")):
         if col.button(label, key=f"pix.launch.{name}", type="primary" if name == "digits" else "secondary"):
             try:
-                ids = backend.submit([RunConfig.from_dict(dict(PRESETS[name]))], home)
+                ids = backend.submit([RunConfig.from_dict(dict(PRESETS[name]))], home, owner=identity.current_user())
             except backend.BackendError as e:
                 st.error(md.esc(e))
             else:

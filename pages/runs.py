@@ -5,8 +5,8 @@ import time
 import pandas as pd
 import streamlit as st
 
-from engine.store import STATUSES, ExampleRun
-from ui import backend, data, deploy_panel, figures, md, state, widgets
+from engine.store import STATUSES
+from ui import backend, data, deploy_panel, figures, identity, md, state, widgets
 
 state.intro("📈 Runs",
             "Every run in the store, updated live while they train. Select runs to compare their curves and see "
@@ -27,7 +27,26 @@ if not all_runs:
     c2.page_link("pages/home.py", label="Presets on Home", icon=":material/home:")
     st.stop()
 
-signature = data.status_signature(all_runs)
+user = identity.current_user()
+mine_only = False
+if user:        # "My runs" first: on a shared server a person's own runs are what they came for
+    rights = "as a teacher you may manage any" if identity.is_teacher(user) else "you may manage only your own"
+    mine_only = st.radio("Whose runs", ["My runs", "Everyone's"], key="runs.whose", horizontal=True,
+                         help=f"My runs: the runs you launched. Everyone's: every run in the store ({rights}).",
+                         ) == "My runs"
+
+
+def visible(runs: list[dict]) -> list[dict]:
+    return [r for r in runs if mine(r)] if mine_only else runs
+
+
+def mine(r: dict) -> bool:
+    # class-pack examples belong to everyone (read-only); the sidebar's "Show examples" hides them
+    return not mine_only or r.get("owner") == user or bool(r.get("example"))
+
+
+signature = data.status_signature(visible(all_runs))
+owned = any(r.get("owner") for r in all_runs)      # an owner column once anyone owns a run
 
 f1, f2, f3 = st.columns([2, 2, 3])
 with f1:
@@ -48,8 +67,9 @@ def run_table():
     if time.time() - st.session_state.get("runs.pumped", 0) > 5:
         backend.pump(home)
         st.session_state["runs.pumped"] = time.time()
-    now = state.runs()
-    df = data.runs_frame(now, cancelling=state.cancelling_ids(now))
+    everyone = state.runs()
+    now = visible(everyone)
+    df = data.runs_frame(now, cancelling=state.cancelling_ids(now), queue=data.queue_positions(everyone))
     counts = df["status"].value_counts()
     cols = [c for _ in range(2) for c in st.columns(3)]      # 3 a row: labels fit at 1024×768
     for c, s in zip(cols, ("running", "queued", "done", "failed", "cancelled", "interrupted")):
@@ -68,13 +88,19 @@ def run_table():
                        elapsed=view["elapsed_s"].map(lambda e: data.fmt_duration(e) or data.MISSING),
                        remaining=view["remaining"].map(data.fmt_pct_or_missing),
                        test_accuracy=view["test_accuracy"].map(data.fmt_pct_or_missing),
-                       note=view["note"].map(lambda n: n or data.MISSING))
+                       note=view["note"].map(lambda n: n or data.MISSING),
+                       owner=view["id"].map({r["id"]: r.get("owner") or data.MISSING for r in now}))
+    if mine_only:
+        st.caption(f"Your runs ({md.esc(user)}): {len(df)} of {len(everyone)} in the store. Choose "
+                   "“Everyone's” above to see the others.")
     st.dataframe(
-        view[["state", "label", "progress", "where", "eta", "remaining", "test_accuracy", "elapsed", "note"]],
+        view[["state", "label", *(["owner"] if owned else []), "progress", "where", "eta", "remaining",
+              "test_accuracy", "elapsed", "note"]],
         hide_index=True, width="stretch", height=min(38 + 35 * max(len(view), 1), 420),
         column_config={
             "state": st.column_config.TextColumn("status", width="small"),
             "label": st.column_config.TextColumn("run", width="large"),
+            "owner": st.column_config.TextColumn("owner", width="small", help="Who launched the run"),
             "progress": st.column_config.ProgressColumn("progress", min_value=0.0, max_value=1.0, format="percent",
                                                         width="small"),
             "where": st.column_config.TextColumn("where it is", width="medium",
@@ -97,7 +123,7 @@ def run_table():
 run_table()
 
 st.subheader("Inspect runs", divider="gray")
-chosen = state.pick_runs(all_runs, "Runs to inspect", key="runs.sel", max_selections=8,
+chosen = state.pick_runs(all_runs, "Runs to inspect", key="runs.sel", max_selections=8, filter_fn=mine,
                          help="Pick one run to see its details, or several to compare their curves. The choice is "
                               "written into the page address (?runs=…), so you can reload or share it.",
                          placeholder="choose up to 8 runs")
@@ -185,6 +211,10 @@ def _details(run: dict) -> None:
     st.fragment(run_every=state.LIVE_SECONDS if live else None)(
         state.guard("The run's status could not be read")(_head))(rid)
     cancelling = status == "running" and rid in state.cancelling_ids([run])
+    allowed = identity.may_manage(run, user)       # engine.jobs checks it again
+
+    def help_for(text: str, what: str) -> str:
+        return text if allowed else identity.why_not(run, what)
 
     if run.get("example"):
         st.caption(f"{data.EXAMPLE_BADGE}: a finished run shipped with the app in the class pack (its metrics, "
@@ -193,21 +223,23 @@ def _details(run: dict) -> None:
     # ---- actions
     a = [c for _ in range(2) for c in st.columns(2)]     # 2 a row: labels fit at 1024×768
     if a[0].button("Cancelling…" if cancelling else "Cancel", key=f"cancel.{rid}",
-                   disabled=status not in data.ACTIVE or cancelling, width="stretch", icon=":material/stop_circle:",
-                   help="Stop the run: it finishes its current step, saves a checkpoint and shows as cancelled; "
-                        "what it recorded so far is kept."):
+                   disabled=status not in data.ACTIVE or cancelling or not allowed, width="stretch",
+                   icon=":material/stop_circle:",
+                   help=help_for("Stop the run: it finishes its current step, saves a checkpoint and shows as "
+                                 "cancelled; what it recorded so far is kept.", "cancel")):
         try:
-            backend.cancel(rid, home)            # returns at once; the worker stops on its own
+            backend.cancel(rid, home, actor=user)       # returns at once; the worker stops on its own
             state.mark_cancelling(rid)
             st.toast(f"Cancelling {md.esc(rid)}: it finishes its current step and saves a checkpoint first")
             st.rerun()
         except backend.BackendError as e:
             st.error(md.esc(e))
-    if a[1].button("Resume", key=f"resume.{rid}", disabled=status not in ("interrupted", "cancelled", "failed"),
+    if a[1].button("Resume", key=f"resume.{rid}",
+                   disabled=status not in ("interrupted", "cancelled", "failed") or not allowed,
                    width="stretch", icon=":material/play_circle:",
-                   help="Queue it again; it continues from its last complete checkpoint."):
+                   help=help_for("Queue it again; it continues from its last complete checkpoint.", "resume")):
         try:
-            backend.resume(rid, home)
+            backend.resume(rid, home, actor=user)
             st.toast(f"Resuming {md.esc(rid)}")
             st.rerun()
         except backend.BackendError as e:
@@ -218,28 +250,28 @@ def _details(run: dict) -> None:
         st.switch_page("pages/launch.py", query_params={"from": rid})
     confirm_key = f"confirm_delete.{rid}"
     example = bool(run.get("example"))
-    if a[3].button("Delete…", key=f"delete.{rid}", disabled=status in data.ACTIVE or example, width="stretch",
-                   icon=":material/delete:",
+    if a[3].button("Delete…", key=f"delete.{rid}", disabled=status in data.ACTIVE or not allowed or example,
+                   width="stretch", icon=":material/delete:",
                    help="A class-pack example is read-only: hide the examples with the sidebar's “Show examples” "
                         "switch." if example else
-                        "Delete the run and its files (asks first). Cancel a running run before deleting it."):
+                        help_for("Delete the run and its files (asks first). Cancel a running run before deleting "
+                                 "it.", "delete")):
         st.session_state[confirm_key] = True
     if st.session_state.get(confirm_key):
         with st.container(border=True):
             st.warning(f"Delete run {md.code(rid)} and all its files (metrics, masks, ticket)? This cannot be undone.")
             y, n, _ = st.columns([1, 1, 4])
             if y.button("Yes, delete", key=f"delete_yes.{rid}", type="primary"):
-                try:
-                    state.store().delete_run(rid)
-                except ExampleRun as e:
-                    st.session_state.pop(confirm_key, None)
-                    st.error(md.esc(e))
-                    st.stop()
                 st.session_state.pop(confirm_key, None)
-                state.clear_caches()
-                state.set_selection([i for i in state.selected_ids() if i != rid])
-                st.toast(f"Deleted {md.esc(rid)}")
-                st.rerun()
+                try:
+                    backend.delete(rid, home, actor=user)       # refuses another person's run
+                except backend.BackendError as e:
+                    st.error(md.esc(e))
+                else:
+                    state.clear_caches()
+                    state.set_selection([i for i in state.selected_ids() if i != rid])
+                    st.toast(f"Deleted {md.esc(rid)}")
+                    st.rerun()
             if n.button("Keep it", key=f"delete_no.{rid}"):
                 st.session_state.pop(confirm_key, None)
                 st.rerun()

@@ -9,7 +9,7 @@ import streamlit as st
 
 from engine.config import ConfigError, RunConfig
 from engine.data import DATASETS, PLANTED_DEFAULTS, default_data_dir
-from ui import backend, data, figures, md, state, widgets
+from ui import backend, data, figures, identity, md, state, widgets
 
 state.intro("📐 Theory",
             "A convex problem whose answer is known: logistic regression on synthetic data generated from only "
@@ -195,7 +195,7 @@ if st.button(f"Run log warm-started from the ℓ1 runs ({len(todo)} runs)", disa
     try:
         cfgs = [RunConfig.from_dict({**{k: v for k, v in data.cfg_of(r).items() if k != "name"},
                                      "regularizer": "log", "warm_start": r["id"]}) for r in todo]
-        ids = backend.submit(cfgs, home)
+        ids = backend.submit(cfgs, home, owner=identity.current_user())
     except (ConfigError, backend.BackendError) as e:
         st.error(md.esc(e))
     else:

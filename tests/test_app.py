@@ -42,18 +42,25 @@ class FakeJobs(types.ModuleType):
         self.calls: list[tuple] = []
         self.fail: str | None = None
 
-    def submit(self, cfg, home=None, data_dir=None, sweep_id=None):
+    def submit(self, cfg, home=None, data_dir=None, sweep_id=None, *, owner=None):
         self.calls.append(("submit", cfg, sweep_id))
         if self.fail:
             raise RuntimeError(self.fail)
         return runner.create(Store(home), RunConfig.from_dict(cfg.to_dict()), status="queued", sweep_id=sweep_id)
 
-    def cancel(self, run_id, home=None, wait=True):
+    def cancel(self, run_id, home=None, wait=True, *, actor=None):
         assert wait is False, "a page must not block on a cancel's grace period"
         self.calls.append(("cancel", run_id))
 
-    def resume(self, run_id, home=None):
+    def resume(self, run_id, home=None, *, actor=None):
         self.calls.append(("resume", run_id))
+
+    def check_room(self, home, owner, n):
+        pass
+
+    def delete(self, run_id, home=None, *, actor=None):
+        self.calls.append(("delete", run_id))
+        Store(home).delete_run(run_id)
 
     def pump(self, home=None):
         self.calls.append(("pump",))

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-BENCHES = ["speed.py", "peer_imp.py", "convex.py", "tradeoff.py", "engine_core.py", "controller.py"]
+BENCHES = ["speed.py", "peer_imp.py", "convex.py", "tradeoff.py", "engine_core.py", "controller.py", "families.py"]
 
 
 @pytest.mark.parametrize("script", BENCHES)
@@ -56,3 +56,20 @@ def test_plots_draw_pngs_from_quick_results():
     assert r.returncode == 0, r.stderr[-2000:]
     pngs = list((ROOT / "bench" / "results" / "quick_png").glob("*.png"))
     assert len(pngs) >= 4 and all(p.stat().st_size > 5000 for p in pngs)
+
+
+def test_families_interpolates_imp_at_the_exact_level():
+    """The families benchmark compares other methods with IMP at exactly their level: IMP's
+    accuracy is interpolated (linear in log remaining) between the rounds around it, and its
+    epochs are those through the first round at or below the level."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        from families import imp_at
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    rounds = [{"remaining": 0.08, "test_acc": 0.98, "epochs": 3}, {"remaining": 0.02, "test_acc": 0.96, "epochs": 6}]
+    acc, epochs = imp_at(rounds, 0.04)          # halfway in log between 8 % and 2 %
+    assert acc == pytest.approx(0.97) and epochs == 6
+    acc, epochs = imp_at(rounds, 0.08)          # exactly on a round: that round's accuracy and epochs
+    assert acc == pytest.approx(0.98) and epochs == 3
+    assert imp_at(rounds, 0.01) is None and imp_at(rounds, 0.2) is None

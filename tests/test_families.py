@@ -297,3 +297,32 @@ def test_cs_mask_gradient_is_that_of_task_loss_plus_lambda_l1_at_temperature(sto
     ctx.add_reg_grad(reg, {})
     for (name, layer), want in zip(ctx.layers, expected):
         torch.testing.assert_close(layer.mask.grad, want, rtol=1e-4, atol=1e-9, msg=name)
+
+
+# ---------------------------------------------------------------- the target check is relative to what is kept
+
+class _Ctx:
+    """What check_target_sparsity reads: the config, the store and the run id."""
+    def __init__(self, store, run_id, cfg):
+        self.store, self.run_id, self.cfg = store, run_id, cfg
+
+
+@pytest.mark.parametrize("target, kept_of_1000, mode, passed", [
+    (0.995, 14, "tau", False),    # 1.4 % kept for a 0.5 % target: 2.8× too many (passed before: |Δ| < 0.01)
+    (0.995, 5, "tau", True),
+    (0.995, 6, "tau", False),     # 0.6 % for 0.5 %: 20 % over
+    (0.8, 210, "tau", True),      # 21 % for 20 %: within a tenth of the target
+    (0.8, 230, "tau", False),
+    (0.8, 200, "topk", True),
+    (0.8, 203, "topk", False),          # top-k is exact: a 1.5 % miss is a bug
+])
+def test_target_sparsity_tolerance_is_relative_to_the_remaining_target(store, target, kept_of_1000, mode, passed):
+    cfg = RunConfig.from_dict({**FAST, "method": "cs", "target_sparsity": target, "threshold_mode": mode})
+    run_id = runner.create(store, cfg, status="running")
+    binary = {"w": torch.arange(1000) < kept_of_1000}
+    from engine.methods.common import check_target_sparsity
+    check_target_sparsity(_Ctx(store, run_id, cfg), binary)
+    c = checks(store, run_id)["sparsity_vs_target"]
+    assert bool(c["passed"]) is passed
+    assert c["value"] == pytest.approx(1 - kept_of_1000 / 1000)
+    assert "remaining" in c["detail"]

@@ -50,20 +50,30 @@ def new_sweep_id() -> str:
         return f"sw-{secrets.token_hex(4)}"
 
 
-def submit(cfgs: list[RunConfig], home: Path, sweep_id: str | None = None) -> list[str]:
-    """Queue every config; several configs share one sweep id. Returns the run ids."""
+def submit(cfgs: list[RunConfig], home: Path, sweep_id: str | None = None, *, owner: str | None = None) -> list[str]:
+    """Queue every config; several configs share one sweep id. Returns the run ids.
+    `owner`: the person launching them (ui.identity.current_user()), None for nobody."""
     if len(cfgs) > 1 and sweep_id is None:
         sweep_id = new_sweep_id()
-    return [_call("submit", cfg, home=home, sweep_id=sweep_id) for cfg in cfgs]
+    if owner is not None and len(cfgs) > 1:       # a sweep is queued whole or not at all
+        _call("check_room", home, owner, len(cfgs))
+    return [_call("submit", cfg, home=home, sweep_id=sweep_id, owner=owner) for cfg in cfgs]
 
 
-def cancel(run_id: str, home: Path):
+# `actor`: who asks (ui.identity.current_user()); engine.jobs refuses another person's run
+# unless the actor is a teacher. None acts unrestricted, as the CLI does.
+
+def cancel(run_id: str, home: Path, *, actor: str | None = None):
     # wait=False: a page must not block for the grace period; the next pump records the outcome.
-    return _call("cancel", run_id, home=home, wait=False)
+    return _call("cancel", run_id, home=home, wait=False, actor=actor)
 
 
-def resume(run_id: str, home: Path):
-    return _call("resume", run_id, home=home)
+def resume(run_id: str, home: Path, *, actor: str | None = None):
+    return _call("resume", run_id, home=home, actor=actor)
+
+
+def delete(run_id: str, home: Path, *, actor: str | None = None) -> None:
+    return _call("delete", run_id, home=home, actor=actor)
 
 
 def pump(home: Path) -> str | None:

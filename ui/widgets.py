@@ -22,7 +22,7 @@ from engine import data as edata
 from engine import models as emodels
 from engine import regularizers as eregs
 from engine.config import METHODS, OPTIMIZERS, PRESETS, ConfigError, RunConfig
-from ui import backend, figures, md
+from ui import backend, figures, identity, md
 from ui import data as data_
 
 # ------------------------------------------------------------------ help for students
@@ -711,7 +711,7 @@ def sweep_button(label: str, cfgs: list[RunConfig], key: str, home, help: str, w
         st.info(f"This {what} is already queued; its progress is shown above.")
         return None
     try:
-        ids = backend.submit(cfgs, home)
+        ids = backend.submit(cfgs, home, owner=identity.current_user())
     except backend.BackendError as e:
         st.error(md.esc(e))
         return None

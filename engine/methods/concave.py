@@ -74,6 +74,8 @@ def run(ctx: RunContext) -> dict:
                     binary = {n: b & st["prev"][n].bool() for n, b in binary.items()}
                 if keep_all:
                     binary, refilled = masking.ensure_every_layer(binary, soft, allowed=st["prev"])
+            # what the search itself kept (m > τ), whatever the threshold mode trimmed it to
+            st["search_remaining"] = masking.sparsity_report(masking.threshold_masks(soft, cfg.threshold))["remaining"]
             check_every_layer_kept(ctx, refilled, binary, r)
             check_nested(ctx, st["prev"], binary)
             st["threshold_accs"].append(_thresholded_accuracy(ctx, binary))
@@ -90,7 +92,8 @@ def run(ctx: RunContext) -> dict:
     save_ticket(ctx, st["prev"], cfg.rounds - 1)
     check_target_sparsity(ctx, st["prev"])
     return summary(ctx, st["prev"], st["last"], lam_final=ctx.lam, lam_history=ctx.lam_history,
-                   thresholded_test_accuracy=st["threshold_accs"][-1])
+                   thresholded_test_accuracy=st["threshold_accs"][-1],
+                   search_remaining=st.get("search_remaining"))
 
 
 def _warm_start(ctx: RunContext, run_id: str) -> None:

@@ -96,6 +96,7 @@ def run(ctx: RunContext) -> dict:
             binary = ticket_of(logits)
         start_retrain(ctx, binary, kind, cfg.rounds - 1, soft=soft, phase="retrain")
         st["binary"] = binary
+        st["search_remaining"] = masking.sparsity_report(ticket_of(logits))["remaining"]   # s > 0
         ctx.end_stage()
 
     if ctx.stage("retrain"):
@@ -105,7 +106,7 @@ def run(ctx: RunContext) -> dict:
     save_ticket(ctx, st["binary"], cfg.rounds - 1)
     check_target_sparsity(ctx, st["binary"])
     return summary(ctx, st["binary"], st["last"], lam_final=ctx.lam, lam_history=ctx.lam_history,
-                   s0=s0, beta_final=beta_final)
+                   s0=s0, beta_final=beta_final, search_remaining=st.get("search_remaining"))
 
 
 def ticket_of(logits: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
