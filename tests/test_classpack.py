@@ -263,3 +263,17 @@ def test_cli_build_only_and_import(tmp_path, monkeypatch):
     assert json.loads((home / "classpack.json").read_text())["pack"] == str(out.resolve())
     monkeypatch.delenv("LOTTERY_CLASSPACK")
     assert classpack.pack_dir_for(Store(home)) == out.resolve()
+
+
+def test_full_build_goes_through_the_background_queue(tmp_path):
+    """`build --full` submits to the store's queue (a real worker process; the runs show on the
+    Runs page with their progress), prints progress, and writes the pack when they finish."""
+    home, lines = tmp_path / "home", []
+    out = classpack.build(tmp_path / "full", full=True, home=home, keys=["planted-log-5"], data_dir=DATA,
+                          say=lines.append, poll=0.2)
+    (run,) = Store(home).list_runs()
+    assert run["executor"] == "jobs" and run["status"] == "done" and not run["example"]
+    assert any("0/1 done" in m for m in lines) and any("1/1 done" in m for m in lines)
+    (entry,) = classpack.read_manifest(out)["runs"]
+    assert classpack.read_manifest(out)["kind"] == "full"
+    assert entry["key"] == "planted-log-5" and entry["summary"]["test_accuracy"] == run["summary"]["test_accuracy"]
