@@ -17,6 +17,7 @@ __all__ = ["DEFAULT_PACK", "PackError", "build", "example_ids", "import_pack", "
 
 
 def build(*args, **kwargs):
-    """See build.build (imported lazily: building needs torch, importing a pack barely)."""
-    from .build import build as _build
+    """See builder.build (imported lazily: building needs torch, importing a pack barely). The
+    module is not called build.py: importing it would replace this function on the package."""
+    from .builder import build as _build
     return _build(*args, **kwargs)

@@ -24,16 +24,16 @@ from .pack import PackError, decode_masks, decode_records, read_file, read_manif
 
 DEFAULT_PACK = Path(__file__).resolve().parent / "pack"
 CHOICE_FILE = "classpack.json"
-OFF = ("off", "none", "0", "")
+OFF = ("off", "none", "0")
 MASK_COLUMNS = ("round", "phase", "epoch", "step", "layer", "numel", "mean", "frac_above", "near_binary", "churn",
                 "dead_units", "hist")
 
 
 def pack_dir_for(store: Store | None = None) -> Path | None:
     """The pack this store uses (see the module doc); None when switched off."""
-    env = os.environ.get("LOTTERY_CLASSPACK")
-    if env is not None:
-        return None if env.strip().lower() in OFF else Path(env).expanduser()
+    env = (os.environ.get("LOTTERY_CLASSPACK") or "").strip()
+    if env:                              # set and not empty
+        return None if env.lower() in OFF else Path(env).expanduser()
     if store is not None:
         try:
             chosen = json.loads((store.home / CHOICE_FILE).read_text()).get("pack")
