@@ -277,3 +277,15 @@ def test_full_build_goes_through_the_background_queue(tmp_path):
     (entry,) = classpack.read_manifest(out)["runs"]
     assert classpack.read_manifest(out)["kind"] == "full"
     assert entry["key"] == "planted-log-5" and entry["summary"]["test_accuracy"] == run["summary"]["test_accuracy"]
+
+
+def test_every_pack_config_is_what_build_would_run(manifest):
+    """All 41 configs (not only the rebuilt subset) are spec.entries() as the builder resolves them:
+    nothing in the committed pack was configured by hand."""
+    from engine.config import RunConfig
+    by_key = {r["key"]: r for r in manifest["runs"]}
+    entries = spec.entries()
+    assert [e["key"] for e in entries] == [r["key"] for r in manifest["runs"]]
+    for e in entries:
+        want = {**e["config"], **{k: by_key[src]["id"] for k, src in e["refs"].items()}}
+        assert by_key[e["key"]]["config"] == RunConfig.from_dict(want).to_dict(), e["key"]
