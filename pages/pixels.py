@@ -62,6 +62,18 @@ def sample_images(dataset: str, classes: tuple, data_dir: str, n: int = 8) -> li
     return out
 
 
+@st.cache_data(show_spinner=False, max_entries=8)
+def pack_samples(dataset: str, classes: tuple) -> list[tuple[str, pd.DataFrame]]:
+    """The class pack's sample images of this dataset, for a machine without the dataset's files."""
+    from engine import classpack
+    try:
+        pack = classpack.pack_dir_for(state.store())
+        found = classpack.samples(pack, dataset, list(classes)) if pack is not None else []
+    except classpack.PackError:
+        return []
+    return [(label, pd.DataFrame(img.astype(float))) for label, img in found]
+
+
 @st.fragment(run_every=state.LIVE_SECONDS if run.get("status") in data.ACTIVE else None)
 @state.guard("The pixel mask could not be drawn")
 def mask_view(run_id: str):
@@ -106,8 +118,10 @@ def mask_view(run_id: str):
     try:
         samples = sample_images(cfg["dataset"], tuple(cfg.get("classes") or ()), str(default_data_dir()))
     except Exception as e:  # noqa: BLE001 - e.g. MNIST files missing on this machine
-        st.info(f"Sample images are not available here: {md.esc(e)}")
-        return
+        samples = pack_samples(cfg["dataset"], tuple(cfg.get("classes") or ()))     # the class pack's few
+        if not samples:
+            st.info(f"Sample images are not available here: {md.esc(e)}")
+            return
     st.plotly_chart(figures.masked_samples_figure(samples, mask_img), key="pix.samples")
     st.caption("Top: test images. Bottom: the same image faded, with every pixel the mask keeps marked — red: a "
                "kept pixel with ink in this image, blue ring: a kept pixel that is blank here. The classifier sees "

@@ -289,3 +289,13 @@ def test_every_pack_config_is_what_build_would_run(manifest):
     for e in entries:
         want = {**e["config"], **{k: by_key[src]["id"] for k, src in e["refs"].items()}}
         assert by_key[e["key"]]["config"] == RunConfig.from_dict(want).to_dict(), e["key"]
+
+
+def test_pixel_masks_show_digits_from_the_pack_without_the_dataset(pack_home, monkeypatch, tmp_path):
+    """A classroom laptop without MNIST still sees digits through the mask: 8 test images ship in the pack."""
+    monkeypatch.setenv("LOTTERY_DATA", str(tmp_path / "no-data"))
+    at = open_page(monkeypatch, pack_home, "pages/pixels.py")
+    text = shown(at)
+    assert "Sample images are not available" not in text and "Top: test images" in text
+    found = classpack.samples(PACK, "mnist", [0, 1])
+    assert sorted(lbl for lbl, _ in found) == ["0"] * 4 + ["1"] * 4 and all(img.shape == (28, 28) for _, img in found)
