@@ -332,9 +332,15 @@ def cmd_classpack(args) -> int:
             if args.pack:
                 raise UsageError("classpack build writes to --out DIR (no positional folder)")
             only = [k for k in (args.only or "").split(",") if k] or None
-            classpack.build(args.out, full=args.full, home=args.home, data_dir=args.data_dir, keys=only,
-                            say=lambda m: print(m, file=sys.stderr, flush=True))
-            print(Path(args.out) if args.out else classpack.DEFAULT_PACK)
+            out = Path(args.out) if args.out else None
+            if args.full and out is None:     # never over the committed (small) pack by accident
+                out = _home(args) / "classpack-full"
+            path = classpack.build(out, full=args.full, home=args.home, data_dir=args.data_dir, keys=only,
+                                   say=lambda m: print(m, file=sys.stderr, flush=True))
+            if args.full:
+                print(f"use it in a store with: python -m engine classpack import {path} [--home DIR]",
+                      file=sys.stderr)
+            print(path)
             return 0
         store = Store(_home(args))
         pack = Path(args.pack) if args.pack else classpack.pack_dir_for(store)
@@ -535,7 +541,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("action", choices=("build", "import", "status"))
     sp.add_argument("pack", nargs="?", help="import/status: the pack folder (default: $LOTTERY_CLASSPACK, the "
                                             "store's chosen pack, else the one in the repository)")
-    sp.add_argument("--out", help="build: where to write the pack (default: engine/classpack/pack)")
+    sp.add_argument("--out", help="build: where to write the pack (default: engine/classpack/pack; with --full, "
+                                  "classpack-full/ in the store)")
     sp.add_argument("--full", action="store_true", help="build: the bigger pack (3 seeds, full-length LeNet runs), "
                                                         "trained by the background queue of --home")
     sp.add_argument("--only", metavar="KEY,...", help="build: only these runs (and the runs they refer to)")

@@ -85,7 +85,8 @@ with c2:
         source = (st.session_state.get('cfg._source') or 'preset:digits').split(':', 1)[1]
         st.caption(f"Form loaded from: {md.code(source)}")
 
-done_runs = [r for r in all_runs if r.get("status") == "done" and r.get("config")]
+# sources for random_from / warm_start / reinit_from: class-pack examples keep no weights
+done_runs = [r for r in all_runs if r.get("status") == "done" and r.get("config") and not r.get("example")]
 gpu_names = backend.gpus()
 results = []
 for i, f in enumerate(forms):

@@ -50,6 +50,18 @@ def sample_images(dataset: str, classes: tuple, data_dir: str, n: int = 8) -> li
     return data.sample_images(dataset, classes, data_dir, n)
 
 
+@st.cache_data(show_spinner=False, max_entries=8)
+def pack_samples(dataset: str, classes: tuple) -> list[tuple[str, pd.DataFrame]]:
+    """The class pack's sample images of this dataset, for a machine without the dataset's files."""
+    from engine import classpack
+    try:
+        pack = classpack.pack_dir_for(state.store())
+        found = classpack.samples(pack, dataset, list(classes)) if pack is not None else []
+    except classpack.PackError:
+        return []
+    return [(label, pd.DataFrame(img.astype(float))) for label, img in found]
+
+
 @st.fragment(run_every=state.LIVE_SECONDS if run.get("status") in data.ACTIVE else None)
 @state.guard("The pixel mask could not be drawn")
 def mask_view(run_id: str):
@@ -102,8 +114,10 @@ def mask_view(run_id: str):
     try:
         samples = sample_images(cfg["dataset"], tuple(cfg.get("classes") or ()), str(default_data_dir()))
     except Exception as e:  # noqa: BLE001 - e.g. MNIST files missing on this machine
-        st.info(f"Sample images are not available here: {md.esc(e)}")
-        return
+        samples = pack_samples(cfg["dataset"], tuple(cfg.get("classes") or ()))     # the class pack's few
+        if not samples:
+            st.info(f"Sample images are not available here: {md.esc(e)}")
+            return
     fig = figures.masked_samples_figure(samples[: 4 if big else 6], mask_img, height=560 if big else 360,
                                         mark_px=22 if big else 13, plot_px=900 if big else 560)
     present.chart(fig, "pix.samples", grow=False)
@@ -125,7 +139,9 @@ sweep_live = any(r.get("status") in data.ACTIVE for r in family)
 @st.fragment(run_every=state.LIVE_SECONDS * 2 if sweep_live else None)
 @state.guard("The λ sweep could not be drawn")
 def sweep_view():
-    pts = data.tradeoff_points(data.prefer_own([r for r in state.runs() if same(r)]))
+    shown = data.prefer_own([r for r in state.runs() if same(r)])
+    state.examples_note(shown, "λ-sweep runs")
+    pts = data.tradeoff_points(shown)
     pts = pts[pts["regularizer"].isin(["l1", "log"])]
     present.chart(figures.lam_sweep_figure(pts, what), "pix.sweep")
     st.markdown("##### Which penalty is better: accuracy against kept " + what)

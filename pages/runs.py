@@ -37,11 +37,12 @@ if user:        # "My runs" first: on a shared server a person's own runs are wh
 
 
 def visible(runs: list[dict]) -> list[dict]:
-    return [r for r in runs if r.get("owner") == user] if mine_only else runs
+    return [r for r in runs if mine(r)] if mine_only else runs
 
 
 def mine(r: dict) -> bool:
-    return not mine_only or r.get("owner") == user
+    # class-pack examples belong to everyone (read-only); the sidebar's "Show examples" hides them
+    return not mine_only or r.get("owner") == user or bool(r.get("example"))
 
 
 signature = data.status_signature(visible(all_runs))

@@ -106,6 +106,7 @@ def results():
         st.info(f"{n_active} planted run(s) queued or running; results appear as they finish." if n_active else
                 "No finished planted run with mask snapshots yet.")
         return
+    state.examples_note(runs_now, "planted runs")
     settings = df["setting"].value_counts()
     setting = st.selectbox("Problem", list(settings.index), key="theory.setting",
                            format_func=lambda s: f"{s} — {settings[s]} runs",

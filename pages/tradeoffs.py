@@ -45,6 +45,7 @@ chosen = state.pick_runs(all_runs, "Runs (empty: all finished runs of this model
 ids = [r["id"] for r in chosen] or sorted(in_setting)
 pts = points[points["run_id"].isin(ids)]
 runs_used = [r for r in all_runs if r["id"] in set(ids)]
+state.examples_note(runs_used, "runs")
 
 
 @state.guard("The trade-off plot could not be drawn")

@@ -97,6 +97,8 @@ def test_example_runs_cannot_be_deleted_cancelled_or_resumed(pack_home, manifest
     rid = manifest["runs"][0]["id"]
     with pytest.raises(ExampleRun, match="class-pack example"):
         store.delete_run(rid)
+    with pytest.raises(ExampleRun):                   # what the Runs page calls, even for a teacher
+        jobs.delete(rid, pack_home, actor="teacher", teacher=True)
     assert store.get_run(rid)["status"] == "done" and store.run_dir(rid).exists()
     with pytest.raises(jobs.JobError):
         jobs.cancel(rid, pack_home, wait=False)
@@ -174,6 +176,11 @@ def test_the_app_imports_the_pack_into_an_empty_store(tmp_path, monkeypatch, man
     assert "No runs yet" not in shown(at)
     labels = at.multiselect(key="runs.sel").options
     assert labels and all(o.startswith("📦 example · ") for o in labels)
+    rid = manifest["runs"][-1]["id"]                  # its panel: badged, and Delete is disabled
+    at = open_page(monkeypatch, tmp_path / "home", "pages/runs.py", session={"_selection": [rid]})
+    assert at.button(key=f"delete.{rid}").disabled
+    assert at.button(key=f"cancel.{rid}").disabled and at.button(key=f"resume.{rid}").disabled
+    assert any("class pack" in c.value and "Read-only" in c.value for c in at.caption)
 
 
 @pytest.mark.parametrize("page, expect", [
@@ -195,6 +202,8 @@ def test_every_page_renders_from_the_pack_alone(pack_home, monkeypatch, page, ex
     assert expect in text, text[:2000]
     assert not at.error, [e.value for e in at.error]
     assert len(at.get("plotly_chart")) >= 1
+    if page != "pages/masks.py":          # says where the runs come from
+        assert "come from the class pack" in text
     if page == "pages/pixels.py":     # it opens on the 8-pixel preset's example: a handful of 784 pixels
         used = next(m for m in at.metric if m.label.startswith("Pixels used"))
         assert 1 <= int(used.value) <= 12
@@ -254,3 +263,39 @@ def test_cli_build_only_and_import(tmp_path, monkeypatch):
     assert json.loads((home / "classpack.json").read_text())["pack"] == str(out.resolve())
     monkeypatch.delenv("LOTTERY_CLASSPACK")
     assert classpack.pack_dir_for(Store(home)) == out.resolve()
+
+
+def test_full_build_goes_through_the_background_queue(tmp_path):
+    """`build --full` submits to the store's queue (a real worker process; the runs show on the
+    Runs page with their progress), prints progress, and writes the pack when they finish."""
+    home, lines = tmp_path / "home", []
+    out = classpack.build(tmp_path / "full", full=True, home=home, keys=["planted-log-5"], data_dir=DATA,
+                          say=lines.append, poll=0.2)
+    (run,) = Store(home).list_runs()
+    assert run["executor"] == "jobs" and run["status"] == "done" and not run["example"]
+    assert any("0/1 done" in m for m in lines) and any("1/1 done" in m for m in lines)
+    (entry,) = classpack.read_manifest(out)["runs"]
+    assert classpack.read_manifest(out)["kind"] == "full"
+    assert entry["key"] == "planted-log-5" and entry["summary"]["test_accuracy"] == run["summary"]["test_accuracy"]
+
+
+def test_every_pack_config_is_what_build_would_run(manifest):
+    """All 41 configs (not only the rebuilt subset) are spec.entries() as the builder resolves them:
+    nothing in the committed pack was configured by hand."""
+    from engine.config import RunConfig
+    by_key = {r["key"]: r for r in manifest["runs"]}
+    entries = spec.entries()
+    assert [e["key"] for e in entries] == [r["key"] for r in manifest["runs"]]
+    for e in entries:
+        want = {**e["config"], **{k: by_key[src]["id"] for k, src in e["refs"].items()}}
+        assert by_key[e["key"]]["config"] == RunConfig.from_dict(want).to_dict(), e["key"]
+
+
+def test_pixel_masks_show_digits_from_the_pack_without_the_dataset(pack_home, monkeypatch, tmp_path):
+    """A classroom laptop without MNIST still sees digits through the mask: 8 test images ship in the pack."""
+    monkeypatch.setenv("LOTTERY_DATA", str(tmp_path / "no-data"))
+    at = open_page(monkeypatch, pack_home, "pages/pixels.py")
+    text = shown(at)
+    assert "Sample images are not available" not in text and "Top: test images" in text
+    found = classpack.samples(PACK, "mnist", [0, 1])
+    assert sorted(lbl for lbl, _ in found) == ["0"] * 4 + ["1"] * 4 and all(img.shape == (28, 28) for _, img in found)

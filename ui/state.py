@@ -79,15 +79,21 @@ def runs() -> list[dict]:
 def _examples(home_str: str, pack: str | None) -> tuple[tuple[str, ...], str | None]:
     """Import the class pack once per app process (and store): (its run ids, or a one-line problem)."""
     from engine import classpack
-    from engine.store import DiskFull
     if pack is None:
         return (), None
     try:
         return tuple(classpack.import_pack(_store(home_str), pack)), None
-    except classpack.PackError as e:
+    except classpack.PackError as e:       # the pack itself is damaged: said once per process
         return (), f"{e}. The app works without it; the example runs are missing."
-    except (DiskFull, OSError) as e:
-        return (), f"class pack not imported: {e}"
+    # anything else (a full disk, a locked database) is not cached: the next page load tries again
+
+
+def examples_note(shown: list[dict], what: str) -> None:
+    """A caption when everything a view draws comes from the class pack."""
+    if shown and all(r.get("example") for r in shown):
+        st.caption(f"{data.EXAMPLE_BADGE}s: these {what} come from the class pack shipped with the app (finished, "
+                   "read-only runs). Runs of your own replace them here; the sidebar's “Show examples” switch "
+                   "hides them.")
 
 
 def ensure_examples() -> list[str]:
@@ -99,7 +105,11 @@ def ensure_examples() -> list[str]:
     except Exception as e:  # noqa: BLE001 - e.g. an unreadable store: the pages say so themselves
         log.warning("class pack: %s", e)
         return []
-    ids, problem = _examples(str(home()), None if pack is None else str(pack))
+    try:
+        ids, problem = _examples(str(home()), None if pack is None else str(pack))
+    except Exception as e:  # noqa: BLE001 - the app starts without the examples
+        log.warning("class pack not imported", exc_info=True)
+        ids, problem = (), f"class pack not imported: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
     if problem:
         st.warning(md.esc(problem), icon="📦")
     return list(ids)

@@ -19,21 +19,21 @@ import os
 import time
 from pathlib import Path
 
-from ..store import METRIC_COLUMNS, Store, atomic_torch_save, atomic_write_bytes, atomic_write_json
+from ..store import METRIC_COLUMNS, Store, atomic_write_json
 from .pack import PackError, decode_masks, decode_records, read_file, read_manifest
 
 DEFAULT_PACK = Path(__file__).resolve().parent / "pack"
 CHOICE_FILE = "classpack.json"
-OFF = ("off", "none", "0", "")
+OFF = ("off", "none", "0")
 MASK_COLUMNS = ("round", "phase", "epoch", "step", "layer", "numel", "mean", "frac_above", "near_binary", "churn",
                 "dead_units", "hist")
 
 
 def pack_dir_for(store: Store | None = None) -> Path | None:
     """The pack this store uses (see the module doc); None when switched off."""
-    env = os.environ.get("LOTTERY_CLASSPACK")
-    if env is not None:
-        return None if env.strip().lower() in OFF else Path(env).expanduser()
+    env = (os.environ.get("LOTTERY_CLASSPACK") or "").strip()
+    if env:                              # set and not empty
+        return None if env.lower() in OFF else Path(env).expanduser()
     if store is not None:
         try:
             chosen = json.loads((store.home / CHOICE_FILE).read_text()).get("pack")
@@ -99,15 +99,26 @@ def import_pack(store: Store, pack_dir: str | os.PathLike | None = None, *, reme
     return ids
 
 
+def _put(path: Path, data: bytes) -> None:
+    """Temp file + rename, without the store's fsync: an example's files can always be written
+    again from the pack (its digest file, written last, says they are complete), and a
+    thousand fsyncs made the app's first start ~10 s slower on a loaded machine."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
 def _write_run(store: Store, r: dict, records: dict, masks: dict) -> None:
-    """Files first, then the index rows in one transaction: a run is visible only complete."""
+    """Files first, then the index rows in one transaction (a run is visible only complete),
+    then the digest file that marks the import finished."""
+    import io
+
     import torch
     run_id = r["id"]
     d = store.run_dir(run_id)
     (d / "masks").mkdir(parents=True, exist_ok=True)
-    atomic_write_json(d / "config.json", r["config"])
-    atomic_write_json(d / "summary.json", r.get("summary") or {})
-    atomic_write_json(d / DIGEST_FILE, {"digest": r.get("digest"), "key": r.get("key"), "group": r.get("group")})
+    _put(d / "config.json", json.dumps(r["config"], indent=2, sort_keys=True).encode())
+    _put(d / "summary.json", json.dumps(r.get("summary") or {}, indent=2, sort_keys=True).encode())
     metrics = records.get("metrics", [])
     lines = []
     for m in metrics:
@@ -118,9 +129,11 @@ def _write_run(store: Store, r: dict, records: dict, masks: dict) -> None:
             except (TypeError, ValueError):
                 pass
         lines.append(json.dumps(row) + "\n")
-    atomic_write_bytes(d / "metrics.jsonl", "".join(lines).encode())
+    _put(d / "metrics.jsonl", "".join(lines).encode())
     for tag, layers in masks.items():
-        atomic_torch_save(d / "masks" / f"{tag}.pt", {k: torch.from_numpy(v.copy()) for k, v in layers.items()})
+        buf = io.BytesIO()
+        torch.save({k: torch.from_numpy(v.copy()) for k, v in layers.items()}, buf)
+        _put(d / "masks" / f"{tag}.pt", buf.getvalue())
     now = time.time()
     with store.transaction() as db:
         if db.execute("SELECT 1 FROM runs WHERE id=?", (run_id,)).fetchone():
@@ -141,3 +154,4 @@ def _write_run(store: Store, r: dict, records: dict, masks: dict) -> None:
                        "VALUES(?,?,?,?,?,?)",
                        [(run_id, c.get("name"), c.get("value"), c.get("target"), int(bool(c.get("passed"))),
                          c.get("detail") or "") for c in records.get("checks", [])])
+    _put(d / DIGEST_FILE, json.dumps({k: r.get(k) for k in ("digest", "key", "group")}).encode())

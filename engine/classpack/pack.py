@@ -4,6 +4,7 @@
                                     config, summary (accuracies), times, and its two files with
                                     their sizes and sha256
     <pack>/runs/<id>.json.gz        metrics, mask statistics and checks (rows as the store holds them)
+    <pack>/samples.json.gz          8 test images of each image dataset used (uint8), for offline pages
     <pack>/runs/<id>.masks.gz       the mask snapshots: one safetensors blob (gzip), binary masks as
                                     packed bits, soft ones as float16; equal snapshots stored once
 
@@ -110,9 +111,54 @@ def _raw_masks(store: Store, run_id: str, tag: str) -> dict:
     return torch_load(store.run_dir(run_id) / "masks" / f"{tag}.pt")
 
 
-def export(store: Store, items: list[tuple[dict, str]], out: str | os.PathLike, meta: dict) -> Path:
+SAMPLES_PER_SET = 8
+
+
+def pick_samples(test_x, test_y, class_names, classes: list | None, n: int = SAMPLES_PER_SET) -> list[tuple]:
+    """The first test images, taking the classes in turn (what the Pixel masks page shows)."""
+    wanted = list(classes or range(len(class_names)))
+    out, seen = [], {c: 0 for c in wanted}
+    for i in range(len(test_y)):
+        c = int(test_y[i])
+        if c in seen and seen[c] <= min(seen.values()):
+            out.append((str(class_names[c]), test_x[i, 0]))
+            seen[c] += 1
+        if len(out) >= n:
+            break
+    return out
+
+
+def _samples(runs: list[dict], data_dir) -> bytes:
+    """A few test images of each image dataset the pack's runs use, so the Pixel masks page can
+    show digits through a mask on a machine without the dataset (uint8, as the datasets hold them)."""
+    from ..data import DATASETS
+    sets = {}
+    for run in runs:
+        c = run["config"]
+        key = f"{c['dataset']}:{','.join(map(str, c.get('classes') or []))}"
+        if c["dataset"] not in ("mnist", "fashion_mnist", "digits") or key in sets:
+            continue
+        raw = DATASETS.get(c["dataset"]).loader(Path(data_dir), {})
+        picked = pick_samples(raw.test_x, raw.test_y, raw.class_names, c.get("classes"))
+        sets[key] = [{"label": lbl, "image": np.asarray(img).astype(np.uint8).tolist()} for lbl, img in picked]
+    return _gz(_json_bytes(sets))
+
+
+def samples(pack_dir: str | os.PathLike, dataset: str, classes: list | None) -> list[tuple[str, np.ndarray]]:
+    """The pack's sample images for this dataset and class subset ([] when it has none)."""
+    m = read_manifest(pack_dir)
+    if "samples" not in m:
+        return []
+    sets = json.loads(read_file(pack_dir, m["samples"]))
+    key = f"{dataset}:{','.join(map(str, classes or []))}"
+    return [(s["label"], np.asarray(s["image"], dtype=np.uint8)) for s in sets.get(key, [])]
+
+
+def export(store: Store, items: list[tuple[dict, str]], out: str | os.PathLike, meta: dict,
+           data_dir: str | os.PathLike | None = None) -> Path:
     """Write the pack for `items` ([(entry, run_id)], entry from spec.entries with its resolved
-    config) into `out` (replaced as a whole: the new pack is built next to it, then swapped in)."""
+    config) into `out` (replaced as a whole: the new pack is built next to it, then swapped in).
+    With `data_dir`, a few test images of the runs' datasets go in too."""
     out = Path(out)
     tmp = out.with_name(f".{out.name}.building")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -140,6 +186,10 @@ def export(store: Store, items: list[tuple[dict, str]], out: str | os.PathLike, 
                      "id": pid, "config": config, "summary": summary, "files": files,
                      "digest": _sha(records + masks)[:16]})
     manifest = {"format": FORMAT, **meta, "runs": runs}
+    if data_dir is not None:
+        data = _samples(runs, data_dir)
+        (tmp / "samples.json.gz").write_bytes(data)
+        manifest["samples"] = {"file": "samples.json.gz", "bytes": len(data), "sha256": _sha(data)}
     (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True, allow_nan=False) + "\n")
     old = out.with_name(f".{out.name}.old")
     shutil.rmtree(old, ignore_errors=True)

@@ -66,7 +66,6 @@ def build(out: str | os.PathLike | None = None, *, full: bool = False, home: str
         home = home or default_home()
     store = Store(home)
     say(f"class pack: {len(entries)} runs ({'full' if full else 'default'}) in the store at {home}")
-    t0 = time.time()
     ids = _run_queued(store, entries, data_dir, say, poll) if full else _run_here(store, entries, data_dir, say)
     items = [(e, ids[e["key"]]) for e in entries]
     import numpy
@@ -74,10 +73,11 @@ def build(out: str | os.PathLike | None = None, *, full: bool = False, home: str
     meta = {"kind": "full" if full else "default",
             "built_with": {"python": platform.python_version(), "torch": torch.__version__,
                            "numpy": numpy.__version__},
-            "built_seconds": round(time.time() - t0, 1),
+            "train_seconds": round(sum(float((store.get_run(rid)["summary"] or {}).get("wall_seconds") or 0)
+                                       for _, rid in items), 1),
             "note": "Built by `python -m engine classpack build" + (" --full" if full else "") + "`; never edit "
                     "by hand. " + ("" if full else "The LeNet-300-100 runs are shortened (2 epochs per phase).")}
-    path = export(store, items, out, meta)
+    path = export(store, items, out, meta, data_dir=data_dir)
     size = pack_size(path)
     say(f"class pack written to {path}: {len(items)} runs, {size / 1e6:.2f} MB")
     if not full and out == DEFAULT_PACK and size > MAX_BYTES:
