@@ -153,3 +153,133 @@ def fmt_bytes(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1000
     return f"{n:.1f} TB"
+
+
+# ------------------------------------------------------------------ the queue and the load
+# What a launch waits for: the runs ahead of it in the queue (running + queued, on
+# LOTTERY_MAX_RUNS slots, oldest first as the jobs queue claims them) and how fast
+# this machine trains now (the load average relative to the cores).
+
+SLOWDOWN_MAX = 8.0          # beyond this the load average says more about I/O waits than CPU share
+
+
+@dataclass
+class Machine:
+    cores: int              # CPU cores this process may use
+    load1: float            # 1-minute load average (runnable processes)
+    cap: int                # runs at a time (LOTTERY_MAX_RUNS; 0 = queue paused)
+    threads: int            # torch threads of one worker
+
+
+def machine_now() -> Machine:
+    """The machine as it is now (the only impure part: reads the load, the cap and the
+    worker settings the jobs queue uses)."""
+    import os
+
+    from engine import jobs
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count() or 1
+    try:
+        load1 = os.getloadavg()[0]
+    except OSError:
+        load1 = 0.0
+    try:
+        cap = jobs.resolve_max_runs()
+        threads = jobs.worker_priority()[1] or cores
+    except jobs.JobError:
+        cap, threads = 1, cores
+    return Machine(cores=cores, load1=load1, cap=cap, threads=threads)
+
+
+def slowdown(machine: Machine, running: int, concurrent: int) -> float:
+    """How many times slower than on an idle machine a run trains: the load that is not
+    our workers (the load average less the `running` workers' threads) plus the threads of
+    the `concurrent` runs that share the machine with it, over the cores; 1 when they fit."""
+    external = max(0.0, machine.load1 - running * machine.threads)
+    busy = external + max(1, concurrent) * machine.threads
+    return min(SLOWDOWN_MAX, max(1.0, busy / max(1, machine.cores)))
+
+
+def queue_finish_times(running_left: list[float], queued_ahead: list[float], new: list[float],
+                       cap: int) -> list[float] | None:
+    """Seconds from now until each of `new` finishes when runs go first come, first served
+    on `cap` slots: the running runs end after `running_left`, then the queued runs ahead
+    (their durations in order) and the new ones take each slot as it frees. None when the
+    queue is paused (cap 0)."""
+    import heapq
+    if cap <= 0:
+        return None
+    ends = list(running_left)
+    heapq.heapify(ends)
+    now, out = 0.0, []
+    for i, d in enumerate([*queued_ahead, *new]):
+        while len(ends) >= cap:           # wait for a slot
+            now = max(now, heapq.heappop(ends))
+        heapq.heappush(ends, now + d)
+        if i >= len(queued_ahead):
+            out.append(now + d)
+    return out
+
+
+@dataclass
+class LaunchEstimate:
+    per_run: list[float]    # each new run's own wall time under the current load
+    until: list[float] | None   # seconds from launch until each new run's result (None: queue paused)
+    running: int            # runs running now
+    queued: int             # runs queued ahead
+    slowdown: float
+    machine: Machine
+
+    @property
+    def wait(self) -> float | None:
+        """Seconds until the first new run starts (0 when a slot is free)."""
+        if self.until is None:
+            return None
+        return max(0.0, self.until[0] - self.per_run[0]) if self.until else 0.0
+
+
+def launch_estimate(cfgs: list[dict], runs: list[dict], machine: Machine, gpu_available: bool = False,
+                    now: float | None = None, prunable: int | None = None) -> LaunchEstimate:
+    """When the results of launching `cfgs` now will be there, given the store's `runs`
+    (the runs ahead in the queue, the history the per-run estimate learns from) and the
+    machine's load. Pure: the same inputs give the same answer."""
+    import time as _time
+    now = _time.time() if now is None else now
+    running = [r for r in runs if r.get("status") == "running"]
+    queued = sorted((r for r in runs if r.get("status") == "queued" and (r.get("executor") or "jobs") == "jobs"),
+                    key=lambda r: r.get("created") or 0)
+    concurrent = min(max(machine.cap, 1), len(running) + len(queued) + len(cfgs))
+    cpu = [_device(c, gpu_available) == "cpu" for c in cfgs]
+    factor = slowdown(machine, len(running), concurrent) if any(cpu) else 1.0
+
+    def seconds(c: dict) -> float:
+        try:
+            base = estimate(c, gpu_available, runs).seconds
+        except (TypeError, ValueError):
+            base = STARTUP_S
+        return base * (factor if _device(c, gpu_available) == "cpu" else 1.0)
+
+    left = []
+    for r in running:
+        elapsed = max(0.0, now - (r.get("started") or r.get("created") or now))
+        p = float(r.get("progress") or 0.0)
+        if p >= 0.05 and elapsed > 0:    # its own pace so far says more than any model
+            left.append(elapsed * (1 - p) / p)
+        else:
+            left.append(max(1.0, seconds(r.get("config") or {}) - elapsed))
+    per_run = [seconds(c) for c in cfgs]
+    until = queue_finish_times(left, [seconds(r.get("config") or {}) for r in queued], per_run, machine.cap)
+    return LaunchEstimate(per_run=per_run, until=until, running=len(running), queued=len(queued),
+                          slowdown=factor, machine=machine)
+
+
+def estimate_vs_actual(run: dict) -> dict | None:
+    """For a finished run launched with an estimate: the estimate, the actual time from
+    launch to result (finished − created) and their ratio actual / estimate."""
+    est, created, finished = run.get("estimate"), run.get("created"), run.get("finished")
+    if run.get("status") != "done" or not est or not created or not finished or finished < created:
+        return None
+    actual = finished - created
+    return {"estimate": float(est), "actual": actual, "ratio": actual / float(est)}
