@@ -175,8 +175,6 @@ def machine_now() -> Machine:
     """The machine as it is now (the only impure part: reads the load, the cap and the
     worker settings the jobs queue uses)."""
     import os
-
-    from engine import jobs
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:
@@ -186,10 +184,11 @@ def machine_now() -> Machine:
     except OSError:
         load1 = 0.0
     try:
+        from engine import jobs
         cap = jobs.resolve_max_runs()
         threads = jobs.worker_priority()[1] or cores
-    except jobs.JobError:
-        cap, threads = 1, cores
+    except Exception:  # noqa: BLE001 - a bad setting is reported at launch; estimate as the defaults would
+        cap, threads = 1, (max(1, cores - 1) if cores <= 2 else cores)
     return Machine(cores=cores, load1=load1, cap=cap, threads=threads)
 
 
