@@ -187,7 +187,7 @@ def test_reconcile_judges_pid_start_time_and_heartbeat(home):
         foreground = running(os.getpid(), None, now)            # `run` in a terminal: no pid_start
         driver_gone = store.create_run(cfg.to_dict(), cfg.content_hash(), status="queued",
                                        extra={"executor": "sweep", "pid": gone.pid, "pid_start": 1.0})
-        queued = jobs.submit(TINY, home, start=False)
+        queued = jobs.submit(TINY, home, start=False, again=True)     # equal to the runs above: again
 
         # pump: the live run holds the only slot, so nothing new starts
         assert jobs.pump(home) == []
