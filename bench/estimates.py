@@ -34,7 +34,7 @@ KINDS = [
     {"model": "lenet300", "dataset": "digits", "method": "concave", "lam": 20.0, "epochs": 3, "retrain_epochs": 3,
      "batch_size": 64},
 ]
-LOAD = ["run", "--preset", "digits", "--set", "epochs=100000", "--quiet"]    # trains until stopped
+LOAD = ["run", "--preset", "digits", "--set", "epochs=10000", "--quiet"]    # trains until stopped
 
 
 def launch(cfgs: list[dict], home: Path) -> list[tuple[str, float]]:
@@ -76,6 +76,8 @@ def main() -> None:
     rows, seed = [], 0
     try:
         time.sleep(10)                       # the load process is training by now
+        if load.poll() is not None:
+            raise RuntimeError(f"the load process ended (exit {load.returncode}): python -m engine {' '.join(LOAD)}")
         for batch in plan:
             cfgs = []
             for c in batch:
@@ -97,8 +99,9 @@ def main() -> None:
                 print(f"{rows[-1]['kind']:<18} batch {len(batch)}  estimate {est:6.1f} s  actual {actual:6.1f} s  "
                       f"ratio {actual / est:5.2f}  (load {load1:.2f} at launch, {r['status']})", flush=True)
     finally:
-        os.killpg(load.pid, 15)
-        load.wait(30)
+        if load.poll() is None:
+            os.killpg(load.pid, 15)
+            load.wait(30)
     ratios = [r["ratio"] for r in rows]
     within = sum(0.5 <= x <= 2.0 for x in ratios)
     summary = {"runs": len(rows), "median_ratio": statistics.median(ratios), "min_ratio": min(ratios),

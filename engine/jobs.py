@@ -1,7 +1,9 @@
 """Background runs that are never lost: a queue, worker processes, a concurrency
 cap with device slots, liveness, cancel and resume.
 
-    submit(cfg)      store a `queued` run, then pump
+    submit(cfg)      store a `queued` run, then pump; a config equal to a done, running or
+                     queued run (same content hash) queues nothing and returns that
+                     run's id (a `Reused` str) unless again=True
     pump()           under <home>/jobs.lock: reconcile, then while fewer than the cap
                      are running, claim the oldest queued run (one compare-and-set
                      UPDATE: never started twice) and spawn its worker

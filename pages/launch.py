@@ -127,10 +127,14 @@ if ok:
               help="One run per combination of λ values and seeds" + (", per form." if len(forms) > 1 else ".")
               + (f" {n - len(todo)} of the {n} equal earlier runs and are not queued again." if len(todo) != n
                  else ""))
-    load_note = (f"this machine is busy now (load {machine.load1:.1f} on {machine.cores} cores, with "
-                 f"{min(machine.cap, launch.running + launch.queued + len(todo or configs))} run(s) at a time): "
-                 f"about ×{launch.slowdown:.1f} slower than idle" if launch.slowdown > 1.05
-                 else f"the machine is idle enough ({machine.load1:.1f} load on {machine.cores} cores)")
+    if launch.paced:
+        load_note = (f"this store's recent runs went ×{launch.slowdown:.1f} the time the throughput model "
+                     f"gives an idle machine, so a run without earlier runs of its kind is counted that much slower")
+    elif launch.slowdown > 1.05:
+        load_note = (f"no run went lately, and the load average is {machine.load1:.1f} on {machine.cores} cores: "
+                     f"counted ×{launch.slowdown:.1f} slower than idle")
+    else:
+        load_note = f"the machine is idle enough (load {machine.load1:.1f} on {machine.cores} cores)"
     c2.metric("Time per run", f"≈ {data.fmt_duration(seconds)}",
               help=f"{md.esc(est.basis).capitalize()}, and {md.esc(load_note)}. Between "
                    f"{data.fmt_duration(min(e.low for e, _, _ in ests) * launch.slowdown)} and "

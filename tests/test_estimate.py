@@ -44,6 +44,13 @@ def test_slowdown_from_load_and_the_runs_sharing_the_machine():
     four = Machine(cores=4, load1=0.0, cap=2, threads=4)                              # torch threads = cores
     assert estimate.slowdown(four, running=0, concurrent=2) == pytest.approx(2.0)
     assert estimate.slowdown(Machine(cores=1, load1=100.0, cap=1, threads=1), 0, 1) == estimate.SLOWDOWN_MAX
+    # autogroup: the CPU is shared by sessions. 4 busy ones, one of them our running worker:
+    # 3 others + our new run's on 2 cores → half a core for a 1-thread worker
+    sessions = Machine(cores=2, load1=9.0, cap=1, threads=1, sessions=4.0)
+    assert estimate.slowdown(sessions, running=1, concurrent=1) == pytest.approx(2.0)
+    assert estimate.slowdown(Machine(cores=2, load1=9.0, cap=1, threads=1, sessions=1.0), 1, 1) == 1.0
+    eight = Machine(cores=8, load1=0.0, cap=2, threads=8, sessions=2.0)        # 2 other sessions, 2 runs
+    assert estimate.slowdown(eight, running=0, concurrent=2) == pytest.approx(4.0)
 
 
 def test_launch_estimate_counts_the_runs_ahead_and_the_load():
@@ -52,17 +59,44 @@ def test_launch_estimate_counts_the_runs_ahead_and_the_load():
     per_run = estimate.estimate(TINY).seconds
     assert alone.per_run == [pytest.approx(per_run)] and alone.until == [pytest.approx(per_run)]
     assert alone.wait == 0.0 and alone.slowdown == 1.0
-    running = {"id": "r", "status": "running", "started": now - 30.0, "progress": 0.5, "config": TINY}
+    running = {"id": "r", "status": "running", "started": now - 10.0, "progress": 0.5, "config": TINY}
     queued = {"id": "q", "status": "queued", "created": now - 5.0, "config": TINY, "executor": "jobs"}
     other_sweep = {"id": "s", "status": "queued", "created": now - 5.0, "config": TINY, "executor": "sweep"}
     ahead = estimate.launch_estimate([TINY], [running, queued, other_sweep], IDLE, now=now)
-    # 30 s more for the running run (half done in 30 s), one queued run, then ours: on one slot
-    assert ahead.until == [pytest.approx(30.0 + 2 * per_run)] and (ahead.running, ahead.queued) == (1, 1)
-    assert ahead.wait == pytest.approx(30.0 + per_run)
+    # the running run is half done in 10 s: its pace (20 s for what the model gives per_run less
+    # the worker's start) slows the others; 10 s more for it, then the queued run, then ours, on one slot
+    pace = 20.0 / (per_run - estimate.WORKER_START_S)
+    assert ahead.paced and 1 < pace < estimate.SLOWDOWN_MAX and ahead.slowdown == pytest.approx(pace)
+    assert ahead.until == [pytest.approx(10.0 + 2 * per_run * pace)] and (ahead.running, ahead.queued) == (1, 1)
+    assert ahead.wait == pytest.approx(10.0 + per_run * pace)
     loaded = estimate.launch_estimate([TINY], [], Machine(cores=2, load1=3.0, cap=1, threads=1), now=now)
     assert loaded.slowdown == pytest.approx(2.0) and loaded.until == [pytest.approx(2 * per_run)]
     paused = estimate.launch_estimate([TINY], [], Machine(cores=2, load1=0.0, cap=0, threads=1), now=now)
     assert paused.until is None and paused.wait is None
+
+
+def test_recent_pace_and_history_take_the_place_of_the_load_average():
+    now = 10_000.0
+    model = estimate.estimate(TINY).seconds - estimate.WORKER_START_S
+
+    def done(took, ago=60.0, **kw):
+        return {"status": "done", "config": TINY, "started": now - ago - took, "finished": now - ago, **kw}
+    assert estimate.recent_pace([], now) is None
+    assert estimate.recent_pace([done(2 * model), done(3 * model), done(9 * model)], now) == pytest.approx(3.0)
+    assert estimate.recent_pace([done(2 * model, ago=2 * estimate.PACE_WINDOW_S)], now) is None   # too old
+    assert estimate.recent_pace([done(2 * model, example=1)], now) is None                          # class pack
+    busy = Machine(cores=2, load1=9.0, cap=1, threads=1)
+    # a recent run went 3× the model: that, not the load average's ×5, slows a run of another kind
+    other = {**TINY, "model": "lenet300"}
+    paced = estimate.launch_estimate([other], [done(3 * model)], busy, now=now)
+    assert paced.paced and paced.slowdown == pytest.approx(3.0)
+    assert paced.per_run == [pytest.approx(3.0 * estimate.estimate(other).seconds)]
+    # a run of the same kind: its measured time already carries the load
+    same = estimate.launch_estimate([TINY], [done(3 * model, summary={"wall_seconds": 3 * model})], busy, now=now)
+    assert same.per_run == [pytest.approx(estimate.estimate(TINY, history=[
+        done(3 * model, summary={"wall_seconds": 3 * model})]).seconds)]
+    unpaced = estimate.launch_estimate([other], [], busy, now=now)
+    assert not unpaced.paced and unpaced.slowdown == pytest.approx(5.0)
 
 
 def test_estimate_vs_actual():
