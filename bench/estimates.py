@@ -6,14 +6,15 @@ the actual time from launch to result (finished − created).
     python bench/estimates.py            # 9 runs: 3 alone, then a batch of 3 twice (the queue counts)
     python bench/estimates.py --quick    # 4 runs
 
-Writes bench/results/estimates[_quick].json: one row per run (estimate, actual, ratio =
-actual / estimate) and their distribution. Goal: every ratio within [0.5, 2].
+Writes bench/results/estimates[_capN][_quick].json (`--max-runs N`, default 1): one
+row per run (estimate, actual, ratio = actual / estimate) and their distribution. Goal: every ratio within [0.5, 2].
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -37,13 +38,13 @@ KINDS = [
 LOAD = ["run", "--preset", "digits", "--set", "epochs=10000", "--quiet"]    # trains until stopped
 
 
-def launch(cfgs: list[dict], home: Path) -> list[tuple[str, float]]:
+def launch(cfgs: list[dict], home: Path):
     """Submit as the Launch page does: the estimate of each run's result, shown, then recorded."""
     from engine import jobs
     from engine.store import Store
     from ui import estimate
     est = estimate.launch_estimate(cfgs, Store(home).list_runs(), estimate.machine_now())
-    return [(jobs.submit(c, home, estimate=t), t) for c, t in zip(cfgs, est.until)]
+    return [(jobs.submit(c, home, estimate=t), t) for c, t in zip(cfgs, est.until)], est
 
 
 def wait_all(home: Path, ids: list[str], timeout: float = 900) -> None:
@@ -68,6 +69,7 @@ def main() -> None:
     os.environ.update(LOTTERY_HOME=str(home), LOTTERY_MAX_RUNS=str(args.max_runs), LOTTERY_GPUS="")
     from engine.store import Store
 
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))     # so `finally` stops the load process
     # the other process that trains meanwhile (another user's run; its own store)
     load = subprocess.Popen([sys.executable, "-m", "engine", *LOAD, "--home", str(load_home)], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -84,20 +86,23 @@ def main() -> None:
                 cfgs.append({**c, "seed": seed})     # a new seed: a new run (never a reused one)
                 seed += 1
             load1 = os.getloadavg()[0]
-            launched = launch(cfgs, home)
+            launched, est = launch(cfgs, home)
             wait_all(home, [i for i, _ in launched])
             store = Store(home)
-            for (rid, est), c in zip(launched, cfgs):
+            for (rid, t), c in zip(launched, cfgs):
                 r = store.get_run(rid)
                 actual = r["finished"] - r["created"]
                 rows.append({"id": rid, "kind": f"{c['model']} {c['method']}", "batch": len(batch),
-                             "status": r["status"], "estimate_s": round(est, 1), "actual_s": round(actual, 1),
-                             "ratio": round(actual / est, 3), "load1_at_launch": round(load1, 2),
+                             "status": r["status"], "estimate_s": round(t, 1), "actual_s": round(actual, 1),
+                             "ratio": round(actual / t, 3), "load1_at_launch": round(load1, 2),
+                             "busy_sessions": est.machine.sessions, "slowdown": round(est.slowdown, 2),
+                             "slowdown_from": "recent runs" if est.paced else "load",
                              "basis": "history" if any(x["status"] == "done" and x["config"]["model"] == c["model"]
                                                        and x["created"] < r["created"] for x in store.list_runs())
                              else "model"})
-                print(f"{rows[-1]['kind']:<18} batch {len(batch)}  estimate {est:6.1f} s  actual {actual:6.1f} s  "
-                      f"ratio {actual / est:5.2f}  (load {load1:.2f} at launch, {r['status']})", flush=True)
+                print(f"{rows[-1]['kind']:<18} batch {len(batch)}  estimate {t:6.1f} s  actual {actual:6.1f} s  "
+                      f"ratio {actual / t:5.2f}  (load {load1:.2f}, ×{est.slowdown:.2f} from "
+                      f"{rows[-1]['slowdown_from']}, {r['status']})", flush=True)
     finally:
         if load.poll() is None:
             os.killpg(load.pid, 15)
@@ -108,7 +113,8 @@ def main() -> None:
                "max_ratio": max(ratios), "within_2x": within, "cores": os.cpu_count(), "max_runs": args.max_runs}
     print(f"actual/estimate: median {summary['median_ratio']:.2f}, range {summary['min_ratio']:.2f}–"
           f"{summary['max_ratio']:.2f}; {within} of {len(rows)} within 2×")
-    write_result("estimates", {"summary": summary, "rows": rows, "load": " ".join(LOAD)}, args.quick)
+    name = "estimates" if args.max_runs == 1 else f"estimates_cap{args.max_runs}"
+    write_result(name, {"summary": summary, "rows": rows, "load": " ".join(LOAD)}, args.quick)
 
 
 if __name__ == "__main__":
