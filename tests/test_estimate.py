@@ -214,3 +214,36 @@ def test_runs_page_shows_estimate_against_actual(home):
     caption = " ".join(c.value for c in at.caption)
     assert "Estimated at launch: ≈ 40 s" in caption and "1 min 00 s after launch" in caption
     assert "×1.50" in caption
+
+
+def test_page_sweep_button_skips_done_points_and_says_so(home, monkeypatch):
+    """Theory's sweep (ℓ1 and log × 2 λ = 4 runs) with 2 points done: the click queues 2."""
+    from ui import backend, widgets
+    monkeypatch.setenv("LOTTERY_MAX_RUNS", "1")
+    monkeypatch.setattr(jobs, "pump", lambda *a, **k: [])      # a slot (so an estimate), nothing started
+    at = open_page("pages/theory.py")
+    at.number_input(key="theory.count").set_value(2).run()
+    base = dict(model="logreg", dataset="planted", method="concave", epochs=30, retrain_epochs=5, batch_size=64,
+                lr=0.01, data_params={"dim": 100, "k": 10, "n_train": 400})
+    cfgs = backend.expand(base, {"regularizer": ["l1", "log"], "lam": widgets.log_space(0.2, 5.0, 2)}, [0])
+    assert len(cfgs) == 4
+    store = Store(home)
+    done = []
+    for c in (cfgs[0], cfgs[3]):
+        rid = store.create_run(c.to_dict(), c.content_hash(), name=c.name, status="queued")
+        store.update_run(rid, status="done", started=time.time(), finished=time.time(),
+                         summary={"test_accuracy": 0.9, "remaining": 0.1, "sparsity": 0.9, "kept": 10, "total": 100,
+                                  "wall_seconds": 2.0})
+        done.append(rid)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert "2 of its 4 runs are done already" in " ".join(c.value for c in at.caption)
+    at.button(key="theory.go").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    runs = store.list_runs()
+    queued = [r for r in runs if r["status"] == "queued"]
+    assert len(runs) == 4 and len(queued) == 2
+    assert {r["config_hash"] for r in queued} == {cfgs[1].content_hash(), cfgs[2].content_hash()}
+    assert all(r["estimate"] and r["estimate"] > 0 for r in queued)            # recorded at launch
+    toasts = " ".join(t.value for t in at.toast)
+    assert "Queued 2 runs of the planted experiment; 2 of its 4 equal earlier runs" in toasts
