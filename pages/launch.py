@@ -141,13 +141,16 @@ if ok:
                    f"{data.fmt_duration(max(e.high for e, _, _ in ests) * launch.slowdown)}.")
     ahead = (f"{launch.running} running and {launch.queued} queued ahead, {machine.cap} at a time"
              if launch.running or launch.queued else "nothing ahead in the queue")
-    if launch.until is None:
+    if not todo:
+        c3.metric("Results in", "already done" if all(e["status"] == "done" for e in equal) else "on their way",
+                  help="Every config equals an earlier run (below); launching shows it instead of training again.")
+    elif launch.until is None:
         c3.metric("Results in", "queue paused", help="LOTTERY_MAX_RUNS is 0: nothing starts until it is raised.")
     else:
         c3.metric("Results in", f"≈ {data.fmt_duration(max(launch.until))}",
                   help=f"From now until the last result, counting {ahead}; the estimate is recorded with each "
                        f"run and compared with the actual time on the Runs page.")
-    c4.metric(f"{'GPU' if est.device == 'gpu' else 'CPU'} time", f"{seconds * len(todo or configs) / 3600:.2g} h",
+    c4.metric(f"{'GPU' if est.device == 'gpu' else 'CPU'} time", f"{seconds * len(todo) / 3600:.2g} h",
               help="Device-hours in total.")
     for e, k, prunable in ests:
         bits = [f"{e.epochs} epochs of training per run", f"estimated from {e.basis}"]
@@ -193,7 +196,9 @@ if found:
     with st.container(border=True, key="launch.equal"):
         if len(configs) == 1:
             r = found[0]
-            st.info(f"This config equals run **{md.esc(data.run_label(r))}** ({md.code(r['id'])}), which "
+            label_ = data.run_label(r)
+            id_ = "" if r["id"] in label_ else f" ({md.code(r['id'])})"      # the label may end with it
+            st.info(f"This config equals run **{md.esc(label_)}**{id_}, which "
                     f"{word.get(r['status'], r['status'])}: launching shows that run instead of training it again "
                     f"(name, device and precision are not part of a run's identity; the seed is).",
                     icon=":material/content_copy:")
@@ -214,6 +219,8 @@ if found:
             launch(again=True)
 
 label = f"Launch {len(configs)} runs" if len(configs) > 1 else "Launch run"
+if ok and configs and all(e is not None for e in equal):        # nothing to train: say what the click does
+    label = "Open the earlier run" + ("s" if len(configs) > 1 else "") + " (nothing to train)"
 if st.button(label, type="primary", disabled=not ok, key="launch.go",
              help="Queue the run(s) for a background worker and open the monitor."):
     launch(again=False)
