@@ -248,3 +248,14 @@ def test_page_sweep_button_skips_done_points_and_says_so(home, monkeypatch):
     assert all(r["estimate"] and r["estimate"] > 0 for r in queued)            # recorded at launch
     toasts = " ".join(t.value for t in at.toast)
     assert "Queued 2 runs of the planted experiment; 2 of its 4 equal earlier runs" in toasts
+
+
+def test_home_presets_say_when_results_come_and_record_it(home, monkeypatch):
+    monkeypatch.setenv("LOTTERY_MAX_RUNS", "1")
+    monkeypatch.setattr(jobs, "pump", lambda *a, **k: [])
+    at = open_page("pages/home.py")
+    assert any(c.value.startswith("results in ≈ ") for c in at.caption)
+    at.button(key="preset_digits").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    (run,) = Store(home).list_runs()
+    assert run["status"] == "queued" and run["estimate"] > 0
