@@ -94,13 +94,15 @@ def test_done_is_preferred_to_queued_and_newest_done_wins(home):
     assert old != new and store.get_run(queued)["status"] == "queued"
 
 
-def test_submit_refuses_a_bad_estimate_and_records_a_good_one(home):
+def test_submit_refuses_a_bad_estimate_and_records_a_good_one(home, capsys):
     store = Store(home)
     with pytest.raises(jobs.JobError, match="estimate must be a number of seconds ≥ 0"):
         jobs.submit(TINY, home, estimate=-1.0)
     assert not store.list_runs()
     rid = jobs.submit(TINY, home, estimate=12.5)
     assert store.get_run(rid)["estimate"] == 12.5
+    assert main(["show", rid, "--json", "--home", str(home)]) == 0
+    assert json.loads(capsys.readouterr().out)["estimate"] == 12.5
 
 
 def _submit_once(home: str, barrier, out) -> None:
