@@ -416,14 +416,16 @@ def submit(cfg: RunConfig | dict, home: str | os.PathLike | None = None,
     extra = {"data_dir": _data_dir(data_dir), "executor": "jobs"}
     if estimate is not None:
         extra["estimate"] = float(estimate)
-    equal = None if again else _find_equal(store, cfg, REUSE_ORDER)    # reading only: works on a full disk
+    equal = None if again else _find_equal(store, cfg, ("done",))    # reading only: works on a full disk
     if equal is not None:
         return Reused(equal["id"])
     store.require_space("queueing a run")
-    with _locked(home):        # look again and create in one step: two equal launches queue one run
-        equal = None if again else _find_equal(store, cfg, REUSE_ORDER)
-        if equal is not None:
-            return Reused(equal["id"])
+    with _locked(home):        # look and create in one step: two equal launches queue one run
+        if not again:
+            _reconcile(store)  # a `running` run whose worker died is interrupted, not followed
+            equal = _find_equal(store, cfg, REUSE_ORDER)
+            if equal is not None:
+                return Reused(equal["id"])
         run_id = store.create_run(cfg.to_dict(), cfg.content_hash(), name=cfg.name, status="queued",
                                   sweep_id=sweep_id, extra=extra)
     if start:

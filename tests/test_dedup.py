@@ -185,3 +185,14 @@ def _cfg_file(where: Path) -> str:
     p = where / "sweep-base.json"
     p.write_text(json.dumps(TINY))
     return str(p)
+
+
+def test_a_running_run_whose_worker_died_is_not_followed(home):
+    """A `running` equal run whose worker is gone is marked interrupted first, then not reused."""
+    store = Store(home)
+    cfg = RunConfig.from_dict(TINY)
+    dead = store.create_run(cfg.to_dict(), cfg.content_hash(), status="running", extra={"executor": "jobs"})
+    store.update_run(dead, pid=2**22 + 12345, pid_start=1.0, heartbeat=time.time(), started=time.time())
+    rid = jobs.submit(TINY, home)
+    assert rid != dead and not isinstance(rid, jobs.Reused)
+    assert store.get_run(dead)["status"] == "interrupted"
