@@ -6,6 +6,12 @@ of the same model on the same dataset, their seconds per epoch are used.
 Otherwise a small model of throughput calibrated on this project's 2-core CPU
 (LeNet-300-100 on MNIST: about 1.6 s per epoch with its evaluation) stands in; it is right within
 a factor of about 2, which the page says.
+
+What a launch waits for on top of that (`launch_estimate`): the runs ahead in the
+queue and the current load, measured as the pace of this store's recent runs, else
+as the CPU demand now (busy sessions under Linux's autogroup, else the load average).
+The estimate is recorded with each run; `estimate_vs_actual` compares it with the
+time from launch to result (bench/estimates.py measures the error).
 """
 
 from __future__ import annotations
