@@ -80,6 +80,12 @@ def cmd_run(args) -> int:
     cfg = _load_config(args)
     check_references(cfg, _home(args))
     data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
+    if not args.again and (_home(args) / "lottery.db").exists():
+        done = jobs.find_done(cfg, _home(args))
+        if done is not None:
+            _say_reused(done["id"], "finished")
+            print(done["id"])
+            return 0
     store = Store(_home(args))
     store.require_space("starting a run")
     run_id = runner.create(store, cfg, status="running")
@@ -161,6 +167,8 @@ def run_view(store, run: dict) -> dict:
         out["damaged"] = run["damaged"]
     if run.get("example"):           # a class-pack example run (read-only)
         out["example"] = True
+    if run.get("estimate") is not None:      # seconds to the result, as estimated at launch
+        out["estimate"] = run["estimate"]
     if run["status"] == "running":
         out["pid"] = run["pid"]
         out["heartbeat"] = None if run["heartbeat"] is None else round(time.time() - run["heartbeat"], 3)
@@ -289,12 +297,21 @@ def _jobs_call(fn, *a, **kw):
         raise UsageError(str(e)) from None
 
 
+def _say_reused(run_id: str, status: str) -> None:
+    what = "finished" if status in ("done", "finished") else status
+    print(f"reusing {what} run {run_id} with the same config; --again trains a new one", file=sys.stderr)
+
+
 def cmd_submit(args) -> int:
     from . import jobs
     from .store import Store
     cfg = _load_config(args)
-    run_id = _jobs_call(jobs.submit, cfg, _home(args), args.data_dir)
+    run_id = _jobs_call(jobs.submit, cfg, _home(args), args.data_dir, again=args.again)
     status = Store(_home(args)).get_run(run_id)["status"]
+    if isinstance(run_id, jobs.Reused):
+        _say_reused(run_id, status)
+        print(run_id)
+        return 0
     print(f"run {run_id}: {cfg.method} on {cfg.model}/{cfg.dataset} "
           f"{'started' if status == 'running' else status} (show with: python -m engine show {run_id})",
           file=sys.stderr)
@@ -390,6 +407,7 @@ def cmd_worker(args) -> int:
 
 def cmd_sweep(args) -> int:
     from . import sweep
+    from .store import Store
     base = _load_config(args).to_dict()
     grid: dict[str, list] = {}
     for item in args.grid or []:
@@ -422,21 +440,25 @@ def cmd_sweep(args) -> int:
         for rid in run_ids:
             print(rid, flush=True)
         where = f"on {args.scheduler}" if args.scheduler else f"with {args.jobs} local job(s)"
-        print(f"sweep {sweep_id}: {len(run_ids)} runs {where}", file=sys.stderr, flush=True)
+        skipped = sweep.reused_count(run_ids)
+        note = (f"; {skipped} point(s) equal to an earlier run reuse it and are not trained again (--again "
+                f"trains them)" if skipped else "")
+        print(f"sweep {sweep_id}: {len(run_ids) - skipped} runs {where}{note}", file=sys.stderr, flush=True)
 
     if args.background:
-        sweep_id, run_ids = sweep.submit_sweep(configs, _home(args), args.data_dir)
+        sweep_id, run_ids = _jobs_call(sweep.submit_sweep, configs, _home(args), args.data_dir, again=args.again)
         started(sweep_id, run_ids)
         print("queued for background workers; follow with: python -m engine list", file=sys.stderr)
         return 0
     results: list[dict] = []
     try:
         sweep_id, run_ids = sweep.run_sweep(configs, _home(args), args.data_dir, scheduler=args.scheduler,
-                                            n_jobs=args.jobs, on_start=started, results=results)
+                                            n_jobs=args.jobs, on_start=started, results=results,
+                                            again=args.again)
     except OSError as e:          # e.g. the scheduler cannot be reached (nothing was written)
         print(f"error: sweep failed: {type(e).__name__}: {e}".splitlines()[0], file=sys.stderr)
         return 1
-    runs = {r["id"]: r for r in sweep.sweep_runs(sweep_id, _home(args))}
+    runs = {r["id"]: r for r in Store(_home(args)).list_runs() if r["id"] in set(run_ids)}   # reused ones too
     for rid in run_ids:
         r = runs.get(rid) or {"status": "?", "summary": None, "reason": None, "name": ""}
         s = r["summary"] or {}
@@ -466,14 +488,20 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--set", action="append", metavar="KEY=VALUE", help=f"override one {what} key")
         sp.add_argument("--data-dir", help="dataset folder (env LOTTERY_DATA; default cache/data)")
 
+    def again(sp, what: str = "a config equal to a finished run's"):
+        sp.add_argument("--again", action="store_true",
+                        help=f"train {what} anyway (by default its run id is printed and nothing is trained)")
+
     sp = sub.add_parser("run", help="run one config in the foreground; prints the run id last")
     config_source(sp)
+    again(sp)
     sp.add_argument("--quiet", action="store_true", help="no progress bar")
     common(sp)
     sp.set_defaults(func=cmd_run)
 
     sp = sub.add_parser("submit", help="queue a run for a background worker; prints its id")
     config_source(sp)
+    again(sp, "a config equal to a finished, running or queued run's")
     common(sp)
     sp.set_defaults(func=cmd_submit)
 
@@ -499,6 +527,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--jobs", type=int, default=1, help="local parallel runs (joblib n_jobs; -1 = all cores)")
     sp.add_argument("--background", action="store_true",
                     help="queue the runs for background workers (the jobs queue) and return at once")
+    again(sp, "grid points equal to finished runs (with --background, also to queued or running ones)")
     common(sp)
     sp.set_defaults(func=cmd_sweep)
 

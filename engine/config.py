@@ -105,6 +105,10 @@ class RunConfig:
     # Execution settings: they change how fast a run goes, not what it computes
     # (up to floating-point rounding), so they stay out of the content hash.
     EXECUTION_KEYS = ("name", "device", "precision", "compile")
+    # Salted into the content hash; bump it when the engine computes a different result
+    # for the same keys, so finished runs of the old engine are never reused as equal.
+    # 2: the log penalty was normalised to R(1)=1 (log_raw is the old one) under the same keys.
+    HASH_VERSION = 2
 
     # ------------------------------------------------------------------ build
     @classmethod
@@ -151,6 +155,8 @@ class RunConfig:
         # Optional settings left unset (None) are left out, so adding a new
         # optional key later does not change the hash of existing configs.
         d = {k: v for k, v in self.to_dict().items() if v is not None and k not in self.EXECUTION_KEYS}
+        if self.HASH_VERSION > 1:       # version 1 hashed the keys alone
+            d["_hash_version"] = self.HASH_VERSION
         blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 

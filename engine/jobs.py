@@ -1,7 +1,9 @@
 """Background runs that are never lost: a queue, worker processes, a concurrency
 cap with device slots, liveness, cancel and resume.
 
-    submit(cfg)      store a `queued` run, then pump
+    submit(cfg)      store a `queued` run, then pump; a config equal to a done, running or
+                     queued run (same content hash) queues nothing and returns that
+                     run's id (a `Reused` str) unless again=True
     pump()           under <home>/jobs.lock: reconcile, then while fewer than the cap
                      are running, claim the oldest queued run (one compare-and-set
                      UPDATE: never started twice) and spawn its worker
@@ -360,24 +362,66 @@ def _judge(run: dict, now: float, timeout: float, host: str) -> tuple[str | None
 
 # ------------------------------------------------------------------ queue
 
+class Reused(str):
+    """The id `submit` returns when it queued nothing: an equal run (same content hash)
+    was already done, or is queued or running and will be. A plain str otherwise."""
+
+
+# Which equal runs a submit reuses, best first: a finished one, else one that is already on
+# its way (two people, or two clicks, launching the same config train it once, as OpenLTH
+# names a run by its hash). Failed, cancelled and interrupted runs are never reused.
+REUSE_ORDER = ("done", "running", "queued")
+
+
+def find_done(cfg: RunConfig | dict, home: str | os.PathLike | None = None) -> dict | None:
+    """The newest finished run equal to `cfg` (same content hash, not a class-pack example,
+    run folder intact), or None."""
+    return find_equal(cfg, home, ("done",))
+
+
+def find_equal(cfg: RunConfig | dict, home: str | os.PathLike | None = None,
+               statuses: tuple[str, ...] = REUSE_ORDER) -> dict | None:
+    """The run `submit` would reuse for `cfg`: the first of `statuses` that has one."""
+    return _find_equal(Store(resolve_home(home)), _as_config(cfg), statuses)
+
+
+def _as_config(cfg: RunConfig | dict) -> RunConfig:
+    return RunConfig.from_dict(cfg if isinstance(cfg, dict) else cfg.to_dict())
+
+
+def _find_equal(store: Store, cfg: RunConfig, statuses: tuple[str, ...]) -> dict | None:
+    runs = [r for r in store.equal_runs(cfg.content_hash(), *statuses) if not r.get("damaged")]
+    for status in statuses:
+        for r in runs:
+            if r["status"] == status:
+                return r
+    return None
+
+
 def submit(cfg: RunConfig | dict, home: str | os.PathLike | None = None,
            data_dir: str | os.PathLike | None = None, sweep_id: str | None = None, start: bool = True, *,
-           owner: str | None = None) -> str:
+           owner: str | None = None, again: bool = False, estimate: float | None = None) -> str:
     """Queue one run (validated first: nothing is written for a bad config) and pump.
 
-    `owner` (a person's name, see engine.owners) is stored with the run. Unless the
-    owner is a teacher, the per-person cap (LOTTERY_MAX_PER_PERSON) is checked in the
-    same write transaction as the insert, so parallel launches cannot both pass it."""
-    cfg = RunConfig.from_dict(cfg if isinstance(cfg, dict) else cfg.to_dict())
+    Unless `again`, a config equal to a done, running or queued run (REUSE_ORDER) queues
+    nothing and returns that run's id as a `Reused` str (whoever launched it: a result
+    is a result, and a shared server trains it once). `owner` (a person's name, see
+    engine.owners) is stored with a new run; unless the owner is a teacher, the
+    per-person cap (LOTTERY_MAX_PER_PERSON) is checked in the same write transaction as
+    the insert, so parallel launches cannot both pass it. `estimate`: the seconds until
+    its result that the launcher showed, kept to compare with the actual time."""
+    cfg = _as_config(cfg)
     if start:                  # a bad setting is refused before anything is written
         resolve_max_runs()
         heartbeat_timeout()
         worker_priority()
-    extra = {"data_dir": _data_dir(data_dir), "executor": "jobs"}
+    if estimate is not None and (isinstance(estimate, bool) or not isinstance(estimate, (int, float))
+                                 or not 0 <= estimate < float("inf")):
+        raise JobError(f"estimate must be a number of seconds ≥ 0, got {estimate!r}")
     guard = None
     try:
         if owner is not None:
-            extra["owner"] = owner = owners.check_name(owner, "owner")
+            owner = owners.check_name(owner, "owner")
             cap = owners.max_per_person()
             if cap and not owners.is_teacher(owner):
                 guard = functools.partial(_within_cap, owner=owner, cap=cap)
@@ -386,9 +430,23 @@ def submit(cfg: RunConfig | dict, home: str | os.PathLike | None = None,
     from .refs import check_references
     check_references(cfg, resolve_home(home))
     store, home = _open(home)
+    extra = {"data_dir": _data_dir(data_dir), "executor": "jobs"}
+    if owner is not None:
+        extra["owner"] = owner
+    if estimate is not None:
+        extra["estimate"] = float(estimate)
+    equal = None if again else _find_equal(store, cfg, ("done",))    # reading only: works on a full disk
+    if equal is not None:
+        return Reused(equal["id"])
     store.require_space("queueing a run")
-    run_id = store.create_run(cfg.to_dict(), cfg.content_hash(), name=cfg.name, status="queued",
-                              sweep_id=sweep_id, extra=extra, guard=guard)
+    with _locked(home):        # look and create in one step: two equal launches queue one run
+        if not again:
+            _reconcile(store)  # a `running` run whose worker died is interrupted, not followed
+            equal = _find_equal(store, cfg, REUSE_ORDER)
+            if equal is not None:
+                return Reused(equal["id"])
+        run_id = store.create_run(cfg.to_dict(), cfg.content_hash(), name=cfg.name, status="queued",
+                                  sweep_id=sweep_id, extra=extra, guard=guard)
     if start:
         pump(home)
     return run_id

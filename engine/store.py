@@ -451,7 +451,7 @@ class Store:
         return run_id
 
     _UPDATABLE = frozenset({"status", "reason", "started", "finished", "pid", "pid_start", "heartbeat", "progress",
-                            "phase", "round", "summary", "name", "owner", *JOB_COLUMNS})
+                            "phase", "round", "summary", "name", "owner", "estimate", *JOB_COLUMNS})
 
     def update_run(self, run_id: str, **fields) -> None:
         allowed = self._UPDATABLE
@@ -526,6 +526,15 @@ class Store:
         with self.connect() as db:
             rows = db.execute(f"SELECT * FROM runs WHERE status IN ({', '.join('?' * len(statuses))}) "
                               "ORDER BY created, rowid", statuses).fetchall()
+        return [self._row_to_run(r) for r in rows]
+
+    def equal_runs(self, config_hash: str, *statuses: str) -> list[dict]:
+        """Runs with this content hash and one of `statuses`, newest first; class-pack
+        example runs are left out (they are never reused as someone's result)."""
+        with self.connect() as db:
+            rows = db.execute(f"SELECT * FROM runs WHERE config_hash=? AND example=0 AND status IN "
+                              f"({', '.join('?' * len(statuses))}) ORDER BY created DESC, rowid DESC",
+                              (config_hash, *statuses)).fetchall()
         return [self._row_to_run(r) for r in rows]
 
     def get_run(self, run_id: str) -> dict:

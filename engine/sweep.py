@@ -11,7 +11,9 @@ Every point is validated before anything is written. The runs are created
 claims its run and executes it with `runner.execute`, writing straight into the
 store like any other run: live metrics, heartbeat, cancel (`jobs.cancel`
 reaches tasks through a marker file in the run folder), resume (through the
-jobs queue). A failed point never stops the others.
+jobs queue). A failed point never stops the others. A point equal to a finished
+run (same content hash) is skipped and that run's id stands for it; `again=True`
+trains it anyway.
 
 joblib picks the backend: local loky processes by default, whatever an
 enclosing `joblib.parallel_config(...)` names (e.g. ray), and a dask.distributed
@@ -171,13 +173,14 @@ def _dask_backend(client):
 
 def run_sweep(configs: Iterable[RunConfig | dict], home=None, data_dir=None, scheduler: str | None = None,
               n_jobs: int = 1, on_start: Callable[[str, list[str]], None] | None = None,
-              results: list | None = None) -> tuple[str, list[str]]:
+              results: list | None = None, again: bool = False) -> tuple[str, list[str]]:
     """Create the sweep's runs and execute them through joblib; returns when all
     have ended (each done, failed or cancelled, with its reason in the store).
     `scheduler` ("tcp://HOST:PORT") runs them on that dask.distributed cluster;
     `on_start(sweep_id, run_ids)` is called once the runs exist; `results`, when
     given, receives each task's outcome (run_id, status, reason; status "stale" for
-    a task whose run was taken over by a resume elsewhere)."""
+    a task whose run was taken over by a resume elsewhere). A point equal to a finished
+    run is not trained again (unless `again`): its id comes back as a `jobs.Reused`."""
     import joblib
 
     from . import jobs
@@ -194,19 +197,23 @@ def run_sweep(configs: Iterable[RunConfig | dict], home=None, data_dir=None, sch
         me = os.getpid()
         holder = {"executor": "sweep", "pid": me, "pid_start": jobs.proc_start_time(me), "host": jobs.hostname(),
                   "data_dir": dd}
-        run_ids = [store.create_run(c.to_dict(), c.content_hash(), name=c.name, status="queued", sweep_id=sweep_id,
-                                    extra=holder) for c in configs]
+        run_ids = []
+        for c in configs:
+            done = None if again else jobs._find_equal(store, c, ("done",))
+            run_ids.append(jobs.Reused(done["id"]) if done else store.create_run(
+                c.to_dict(), c.content_hash(), name=c.name, status="queued", sweep_id=sweep_id, extra=holder))
+        new = [rid for rid in run_ids if not isinstance(rid, jobs.Reused)]
         if on_start:
             on_start(sweep_id, run_ids)
         try:
             # (with dask the cluster's size sets the parallelism and n_jobs is not used)
             launcher = (jobs.hostname(), me)
             out = joblib.Parallel(n_jobs=n_jobs, batch_size=1)(joblib.delayed(run_one)(str(home), rid, dd, launcher)
-                                                               for rid in run_ids)
+                                                               for rid in new) if new else []
             if results is not None:
                 results.extend(out)
         finally:
-            for rid in run_ids:           # what an error or Ctrl-C kept from starting
+            for rid in new:               # what an error or Ctrl-C kept from starting
                 store.update_run_if(rid, {"status": "queued", "executor": "sweep"}, status="cancelled",
                                     finished=time.time(), reason="the sweep stopped before this run started")
     return sweep_id, run_ids
@@ -225,15 +232,23 @@ def _backend(scheduler: str | None):
         yield
 
 
-def submit_sweep(configs: Iterable[RunConfig | dict], home=None, data_dir=None) -> tuple[str, list[str]]:
+def submit_sweep(configs: Iterable[RunConfig | dict], home=None, data_dir=None,
+                 again: bool = False) -> tuple[str, list[str]]:
     """Queue the sweep's runs for background workers (the jobs queue: cap, device
-    slots, survives the caller); returns at once."""
+    slots, survives the caller); returns at once. Points equal to a done, running or
+    queued run are not queued again (unless `again`): their ids come back as `jobs.Reused`."""
     from . import jobs
     configs = _validated(configs, home)
     sweep_id = new_sweep_id()
-    run_ids = [jobs.submit(c, home, data_dir, sweep_id=sweep_id, start=False) for c in configs]
+    run_ids = [jobs.submit(c, home, data_dir, sweep_id=sweep_id, start=False, again=again) for c in configs]
     jobs.pump(home)
     return sweep_id, run_ids
+
+
+def reused_count(run_ids: list[str]) -> int:
+    """How many of a sweep's points reused an equal run instead of training."""
+    from .jobs import Reused
+    return sum(isinstance(rid, Reused) for rid in run_ids)
 
 
 def sweep_runs(sweep_id: str, home=None) -> list[dict]:

@@ -95,16 +95,20 @@ for col, (key, names, title, text, warn) in zip(cols, CARDS):
         except ConfigError as e:
             st.error(f"Preset is invalid: {md.esc(e)}")
             continue
-        est = [estimate.estimate(c.to_dict(), bool(gpu_names), all_runs) for c in cfgs]
-        st.caption(f"≈ {data.fmt_duration(sum(e.seconds for e in est))} on "
-                   f"{'this GPU' if est[0].device == 'gpu' else 'this CPU'}")
+        # until the last result: the runs ahead in the queue and the load counted (ui/estimate.py)
+        soon = estimate.launch_estimate([c.to_dict() for c in cfgs], all_runs, estimate.machine_now(),
+                                        bool(gpu_names))
+        where = "this GPU" if estimate.estimate(cfgs[0].to_dict(), bool(gpu_names)).device == "gpu" else "this CPU"
+        st.caption(f"queue paused ({where})" if soon.until is None else
+                   f"results in ≈ {data.fmt_duration(max(soon.until))} on {where}")
         if warn:
             st.caption(f"⚠️ {md.esc(warn)}")
         b1, b2 = st.columns(2)
         if b1.button("Launch", key=f"preset_{key}", type="primary", width="stretch",
                      help=f"Queue {len(cfgs)} run{'s' if len(cfgs) > 1 else ''} now and open the monitor."):
             try:
-                ids = backend.submit(cfgs, home, owner=identity.current_user())
+                ids = backend.submit(cfgs, home, owner=identity.current_user(),
+                                     estimates=widgets.launch_estimates(cfgs, home))
             except backend.BackendError as e:
                 st.error(md.esc(e))
             else:

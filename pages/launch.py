@@ -97,6 +97,15 @@ configs = [c for r in results for c in r.configs]
 ok = all(r.ok for r in results)
 
 st.subheader("4 · Cost and launch", divider="gray")
+equal: list[dict | None] = [backend.find_equal(c, home) for c in configs] if ok else []
+machine = estimate.machine_now()
+
+
+def until_results(cfgs: list) -> estimate.LaunchEstimate:
+    """When each of `cfgs` would have its result if launched now: the runs ahead, the load."""
+    return estimate.launch_estimate([c.to_dict() for c in cfgs], all_runs, machine, bool(gpu_names))
+
+
 if ok:
     n = len(configs)
     ests = []
@@ -110,18 +119,39 @@ if ok:
         ests.append((estimate.estimate(first, bool(gpu_names), all_runs, prunable=prunable), len(r.configs),
                      prunable))
     est = ests[0][0]
-    seconds = sum(e.seconds * k for e, k, _ in ests) / n      # per run, averaged over the forms' runs
-    slots = max(1, len(gpu_names)) if est.device == "gpu" else 1
+    todo = [c for c, e in zip(configs, equal) if e is None]      # what a launch would really queue
+    launch = until_results(todo or configs)
+    seconds = sum(launch.per_run) / len(launch.per_run)          # per run, under the current load
     c1, c2 = st.columns(2)
     c3, c4 = st.columns(2)          # two a row: "≈ 1 min 05 s" fits at 1024×768
-    c1.metric("Runs", n, help="One run per combination of λ values and seeds" + (", per form." if len(forms) > 1
-                                                                              else "."))
+    c1.metric("Runs", len(todo) if len(todo) != n else n,
+              help="One run per combination of λ values and seeds" + (", per form." if len(forms) > 1 else ".")
+              + (f" {n - len(todo)} of the {n} equal earlier runs and are not queued again." if len(todo) != n
+                 else ""))
+    if launch.paced:
+        load_note = (f"this store's recent runs went ×{launch.slowdown:.1f} the time the throughput model "
+                     f"gives an idle machine, so a run without earlier runs of its kind is counted that much slower")
+    elif launch.slowdown > 1.05:
+        load_note = (f"no run went lately, and the load average is {machine.load1:.1f} on {machine.cores} cores: "
+                     f"counted ×{launch.slowdown:.1f} slower than idle")
+    else:
+        load_note = f"the machine is idle enough (load {machine.load1:.1f} on {machine.cores} cores)"
     c2.metric("Time per run", f"≈ {data.fmt_duration(seconds)}",
-              help=f"Between {data.fmt_duration(min(e.low for e, _, _ in ests))} and "
-                   f"{data.fmt_duration(max(e.high for e, _, _ in ests))}: {md.esc(est.basis)}.")
-    c3.metric("All runs", f"≈ {data.fmt_duration(seconds * n / slots)}",
-              help=f"{slots} run{'s' if slots > 1 else ''} at a time on this machine; the rest wait in the queue.")
-    c4.metric(f"{'GPU' if est.device == 'gpu' else 'CPU'} time", f"{seconds * n / 3600:.2g} h",
+              help=f"{md.esc(est.basis).capitalize()}, and {md.esc(load_note)}. Between "
+                   f"{data.fmt_duration(min(e.low for e, _, _ in ests) * launch.slowdown)} and "
+                   f"{data.fmt_duration(max(e.high for e, _, _ in ests) * launch.slowdown)}.")
+    ahead = (f"{launch.running} running and {launch.queued} queued ahead, {machine.cap} at a time"
+             if launch.running or launch.queued else "nothing ahead in the queue")
+    if not todo:
+        c3.metric("Results in", "already done" if all(e["status"] == "done" for e in equal) else "on their way",
+                  help="Every config equals an earlier run (below); launching shows it instead of training again.")
+    elif launch.until is None:
+        c3.metric("Results in", "queue paused", help="LOTTERY_MAX_RUNS is 0: nothing starts until it is raised.")
+    else:
+        c3.metric("Results in", f"≈ {data.fmt_duration(max(launch.until))}",
+                  help=f"From now until the last result, counting {ahead}; the estimate is recorded with each "
+                       f"run and compared with the actual time on the Runs page.")
+    c4.metric(f"{'GPU' if est.device == 'gpu' else 'CPU'} time", f"{seconds * len(todo) / 3600:.2g} h",
               help="Device-hours in total.")
     for e, k, prunable in ests:
         bits = [f"{e.epochs} epochs of training per run", f"estimated from {e.basis}"]
@@ -144,13 +174,54 @@ else:
              f"(each message sits next to its field): **{md.esc(', '.join(k for k in keys if k))}**. First: "
              f"{md.esc(first_err)}", icon="✋")
 
-label = f"Launch {len(configs)} runs" if len(configs) > 1 else "Launch run"
-if st.button(label, type="primary", disabled=not ok, key="launch.go",
-             help="Queue the run(s) for a background worker and open the monitor."):
+
+def launch(again: bool) -> None:
+    """Queue the configs (an equal earlier run stands in for its config unless `again`),
+    with the estimate shown here recorded per run, and open them on Runs."""
+    todo = [i for i, e in enumerate(equal) if again or e is None]
+    estimates: list[float | None] = [None] * len(configs)
+    for i, t in zip(todo, (until_results([configs[i] for i in todo]).until or []) if todo else []):
+        estimates[i] = t
     try:
-        ids = backend.submit(configs, home, owner=identity.current_user())
+        ids = backend.submit(configs, home, owner=identity.current_user(), again=again, estimates=estimates)
     except backend.BackendError as e:
         st.error(md.esc(e))
-    else:
-        state.set_selection(ids)
-        st.switch_page("pages/runs.py", query_params={"runs": ",".join(ids)})
+        return
+    state.set_selection(ids)
+    st.switch_page("pages/runs.py", query_params={"runs": ",".join(ids)})
+
+
+found = [e for e in equal if e is not None]
+if found:
+    word = {"done": "finished", "running": "is running", "queued": "is queued"}
+    with st.container(border=True, key="launch.equal"):
+        if len(configs) == 1:
+            r = found[0]
+            label_ = data.run_label(r)
+            id_ = "" if r["id"] in label_ else f" ({md.code(r['id'])})"      # the label may end with it
+            st.info(f"This config equals run **{md.esc(label_)}**{id_}, which "
+                    f"{word.get(r['status'], r['status'])}: launching shows that run instead of training it again "
+                    f"(name, device and precision are not part of a run's identity; the seed is).",
+                    icon=":material/content_copy:")
+        else:
+            done = sum(r["status"] == "done" for r in found)
+            st.info(f"{len(found)} of these {len(configs)} runs equal earlier runs ({done} finished, "
+                    f"{len(found) - done} queued or running): launching queues only the other "
+                    f"{len(configs) - len(found)} and shows all {len(configs)}.", icon=":material/content_copy:")
+        b1, b2 = st.columns(2)
+        if b1.button("Open it on Runs" if len(found) == 1 else f"Open the {len(found)} on Runs", key="launch.open",
+                     icon=":material/visibility:", width="stretch"):
+            ids = [r["id"] for r in found]
+            state.set_selection(ids)
+            st.switch_page("pages/runs.py", query_params={"runs": ",".join(ids)})
+        if b2.button("Run again anyway", key="launch.again", icon=":material/replay:", width="stretch",
+                     help="Train a new run of every config even where an equal one exists (e.g. to measure "
+                          "run-to-run noise on the same seed)."):
+            launch(again=True)
+
+label = f"Launch {len(configs)} runs" if len(configs) > 1 else "Launch run"
+if ok and configs and all(e is not None for e in equal):        # nothing to train: say what the click does
+    label = "Open the earlier run" + ("s" if len(configs) > 1 else "") + " (nothing to train)"
+if st.button(label, type="primary", disabled=not ok, key="launch.go",
+             help="Queue the run(s) for a background worker and open the monitor."):
+    launch(again=False)

@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from engine.store import STATUSES
-from ui import backend, data, deploy_panel, figures, identity, md, state, widgets
+from ui import backend, data, deploy_panel, estimate, figures, identity, md, state, widgets
 
 state.intro("📈 Runs",
             "Every run in the store, updated live while they train. Select runs to compare their curves and see "
@@ -309,6 +309,11 @@ def _details(run: dict) -> None:
         cols = [c for _ in range(0, len(items), 3) for c in st.columns(3)]     # 3 a row: values fit
         for col, (label, value, hlp) in zip(cols, items):
             col.metric(label, value, help=hlp)
+        err = estimate.estimate_vs_actual(run)
+        if err:
+            st.caption(f"Estimated at launch: ≈ {data.fmt_duration(err['estimate'])} until the result; it came "
+                       f"{data.fmt_duration(err['actual'])} after launch (queue wait included): "
+                       f"**×{err['ratio']:.2f}** the estimate.")
     checks = data.checks_frame(state.store(), rid)
     failed = checks[~checks["passed"]] if not checks.empty else checks
     if not failed.empty:  # a missed target or a broken invariant must not hide in the list below

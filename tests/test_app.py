@@ -40,10 +40,12 @@ class FakeJobs(types.ModuleType):
     def __init__(self):
         super().__init__("engine.jobs")
         self.calls: list[tuple] = []
+        self.submit_kw: list[dict] = []
         self.fail: str | None = None
 
-    def submit(self, cfg, home=None, data_dir=None, sweep_id=None, *, owner=None):
+    def submit(self, cfg, home=None, data_dir=None, sweep_id=None, **kw):
         self.calls.append(("submit", cfg, sweep_id))
+        self.submit_kw.append(kw)           # again, estimate (and owner) when the page passes them
         if self.fail:
             raise RuntimeError(self.fail)
         return runner.create(Store(home), RunConfig.from_dict(cfg.to_dict()), status="queued", sweep_id=sweep_id)

@@ -13,9 +13,11 @@ from engine.regularizers import REGULARIZERS
 
 # Pinned: a change here means a default or the hashing changed, which changes
 # every stored run's hash. Update deliberately, never to make a test pass.
-HASH_DEFAULT = "4c64128537b4"
-HASH_DIGITS = "826775044cc1"  # digits preset λ 5 → 20 when log was put on ℓ1's scale (issue 10)
-HASH_MNIST_01 = "890c875bb875"
+# Hash version 2 (issue 15): every hash changed, so runs of the engine before the log penalty
+# was normalised (R(1)=1, same keys) are never reused as equal to today's configs.
+HASH_DEFAULT = "40a79e1cf590"
+HASH_DIGITS = "dd6842765a8a"
+HASH_MNIST_01 = "fef8ed66cdb0"
 
 
 def test_defaults_validate():
@@ -60,6 +62,20 @@ def test_content_hash_pinned():
     assert RunConfig().content_hash() == HASH_DEFAULT
     assert preset("digits").content_hash() == HASH_DIGITS
     assert RunConfig(model="logreg", dataset="mnist", classes=[0, 1], lam=2.0).content_hash() == HASH_MNIST_01
+
+
+def test_content_hash_is_salted_with_its_version():
+    """Version 1 hashed the keys alone; a store written then holds `log` runs trained under the
+    unnormalised penalty with the same keys, so version 2 must not give the same hash."""
+    import hashlib
+    cfg = RunConfig()
+    d = {k: v for k, v in cfg.to_dict().items() if v is not None and k not in RunConfig.EXECUTION_KEYS}
+    v1 = hashlib.sha256(json.dumps(d, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:12]
+    assert v1 == "4c64128537b4"          # the version-1 pin this test replaced
+    assert RunConfig.HASH_VERSION == 2 and cfg.content_hash() != v1
+    # execution settings stay out, the seed is in
+    assert cfg.replace(precision="bf16", compile=True, device="cpu", name="x").content_hash() == cfg.content_hash()
+    assert cfg.replace(seed=7).content_hash() != cfg.content_hash()
 
 
 def test_content_hash_same_for_int_and_float_values():

@@ -187,7 +187,7 @@ def test_reconcile_judges_pid_start_time_and_heartbeat(home):
         foreground = running(os.getpid(), None, now)            # `run` in a terminal: no pid_start
         driver_gone = store.create_run(cfg.to_dict(), cfg.content_hash(), status="queued",
                                        extra={"executor": "sweep", "pid": gone.pid, "pid_start": 1.0})
-        queued = jobs.submit(TINY, home, start=False)
+        queued = jobs.submit(TINY, home, start=False, again=True)     # equal to the runs above: again
 
         # pump: the live run holds the only slot, so nothing new starts
         assert jobs.pump(home) == []
@@ -375,7 +375,7 @@ def test_kill_during_checkpoint_write_keeps_previous_checkpoint(tmp_path):
 def _submit_many(home: str, n: int, barrier) -> None:
     barrier.wait()
     for _ in range(n):
-        jobs.submit(TINY, home)
+        jobs.submit(TINY, home, again=True)     # equal configs, each its own run
         time.sleep(0.05)
 
 
@@ -455,14 +455,15 @@ def test_damaged_and_failing_runs_end_with_reasons_and_others_are_unaffected(tmp
     not_a_dir = tmp_path / "data-is-a-file"
     not_a_dir.write_text("")
     before = files_outside(tmp_path, home)
+    # again=True: equal configs, one run each (by default a second submit would reuse the first)
     good = jobs.submit({**TINY, "name": "../x"}, home)
-    no_config = jobs.submit(TINY, home)
-    bad_config = jobs.submit(TINY, home)
-    folder = jobs.submit(TINY, home)
-    garbage = jobs.submit(TINY, home)
-    truncated = jobs.submit(TINY, home)
+    no_config = jobs.submit(TINY, home, again=True)
+    bad_config = jobs.submit(TINY, home, again=True)
+    folder = jobs.submit(TINY, home, again=True)
+    garbage = jobs.submit(TINY, home, again=True)
+    truncated = jobs.submit(TINY, home, again=True)
     no_data = jobs.submit({**TINY, "dataset": "mnist", "model": "lenet300"}, home, data_dir=not_a_dir)
-    full = jobs.submit(TINY, home)
+    full = jobs.submit(TINY, home, again=True)
     with store.connect() as db:
         db.execute("UPDATE runs SET config='{not json' WHERE id=?", (no_config,))
         db.execute("UPDATE runs SET config=? WHERE id=?", (json.dumps({**TINY, "lam": -1}), bad_config))
@@ -520,7 +521,7 @@ def test_hostile_names_stay_metadata(tmp_path, home, monkeypatch, capsys):
     monkeypatch.setenv("LOTTERY_MAX_RUNS", "0")
     before = files_outside(tmp_path, home)
     names = ["../x", "/etc/passwd", "a/../../b", "..", "~root/.ssh", "x" * 200, "名前 \u202e"]
-    ids = [jobs.submit({**TINY, "name": n}, home) for n in names]
+    ids = [jobs.submit({**TINY, "name": n}, home, again=True) for n in names]   # names are not identity
     store = Store(home)
     for rid, n in zip(ids, names):
         assert RUN_ID_RE.fullmatch(rid) and store.get_run(rid)["name"] == n

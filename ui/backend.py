@@ -50,14 +50,53 @@ def new_sweep_id() -> str:
         return f"sw-{secrets.token_hex(4)}"
 
 
-def submit(cfgs: list[RunConfig], home: Path, sweep_id: str | None = None, *, owner: str | None = None) -> list[str]:
-    """Queue every config; several configs share one sweep id. Returns the run ids.
-    `owner`: the person launching them (ui.identity.current_user()), None for nobody."""
+class Submitted(list):
+    """The run ids of one launch, in order; `reused` lists those that an equal run (same
+    content hash: done, or already queued or running) stood in for, so nothing trained."""
+
+    def __init__(self, ids=(), reused=()):
+        super().__init__(ids)
+        self.reused = list(reused)
+
+
+def submit(cfgs: list[RunConfig], home: Path, sweep_id: str | None = None, *, owner: str | None = None,
+           again: bool = False, estimates: list[float | None] | None = None) -> Submitted:
+    """Queue every config; several configs share one sweep id. A config equal to an earlier
+    run is not queued again unless `again` (its id stands in: see Submitted.reused).
+    `estimates`: seconds until each run's result as the page showed it, recorded with the run."""
     if len(cfgs) > 1 and sweep_id is None:
         sweep_id = new_sweep_id()
     if owner is not None and len(cfgs) > 1:       # a sweep is queued whole or not at all
-        _call("check_room", home, owner, len(cfgs))
-    return [_call("submit", cfg, home=home, sweep_id=sweep_id, owner=owner) for cfg in cfgs]
+        new = cfgs if again else [c for c in cfgs if find_equal(c, home) is None]   # reused points cost nothing
+        if len(new) > 1:
+            _call("check_room", home, owner, len(new))
+    reused_type = getattr(jobs_module(), "Reused", ())
+    out = Submitted()
+    for i, cfg in enumerate(cfgs):
+        kw = {}                       # only what is asked for, so an engine without it still works
+        if again:
+            kw["again"] = True
+        if owner is not None:
+            kw["owner"] = owner
+        if estimates is not None and i < len(estimates) and estimates[i] is not None:
+            kw["estimate"] = float(estimates[i])
+        rid = _call("submit", cfg, home=home, sweep_id=sweep_id, **kw)
+        out.append(rid)
+        if reused_type and isinstance(rid, reused_type):
+            out.reused.append(rid)
+    return out
+
+
+def find_equal(cfg: RunConfig, home: Path) -> dict | None:
+    """The run a launch of `cfg` would reuse (a finished one first, else one queued or
+    running), or None; None as well on an engine without deduplication."""
+    fn = getattr(jobs_module(), "find_equal", None)
+    if fn is None:
+        return None
+    try:
+        return fn(cfg, home)
+    except Exception:     # noqa: BLE001 - a hint only; the launch itself still reuses or reports
+        return None
 
 
 # `actor`: who asks (ui.identity.current_user()); engine.jobs refuses another person's run

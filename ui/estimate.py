@@ -6,6 +6,12 @@ of the same model on the same dataset, their seconds per epoch are used.
 Otherwise a small model of throughput calibrated on this project's 2-core CPU
 (LeNet-300-100 on MNIST: about 1.6 s per epoch with its evaluation) stands in; it is right within
 a factor of about 2, which the page says.
+
+What a launch waits for on top of that (`launch_estimate`): the runs ahead in the
+queue and the current load, measured as the pace of this store's recent runs, else
+as the CPU demand now (busy sessions under Linux's autogroup, else the load average).
+The estimate is recorded with each run; `estimate_vs_actual` compares it with the
+time from launch to result (bench/estimates.py measures the error).
 """
 
 from __future__ import annotations
@@ -153,3 +159,225 @@ def fmt_bytes(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1000
     return f"{n:.1f} TB"
+
+
+# ------------------------------------------------------------------ the queue and the load
+# What a launch waits for: the runs ahead of it in the queue (running + queued, on
+# LOTTERY_MAX_RUNS slots, oldest first as the jobs queue claims them) and how fast
+# this machine trains now (the load average relative to the cores).
+
+SLOWDOWN_MAX = 8.0          # beyond this the load average says more about I/O waits than CPU share
+
+
+@dataclass
+class Machine:
+    cores: int              # CPU cores this process may use
+    load1: float            # 1-minute load average (runnable processes)
+    cap: int                # runs at a time (LOTTERY_MAX_RUNS; 0 = queue paused)
+    threads: int            # torch threads of one worker
+    sessions: float | None = None   # other sessions with a runnable thread (None: no autogroup, or unknown)
+
+
+_SESSIONS: tuple[float, float | None] | None = None      # (when, busy_sessions()): reruns are frequent
+
+
+def machine_now(max_age: float = 5.0) -> Machine:
+    """The machine as it is now (the only impure part: reads the load, the cap and the
+    worker settings the jobs queue uses; the sessions count is kept `max_age` seconds)."""
+    import os
+    import time as _time
+    global _SESSIONS
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count() or 1
+    try:
+        load1 = os.getloadavg()[0]
+    except OSError:
+        load1 = 0.0
+    try:
+        from engine import jobs
+        cap = jobs.resolve_max_runs()
+        threads = jobs.worker_priority()[1] or cores
+    except Exception:  # noqa: BLE001 - a bad setting is reported at launch; estimate as the defaults would
+        cap, threads = 1, (max(1, cores - 1) if cores <= 2 else cores)
+    if _SESSIONS is None or _time.monotonic() - _SESSIONS[0] > max_age:
+        _SESSIONS = (_time.monotonic(), busy_sessions())
+    return Machine(cores=cores, load1=load1, cap=cap, threads=threads, sessions=_SESSIONS[1])
+
+
+def busy_sessions(samples: int = 3, gap: float = 0.02) -> float | None:
+    """With Linux's autogroup scheduling (on by default on desktops and many servers) the CPU
+    is shared between sessions first, and workers run in sessions of their own: so what slows
+    a worker is how many sessions want the CPU, not how many threads (the load average).
+    Returns the mean number of sessions other than this process's with a runnable thread,
+    over a few samples of /proc; None without autogroup or /proc."""
+    import os
+    import time as _time
+    try:
+        if open("/proc/sys/kernel/sched_autogroup_enabled").read().strip() != "1":
+            return None
+        mine = os.getsid(0)
+    except OSError:
+        return None
+    counts = []
+    for i in range(samples):
+        if i:
+            _time.sleep(gap)
+        busy = set()
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit():
+                continue
+            try:
+                tasks = os.listdir(f"/proc/{pid}/task")
+            except OSError:
+                continue
+            for t in tasks:
+                try:
+                    with open(f"/proc/{pid}/task/{t}/stat", "rb") as f:
+                        data = f.read().decode("ascii", "replace")
+                    rest = data[data.rindex(")") + 2:].split()
+                except (OSError, ValueError):
+                    continue
+                if rest[0] == "R":
+                    busy.add(int(rest[3]))        # field 6: the session id
+                    break
+        busy.discard(mine)
+        counts.append(len(busy))
+    return sum(counts) / len(counts)
+
+
+def slowdown(machine: Machine, running: int, concurrent: int) -> float:
+    """How many times slower than on an idle machine a run trains. With autogroup: the CPU
+    is split between the busy sessions that are not our workers (sessions less the
+    `running` workers' own) and the `concurrent` runs' sessions, ours included; a worker
+    gets its share, at most its threads. Otherwise by threads: the load average less the
+    running workers' threads, plus the concurrent runs' threads, over the cores. 1 when
+    everything fits."""
+    threads, cores, concurrent = machine.threads, max(1, machine.cores), max(1, concurrent)
+    if machine.sessions is not None:
+        external = max(0.0, machine.sessions - running)
+        share = cores / (external + concurrent)
+        factor = min(threads, cores) / min(threads, share)
+    else:
+        external = max(0.0, machine.load1 - running * threads)
+        factor = (external + concurrent * threads) / cores
+    return min(SLOWDOWN_MAX, max(1.0, factor))
+
+
+def queue_finish_times(running_left: list[float], queued_ahead: list[float], new: list[float],
+                       cap: int) -> list[float] | None:
+    """Seconds from now until each of `new` finishes when runs go first come, first served
+    on `cap` slots: the running runs end after `running_left`, then the queued runs ahead
+    (their durations in order) and the new ones take each slot as it frees. None when the
+    queue is paused (cap 0)."""
+    import heapq
+    if cap <= 0:
+        return None
+    ends = list(running_left)
+    heapq.heapify(ends)
+    now, out = 0.0, []
+    for i, d in enumerate([*queued_ahead, *new]):
+        while len(ends) >= cap:           # wait for a slot
+            now = max(now, heapq.heappop(ends))
+        heapq.heappush(ends, now + d)
+        if i >= len(queued_ahead):
+            out.append(now + d)
+    return out
+
+
+@dataclass
+class LaunchEstimate:
+    per_run: list[float]    # each new run's own wall time under the current load
+    until: list[float] | None   # seconds from launch until each new run's result (None: queue paused)
+    running: int            # runs running now
+    queued: int             # runs queued ahead
+    slowdown: float         # how much slower than the idle model a run without history goes now
+    machine: Machine
+    paced: bool = False     # slowdown from the pace of recent runs (else from the load average)
+
+    @property
+    def wait(self) -> float | None:
+        """Seconds until the first new run starts (0 when a slot is free)."""
+        if self.until is None:
+            return None
+        return max(0.0, self.until[0] - self.per_run[0]) if self.until else 0.0
+
+
+PACE_WINDOW_S = 1800.0      # runs that ended this recently tell how fast the machine trains now
+
+
+def recent_pace(runs: list[dict], now: float, gpu_available: bool = False) -> float | None:
+    """How many times slower than the idle throughput model this store's CPU runs have gone
+    lately: the median, over runs finished in the last PACE_WINDOW_S and runs running (at
+    least 10 % done, projected to their end), of their time from start to end over the
+    model's. It measures the load where it matters (a niced worker in its own session, which
+    the load average misjudges); None when no run went lately."""
+    ratios = []
+    for r in runs:
+        c, started = r.get("config") or {}, r.get("started")
+        if not c or not started or r.get("example") or _device(c, gpu_available) != "cpu":
+            continue
+        if r.get("status") == "done" and (r.get("finished") or 0) >= now - PACE_WINDOW_S:
+            took = r["finished"] - started
+        elif r.get("status") == "running" and float(r.get("progress") or 0) >= 0.1:
+            took = (now - started) / float(r["progress"])
+        else:
+            continue
+        try:
+            model = estimate(c, gpu_available).seconds - WORKER_START_S     # `started` is after the import
+        except (TypeError, ValueError):
+            continue
+        if took > 0 and model > 0:
+            ratios.append(took / model)
+    return min(SLOWDOWN_MAX, max(0.25, statistics.median(ratios))) if ratios else None
+
+
+def launch_estimate(cfgs: list[dict], runs: list[dict], machine: Machine, gpu_available: bool = False,
+                    now: float | None = None) -> LaunchEstimate:
+    """When the results of launching `cfgs` now will be there, given the store's `runs`
+    (the runs ahead in the queue, the history the per-run estimate learns from, the pace of
+    recent runs) and the machine's load. Pure: the same inputs give the same answer.
+
+    One run's time: measured runs of the same kind in this store when there are some (their
+    times already carry this machine's load); else the throughput model, slowed by the pace
+    of recent runs, or, with none, by the load average."""
+    import time as _time
+    now = _time.time() if now is None else now
+    running = [r for r in runs if r.get("status") == "running"]
+    queued = sorted((r for r in runs if r.get("status") == "queued" and (r.get("executor") or "jobs") == "jobs"),
+                    key=lambda r: r.get("created") or 0)
+    concurrent = min(max(machine.cap, 1), len(running) + len(queued) + len(cfgs))
+    pace = recent_pace(runs, now, gpu_available)
+    factor = pace if pace is not None else slowdown(machine, len(running), concurrent)
+
+    def seconds(c: dict) -> float:
+        try:
+            base = estimate(c, gpu_available, runs).seconds
+            measured = from_history(c, runs) is not None
+        except (TypeError, ValueError):
+            base, measured = STARTUP_S, False
+        return base if measured or _device(c, gpu_available) != "cpu" else base * factor
+
+    left = []
+    for r in running:
+        elapsed = max(0.0, now - (r.get("started") or r.get("created") or now))
+        p = float(r.get("progress") or 0.0)
+        if p >= 0.05 and elapsed > 0:    # its own pace so far says more than any model
+            left.append(elapsed * (1 - p) / p)
+        else:
+            left.append(max(1.0, seconds(r.get("config") or {}) - elapsed))
+    per_run = [seconds(c) for c in cfgs]
+    until = queue_finish_times(left, [seconds(r.get("config") or {}) for r in queued], per_run, machine.cap)
+    return LaunchEstimate(per_run=per_run, until=until, running=len(running), queued=len(queued),
+                          slowdown=factor, machine=machine, paced=pace is not None)
+
+
+def estimate_vs_actual(run: dict) -> dict | None:
+    """For a finished run launched with an estimate: the estimate, the actual time from
+    launch to result (finished − created) and their ratio actual / estimate."""
+    est, created, finished = run.get("estimate"), run.get("created"), run.get("finished")
+    if run.get("status") != "done" or not est or not created or not finished or finished < created:
+        return None
+    actual = finished - created
+    return {"estimate": float(est), "actual": actual, "ratio": actual / float(est)}

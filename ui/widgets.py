@@ -705,19 +705,50 @@ def sweep_button(label: str, cfgs: list[RunConfig], key: str, home, help: str, w
         label = f"{label} — queued or running"
     clicked = st.button(label, key=key, disabled=disabled or not cfgs or p.get("active", False), help=help,
                         type="primary")
+    if p.get("done") and not p.get("active"):
+        st.caption(f"{p['done']} of its {p['total']} runs are done already: a launch queues only the others "
+                   f"(an equal config is never trained twice).")
     if not clicked:
         return None
     if status_now().get("active"):                  # a second click that arrived before the page changed
         st.info(f"This {what} is already queued; its progress is shown above.")
         return None
     try:
-        ids = backend.submit(cfgs, home, owner=identity.current_user())
+        ids = backend.submit(cfgs, home, owner=identity.current_user(), estimates=launch_estimates(cfgs, home))
     except backend.BackendError as e:
         st.error(md.esc(e))
         return None
-    st.toast(f"Queued {len(ids)} runs")
+    st.toast(reuse_note(ids, what))
     st.rerun()
     return ids
+
+
+def launch_estimates(cfgs: list[RunConfig], home) -> list[float | None]:
+    """Seconds until each config's result if launched now (queue and load counted), to
+    record with each run; None for configs an equal run stands in for (nothing queued)."""
+    from ui import estimate, state
+    todo = [i for i, c in enumerate(cfgs) if backend.find_equal(c, home) is None]
+    out: list[float | None] = [None] * len(cfgs)
+    if not todo:
+        return out
+    try:
+        est = estimate.launch_estimate([cfgs[i].to_dict() for i in todo], state.runs(), estimate.machine_now(),
+                                       bool(backend.gpus()))
+    except Exception:  # noqa: BLE001 - the estimate is informative only; never block a launch on it
+        return out
+    for i, t in zip(todo, est.until or []):
+        out[i] = t
+    return out
+
+
+def reuse_note(ids: list[str], what: str = "sweep") -> str:
+    """'Queued 2 runs; 2 of the 4 equal earlier runs and were not queued again.'"""
+    reused = len(getattr(ids, "reused", []))
+    new = len(ids) - reused
+    if not reused:
+        return f"Queued {new} run{'s' if new != 1 else ''}"
+    return (f"Queued {new} run{'s' if new != 1 else ''} of the {what}; {reused} of its {len(ids)} equal earlier "
+            f"runs (finished, or already queued or running) and were not queued again")
 
 
 def preset_config(name: str) -> RunConfig:
