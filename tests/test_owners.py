@@ -72,11 +72,11 @@ def test_teacher_and_cap_settings(monkeypatch):
 # ------------------------------------------------------------------ submit and the cap
 
 def test_submit_stores_the_owner_and_refuses_a_bad_one(home):
-    rid = jobs.submit(TINY, home, start=False, owner="  alice ")
+    rid = jobs.submit(TINY, home, start=False, again=True, owner="  alice ")
     assert Store(home).get_run(rid)["owner"] == "alice"
-    assert Store(home).get_run(jobs.submit(TINY, home, start=False))["owner"] is None
+    assert Store(home).get_run(jobs.submit(TINY, home, start=False, again=True))["owner"] is None
     with pytest.raises(jobs.JobError, match="owner may only hold"):
-        jobs.submit(TINY, home, start=False, owner="../bob")
+        jobs.submit(TINY, home, start=False, again=True, owner="../bob")
     assert len(Store(home).list_runs()) == 2
     assert sorted(p.name for p in (home / "runs").iterdir()) == sorted(r["id"] for r in Store(home).list_runs())
 
@@ -86,35 +86,35 @@ def test_per_person_cap_counts_queued_and_running_and_says_so(home, monkeypatch)
     _run(store, "alice", "running")
     _run(store, "alice", "done", seed=1)          # finished runs do not count
     _run(store, "bob", "queued", seed=2)          # nor other people's
-    jobs.submit(TINY, home, start=False, owner="alice")
-    jobs.submit(TINY, home, start=False, owner="alice")
+    jobs.submit(TINY, home, start=False, again=True, owner="alice")
+    jobs.submit(TINY, home, start=False, again=True, owner="alice")
     before = {r["id"] for r in store.list_runs()}
     with pytest.raises(jobs.JobError) as e:
-        jobs.submit(TINY, home, start=False, owner="alice")
+        jobs.submit(TINY, home, start=False, again=True, owner="alice")
     assert str(e.value) == ("you already have 3 runs queued or running (the limit per person is 3, "
                             "LOTTERY_MAX_PER_PERSON); wait for one to finish or cancel one")
     assert {r["id"] for r in store.list_runs()} == before                     # nothing stored
     assert {p.name for p in (home / "runs").iterdir()} == before                # no stray folder
     assert jobs.active_count(home, "alice") == 3
-    jobs.submit(TINY, home, start=False)                                        # the CLI: no owner, no cap
+    jobs.submit(TINY, home, start=False, again=True)                                        # the CLI: no owner, no cap
     monkeypatch.setenv("LOTTERY_TEACHERS", "alice")                             # teachers have no cap
-    jobs.submit(TINY, home, start=False, owner="alice")
+    jobs.submit(TINY, home, start=False, again=True, owner="alice")
     monkeypatch.delenv("LOTTERY_TEACHERS")
     monkeypatch.setenv("LOTTERY_MAX_PER_PERSON", "5")
-    jobs.submit(TINY, home, start=False, owner="alice")
+    jobs.submit(TINY, home, start=False, again=True, owner="alice")
     assert jobs.active_count(home, "alice") == 5
     monkeypatch.setenv("LOTTERY_MAX_PER_PERSON", "0")                           # 0 = no limit
-    jobs.submit(TINY, home, start=False, owner="alice")
+    jobs.submit(TINY, home, start=False, again=True, owner="alice")
     monkeypatch.setenv("LOTTERY_MAX_PER_PERSON", "many")
     with pytest.raises(jobs.JobError, match="LOTTERY_MAX_PER_PERSON must be an integer"):
-        jobs.submit(TINY, home, start=False, owner="alice")
+        jobs.submit(TINY, home, start=False, again=True, owner="alice")
 
 
 def test_a_sweep_that_does_not_fit_is_refused_whole(home, monkeypatch):
     from ui import backend
     monkeypatch.setenv("LOTTERY_MAX_RUNS", "0")                      # nothing starts
-    jobs.submit(TINY, home, start=False, owner="alice")
-    cfgs = [RunConfig.from_dict({**TINY, "seed": s}) for s in range(3)]
+    jobs.submit(TINY, home, start=False, again=True, owner="alice")
+    cfgs = [RunConfig.from_dict({**TINY, "seed": s}) for s in range(1, 4)]    # none equal to the queued run
     with pytest.raises(backend.BackendError) as e:
         backend.submit(cfgs, home, owner="alice")
     assert "this sweep has 3 runs, but you have 1 queued or running and the limit per person is 3 " \
@@ -126,11 +126,22 @@ def test_a_sweep_that_does_not_fit_is_refused_whole(home, monkeypatch):
     jobs.check_room(home, None, 50)                                 # the CLI: no cap
 
 
+def test_a_reused_point_does_not_count_against_the_cap(home, monkeypatch):
+    """Dedup first: a sweep point equal to a queued or done run queues nothing, so it costs no room."""
+    from ui import backend
+    monkeypatch.setenv("LOTTERY_MAX_RUNS", "0")
+    jobs.submit(TINY, home, start=False, again=True, owner="alice")
+    jobs.submit({**TINY, "seed": 1}, home, start=False, again=True, owner="alice")
+    cfgs = [RunConfig.from_dict({**TINY, "seed": s}) for s in range(3)]     # seeds 0 and 1 are queued already
+    ids = backend.submit(cfgs, home, owner="alice")                         # 2 + 1 new fits in 3
+    assert len(ids) == 3 and len(ids.reused) == 2 and len(Store(home).list_runs()) == 3
+
+
 def _launch(home: str, barrier, results) -> None:
     barrier.wait()
     for _ in range(3):
         try:
-            jobs.submit(TINY, home, start=False, owner="alice")
+            jobs.submit(TINY, home, start=False, again=True, owner="alice")
             results.put("ok")
         except jobs.JobError as e:
             results.put(str(e))
@@ -159,7 +170,7 @@ def test_per_person_cap_holds_under_parallel_launches(home):
 def test_a_student_cannot_cancel_resume_or_delete_anothers_run(home, monkeypatch):
     monkeypatch.setenv("LOTTERY_TEACHERS", "tess")
     store = Store(home)
-    queued = jobs.submit(TINY, home, start=False, owner="alice")
+    queued = jobs.submit(TINY, home, start=False, again=True, owner="alice")
     done = _run(store, "alice", "done", seed=1)
     failed = _run(store, "alice", "failed", seed=2)
     legacy = _run(store, None, "done", seed=3)
@@ -187,7 +198,7 @@ def test_a_student_cannot_cancel_resume_or_delete_anothers_run(home, monkeypatch
     jobs.delete(failed, home, actor="bob", teacher=True)
     assert {r["id"] for r in store.list_runs()} == {queued}
     # a run still queued or running is not deleted, whoever asks
-    q2 = jobs.submit(TINY, home, start=False, owner="alice")
+    q2 = jobs.submit(TINY, home, start=False, again=True, owner="alice")
     with pytest.raises(jobs.JobError, match="is queued; cancel it before deleting it"):
         jobs.delete(q2, home)
     jobs.delete(queued, home)                                  # the CLI (actor None): unrestricted
@@ -196,7 +207,7 @@ def test_a_student_cannot_cancel_resume_or_delete_anothers_run(home, monkeypatch
 
 def test_a_teacher_can_cancel_a_students_running_run(home):
     store = Store(home)
-    rid = jobs.submit(TINY, home, start=False, owner="alice")
+    rid = jobs.submit(TINY, home, start=False, again=True, owner="alice")
     store.update_run(rid, status="running", executor="sweep", pid=None, heartbeat=time.time())   # no process to signal
     with pytest.raises(jobs.JobError, match="bob may not cancel"):
         jobs.cancel(rid, home, wait=False, actor="bob", teacher={"tess"})
