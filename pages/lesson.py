@@ -18,6 +18,7 @@ from ui import lesson_steps as ls
 STEPS = ls.STEPS
 home = state.home()
 user = identity.current_user()
+launched = frozenset(st.session_state.get("lesson.launched", ()))   # ids "Run it live" gave this session
 
 # On a projector the line would repeat on every step and push the figure below the fold.
 state.intro("🎓 Lesson", "" if present.active() else
@@ -179,7 +180,7 @@ def fig_controls(step, runs, every):
     rows = [{"kind": "ticket", "label": "the ticket", **_acc(src)}]
     for kind, key, label in (("random", "random_from", "random pruning"), ("reinit", "reinit_from", "reinit")):
         ctl = [r for r in every if r.get("status") == "done" and data.cfg_of(r).get(key) == src["id"]]
-        mine = [r for r in ctl if ls.is_mine(r, user)]
+        mine = [r for r in ctl if ls.is_mine(r, user, launched)]
         if mine or ctl:
             rows.append({"kind": kind, "label": label, **_acc((mine or ctl)[0])})
     df = pd.DataFrame(rows)
@@ -195,7 +196,7 @@ def _acc(run) -> dict:
 
 def build(step, every: list[dict]):
     """(figures, key numbers, source of the runs) of one step."""
-    runs, source = ls.figure_runs(step, every, user)
+    runs, source = ls.figure_runs(step, every, user, launched)
     if not runs:
         if step.figure == "planted":            # the penalty shapes need no run
             figs, nums = fig_planted(step, [])
@@ -226,7 +227,7 @@ every = state.store().list_runs()       # the pack's examples too, whatever the 
 st.markdown(step.text)
 
 
-@st.fragment(run_every=state.LIVE_SECONDS * 3 if any(r.get("status") in data.ACTIVE and ls.is_mine(r, user)
+@st.fragment(run_every=state.LIVE_SECONDS * 3 if any(r.get("status") in data.ACTIVE and ls.is_mine(r, user, launched)
                                                        and ls.matches(step, data.cfg_of(r)) for r in every) else None)
 @state.guard("This step's figure could not be drawn")
 def figure_view() -> None:
@@ -251,7 +252,7 @@ st.info(f"**Question for the class:** {md.esc(step.question)}", icon="🙋")
 
 # ---------------------------------------------------------------- run it live
 
-mine_active = [r for r in every if r.get("status") in data.ACTIVE and ls.is_mine(r, user)
+mine_active = [r for r in every if r.get("status") in data.ACTIVE and ls.is_mine(r, user, launched)
                and ls.matches(step, data.cfg_of(r))]
 try:
     live = ls.live_config(step, every, mnist_available(default_data_dir()), user)
@@ -274,7 +275,9 @@ if c1.button("▶ Run it live", key=f"lesson.live.{step.key}", type="primary", d
         st.error(md.esc(e))
     else:
         st.session_state[f"lesson.queued.{step.key}"] = ids[0]
-        st.toast(f"Queued {ids[0]}: the figure switches to it when it finishes")
+        st.session_state["lesson.launched"] = [*launched, ids[0]]
+        st.toast(f"The same experiment was run already ({ids[0]}): the figure shows it" if ids.reused else
+                 f"Queued {ids[0]}: the figure switches to it when it finishes")
         st.rerun()
 c2.caption(f"Queues one run: {md.esc(step.live_label)}." if live is not None else
            f"Not available: {md.esc(live_err)}.")

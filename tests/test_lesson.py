@@ -242,6 +242,9 @@ def test_figure_runs_by_config_not_by_id():
     chosen, source = ls.figure_runs(step, runs[:3] + runs[4:], user="alice")
     assert source == "pack" and [r["id"] for r in chosen] == ["r5"]       # mnist listed first for the pack
     assert ls.figure_runs(step, [], user="alice") == ([], "none")
+    # Run it live reused bob's equal run for alice (dedup): it is her result now
+    chosen, source = ls.figure_runs(step, runs[:3] + runs[4:], user="alice", launched={"r1"})
+    assert source == "yours" and [r["id"] for r in chosen] == ["r1"]
 
 
 def test_charts_keep_their_camera_button(monkeypatch, pack, jobs):

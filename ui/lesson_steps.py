@@ -130,21 +130,23 @@ def _key(step: Step, run: dict) -> tuple:
     return tuple(c.get(k) for k in step.replaces)
 
 
-def is_mine(run: dict, user: str | None) -> bool:
+def is_mine(run: dict, user: str | None, launched=frozenset()) -> bool:
     """A student's own run: not a class-pack example and, when people are told apart,
-    theirs (without an identity, every non-example run counts as the student's)."""
+    theirs (without an identity, every non-example run counts as the student's), or one
+    their "Run it live" was given: an equal run is reused, whoever launched it first."""
     if run.get("example"):
         return False
-    return user is None or run.get("owner") in (None, user)
+    return run.get("id") in launched or user is None or run.get("owner") in (None, user)
 
 
-def figure_runs(step: Step, runs: list[dict], user: str | None = None) -> tuple[list[dict], str]:
+def figure_runs(step: Step, runs: list[dict], user: str | None = None,
+                launched=frozenset()) -> tuple[list[dict], str]:
     """The finished runs the step's figure draws, newest first, and where they come from:
     "yours" (only the student's), "mixed" (the student's replace some of the pack's),
     "pack" (only the class pack's) or "none". One dataset per figure: the student's newest
     run's, else the first of the step's datasets (in the order `match` lists them) the pack has."""
     done = [r for r in runs if r.get("status") == "done" and matches(step, data.cfg_of(r))]
-    mine = [r for r in done if is_mine(r, user)]
+    mine = [r for r in done if is_mine(r, user, launched)]
     pack = [r for r in done if r.get("example")]
     if not mine and not pack:
         return [], "none"
