@@ -40,9 +40,12 @@ def visible(runs: list[dict]) -> list[dict]:
     return [r for r in runs if mine(r)] if mine_only else runs
 
 
+asked = set(state.selected_ids())     # runs a link asked for (e.g. a classmate's run that a launch reused)
+
+
 def mine(r: dict) -> bool:
     # class-pack examples belong to everyone (read-only); the sidebar's "Show examples" hides them
-    return not mine_only or r.get("owner") == user or bool(r.get("example"))
+    return not mine_only or r.get("owner") == user or bool(r.get("example")) or r["id"] in asked
 
 
 signature = data.status_signature(visible(all_runs))

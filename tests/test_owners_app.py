@@ -196,3 +196,14 @@ def test_streamlit_login_gives_the_identity(monkeypatch, cls):
     assert list(at.dataframe[0].value["owner"]) == ["alice", "alice"] and "(logged in)" in texts(at)
     at = _oidc_page(monkeypatch, home, {"is_logged_in": True, "email": "<b>eve</b>@x.example"})
     assert not at.dataframe and any("may only hold" in plain(e.value) for e in at.sidebar.error)
+
+
+def test_a_run_asked_for_by_link_shows_under_my_runs(monkeypatch, cls):
+    """Launch's "Open it on Runs" for a config a classmate already ran (dedup reuses it)
+    links to their run: under "My runs" the page still shows the run it was sent to."""
+    home, store, ids = cls
+    at = as_(monkeypatch, home, "bob", {"runs": ids["alice_done"]})
+    assert at.radio(key="runs.whose").value == "My runs"
+    assert at.multiselect(key="runs.sel").value == [ids["alice_done"]]
+    assert sorted(at.dataframe[0].value["owner"]) == ["alice", "bob"]       # his own, and the one asked for
+    assert at.button(key=f"delete.{ids['alice_done']}").disabled            # still alice's to manage
