@@ -80,9 +80,9 @@ STEPS: tuple[Step, ...] = (
          PLANTED_LIVE, "one log run on the planted problem (about 10 s)",
          replaces=("regularizer", "lam", "warm_start")),
     Step("imp", "IMP vs concave on LeNet: cost and accuracy",
-         "Iterative magnitude pruning (IMP), the classic way to find tickets, trains the network, removes the "
-         "20 % smallest weights, rewinds and trains again, round after round. The concave mask finds a ticket "
-         "of the same size in one search and one retrain.",
+         "Iterative magnitude pruning (IMP), the classic way to find tickets, trains the network, removes a "
+         "fixed share of the smallest weights (20 % by default), rewinds and trains again, round after round. "
+         "The concave mask finds a ticket of the same size in one search and one retrain.",
          "The time each method spent to reach its sparsity, and the accuracy it kept.",
          "When would you still choose IMP?",
          "cost", dict(model="lenet300", dataset=("mnist", "digits"), method=("concave", "imp"), classes=None),
