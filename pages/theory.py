@@ -187,5 +187,5 @@ if st.button(f"Run log warm-started from the ℓ1 runs ({len(todo)} runs)", disa
     except (ConfigError, backend.BackendError) as e:
         st.error(md.esc(e))
     else:
-        st.toast(f"Queued {len(ids)} warm-started runs")
+        st.toast(widgets.reuse_note(ids, "warm-start batch"))
         st.rerun()

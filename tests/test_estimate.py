@@ -247,7 +247,7 @@ def test_page_sweep_button_skips_done_points_and_says_so(home, monkeypatch):
     assert {r["config_hash"] for r in queued} == {cfgs[1].content_hash(), cfgs[2].content_hash()}
     assert all(r["estimate"] and r["estimate"] > 0 for r in queued)            # recorded at launch
     toasts = " ".join(t.value for t in at.toast)
-    assert "Queued 2 runs of the planted experiment; 2 of its 4 equal earlier runs" in toasts
+    assert "Queued 2 runs of the planted experiment; the other 2 equal earlier runs" in toasts
 
 
 def test_home_presets_say_when_results_come_and_record_it(home, monkeypatch):

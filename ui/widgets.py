@@ -742,13 +742,13 @@ def launch_estimates(cfgs: list[RunConfig], home) -> list[float | None]:
 
 
 def reuse_note(ids: list[str], what: str = "sweep") -> str:
-    """'Queued 2 runs; 2 of the 4 equal earlier runs and were not queued again.'"""
+    """'Queued 2 runs of the sweep; the other 2 equal earlier runs (…), so they were not queued again'."""
     reused = len(getattr(ids, "reused", []))
     new = len(ids) - reused
     if not reused:
         return f"Queued {new} run{'s' if new != 1 else ''}"
-    return (f"Queued {new} run{'s' if new != 1 else ''} of the {what}; {reused} of its {len(ids)} equal earlier "
-            f"runs (finished, or already queued or running) and were not queued again")
+    return (f"Queued {new} run{'s' if new != 1 else ''} of the {what}; the other {reused} equal earlier runs "
+            f"(finished, or already queued or running), so they were not queued again")
 
 
 def preset_config(name: str) -> RunConfig:
