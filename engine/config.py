@@ -34,6 +34,9 @@ def _f(default, help: str, **kw):
     return field(default=default, metadata={"help": help, **kw})
 
 
+CS_ROUNDS = 3   # continuous sparsification's rounds when a config leaves `rounds` out
+
+
 @dataclass(frozen=True)
 class RunConfig:
     # --- what to train -------------------------------------------------------
@@ -85,7 +88,7 @@ class RunConfig:
     score_batches: int | None = _f(None, "pai snip/grasp: minibatches the scores use, in [1, 1000] (default 1)")
     # --- schedule --------------------------------------------------------------
     rounds: int = _f(1, "concave: search→retrain rounds; imp: number of prune rounds; cs: search rounds "
-                        "(the reference uses 3)")
+                        "(default 3 for cs, as in the reference, when the key is left out)")
     rewind: str = _f("init", "weights retraining starts from: init, epoch:K, iter:K, finetune or reinit")
     epochs: int = _f(10, "epochs of each search (concave) or training (imp, dense, random) phase")
     retrain_epochs: int | None = _f(None, "concave: epochs of the retrain phase (default: epochs)")
@@ -128,6 +131,8 @@ class RunConfig:
             d = {**d, "warm_start_rewind": None}
         if d.get("allow_empty_layers") is False:
             d = {**d, "allow_empty_layers": None}
+        if d.get("method") == "cs" and "rounds" not in d:      # CS's own default (Savarese et al. run 3)
+            d = {**d, "rounds": CS_ROUNDS}
         cfg = cls(**d)
         cfg.validate()
         return cfg

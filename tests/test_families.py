@@ -326,3 +326,12 @@ def test_target_sparsity_tolerance_is_relative_to_the_remaining_target(store, ta
     assert bool(c["passed"]) is passed
     assert c["value"] == pytest.approx(1 - kept_of_1000 / 1000)
     assert "remaining" in c["detail"]
+
+
+def test_cs_runs_three_rounds_unless_told_otherwise():
+    """The reference's default: a cs config without `rounds` runs 3; an explicit value is kept,
+    and the default spelled out is the same run (same hash)."""
+    a = RunConfig.from_dict({**FAST, "method": "cs"})
+    assert a.rounds == 3 and RunConfig.from_dict({**FAST, "method": "cs", "rounds": 1}).rounds == 1
+    assert a.content_hash() == RunConfig.from_dict({**FAST, "method": "cs", "rounds": 3}).content_hash()
+    assert RunConfig.from_dict({**FAST, "method": "concave"}).rounds == 1

@@ -21,7 +21,7 @@ import streamlit as st
 from engine import data as edata
 from engine import models as emodels
 from engine import regularizers as eregs
-from engine.config import METHODS, OPTIMIZERS, PRESETS, ConfigError, RunConfig
+from engine.config import CS_ROUNDS, METHODS, OPTIMIZERS, PRESETS, ConfigError, RunConfig
 from ui import backend, figures, identity, md
 from ui import data as data_
 
@@ -371,7 +371,8 @@ class ConfigForm:
                 v["retrain_epochs"] = self._w(st.number_input, "retrain_epochs", "Retrain epochs", 10, step=1)
         with c3:
             if v["method"] in ("concave", "imp", "cs"):
-                v["rounds"] = self._w(st.number_input, "rounds", "Rounds", 1, step=1)
+                v["rounds"] = self._w(st.number_input, "rounds", "Rounds", CS_ROUNDS if v["method"] == "cs" else 1,
+                                      step=1)
         with c4:
             if v["method"] in ("concave", "imp", "random", "cs"):
                 kind = self._w(st.selectbox, "rewind_kind", "Rewind to", "init", list(REWIND_KINDS),
