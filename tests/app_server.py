@@ -22,6 +22,17 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
+
+def needs_browser(sync_playwright) -> list:
+    """pytestmark for a browser test: skip, saying why, without Chromium or playwright."""
+    import pytest
+    return [
+        pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} not found: install it with `apt-get install -y "
+                                                         f"chromium` to run the browser test"),
+        pytest.mark.skipif(sync_playwright is None, reason="the playwright Python package is not installed "
+                                                           "(pip install playwright; no browser download needed)"),
+    ]
+
 # The "✅ done" counter above the Runs page's live table (a DOM element; the table is a canvas).
 DONE_COUNTER_JS = """() => { for (const m of document.querySelectorAll('[data-testid="stMetric"]')) {
     if (m.innerText.includes('done')) { return parseInt(m.querySelector('[data-testid="stMetricValue"]').innerText) } }

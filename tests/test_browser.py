@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from tests.app_server import CHROMIUM, CHROMIUM_ARGS, DONE_COUNTER_JS, ROOT, serve
+from tests.app_server import CHROMIUM, CHROMIUM_ARGS, DONE_COUNTER_JS, ROOT, needs_browser, serve
 
 ARTIFACTS = ROOT / "test-artifacts"
 
@@ -28,12 +28,7 @@ try:
 except ImportError:  # pragma: no cover - depends on the machine
     sync_playwright = None
 
-pytestmark = [
-    pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} not found: install it with `apt-get install -y "
-                                                     f"chromium` to run the browser test"),
-    pytest.mark.skipif(sync_playwright is None, reason="the playwright Python package is not installed "
-                                                       "(pip install playwright; no browser download needed)"),
-]
+pytestmark = needs_browser(sync_playwright)
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ import pytest
 from test_browser import ARTIFACTS, settle
 
 from engine.classpack import DEFAULT_PACK
-from tests.app_server import CHROMIUM, CHROMIUM_ARGS, serve
+from tests.app_server import CHROMIUM, CHROMIUM_ARGS, needs_browser, serve
 from ui import lesson_steps as ls
 
 try:
@@ -26,12 +26,7 @@ try:
 except ImportError:  # pragma: no cover - depends on the machine
     sync_playwright = None
 
-pytestmark = [
-    pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} not found: install it with `apt-get install -y "
-                                                     f"chromium` to run the browser test"),
-    pytest.mark.skipif(sync_playwright is None, reason="the playwright Python package is not installed "
-                                                       "(pip install playwright; no browser download needed)"),
-]
+pytestmark = needs_browser(sync_playwright)
 
 SIZES = ((1024, 768), (1920, 1080))
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
+from test_app import routed_by_app_py, torch_threads_restored  # noqa: F401 - autouse fixtures
 
 from engine import jobs
 from engine.config import PRESETS, RunConfig
@@ -115,27 +116,6 @@ def home(tmp_path, monkeypatch):
     for k, v in {"LOTTERY_HOME": str(h), "LOTTERY_GPUS": "", "LOTTERY_MAX_RUNS": "0"}.items():
         monkeypatch.setenv(k, v)
     return h
-
-
-@pytest.fixture(autouse=True)
-def routed_by_app_py(monkeypatch):
-    """As in test_app.py: every AppTest run goes through app.py's st.navigation."""
-    from streamlit.runtime.pages_manager import PagesManager
-    init = PagesManager.__init__
-
-    def patched(self, *a, **kw):
-        init(self, *a, **kw)
-        PagesManager.uses_pages_directory = False
-
-    monkeypatch.setattr(PagesManager, "__init__", patched)
-
-
-@pytest.fixture(autouse=True)
-def torch_threads_restored():
-    import torch
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
 
 
 def open_page(page: str, query: dict | None = None) -> AppTest:
