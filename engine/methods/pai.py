@@ -143,8 +143,9 @@ def run(ctx: RunContext) -> dict:
             gen = torch.Generator().manual_seed(cfg.seed + 2)
             n_batches = cfg.score_batches or SCORE_BATCHES
             batches = []
-            for xb, yb in Batches(ctx.splits.train_x, ctx.splits.train_y, cfg.batch_size, shuffle=True,
-                                  generator=gen):
+            data = [] if scorer == "magnitude" else Batches(ctx.splits.train_x, ctx.splits.train_y, cfg.batch_size,
+                                                            shuffle=True, generator=gen)   # |θ| needs no data
+            for xb, yb in data:
                 batches.append((xb, yb))
                 if len(batches) == n_batches:
                     break
