@@ -66,7 +66,7 @@ def tradeoff(data: dict) -> None:
     save(figures.tradeoff_figure(agg, pd.DataFrame(), dense, 0.003), "tradeoff_lenet300_mnist.png")
 
 
-def families(data: dict) -> None:
+def families(data: dict, png: str = "families_lenet300_mnist.png") -> None:
     """The four families' trade-off (bench/families.py): mean ± std over seeds per method and level."""
     rows = pd.DataFrame(data["rows"])
     agg = rows.groupby(["method", "level"]).agg(
@@ -77,7 +77,7 @@ def families(data: dict) -> None:
              "random": "random"}
     agg = agg.assign(group=agg["method"].map(lambda m: names.get(m, m)),
                      acc_std=agg["acc_std"].fillna(0.0), lam=None)
-    save(figures.tradeoff_figure(agg, pd.DataFrame(), None, 0.0), "families_lenet300_mnist.png", height=480)
+    save(figures.tradeoff_figure(agg, pd.DataFrame(), None, 0.0), png, height=480)
 
 
 def main():
@@ -89,7 +89,8 @@ def main():
         DOCS = RESULTS / "quick_png"
     if os.path.exists("/usr/bin/chromium"):
         os.environ.setdefault("BROWSER_PATH", "/usr/bin/chromium")
-    for name, draw in (("convex", convex), ("tradeoff", tradeoff), ("families_e3", families)):
+    for name, draw in (("convex", convex), ("tradeoff", tradeoff), ("families_e3", families),
+                       ("families_e10", lambda d: families(d, "families_lenet300_mnist_e10.png"))):
         path = RESULTS / (f"{name}_quick.json" if args.quick else f"{name}.json")
         if path.exists():
             draw(json.loads(path.read_text()))
