@@ -50,7 +50,7 @@ with st.sidebar:
                    "fill every page before anything has trained. Off: every page shows only real runs.")
 state.disk_banner()
 state.ensure_examples()
-if identity.sidebar():        # who is using it; on a shared server no page shows without an identity
+if identity.sidebar(presenting):  # who is using it; on a shared server no page shows without an identity
     try:
         page.run()
     except Exception as e:  # noqa: BLE001 - a page error is a message, never a traceback

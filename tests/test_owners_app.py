@@ -207,3 +207,17 @@ def test_a_run_asked_for_by_link_shows_under_my_runs(monkeypatch, cls):
     assert at.multiselect(key="runs.sel").value == [ids["alice_done"]]
     assert sorted(at.dataframe[0].value["owner"]) == ["alice", "bob"]       # his own, and the one asked for
     assert at.button(key=f"delete.{ids['alice_done']}").disabled            # still alice's to manage
+
+
+def test_in_the_presentation_view_the_name_is_asked_on_the_page(monkeypatch, cls):
+    """The presentation view hides the sidebar: a class server asks for the name on the page
+    itself, or a teacher projecting the app would face a page that points at a hidden sidebar."""
+    home, store, ids = cls
+    at = open_page(monkeypatch, home, "pages/runs.py", {"present": "1"})
+    no_traceback(at)
+    assert "Type your name above first" in texts(at)
+    assert not at.sidebar.get("text_input")
+    at.text_input(key="identity.input").set_value("tess")
+    next(b for b in at.button if b.proto.label == "Use this name").click().run()
+    no_traceback(at)
+    assert at.session_state[identity.NAME_KEY] == "tess" and at.dataframe       # the page shows

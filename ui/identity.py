@@ -137,9 +137,11 @@ def why_not(run: dict, what: str) -> str:
 
 # ------------------------------------------------------------------ the sidebar
 
-def sidebar() -> bool:
+def sidebar(presenting: bool = False) -> bool:
     """Draw who is signed in (or ask), in the sidebar. Returns False when the page must
-    not show (no identity where one is needed); the main area then says why."""
+    not show (no identity where one is needed); the main area then says why. In the
+    presentation view the sidebar is hidden, so what must be asked is asked on the page."""
+    ask = st.container() if presenting else st.sidebar
     m = mode()
     user, problem = identify()
     try:
@@ -162,13 +164,15 @@ def sidebar() -> bool:
     if m == "oidc":
         if problem:
             st.sidebar.error(md.esc(problem))
-        if st.sidebar.button("Log in", key="identity.login", type="primary"):
+        if ask.button("Log in", key="identity.login", type="primary"):
             st.login()
-        st.info("Log in (sidebar) to use this server: runs are kept per person.", icon="🔒")
+        st.info(f"Log in {'above' if presenting else '(sidebar)'} to use this server: runs are kept per person.",
+                icon="🔒")
         return False
     if in_use():
-        _name_form(st.sidebar)
-        st.info("Type your name in the sidebar first: on this server each person's runs are their own.", icon="👤")
+        _name_form(ask)
+        st.info(f"Type your name {'above' if presenting else 'in the sidebar'} first: on this server each "
+                "person's runs are their own.", icon="👤")
         return False
     _name_form(st.sidebar.expander("👤 Your name (optional)"))     # a personal machine: nothing needs it
     return True
