@@ -68,6 +68,42 @@ def nav(page, label: str) -> None:
     settle(page)
 
 
+def test_a_typed_name_survives_a_reload(server):
+    """The name a student types is kept by the browser (a cookie), so a reload does not lose
+    who they are; "Change name" forgets it in the browser too."""
+    url, _ = server
+    sidebar = "[data-testid='stSidebar']"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.set_default_timeout(60_000)
+        try:
+            page.goto(url)
+            page.wait_for_selector("h1")
+            settle(page)
+            page.locator(sidebar).get_by_text("Your name (optional)").click()
+            page.locator(sidebar).get_by_label("Your name", exact=True).fill("Ana Lopez")
+            page.locator(sidebar).get_by_role("button", name="Use this name").click()
+            page.locator(sidebar).get_by_text("typed in this browser").wait_for()
+            settle(page)
+            cookie = {c["name"]: c["value"] for c in page.context.cookies()}.get("lottery_name")
+            assert cookie == "Ana%20Lopez"
+            page.reload()
+            page.wait_for_selector("h1")
+            settle(page)
+            assert "Ana Lopez" in page.locator(sidebar).inner_text()        # still known after the reload
+            page.locator(sidebar).get_by_role("button", name="Change name").click()
+            page.locator(sidebar).get_by_text("Your name (optional)").wait_for()
+            settle(page)
+            assert "lottery_name" not in {c["name"] for c in page.context.cookies()}
+            page.reload()
+            page.wait_for_selector("h1")
+            settle(page)
+            assert "Ana Lopez" not in page.locator(sidebar).inner_text()
+        finally:
+            browser.close()
+
+
 def test_launch_watch_and_analyse_in_a_browser(server):
     url, home = server
     from engine.store import Store

@@ -9,8 +9,9 @@ The identity comes from the first of these that the server is set up for:
    trusted. Without the setting any such header is ignored.
 2. **Streamlit's own login** (`st.login`, OIDC) when `[auth]` is in `.streamlit/secrets.toml`:
    the logged-in user's e-mail (else the `sub` claim).
-3. **A name typed in the sidebar**, once per browser session. It labels runs and keeps
-   people from touching each other's runs by mistake; it is not a login.
+3. **A name typed in the sidebar**, once per browser: a cookie (`lottery_name`, 12 hours)
+   keeps it across reloads. It labels runs and keeps people from touching each other's
+   runs by mistake; it is not a login (anyone may type any name).
 
 In modes 1 and 2 the pages do not show without an identity; in mode 3 they do not when the
 server is a class server (`LOTTERY_TEACHERS` set), until a name is typed. Names are checked
@@ -22,7 +23,9 @@ manage every run and have no per-person cap.
 from __future__ import annotations
 
 import hmac
+import json
 import os
+import urllib.parse
 from collections.abc import Mapping
 
 import streamlit as st
@@ -34,6 +37,10 @@ TRUST_ENV = "LOTTERY_TRUST_USER_HEADER"
 SECRET_ENV = "LOTTERY_PROXY_SECRET"
 PROXY_HEADER = "X-Lottery-Proxy"
 NAME_KEY = "identity.name"
+COOKIE = "lottery_name"          # the typed name, so a reload does not ask again
+COOKIE_SECONDS = 12 * 3600
+_FORGET = "identity.forget"      # "Change name" pressed: the cookie this session started with no longer counts
+_REMEMBER = "identity.remember"  # a name to write into the cookie on the next run
 
 
 def _values(headers: Mapping, name: str) -> list[str]:
@@ -102,7 +109,35 @@ def identify() -> tuple[str | None, str | None]:
         return user_from_headers(st.context.headers)
     if m == "oidc":
         return _oidc_user()
-    return st.session_state.get(NAME_KEY), None
+    name = st.session_state.get(NAME_KEY)
+    if name is None and not st.session_state.get(_FORGET):
+        name = _remembered()
+        if name is not None:
+            st.session_state[NAME_KEY] = name
+    return name, None
+
+
+def _remembered() -> str | None:
+    """The name this browser typed earlier (its cookie), checked like a typed one."""
+    try:
+        raw = st.context.cookies.get(COOKIE)
+    except Exception:  # noqa: BLE001 - no browser request behind this session (e.g. tests)
+        return None
+    if not raw:
+        return None
+    try:
+        return owners.check_name(urllib.parse.unquote(raw))
+    except owners.OwnerError:
+        return None
+
+
+def _write_cookie(name: str | None) -> None:
+    """Set (or, with None, delete) the name's cookie in this browser. Names are checked
+    (letters, digits, a few marks) and JSON-quoted, so nothing else reaches the script."""
+    value = json.dumps(urllib.parse.quote(name or ""))
+    age = COOKIE_SECONDS if name else 0
+    st.sidebar.html(f"<script>document.cookie = '{COOKIE}=' + {value} + "
+                    f"'; path=/; max-age={age}; SameSite=Strict';</script>", unsafe_allow_javascript=True)
 
 
 def current_user() -> str | None:
@@ -150,14 +185,20 @@ def sidebar(presenting: bool = False) -> bool:
         st.sidebar.error(md.esc(e))
     if user:
         role = " · teacher" if is_teacher(user) else ""
-        where = {"proxy": "from the login proxy", "oidc": "logged in", "name": "typed in this session"}[m]
+        where = {"proxy": "from the login proxy", "oidc": "logged in", "name": "typed in this browser"}[m]
         st.sidebar.caption(f"👤 **{md.esc(user)}**{role} ({where})")
         if m == "oidc" and st.sidebar.button("Log out", key="identity.logout"):
             st.logout()
+        if m == "name" and _REMEMBER in st.session_state:
+            _write_cookie(st.session_state.pop(_REMEMBER))
         if m == "name" and st.sidebar.button("Change name", key="identity.change"):
             st.session_state.pop(NAME_KEY, None)
+            st.session_state[_FORGET] = True
+            st.session_state[_REMEMBER] = None
             st.rerun()
         return True
+    if m == "name" and st.session_state.get(_REMEMBER, "") is None:
+        _write_cookie(st.session_state.pop(_REMEMBER))       # "Change name": forget it in this browser too
     if m == "proxy":
         st.error(md.esc(problem or "no user name from the login proxy"), icon="🔒")
         return False
@@ -183,10 +224,10 @@ def _name_form(where) -> None:
         raw = st.text_input("Your name", key="identity.input",
                             placeholder="e.g. Ana",
                             help="Labels the runs you launch, and keeps others' runs safe from your clicks (and "
-                                 "yours from theirs). Asked once per browser session; not a password.")
+                                 "yours from theirs). This browser keeps it for 12 hours (a cookie); not a password.")
         if st.form_submit_button("Use this name"):
             try:
-                st.session_state[NAME_KEY] = owners.check_name(raw)
+                st.session_state[NAME_KEY] = st.session_state[_REMEMBER] = owners.check_name(raw)
             except owners.OwnerError as e:
                 st.error(md.esc(e))
             else:
