@@ -69,6 +69,7 @@ from pathlib import Path
 from . import owners
 from .config import RunConfig
 from .failures import failure_reason
+from .settings import env_int
 from .store import StaleWriter, Store, UnknownRun, atomic_write_bytes
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -136,13 +137,9 @@ def gpu_ids() -> list[str]:
 def resolve_max_runs(value: int | None = None) -> int:
     """The cap: `value`, else $LOTTERY_MAX_RUNS, else one per GPU (one on CPU)."""
     if value is None:
-        env = os.environ.get("LOTTERY_MAX_RUNS")
-        if env is None or env.strip() == "":
+        value = env_int("LOTTERY_MAX_RUNS", 0, error=JobError)
+        if value is None:
             return max(1, len(gpu_ids()))
-        try:
-            value = int(env)
-        except ValueError:
-            raise JobError(f"LOTTERY_MAX_RUNS must be an integer ≥ 0, got {env!r}") from None
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise JobError(f"max_runs must be an integer ≥ 0, got {value!r}")
     return value
@@ -151,19 +148,8 @@ def resolve_max_runs(value: int | None = None) -> int:
 def worker_priority() -> tuple[int, int | None]:
     """(niceness increment, torch threads or None for torch's default) for a worker,
     from $LOTTERY_WORKER_NICE and $LOTTERY_WORKER_THREADS (see the module doc)."""
-    def env_int(name: str, lo: int, hi: int) -> int | None:
-        raw = os.environ.get(name, "").strip()
-        if not raw:
-            return None
-        try:
-            v = int(raw)
-        except ValueError:
-            v = None
-        if v is None or not lo <= v <= hi:
-            raise JobError(f"{name} must be an integer in [{lo}, {hi}], got {raw!r}")
-        return v
-    nice = env_int("LOTTERY_WORKER_NICE", 0, 19)
-    threads = env_int("LOTTERY_WORKER_THREADS", 1, 1024)
+    nice = env_int("LOTTERY_WORKER_NICE", 0, 19, JobError)
+    threads = env_int("LOTTERY_WORKER_THREADS", 1, 1024, JobError)
     if threads is None:
         try:
             cores = len(os.sched_getaffinity(0))

@@ -20,6 +20,8 @@ import os
 import re
 import unicodedata
 
+from .settings import env_int
+
 MAX_NAME = 64
 DEFAULT_MAX_PER_PERSON = 3
 # Letters and digits of any script (\w), space and a few signs names and e-mail addresses use.
@@ -74,13 +76,9 @@ def is_teacher(actor: str | None, teacher: bool | set | frozenset | None = None)
 def max_per_person(value: int | None = None) -> int:
     """The per-person cap: `value`, else $LOTTERY_MAX_PER_PERSON, else 3. 0 = no limit."""
     if value is None:
-        env = os.environ.get("LOTTERY_MAX_PER_PERSON")
-        if env is None or env.strip() == "":
+        value = env_int("LOTTERY_MAX_PER_PERSON", 0, error=OwnerError)
+        if value is None:
             return DEFAULT_MAX_PER_PERSON
-        try:
-            value = int(env)
-        except ValueError:
-            raise OwnerError(f"LOTTERY_MAX_PER_PERSON must be an integer ≥ 0, got {env!r}") from None
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise OwnerError(f"LOTTERY_MAX_PER_PERSON must be an integer ≥ 0, got {value!r}")
     return value
