@@ -24,3 +24,17 @@ needs_mnist = pytest.mark.skipif(not mnist_available(DATA),
 def store(tmp_path):
     from engine.store import Store
     return Store(tmp_path / "home")
+
+
+@pytest.fixture
+def jobs(monkeypatch):
+    """engine.jobs replaced by a fake that records the pages' calls (tests/app_fakes.py)."""
+    import sys
+
+    from app_fakes import FakeJobs
+
+    import engine
+    fake = FakeJobs()
+    monkeypatch.setitem(sys.modules, "engine.jobs", fake)
+    monkeypatch.setattr(engine, "jobs", fake, raising=False)
+    return fake

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 import threading
 import time
-import types
 from pathlib import Path
 
 import pytest
@@ -32,41 +30,6 @@ PAGES = ["pages/home.py", "pages/launch.py", "pages/runs.py", "pages/masks.py", 
 TITLES = {"pages/home.py": "Lottery Lab", "pages/launch.py": "Launch", "pages/runs.py": "Runs",
           "pages/masks.py": "Mask evolution", "pages/tradeoffs.py": "Trade-offs", "pages/pixels.py": "Pixel masks",
           "pages/theory.py": "Theory"}
-
-
-class FakeJobs(types.ModuleType):
-    """Stands in for engine.jobs: records calls; submit writes a queued run like the real one."""
-
-    def __init__(self):
-        super().__init__("engine.jobs")
-        self.calls: list[tuple] = []
-        self.submit_kw: list[dict] = []
-        self.fail: str | None = None
-
-    def submit(self, cfg, home=None, data_dir=None, sweep_id=None, **kw):
-        self.calls.append(("submit", cfg, sweep_id))
-        self.submit_kw.append(kw)           # again, estimate (and owner) when the page passes them
-        if self.fail:
-            raise RuntimeError(self.fail)
-        return runner.create(Store(home), RunConfig.from_dict(cfg.to_dict()), status="queued", sweep_id=sweep_id)
-
-    def cancel(self, run_id, home=None, wait=True, *, actor=None):
-        assert wait is False, "a page must not block on a cancel's grace period"
-        self.calls.append(("cancel", run_id))
-
-    def resume(self, run_id, home=None, *, actor=None):
-        self.calls.append(("resume", run_id))
-
-    def check_room(self, home, owner, n):
-        pass
-
-    def delete(self, run_id, home=None, *, actor=None):
-        self.calls.append(("delete", run_id))
-        Store(home).delete_run(run_id)
-
-    def pump(self, home=None):
-        self.calls.append(("pump",))
-        return []
 
 
 @pytest.fixture(autouse=True)
@@ -92,15 +55,6 @@ def torch_threads_restored():
     n = torch.get_num_threads()
     yield
     torch.set_num_threads(n)
-
-
-@pytest.fixture
-def jobs(monkeypatch):
-    import engine
-    fake = FakeJobs()
-    monkeypatch.setitem(sys.modules, "engine.jobs", fake)
-    monkeypatch.setattr(engine, "jobs", fake, raising=False)
-    return fake
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ import time
 import pytest
 from app_stores import TINY, _real
 from streamlit.testing.v1 import AppTest
-from test_app import DATA, PAGES, jobs, no_traceback, open_page, routed_by_app_py  # noqa: F401 - fixtures
+from test_app import DATA, PAGES, no_traceback, open_page, routed_by_app_py  # noqa: F401 - fixtures
 
 from engine.store import Store
 from ui import data, md

@@ -5,10 +5,9 @@ Trade-offs, on a store of tiny real digits runs."""
 from __future__ import annotations
 
 import json
-import sys
 
 import pytest
-from test_app import FakeJobs, charts, no_traceback, open_page, plain, routed_by_app_py, texts  # noqa: F401
+from test_app import charts, no_traceback, open_page, plain, routed_by_app_py, texts  # noqa: F401
 
 from engine import runner
 from engine.config import RunConfig
@@ -16,15 +15,6 @@ from engine.store import Store
 from tests.conftest import DATA
 
 TINY = dict(model="lenet300", dataset="digits", epochs=1, retrain_epochs=1, batch_size=128)
-
-
-@pytest.fixture
-def jobs(monkeypatch):
-    import engine
-    fake = FakeJobs()
-    monkeypatch.setitem(sys.modules, "engine.jobs", fake)
-    monkeypatch.setattr(engine, "jobs", fake, raising=False)
-    return fake
 
 
 def trace_names(at) -> set[str]:

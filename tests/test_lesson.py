@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import io
 import json
-import sys
 import zipfile
 
 import pandas as pd
 import pytest
 from test_app import (  # noqa: F401
-    FakeJobs,
     charts,
     no_traceback,
     open_page,
@@ -38,15 +36,6 @@ from ui import lesson_steps as ls
 
 PAGE = "pages/lesson.py"
 TINY = dict(epochs=1, retrain_epochs=1, batch_size=128)
-
-
-@pytest.fixture
-def jobs(monkeypatch):
-    import engine
-    fake = FakeJobs()
-    monkeypatch.setitem(sys.modules, "engine.jobs", fake)
-    monkeypatch.setattr(engine, "jobs", fake, raising=False)
-    return fake
 
 
 def _run(store: Store, **cfg) -> str:
