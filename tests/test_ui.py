@@ -389,3 +389,14 @@ def test_log_ticks_stay_inside_a_short_axis():
         t = log_ticks(lo, hi, percent=True)
         assert len(t["tickvals"]) >= 2 and all(lo < v < hi for v in t["tickvals"]), (lo, hi, t)
         assert len(set(t["ticktext"])) == len(t["ticktext"])
+
+
+def test_an_example_runs_badge_does_not_change_its_colour():
+    """Class-pack runs are labelled "📦 example · log mask …": they keep their method's colour."""
+    from ui import data, figures
+    run = {"id": "ex-1", "example": 1, "config": {"model": "logreg", "dataset": "mnist", "method": "concave",
+                                                   "regularizer": "log", "lam": 10.0}}
+    label = data.run_label(run)
+    assert label.startswith(data.EXAMPLE_BADGE)
+    assert figures.color_for(label) == figures.color_for(data.run_label({**run, "example": 0})) \
+        == figures.REG_COLORS["log"]

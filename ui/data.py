@@ -89,7 +89,7 @@ def run_label(run: dict) -> str:
     return f"{badge}{what} · {c.get('model', '?')}/{data} · seed {c.get('seed', 0)} · {run['id']}{name}"
 
 
-EXAMPLE_BADGE = "📦 example"     # a class-pack run (read-only), wherever runs are named
+EXAMPLE_BADGE = names.EXAMPLE_BADGE
 
 
 def prefer_own(runs: list[dict]) -> list[dict]:

@@ -12,7 +12,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from ui import md
-from ui.names import reg_name
+from ui.names import EXAMPLE_BADGE, reg_name
 
 TEMPLATE = "plotly_white"
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
@@ -70,8 +70,9 @@ def empty_figure(note: str, height: int = 220) -> go.Figure:
 
 def color_for(key: str, i: int = 0) -> str:
     """The colour of a method's group ("log mask"), a run label ("log mask λ=2 · …")
-    or a method name; else the i-th of the palette."""
-    k = key.lower()
+    or a method name; else the i-th of the palette. A class-pack example's badge does not
+    change its colour: the pack's log run is drawn in log's colour like any other."""
+    k = key.lower().removeprefix(f"{EXAMPLE_BADGE} · ".lower())
     for reg, c in REG_COLORS.items():
         if k.startswith(f"{reg_name(reg).lower()} mask") or k == reg:
             return c

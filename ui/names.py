@@ -12,6 +12,8 @@ import math
 import re
 from collections.abc import Callable
 
+EXAMPLE_BADGE = "📦 example"     # a class-pack run (read-only): the prefix of its label, wherever runs are named
+
 # How a penalty is written for people (anything missing is shown by its registry name).
 REG_NAMES = {"l1": "ℓ1", "log": "log", "lp": "ℓp", "exp": "exp", "scad": "SCAD", "mcp": "MCP"}
 
