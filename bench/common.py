@@ -21,6 +21,19 @@ def machine() -> str:
     return f"{cpu}, {torch.get_num_threads()} torch threads, {gpu}, torch {torch.__version__}"
 
 
+def run_timed(store, cfg) -> tuple[str, dict]:
+    """Run one config to the end in this process; its summary gets `measured_seconds`."""
+    import time
+
+    from engine import runner
+    from engine.data import default_data_dir
+    run_id = runner.create(store, cfg, status="running")
+    t = time.time()
+    s = runner.execute(store, run_id, default_data_dir())
+    s["measured_seconds"] = time.time() - t
+    return run_id, s
+
+
 def scratch_store():
     from engine.store import Store
     return Store(tempfile.mkdtemp(prefix="lottery-bench-"))

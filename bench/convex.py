@@ -13,17 +13,12 @@ from __future__ import annotations
 import argparse
 
 import torch
-from common import scratch_store, write_result
+from common import run_timed, scratch_store, write_result
 
-from engine import masking, runner
+from engine import masking
 from engine.config import RunConfig, preset
 from engine.data import default_data_dir, load_dataset, mnist_available
 from engine.models import build_model
-
-
-def execute(store, cfg):
-    run_id = runner.create(store, cfg, status="running")
-    return run_id, runner.execute(store, run_id, default_data_dir())
 
 
 def choose(rows: list[dict], floor: float, kept: int) -> dict:
@@ -38,7 +33,7 @@ def magnitude_contrast(store, k: int, quick: bool) -> dict:
     """Keep the k largest |w| of a dense logistic regression: accuracy as is, and retrained."""
     base = preset("mnist-8-pixel") if not quick else RunConfig.from_dict(
         dict(model="logreg", dataset="digits", classes=[0, 1], epochs=2, lr=1e-2))
-    dense_id, dense = execute(store, base.replace(method="dense"))
+    dense_id, dense = run_timed(store, base.replace(method="dense"))
     splits = load_dataset(base.dataset, default_data_dir(), classes=base.classes)
     model = build_model("logreg", splits.in_shape, splits.num_classes)
     model.load_state_dict(store.load_array(dense_id, "ckpt")["model"])
@@ -50,7 +45,7 @@ def magnitude_contrast(store, k: int, quick: bool) -> dict:
         acc = float(((model(splits.test_x).squeeze(1) > 0).long() == splits.test_y).float().mean())
     retrained = {"test_accuracy": dense["test_accuracy"], "kept": k}
     if 0 < k < w[name].weight.numel():
-        _, retrained = execute(store, base.replace(method="imp", rounds=1,
+        _, retrained = run_timed(store, base.replace(method="imp", rounds=1,
                                                    prune_fraction=1 - k / w[name].weight.numel()))
     return {"k": k, "dense_accuracy": dense["test_accuracy"], "topk_no_retrain_accuracy": acc,
             "topk_retrained_accuracy": retrained["test_accuracy"], "topk_retrained_kept": retrained["kept"]}
@@ -71,7 +66,7 @@ def main():
             cfg = preset("mnist-8-pixel", regularizer=reg, lam=lam)
             if quick:
                 cfg = cfg.replace(dataset="digits", epochs=2, retrain_epochs=1)
-            run_id, s = execute(store, cfg)
+            run_id, s = run_timed(store, cfg)
             sweep.append({"regularizer": reg, "lam": lam, "kept": s["kept"], "val_accuracy": s["val_accuracy"],
                           "test_accuracy": s["test_accuracy"],
                           "thresholded_test_accuracy": s["thresholded_test_accuracy"], "run_id": run_id})
@@ -95,9 +90,9 @@ def main():
     base = dict(model="logreg", dataset="planted", method="concave", epochs=30, retrain_epochs=5, lr=1e-2,
                 mask_lr=0.05, batch_size=64)
     for lam in ([0.3] if quick else [0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0]):
-        l1_id, l1 = execute(store, RunConfig.from_dict({**base, "regularizer": "l1", "lam": lam}))
-        _, log = execute(store, RunConfig.from_dict({**base, "regularizer": "log", "lam": lam}))
-        _, warm = execute(store, RunConfig.from_dict({**base, "regularizer": "log", "lam": lam, "warm_start": l1_id}))
+        l1_id, l1 = run_timed(store, RunConfig.from_dict({**base, "regularizer": "l1", "lam": lam}))
+        _, log = run_timed(store, RunConfig.from_dict({**base, "regularizer": "log", "lam": lam}))
+        _, warm = run_timed(store, RunConfig.from_dict({**base, "regularizer": "log", "lam": lam, "warm_start": l1_id}))
         for name, s in (("l1", l1), ("log", log), ("log warm-started from l1", warm)):
             theory.append({"penalty": name, "lam": lam, **s["recovery"], "test_accuracy": s["test_accuracy"]})
             r = s["recovery"]

@@ -29,9 +29,9 @@ import statistics
 import time
 
 import torch
-from common import scratch_store, write_result
+from common import run_timed, scratch_store, write_result
 
-from engine import masking, runner
+from engine import masking
 from engine.config import RunConfig
 from engine.data import Batches, default_data_dir, load_dataset, mnist_available
 from engine.methods import pai
@@ -39,14 +39,6 @@ from engine.models import build_model
 
 SCORERS = ("snip", "grasp", "synflow", "magnitude", "random")
 METHODS = ("imp-init", "concave-log", "cs", *SCORERS[:-1], "random")
-
-
-def execute(store, cfg: RunConfig) -> tuple[str, dict]:
-    run_id = runner.create(store, cfg, status="running")
-    t = time.time()
-    s = runner.execute(store, run_id, default_data_dir())
-    s["measured_seconds"] = time.time() - t
-    return run_id, s
 
 
 def search_seconds(store, run_id) -> float:
@@ -227,12 +219,12 @@ def main():
             for scorer in SCORERS:
                 if scorer not in methods:
                     continue
-                run_id, s = execute(store, RunConfig.from_dict({
+                run_id, s = run_timed(store, RunConfig.from_dict({
                     **base, "method": "pai", "scorer": scorer, "target_sparsity": 1 - level, "epochs": ep,
                     "seed": seed, "synflow_iters": 10 if quick else args.synflow_iters}))
                 add(seed, scorer, level, s, s["scoring_seconds"], ep, run_id)
             if "concave-log" in methods:
-                run_id, s = execute(store, RunConfig.from_dict({
+                run_id, s = run_timed(store, RunConfig.from_dict({
                     **base, "method": "concave", "regularizer": "log", "lam": 1.0, "target_sparsity": 1 - level,
                     "epochs": 1 if quick else args.search_epochs, "retrain_epochs": ep, "seed": seed,
                     "threshold_mode": args.threshold_mode}))
@@ -240,14 +232,14 @@ def main():
                     (1 if quick else args.search_epochs) + ep, run_id)
             if "cs" in methods:
                 rounds, cse = (1, 1) if quick else (args.cs_rounds, args.cs_epochs)
-                run_id, s = execute(store, RunConfig.from_dict({
+                run_id, s = run_timed(store, RunConfig.from_dict({
                     **base, "method": "cs", "lam": args.cs_lam, "target_sparsity": 1 - level, "rounds": rounds,
                     "epochs": cse, "retrain_epochs": ep, "seed": seed, "threshold_mode": args.threshold_mode}))
                 add(seed, "cs", level, s, search_seconds(store, run_id), rounds * cse + ep, run_id)
         if "imp-init" in methods:
             p = args.imp_fraction
             n_rounds = 3 if quick else next(r for r in range(1, 200) if (1 - p) ** r <= min(levels) * 1.1)
-            run_id, _ = execute(store, RunConfig.from_dict({**base, "method": "imp", "rounds": n_rounds,
+            run_id, _ = run_timed(store, RunConfig.from_dict({**base, "method": "imp", "rounds": n_rounds,
                                                             "prune_fraction": p, "epochs": ep, "seed": seed}))
             rounds = store.metrics(run_id, kind="round")
             result.setdefault("imp_rounds", {})[str(seed)] = [

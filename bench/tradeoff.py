@@ -15,24 +15,14 @@ at ≤ 5% remaining, wall time and test accuracy."""
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
-from common import scratch_store, write_result
+from common import run_timed, scratch_store, write_result
 
-from engine import runner
 from engine.config import RunConfig
 from engine.data import default_data_dir, mnist_available
 
 LEVELS = [0.5, 0.2, 0.1, 0.05, 0.02]
-
-
-def execute(store, cfg: RunConfig) -> tuple[str, dict]:
-    run_id = runner.create(store, cfg, status="running")
-    t = time.time()
-    s = runner.execute(store, run_id, default_data_dir())
-    s["measured_seconds"] = time.time() - t
-    return run_id, s
 
 
 def main():
@@ -63,14 +53,14 @@ def main():
         if "dense" not in methods:
             dense = None
         else:
-            _, dense = execute(store, RunConfig.from_dict({**base, "method": "dense", "epochs": ep, "seed": seed}))
+            _, dense = run_timed(store, RunConfig.from_dict({**base, "method": "dense", "epochs": ep, "seed": seed}))
             rows.append({"seed": seed, "method": "dense", "level": 1.0, "remaining": 1.0,
                          "test_accuracy": dense["test_accuracy"], "seconds": dense["measured_seconds"]})
         n_rounds = 3 if quick else 18
         imp_runs = {}
         for name, rewind in (("imp-init", "init"), ("imp-early", f"iter:{5 if quick else args.early_iter}")) \
                 if "imp" in methods else ():
-            run_id, _ = execute(store, RunConfig.from_dict({**base, "method": "imp", "rounds": n_rounds,
+            run_id, _ = run_timed(store, RunConfig.from_dict({**base, "method": "imp", "rounds": n_rounds,
                                                             "prune_fraction": 0.2, "epochs": ep, "seed": seed,
                                                             "rewind": rewind}))
             rounds = store.metrics(run_id, kind="round")
@@ -84,7 +74,7 @@ def main():
             if "concave" not in methods:
                 continue
             for reg in ("log", "l1"):
-                run_id, s = execute(store, RunConfig.from_dict({
+                run_id, s = run_timed(store, RunConfig.from_dict({
                     **base, "method": "concave", "regularizer": reg, "lam": 1.0, "target_sparsity": 1 - level,
                     "epochs": sep, "retrain_epochs": ep, "seed": seed}))
                 rows.append({"seed": seed, "method": f"concave-{reg}", "level": level, "remaining": s["remaining"],
@@ -92,7 +82,7 @@ def main():
                 if reg == "log":
                     log_id, log_s = run_id, s
             if "random" in methods:
-                _, s = execute(store, RunConfig.from_dict({**base, "method": "random", "random_from": log_id,
+                _, s = run_timed(store, RunConfig.from_dict({**base, "method": "random", "random_from": log_id,
                                                            "epochs": ep, "seed": seed}))
                 rows.append({"seed": seed, "method": "random", "level": level, "remaining": s["remaining"],
                              "test_accuracy": s["test_accuracy"], "seconds": s["measured_seconds"]})
