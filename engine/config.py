@@ -36,6 +36,12 @@ def _f(default, help: str, **kw):
 
 CS_ROUNDS = 3   # continuous sparsification's rounds when a config leaves `rounds` out
 
+# What an optional key left unset (None) stands for. The methods read their defaults
+# from here, and the content hash leaves a key out when it is spelled out at this value,
+# so a form that fills the defaults in names the same run as a preset that leaves them out.
+UNSET_MEANS: dict[str, Any] = {"s0": 0.0, "beta_final": 200.0, "scorer": "snip", "synflow_iters": 100,
+                               "score_batches": 1, "warm_start_rewind": "own", "allow_empty_layers": False}
+
 
 @dataclass(frozen=True)
 class RunConfig:
@@ -159,7 +165,8 @@ class RunConfig:
         or the execution settings). Pinned by tests: changing a default changes hashes."""
         # Optional settings left unset (None) are left out, so adding a new
         # optional key later does not change the hash of existing configs.
-        d = {k: v for k, v in self.to_dict().items() if v is not None and k not in self.EXECUTION_KEYS}
+        d = {k: v for k, v in self.to_dict().items() if v is not None and k not in self.EXECUTION_KEYS
+             and not (k in UNSET_MEANS and v == UNSET_MEANS[k] and type(v) is type(UNSET_MEANS[k]))}
         if self.HASH_VERSION > 1:       # version 1 hashed the keys alone
             d["_hash_version"] = self.HASH_VERSION
         blob = json.dumps(d, sort_keys=True, separators=(",", ":"))

@@ -335,3 +335,17 @@ def test_cs_runs_three_rounds_unless_told_otherwise():
     assert a.rounds == 3 and RunConfig.from_dict({**FAST, "method": "cs", "rounds": 1}).rounds == 1
     assert a.content_hash() == RunConfig.from_dict({**FAST, "method": "cs", "rounds": 3}).content_hash()
     assert RunConfig.from_dict({**FAST, "method": "concave"}).rounds == 1
+
+
+@pytest.mark.parametrize("preset", ["lenet300-cs", "lenet300-synflow"])
+def test_defaults_spelled_out_name_the_same_run(preset):
+    """The Launch form fills in the methods' defaults (s0, beta_final, scorer, synflow_iters,
+    score_batches); a preset leaves them out. Both are the same run, so dedup reuses it."""
+    from engine.config import PRESETS, UNSET_MEANS
+    base = RunConfig.from_dict(dict(PRESETS[preset]))
+    keys = ("s0", "beta_final") if base.method == "cs" else ("scorer", "synflow_iters", "score_batches")
+    spelled = RunConfig.from_dict({**PRESETS[preset], **{k: getattr(base, k) if getattr(base, k) is not None
+                                                        else UNSET_MEANS[k] for k in keys}})
+    assert spelled.content_hash() == base.content_hash()
+    assert spelled.replace(**{keys[0]: {"s0": -1.0, "scorer": "grasp"}.get(keys[0], 0.5)}).content_hash() \
+        != base.content_hash()

@@ -22,6 +22,7 @@ from __future__ import annotations
 import torch
 
 from .. import masking
+from ..config import UNSET_MEANS
 from ..train import RunContext
 from .common import (
     check_target_sparsity,
@@ -31,8 +32,8 @@ from .common import (
     train_ticket,
 )
 
-S0 = 0.0
-BETA_FINAL = 200.0
+S0 = UNSET_MEANS["s0"]
+BETA_FINAL = UNSET_MEANS["beta_final"]
 
 
 def beta_at(step: int, total: int, beta_final: float) -> float:

@@ -25,13 +25,14 @@ from collections.abc import Callable, Iterable
 import torch
 
 from .. import masking
+from ..config import UNSET_MEANS
 from ..data import Batches
 from ..train import RunContext
 from .common import check_sparsity, save_ticket, start_retrain, summary, train_ticket
 
-SCORER = "snip"
-SYNFLOW_ITERS = 100
-SCORE_BATCHES = 1
+SCORER = UNSET_MEANS["scorer"]
+SYNFLOW_ITERS = UNSET_MEANS["synflow_iters"]
+SCORE_BATCHES = UNSET_MEANS["score_batches"]
 GRASP_T = 200.0  # the GraSP reference divides the logits by this temperature when scoring
 
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
