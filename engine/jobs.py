@@ -366,9 +366,10 @@ def find_done(cfg: RunConfig | dict, home: str | os.PathLike | None = None) -> d
 
 
 def find_equal(cfg: RunConfig | dict, home: str | os.PathLike | None = None,
-               statuses: tuple[str, ...] = REUSE_ORDER) -> dict | None:
-    """The run `submit` would reuse for `cfg`: the first of `statuses` that has one."""
-    return _find_equal(Store(resolve_home(home)), _as_config(cfg), statuses)
+               statuses: tuple[str, ...] = REUSE_ORDER, store: Store | None = None) -> dict | None:
+    """The run `submit` would reuse for `cfg`: the first of `statuses` that has one.
+    `store`: an open store of `home`, for callers that look up many configs (a page on every rerun)."""
+    return _find_equal(store or Store(resolve_home(home)), _as_config(cfg), statuses)
 
 
 def _as_config(cfg: RunConfig | dict) -> RunConfig:

@@ -97,7 +97,7 @@ configs = [c for r in results for c in r.configs]
 ok = all(r.ok for r in results)
 
 st.subheader("4 · Cost and launch", divider="gray")
-equal: list[dict | None] = [backend.find_equal(c, home) for c in configs] if ok else []
+equal: list[dict | None] = [backend.find_equal(c, home, state.store()) for c in configs] if ok else []
 machine = estimate.machine_now()
 
 

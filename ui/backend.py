@@ -87,14 +87,15 @@ def submit(cfgs: list[RunConfig], home: Path, sweep_id: str | None = None, *, ow
     return out
 
 
-def find_equal(cfg: RunConfig, home: Path) -> dict | None:
+def find_equal(cfg: RunConfig, home: Path, store=None) -> dict | None:
     """The run a launch of `cfg` would reuse (a finished one first, else one queued or
-    running), or None; None as well on an engine without deduplication."""
+    running), or None; None as well on an engine without deduplication. `store`: the
+    page's open store (ui.state.store()), so a rerun does not open one per config."""
     fn = getattr(jobs_module(), "find_equal", None)
     if fn is None:
         return None
     try:
-        return fn(cfg, home)
+        return fn(cfg, home, store=store) if store is not None else fn(cfg, home)
     except Exception:     # noqa: BLE001 - a hint only; the launch itself still reuses or reports
         return None
 

@@ -728,7 +728,7 @@ def launch_estimates(cfgs: list[RunConfig], home) -> list[float | None]:
     """Seconds until each config's result if launched now (queue and load counted), to
     record with each run; None for configs an equal run stands in for (nothing queued)."""
     from ui import estimate, state
-    todo = [i for i, c in enumerate(cfgs) if backend.find_equal(c, home) is None]
+    todo = [i for i, c in enumerate(cfgs) if backend.find_equal(c, home, state.store()) is None]
     out: list[float | None] = [None] * len(cfgs)
     if not todo:
         return out
