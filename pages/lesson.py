@@ -227,8 +227,12 @@ every = state.store().list_runs()       # the pack's examples too, whatever the 
 st.markdown(step.text)
 
 
-@st.fragment(run_every=state.LIVE_SECONDS * 3 if any(r.get("status") in data.ACTIVE and ls.is_mine(r, user, launched)
-                                                       and ls.matches(step, data.cfg_of(r)) for r in every) else None)
+# the student's runs of this step still queued or running: the figure refreshes until they finish
+mine_active = [r for r in every if r.get("status") in data.ACTIVE and ls.is_mine(r, user, launched)
+               and ls.matches(step, data.cfg_of(r))]
+
+
+@st.fragment(run_every=state.LIVE_SECONDS * 3 if mine_active else None)
 @state.guard("This step's figure could not be drawn")
 def figure_view() -> None:
     figs, nums, source = build(step, state.store().list_runs())
@@ -252,10 +256,8 @@ st.info(f"**Question for the class:** {md.esc(step.question)}", icon="🙋")
 
 # ---------------------------------------------------------------- run it live
 
-mine_active = [r for r in every if r.get("status") in data.ACTIVE and ls.is_mine(r, user, launched)
-               and ls.matches(step, data.cfg_of(r))]
 try:
-    live = ls.live_config(step, every, mnist_available(default_data_dir()), user)
+    live = ls.live_config(step, every, mnist_available(default_data_dir()), user, launched)
     live_err = None if live is not None else ("this step needs a finished LeNet ticket (and, for the pack's, the "
                                               "MNIST files on this server)")
 except Exception as e:  # noqa: BLE001 - a ConfigError, readable

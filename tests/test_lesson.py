@@ -310,3 +310,15 @@ def test_step_definitions_are_complete():
         if s.figure != "controls":
             RunConfig.from_dict(dict(s.live))       # every live run is a valid config
     assert pd.Series([s.figure for s in ls.STEPS]).is_unique
+
+
+def test_the_controls_button_follows_the_ticket_the_figure_shows():
+    """A concave ticket that "Run it live" was given by dedup (a classmate's equal run) is the
+    figure's ticket, so the controls step's button makes its control, not the pack's."""
+    ticket = {"id": "t1", "status": "done", "example": 0, "owner": "bob",
+              "config": {"model": "lenet300", "dataset": "digits", "method": "concave", "regularizer": "log",
+                         "lam": 1.0, "epochs": 1, "retrain_epochs": 1}}
+    step = ls.BY_KEY["controls"]
+    assert ls.live_config(step, [ticket], mnist=False, user="alice") is None            # not hers
+    cfg = ls.live_config(step, [ticket], mnist=False, user="alice", launched={"t1"})
+    assert cfg is not None and cfg.method == "random" and cfg.random_from == "t1"

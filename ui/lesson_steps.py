@@ -189,12 +189,13 @@ def control_config(source: dict, kind: str) -> RunConfig:
     return RunConfig.from_dict(cfg)
 
 
-def live_config(step: Step, runs: list[dict], mnist: bool, user: str | None = None) -> RunConfig | None:
+def live_config(step: Step, runs: list[dict], mnist: bool, user: str | None = None,
+                launched=frozenset()) -> RunConfig | None:
     """The one run the step's "Run it live" button queues. MNIST steps fall back to the offline
     digits when this server has no MNIST files. The controls step makes a random control of the
     figure's ticket, then (once that one exists) a reinit control; None while there is no ticket."""
     if step.figure == "controls":
-        chosen, _ = figure_runs(step, runs, user)
+        chosen, _ = figure_runs(step, runs, user, launched)     # the ticket the figure shows
         src = controls_source(chosen)
         if src is None or (data.cfg_of(src).get("dataset") == "mnist" and not mnist):
             return None
