@@ -70,7 +70,7 @@ from . import owners
 from .config import RunConfig
 from .failures import failure_reason
 from .settings import env_int
-from .store import StaleWriter, Store, UnknownRun, atomic_write_bytes
+from .store import ActiveRun, StaleWriter, Store, UnknownRun, atomic_write_bytes
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 HEARTBEAT_TIMEOUT = 30.0      # seconds without a heartbeat before a run counts as interrupted
@@ -576,10 +576,11 @@ def delete(run_id: str, home: str | os.PathLike | None = None, *, actor: str | N
     """Delete a run that is not queued or running, with its files, if `actor` may (its
     owner, a teacher; None = the CLI, unrestricted). Refused: JobError, nothing changes."""
     store, home = _open(home)
-    run = _check_actor(store, run_id, actor, teacher, "delete")
-    if run["status"] in ("queued", "running"):
-        raise JobError(f"run {run_id} is {run['status']}; cancel it before deleting it")
-    store.delete_run(run_id)
+    _check_actor(store, run_id, actor, teacher, "delete")
+    try:
+        store.delete_run(run_id, not_if=("queued", "running"))
+    except ActiveRun as e:
+        raise JobError(str(e)) from None
 
 
 def cancel(run_id: str, home: str | os.PathLike | None = None, grace: float = CANCEL_GRACE,

@@ -95,6 +95,13 @@ class UnknownRun(KeyError):
         return f"no run with id {self.args[0]!r} in this store"
 
 
+class ActiveRun(ValueError):
+    """A queued or running run: cancel it before deleting it."""
+
+    def __str__(self):
+        return f"run {self.args[0]} is {self.args[1]}; cancel it before deleting it"
+
+
 class ExampleRun(ValueError):
     """A class-pack example run: read-only, so never deleted."""
 
@@ -572,15 +579,19 @@ class Store:
             run["reason"] = "damaged: run folder missing" + (f"; {run['reason']}" if run["reason"] else "")
         return run
 
-    def delete_run(self, run_id: str, *, example_ok: bool = False) -> None:
+    def delete_run(self, run_id: str, *, example_ok: bool = False, not_if: tuple[str, ...] = ()) -> None:
         """Delete a run and its folder. A class-pack example run is refused (ExampleRun)
-        unless `example_ok` (the class pack replacing its own examples)."""
+        unless `example_ok` (the class pack replacing its own examples); so is a run whose
+        status is in `not_if` (ActiveRun), checked in the same transaction as the delete,
+        so a run resumed meanwhile is never deleted while queued."""
         import shutil
         d = self.run_dir(run_id)
         with self.transaction() as db:
-            row = db.execute("SELECT example FROM runs WHERE id=?", (run_id,)).fetchone()
+            row = db.execute("SELECT example, status FROM runs WHERE id=?", (run_id,)).fetchone()
             if row is not None and row["example"] and not example_ok:
                 raise ExampleRun(run_id)
+            if row is not None and row["status"] in not_if:
+                raise ActiveRun(run_id, row["status"])
             for table, col in (("metrics", "run_id"), ("mask_stats", "run_id"), ("checks", "run_id"),
                                ("runs", "id")):
                 db.execute(f"DELETE FROM {table} WHERE {col}=?", (run_id,))

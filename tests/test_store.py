@@ -497,3 +497,17 @@ def test_a_stale_writer_writes_nothing(store):
     assert not list(d.glob(".*.tmp")) and not (d / "summary.json").exists() and not (d / "masks" / "e1.pt").exists()
     new.add_metrics(rid, [{"kind": "step", "step": 2}])                        # the current writer writes
     assert [m["step"] for m in store.metrics(rid)] == [1, 2]
+
+
+def test_delete_run_refuses_an_active_status_in_its_own_transaction(store):
+    """jobs.delete asks the store to refuse queued/running runs inside the delete's transaction:
+    a run resumed (queued again) between a separate check and the delete would be lost."""
+    from engine.store import ActiveRun
+    rid = _new(store)
+    store.update_run(rid, status="queued")
+    with pytest.raises(ActiveRun, match="is queued; cancel it before deleting it"):
+        store.delete_run(rid, not_if=("queued", "running"))
+    assert store.get_run(rid)["status"] == "queued" and store.run_dir(rid).exists()
+    store.update_run(rid, status="done")
+    store.delete_run(rid, not_if=("queued", "running"))
+    assert not store.run_dir(rid).exists()
