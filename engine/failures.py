@@ -23,7 +23,7 @@ def failure_reason(exc: BaseException) -> str | None:
         return str(exc)
     if isinstance(exc, DiskFull):
         return f"disk full while writing the store database ({exc})"[:500]
-    if isinstance(exc, sqlite3.OperationalError) and ("full" in str(exc) or "disk" in str(exc)):
+    if isinstance(exc, sqlite3.OperationalError) and "database or disk is full" in str(exc):   # SQLITE_FULL
         return f"disk full while writing the store database ({exc})"
     if type(exc).__name__ == "OutOfMemoryError" or "CUDA out of memory" in str(exc):
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""

@@ -514,6 +514,8 @@ def test_failure_reasons_for_oom_and_disk_full():
     e = OSError(errno.ENOSPC, "No space left on device", "/store/runs/x/ckpt.pt")
     assert jobs.failure_reason(e) == "disk full while writing /store/runs/x/ckpt.pt (No space left on device)"
     assert jobs.failure_reason(sqlite3.OperationalError("database or disk is full")).startswith("disk full")
+    # an I/O error is not a full disk: it is not reported as one
+    assert jobs.failure_reason(sqlite3.OperationalError("disk I/O error")) is None
     assert jobs.failure_reason(ConfigError("lam", "lam must be ≥ 0")) == "invalid config: lam must be ≥ 0"
 
 
