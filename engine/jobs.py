@@ -359,10 +359,11 @@ class Reused(str):
 REUSE_ORDER = ("done", "running", "queued")
 
 
-def find_done(cfg: RunConfig | dict, home: str | os.PathLike | None = None) -> dict | None:
+def find_done(cfg: RunConfig | dict, home: str | os.PathLike | None = None,
+              store: Store | None = None) -> dict | None:
     """The newest finished run equal to `cfg` (same content hash, not a class-pack example,
     run folder intact), or None."""
-    return find_equal(cfg, home, ("done",))
+    return find_equal(cfg, home, ("done",), store=store)
 
 
 def find_equal(cfg: RunConfig | dict, home: str | os.PathLike | None = None,

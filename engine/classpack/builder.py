@@ -33,14 +33,6 @@ def _resolve(entry: dict, ids: dict[str, str]) -> RunConfig:
     return RunConfig.from_dict(cfg)
 
 
-def _finished(store: Store, cfg: RunConfig) -> str | None:
-    """A done, non-example run of this store with this config (newest), to reuse."""
-    with store.connect() as db:
-        row = db.execute("SELECT id FROM runs WHERE config_hash=? AND status='done' AND example=0 "
-                         "ORDER BY created DESC LIMIT 1", (cfg.content_hash(),)).fetchone()
-    return row[0] if row else None
-
-
 def build(out: str | os.PathLike | None = None, *, full: bool = False, home: str | os.PathLike | None = None,
           data_dir: str | os.PathLike | None = None, keys: list[str] | None = None,
           say: Callable[[str], None] = print, poll: float = 2.0) -> Path:
@@ -88,12 +80,12 @@ def build(out: str | os.PathLike | None = None, *, full: bool = False, home: str
 def _run_here(store: Store, entries: list[dict], data_dir: str, say) -> dict[str, str]:
     import torch
 
-    from .. import runner
+    from .. import jobs, runner
     torch.set_num_threads(1)                # the same arithmetic on every machine (and polite to others)
     ids: dict[str, str] = {}
     for i, e in enumerate(entries, 1):
         cfg = _resolve(e, ids)
-        rid = _finished(store, cfg)
+        rid = (jobs.find_done(cfg, store=store) or {}).get("id")   # a done run, folder intact, not an example
         if rid is None:
             t = time.time()
             rid = runner.create(store, cfg, status="running")
@@ -117,7 +109,7 @@ def _run_queued(store: Store, entries: list[dict], data_dir: str, say, poll: flo
             if e["key"] in ids or not ready:
                 continue
             cfg = _resolve(e, ids)
-            ids[e["key"]] = _finished(store, cfg) or jobs.submit(cfg, store.home, data_dir)
+            ids[e["key"]] = jobs.submit(cfg, store.home, data_dir)     # reuses an equal done/queued/running run
         jobs.pump(store.home)
         status = {k: store.get_run(rid)["status"] for k, rid in ids.items()}
         bad = {k: s for k, s in status.items() if s in ("failed", "cancelled", "interrupted")}
