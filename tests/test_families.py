@@ -349,3 +349,14 @@ def test_defaults_spelled_out_name_the_same_run(preset):
     assert spelled.content_hash() == base.content_hash()
     assert spelled.replace(**{keys[0]: {"s0": -1.0, "scorer": "grasp"}.get(keys[0], 0.5)}).content_hash() \
         != base.content_hash()
+
+
+def test_pai_keeps_every_layer_unless_allowed_and_says_so(store):
+    """At 0.1 % global magnitude pruning the small later layers would be emptied: by default each
+    keeps its best weight and the every_layer_kept check says how many were refilled; with
+    allow_empty_layers the mask is left as the scores made it (as for concave runs)."""
+    run_id, s = run(store, method="pai", scorer="magnitude", target_sparsity=0.999, epochs=1)
+    assert all(d["kept"] > 0 for d in s["layers"].values())
+    assert checks(store, run_id)["every_layer_kept"]["value"] >= 1
+    _, s = run(store, method="pai", scorer="magnitude", target_sparsity=0.999, epochs=1, allow_empty_layers=True)
+    assert any(d["kept"] == 0 for d in s["layers"].values())

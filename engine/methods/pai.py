@@ -28,7 +28,7 @@ from .. import masking
 from ..config import UNSET_MEANS
 from ..data import Batches
 from ..train import RunContext
-from .common import check_sparsity, save_ticket, start_retrain, summary, train_ticket
+from .common import check_every_layer_kept, check_sparsity, save_ticket, start_retrain, summary, train_ticket
 
 SCORER = UNSET_MEANS["scorer"]
 SYNFLOW_ITERS = UNSET_MEANS["synflow_iters"]
@@ -103,14 +103,16 @@ def synflow_scores(model, in_shape, masks: dict[str, torch.Tensor] | None = None
     return out
 
 
-def synflow_masks(model, in_shape, remaining: float, scope: str, iters: int) -> dict[str, torch.Tensor]:
+def synflow_masks(model, in_shape, remaining: float, scope: str, iters: int,
+                  keep_every_layer: bool = True, refilled: list[str] | None = None) -> dict[str, torch.Tensor]:
     """Iterative SynFlow: iteration k keeps remaining^(k/iters) of the weights,
     scoring with the previous iteration's mask applied (which avoids layer collapse)."""
     net = _linearized(model)
     mask = {n: torch.ones_like(p, dtype=torch.bool).cpu() for n, p in _weights(model).items()}
     for k in range(1, iters + 1):
         scores = {n: s.cpu() for n, s in synflow_scores(model, in_shape, mask, _net=net).items()}
-        mask = masking.topk_masks(scores, remaining ** (k / iters), scope, allowed=mask)
+        mask = masking.topk_masks(scores, remaining ** (k / iters), scope, allowed=mask,
+                                  keep_every_layer=keep_every_layer, refilled=refilled)
     return mask
 
 
@@ -136,10 +138,11 @@ def run(ctx: RunContext) -> dict:
     if ctx.stage("score"):
         masking.set_dense(ctx.model)
         ctx.save_rewind(0, "score", 0)  # the init: what the masked network trains from
+        keep_all, refilled = not cfg.allow_empty_layers, []     # no layer emptied unless allowed
         t = time.time()
         if scorer == "synflow":
             mask = synflow_masks(ctx.model, ctx.splits.in_shape, remaining, cfg.prune_scope,
-                                 cfg.synflow_iters or SYNFLOW_ITERS)
+                                 cfg.synflow_iters or SYNFLOW_ITERS, keep_every_layer=keep_all, refilled=refilled)
         else:
             gen = torch.Generator().manual_seed(cfg.seed + 2)
             n_batches = cfg.score_batches or SCORE_BATCHES
@@ -158,10 +161,12 @@ def run(ctx: RunContext) -> dict:
             ctx.model.train()
             scores = scores_for(scorer, ctx.model, loss, batches, gen)
             ctx.model.zero_grad(set_to_none=True)
-            mask = masking.topk_masks({n: s.cpu() for n, s in scores.items()}, remaining, cfg.prune_scope)
+            mask = masking.topk_masks({n: s.cpu() for n, s in scores.items()}, remaining, cfg.prune_scope,
+                                      keep_every_layer=keep_all, refilled=refilled)
         if ctx.device.type == "cuda":
             torch.cuda.synchronize(ctx.device)
         seconds = time.time() - t
+        check_every_layer_kept(ctx, refilled, mask, 0)
         rep = masking.sparsity_report(mask)
         ctx.log_row(kind="score", round=0, phase="score", remaining=rep["remaining"], kept=rep["kept"],
                     total=rep["total"], seconds=seconds, scorer=scorer)
