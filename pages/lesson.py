@@ -297,14 +297,14 @@ with st.expander("Handout: this step (or several) as PNGs and one HTML page"):
     chosen = st.multiselect("Steps in the handout", [s.key for s in STEPS], default=[step.key],
                             format_func=lambda k: f"{STEPS.index(ls.BY_KEY[k]) + 1}. {ls.BY_KEY[k].title}",
                             key="lesson.handout.steps")
-    sections = []
-    for k in chosen:
-        s = ls.BY_KEY[k]
-        figs_k = build(s, every)[0]
-        sections.append(handout.Section(s.title, s.text, s.notice, s.question,
-                                        figs_k))
+
+    def handout_zip() -> bytes:
+        """Built on the click only: drawing every chosen step's figures on each rerun was wasted."""
+        return handout.build([handout.Section(s.title, s.text, s.notice, s.question, build(s, every)[0])
+                              for s in (ls.BY_KEY[k] for k in chosen)])[0]
+
     st.download_button("⬇ Download the handout (zip: PNGs + handout.html)",
-                       data=lambda: handout.build(sections)[0], file_name="lottery-lab-handout.zip",
-                       mime="application/zip", key="lesson.handout", disabled=not sections, on_click="ignore",
+                       data=handout_zip, file_name="lottery-lab-handout.zip",
+                       mime="application/zip", key="lesson.handout", disabled=not chosen, on_click="ignore",
                        help="One PNG per figure (plotly's static export) and handout.html with the figures and "
                             "the step texts. Each chart's own camera button saves that chart alone.")

@@ -699,7 +699,7 @@ def lam_sweep_figure(points: pd.DataFrame, what: str = "pixels") -> go.Figure:
     for reg, g in agg.groupby("regularizer", sort=True):
         g = g.sort_values("lam")
         c = REG_COLORS.get(reg, "#333")
-        name = {"l1": "ℓ1", "log": "log"}.get(reg, reg)
+        name = reg_name(reg)
         fig.add_trace(go.Scatter(x=g["lam"], y=g["kept"], name=name, legendgroup=reg, mode="lines+markers",
                                  line=dict(color=c, width=2), marker=dict(size=8),
                                  error_y=dict(type="data", array=g["kept_std"], visible=bool((g["n"] > 1).any()))),
@@ -744,7 +744,7 @@ def pareto_figure(points: pd.DataFrame, what: str = "pixels") -> go.Figure:
     for col in (1, 2):
         for reg, g in points.groupby("regularizer", sort=True):
             c = REG_COLORS.get(reg, "#333")
-            name = {"l1": "ℓ1", "log": "log"}.get(reg, reg)
+            name = reg_name(reg)
             lam = g["lam"].map(lambda v: f"{v:g}" if v is not None and not pd.isna(v) else "?")
             fig.add_trace(go.Scatter(x=g["kept"], y=g["test_accuracy"], name=f"{name} runs", legendgroup=reg,
                                      showlegend=col == 1, mode="markers",
