@@ -6,7 +6,6 @@ Bad input prints one line on stderr and exits 2, before anything is written.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
 import json
 import os
@@ -118,11 +117,8 @@ def cmd_run(args) -> int:
         print(f"run {run_id} cancelled", file=sys.stderr)
         print(run_id)
         return 130
-    except Exception as e:  # the run is already marked failed with its reason; refine it as workers do
+    except Exception as e:  # the runner already marked it failed, with failure_reason's line
         why = jobs.failure_reason(e)
-        if why:
-            with contextlib.suppress(Exception):
-                store.update_run_if(run_id, {"status": "failed"}, reason=why)
         first = str(e).splitlines()[0] if str(e) else ""
         print(f"run {run_id} failed: {tty(why or f'{type(e).__name__}: {first}')}", file=sys.stderr)
         print(f"(traceback in {store.run_dir(run_id) / 'error.txt'})", file=sys.stderr)

@@ -813,8 +813,8 @@ def execute_here(store: Store, run_id: str, data_dir: str | None = None, resume:
         traceback.print_exc()
         reason = failure_reason(e) or f"{type(e).__name__}: {e}".splitlines()[0][:500]
         with contextlib.suppress(Exception):
-            # refine the runner's reason (or set one if the runner never got to it)
-            store.update_run_if(run_id, {"status": ("running", "failed")}, status="failed", reason=reason,
+            # the runner records its failures itself; this is for one it never got to record
+            store.update_run_if(run_id, {"status": "running"}, status="failed", reason=reason,
                                 finished=time.time())
     finally:
         beat.stop()

@@ -38,9 +38,9 @@ def execute(store: Store, run_id: str, data_dir: str | os.PathLike | None = None
     claim handed it one, else as a new attempt. If another process takes the run
     over meanwhile, the next write raises StaleWriter and nothing more is written
     (no status, no traceback file): the run is the new writer's."""
-    from .data import DatasetUnavailable, default_data_dir  # here: importing data imports torch
+    from .data import default_data_dir  # here: importing data imports torch
     from .methods import METHOD_FUNCS
-    from .train import Cancelled, NonFiniteLoss, RunContext
+    from .train import Cancelled, RunContext
 
     run = store.get_run(run_id)
     store.take(run_id, attempt, status="running", started=time.time(), pid=os.getpid(), heartbeat=time.time(),
@@ -60,15 +60,10 @@ def execute(store: Store, run_id: str, data_dir: str | os.PathLike | None = None
     except Cancelled as e:
         store.update_run(run_id, status="cancelled", finished=time.time(), reason=str(e))
         raise
-    except (NonFiniteLoss, DatasetUnavailable, ValueError, RuntimeError, MemoryError, OSError) as e:
+    except BaseException as e:
         # the final reason from the first write (readers never see a generic one replaced later)
         reason = failure_reason(e) or f"{type(e).__name__}: {e}".splitlines()[0][:500]
         store.update_run(run_id, status="failed", finished=time.time(), reason=reason)
-        _write_traceback(store, run_id)
-        raise
-    except BaseException as e:
-        store.update_run(run_id, status="failed", finished=time.time(),
-                         reason=failure_reason(e) or f"{type(e).__name__}: {e}".splitlines()[0][:500])
         _write_traceback(store, run_id)
         raise
 
