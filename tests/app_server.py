@@ -23,6 +23,15 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
+def launch_page(p, width: int = 1400, height: int = 900):
+    """Headless Chromium (playwright `p`) and one page of that size with a 60 s timeout:
+    (browser, page); the caller closes the browser."""
+    browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+    page = browser.new_page(viewport={"width": width, "height": height})
+    page.set_default_timeout(60_000)
+    return browser, page
+
+
 def needs_browser(sync_playwright) -> list:
     """pytestmark for a browser test: skip, saying why, without Chromium or playwright."""
     import pytest

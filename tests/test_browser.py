@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from tests.app_server import CHROMIUM, CHROMIUM_ARGS, DONE_COUNTER_JS, ROOT, needs_browser, serve
+from tests.app_server import DONE_COUNTER_JS, ROOT, launch_page, needs_browser, serve
 
 ARTIFACTS = ROOT / "test-artifacts"
 
@@ -74,9 +74,7 @@ def test_a_typed_name_survives_a_reload(server):
     url, _ = server
     sidebar = "[data-testid='stSidebar']"
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 900})
-        page.set_default_timeout(60_000)
+        browser, page = launch_page(p, 1400, 900)
         try:
             page.goto(url)
             page.wait_for_selector("h1")
@@ -109,9 +107,7 @@ def test_launch_watch_and_analyse_in_a_browser(server):
     from engine.store import Store
     timings = {}
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 900})
-        page.set_default_timeout(60_000)
+        browser, page = launch_page(p, 1400, 900)
         try:
             # ---- Home and the empty Runs page
             page.goto(url)
@@ -266,9 +262,7 @@ def test_projector_size_nothing_clipped_and_ticks_read(projector_store):
     "100%", the Home diagram's text was ~8 px and out-of-range numbers were silently kept."""
     home, ids, pixel = projector_store
     with serve(home, env={"LOTTERY_MAX_RUNS": "0"}, timeout=60) as url, sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1024, "height": 768})
-        page.set_default_timeout(60_000)
+        browser, page = launch_page(p, 1024, 768)
         try:
             pages = [("", "home"), (f"runs?runs={ids[-1]},{ids[0]}", "runs"), (f"pixels?runs={pixel}", "pixels"),
                      ("tradeoffs", "tradeoffs"), (f"masks?runs={ids[0]},{ids[1]}", "masks"), ("launch", "launch")]

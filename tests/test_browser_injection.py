@@ -21,7 +21,7 @@ import pytest
 
 from engine.config import RunConfig
 from engine.store import Store
-from tests.app_server import CHROMIUM, CHROMIUM_ARGS, serve
+from tests.app_server import CHROMIUM, launch_page, serve
 from tests.test_browser import settle
 
 try:
@@ -81,9 +81,7 @@ def test_hostile_names_and_parameters_render_no_foreign_links(server):
     timings: dict[str, float] = {}
     with sync_playwright() as p:
         own = urlsplit(url).netloc
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1600})
-        page.set_default_timeout(60_000)
+        browser, page = launch_page(p, 1400, 1600)
 
         def gate(route):
             u = urlsplit(route.request.url)
