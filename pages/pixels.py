@@ -6,6 +6,7 @@ against λ for ℓ1 and log (the paper's Fig. 3)."""
 import pandas as pd
 import streamlit as st
 
+from engine.classpack import spec
 from engine.config import PRESETS, RunConfig
 from engine.data import dataset_info, default_data_dir
 from ui import backend, data, figures, identity, md, names, present, state, widgets
@@ -158,7 +159,7 @@ def sweep_view():
 
 
 sweep_view()
-LAMS = [0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0]
+LAMS = spec.PIXEL_LAMS          # the class pack's sweep is the one this button queues
 c1, c2 = st.columns([2, 3])       # [1, 3] cut the button label off at 1024×768 ("Run the λ swee…")
 base = {k: v for k, v in cfg.items() if k not in ("lam", "regularizer", "seed", "name", "target_sparsity")}
 try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from engine.classpack import spec
 from engine.config import PRESETS, RunConfig
 from ui import data
 
@@ -33,8 +34,7 @@ class Step:
 
 
 PIXEL_LIVE = dict(PRESETS["mnist-8-pixel"])
-PLANTED_LIVE = dict(model="logreg", dataset="planted", method="concave", regularizer="log", lam=1.0, epochs=30,
-                    retrain_epochs=5, batch_size=64, lr=0.01, data_params={"dim": 100, "k": 10, "n_train": 400})
+PLANTED_LIVE = dict(spec.PLANTED_BASE, regularizer="log", lam=1.0)     # the pack's planted problem, one log run
 
 STEPS: tuple[Step, ...] = (
     Step("ticket", "What a winning ticket is",

@@ -21,9 +21,9 @@ import numpy as np
 
 from ..config import PRESETS
 
-PIXEL_LAMS = [0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0]          # pages/pixels.py LAMS
+PIXEL_LAMS = [0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0]          # Pixel masks' λ sweep button uses it too
 PLANTED_BASE = dict(model="logreg", dataset="planted", method="concave", epochs=30, retrain_epochs=5,
-                    batch_size=64, lr=0.01, data_params={"dim": 100, "k": 10, "n_train": 400})  # pages/theory.py
+                    batch_size=64, lr=0.01, data_params={"dim": 100, "k": 10, "n_train": 400})  # Theory's defaults; the Lesson's live run
 GROUPS = ("pixel", "planted", "lenet", "digits")
 
 
