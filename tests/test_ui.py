@@ -400,3 +400,14 @@ def test_an_example_runs_badge_does_not_change_its_colour():
     assert label.startswith(data.EXAMPLE_BADGE)
     assert figures.color_for(label) == figures.color_for(data.run_label({**run, "example": 0})) \
         == figures.REG_COLORS["log"]
+
+
+def test_a_second_group_wanting_a_taken_colour_does_not_take_another_methods():
+    """Trade-offs drew "log mask (warm start)" in ℓ1's blue and pushed ℓ1 to IMP's green:
+    each penalty and method keeps its own colour on every page; the extra group gets a spare."""
+    from ui import figures
+    m = figures.color_map(["log mask", "log mask (warm start)", "ℓ1 mask", "imp"])
+    assert m["log mask"] == figures.REG_COLORS["log"] and m["ℓ1 mask"] == figures.REG_COLORS["l1"]
+    assert m["imp"] == figures.METHOD_COLORS["imp"]
+    owned = set(figures.REG_COLORS.values()) | set(figures.METHOD_COLORS.values())
+    assert m["log mask (warm start)"] not in owned and len(set(m.values())) == 4

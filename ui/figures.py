@@ -82,15 +82,26 @@ def color_for(key: str, i: int = 0) -> str:
     return PALETTE[i % len(PALETTE)]
 
 
+# For a second group that wants a colour already taken (log mask and log mask (warm start)):
+# colours no method or penalty owns, so ℓ1 stays blue and IMP green on every page.
+SPARE_COLORS = ["#6a3d9a", "#1b9e77", "#b15928", "#e7298a", "#a6761d", "#666666"]
+
+
 def color_map(keys) -> dict[str, str]:
-    out, used = {}, set()
-    for i, k in enumerate(dict.fromkeys(keys)):
-        c = color_for(str(k), i)
-        if c in used:
-            c = next((p for p in PALETTE if p not in used), PALETTE[i % len(PALETTE)])
-        out[k] = c
-        used.add(c)
-    return out
+    """A colour per key: its method's or penalty's own (color_for) for the first key that
+    wants it, whatever the order; later keys that want a taken colour get a spare one."""
+    keys = list(dict.fromkeys(keys))
+    wanted = {k: color_for(str(k), i) for i, k in enumerate(keys)}
+    out: dict = {}
+    for k in keys:
+        if wanted[k] not in out.values():
+            out[k] = wanted[k]
+    owned = set(REG_COLORS.values()) | set(METHOD_COLORS.values())
+    for i, k in enumerate(keys):
+        if k not in out:
+            out[k] = next((c for c in SPARE_COLORS + PALETTE if c not in out.values() and c not in owned),
+                          PALETTE[i % len(PALETTE)])
+    return {k: out[k] for k in keys}
 
 
 def _run_colors(df: pd.DataFrame) -> dict[str, str]:
