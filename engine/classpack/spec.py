@@ -22,8 +22,9 @@ import numpy as np
 from ..config import PRESETS
 
 PIXEL_LAMS = [0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0]          # Pixel masks' λ sweep button uses it too
+# Theory's default problem; the Lesson's live planted run is one log run of it
 PLANTED_BASE = dict(model="logreg", dataset="planted", method="concave", epochs=30, retrain_epochs=5,
-                    batch_size=64, lr=0.01, data_params={"dim": 100, "k": 10, "n_train": 400})  # Theory's defaults; the Lesson's live run
+                    batch_size=64, lr=0.01, data_params={"dim": 100, "k": 10, "n_train": 400})
 GROUPS = ("pixel", "planted", "lenet", "digits")
 
 
