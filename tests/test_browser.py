@@ -62,6 +62,24 @@ def shoot(page, name: str) -> None:
     page.set_viewport_size({"width": 1400, "height": 900})
 
 
+def click_until(page, button, shown, name: str, wait: float = 25) -> None:
+    """Click `button` until `shown` is visible: at most twice. On a loaded machine the
+    browser's WebSocket can drop and reconnect, and a click sent meanwhile never reaches
+    the server (Streamlit drops it, as a user would see: nothing happens, click again).
+    A second lost click fails, with the page's text and a screenshot in test-artifacts/."""
+    for attempt in (1, 2):
+        button.click()
+        try:
+            shown.wait_for(timeout=wait * 1000)
+            return
+        except Exception:  # noqa: BLE001 - playwright's TimeoutError: look, then click once more
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / f"{name}-lost-{attempt}.png"))
+            seen = page.locator("body").inner_text()[-1500:]
+            print(f"click {attempt} on {name} showed nothing in {wait:.0f} s; the page said: {seen!r}")
+    raise AssertionError(f"{name}: two clicks showed nothing; the page said: {seen!r}")
+
+
 def nav(page, label: str) -> None:
     page.locator("[data-testid='stSidebarNav']").get_by_text(label, exact=True).click()
     page.wait_for_selector("h1")
@@ -80,9 +98,11 @@ def test_a_typed_name_survives_a_reload(server):
             page.wait_for_selector("h1")
             settle(page)
             page.locator(sidebar).get_by_text("Your name (optional)").click()
-            page.locator(sidebar).get_by_label("Your name", exact=True).fill("Ana Lopez")
-            page.locator(sidebar).get_by_role("button", name="Use this name").click()
-            page.locator(sidebar).get_by_text("typed in this browser").wait_for()
+            box = page.locator(sidebar).get_by_label("Your name", exact=True)
+            box.fill("Ana Lopez")
+            expect(box).to_have_value("Ana Lopez")
+            click_until(page, page.locator(sidebar).get_by_role("button", name="Use this name"),
+                        page.locator(sidebar).get_by_text("typed in this browser"), "name-submit")
             settle(page)
             cookie = {c["name"]: c["value"] for c in page.context.cookies()}.get("lottery_name")
             assert cookie == "Ana%20Lopez"
@@ -90,8 +110,8 @@ def test_a_typed_name_survives_a_reload(server):
             page.wait_for_selector("h1")
             settle(page)
             assert "Ana Lopez" in page.locator(sidebar).inner_text()        # still known after the reload
-            page.locator(sidebar).get_by_role("button", name="Change name").click()
-            page.locator(sidebar).get_by_text("Your name (optional)").wait_for()
+            click_until(page, page.locator(sidebar).get_by_role("button", name="Change name"),
+                        page.locator(sidebar).get_by_text("Your name (optional)"), "change-name")
             settle(page)
             assert "lottery_name" not in {c["name"] for c in page.context.cookies()}
             page.reload()
