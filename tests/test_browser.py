@@ -63,10 +63,11 @@ def shoot(page, name: str) -> None:
 
 
 def click_until(page, button, shown, name: str, wait: float = 25) -> None:
-    """Click `button` until `shown` is visible: at most twice. On a loaded machine the
-    browser's WebSocket can drop and reconnect, and a click sent meanwhile never reaches
-    the server (Streamlit drops it, as a user would see: nothing happens, click again).
-    A second lost click fails, with the page's text and a screenshot in test-artifacts/."""
+    """Click `button` until `shown` is visible: at most twice. CI, with both cores training,
+    once saw a name-form submit that never took effect (not reproduced here, even with the
+    browser's CPU throttled 20×; a WebSocket reconnect drops a click sent meanwhile, and a
+    user would click again). A second lost click fails, with the page's text and a
+    screenshot in test-artifacts/, so a real defect still shows and says what it looked like."""
     for attempt in (1, 2):
         button.click()
         try:
