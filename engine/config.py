@@ -36,6 +36,11 @@ def _f(default, help: str, **kw):
 
 CS_ROUNDS = 3   # continuous sparsification's rounds when a config leaves `rounds` out
 
+
+def default_rounds(method: str) -> int:
+    """The rounds a config of `method` runs when it leaves `rounds` out."""
+    return CS_ROUNDS if method == "cs" else 1
+
 # What an optional key left unset (None) stands for. The methods read their defaults
 # from here, and the content hash leaves a key out when it is spelled out at this value,
 # so a form that fills the defaults in names the same run as a preset that leaves them out.
@@ -93,8 +98,8 @@ class RunConfig:
     synflow_iters: int | None = _f(None, "pai synflow: pruning iterations, in [1, 10000] (default 100)")
     score_batches: int | None = _f(None, "pai snip/grasp: minibatches the scores use, in [1, 1000] (default 1)")
     # --- schedule --------------------------------------------------------------
-    rounds: int = _f(1, "concave: search→retrain rounds; imp: number of prune rounds; cs: search rounds "
-                        "(default 3 for cs, as in the reference, when the key is left out)")
+    rounds: int = _f(None, "concave: search→retrain rounds; imp: number of prune rounds; cs: search rounds "
+                           "(default 1; 3 for cs, as in the reference, when the key is left out)")
     rewind: str = _f("init", "weights retraining starts from: init, epoch:K, iter:K, finetune or reinit")
     epochs: int = _f(10, "epochs of each search (concave) or training (imp, dense, random) phase")
     retrain_epochs: int | None = _f(None, "concave: epochs of the retrain phase (default: epochs)")
@@ -120,6 +125,12 @@ class RunConfig:
     HASH_VERSION = 2
 
     # ------------------------------------------------------------------ build
+    def __post_init__(self):
+        # `rounds` left out means the method's own default (CS: 3, as Savarese et al. run),
+        # written in, so the config, its hash and every reader see the number.
+        if self.rounds is None:
+            object.__setattr__(self, "rounds", default_rounds(self.method))
+
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RunConfig:
         if not isinstance(d, dict):
@@ -137,8 +148,6 @@ class RunConfig:
             d = {**d, "warm_start_rewind": None}
         if d.get("allow_empty_layers") is False:
             d = {**d, "allow_empty_layers": None}
-        if d.get("method") == "cs" and "rounds" not in d:      # CS's own default (Savarese et al. run 3)
-            d = {**d, "rounds": CS_ROUNDS}
         cfg = cls(**d)
         cfg.validate()
         return cfg

@@ -335,6 +335,11 @@ def test_cs_runs_three_rounds_unless_told_otherwise():
     assert a.rounds == 3 and RunConfig.from_dict({**FAST, "method": "cs", "rounds": 1}).rounds == 1
     assert a.content_hash() == RunConfig.from_dict({**FAST, "method": "cs", "rounds": 3}).content_hash()
     assert RunConfig.from_dict({**FAST, "method": "concave"}).rounds == 1
+    # built directly (the Python API, benches): the same default, the same run
+    assert RunConfig(method="cs").rounds == 3 and RunConfig(method="cs", rounds=1).rounds == 1
+    assert RunConfig(method="imp").rounds == 1
+    assert RunConfig(**{**FAST, "method": "cs"}).content_hash() == a.content_hash()
+    assert RunConfig.from_dict({**FAST, "method": "cs", "rounds": None}).rounds == 3
 
 
 @pytest.mark.parametrize("preset", ["lenet300-cs", "lenet300-synflow"])

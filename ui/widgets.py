@@ -21,7 +21,7 @@ import streamlit as st
 from engine import data as edata
 from engine import models as emodels
 from engine import regularizers as eregs
-from engine.config import CS_ROUNDS, METHODS, OPTIMIZERS, PRESETS, ConfigError, RunConfig
+from engine.config import METHODS, OPTIMIZERS, PRESETS, ConfigError, RunConfig, default_rounds
 from ui import backend, figures, identity, md
 from ui import data as data_
 
@@ -218,6 +218,8 @@ class FormResult:
 def config_to_form(cfg: dict) -> dict:
     """A config dict → the form's values (what widgets hold)."""
     d = {**DEFAULTS, **{k: v for k, v in cfg.items() if k in DEFAULTS}}
+    if d["rounds"] is None:
+        d["rounds"] = default_rounds(d["method"])
     for f in fields(RunConfig):  # number inputs want one numeric type
         v = d[f.name]
         if v is None or isinstance(v, bool):
@@ -371,7 +373,7 @@ class ConfigForm:
                 v["retrain_epochs"] = self._w(st.number_input, "retrain_epochs", "Retrain epochs", 10, step=1)
         with c3:
             if v["method"] in ("concave", "imp", "cs"):
-                v["rounds"] = self._w(st.number_input, "rounds", "Rounds", CS_ROUNDS if v["method"] == "cs" else 1,
+                v["rounds"] = self._w(st.number_input, "rounds", "Rounds", default_rounds(v["method"]),
                                       step=1)
         with c4:
             if v["method"] in ("concave", "imp", "random", "cs"):
