@@ -259,11 +259,19 @@ def cmd_export(args) -> int:
 
 
 def cmd_deploy(args) -> int:
-    from .deploy import DeployError, deploy
+    from .deploy import DeployError, deploy, measure_folder, parse_calls
     store = _open_store(args)
     try:
+        reps = parse_calls(args.calls) if args.calls else None
+        if args.latency_only:
+            lat = measure_folder(args.out, reps)
+            for r in lat["rows"]:
+                print(f"  {r['impl']:<12} batch {r['batch']:>3}  {r['threads']} thread(s)  "
+                      f"{r['median_ms']:.3f} ms", file=sys.stderr)
+            print(args.out)
+            return 0
         rep = deploy(store, args.run_id, args.out, fp16=args.fp16, force=args.force, data_dir=args.data_dir,
-                     bench=args.bench)
+                     bench=args.bench, bench_reps=reps)
     except DeployError as e:
         raise UsageError(str(e)) from None
     s, p = rep["sizes"], rep["parity"]
@@ -558,6 +566,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--fp16", action="store_true", help="store the kept weights as float16 (half the bytes)")
     sp.add_argument("--force", action="store_true", help="replace an output folder that is not empty")
     sp.add_argument("--bench", action="store_true", help="also measure CPU latency (dense, sparse, onnxruntime)")
+    sp.add_argument("--latency-only", action="store_true",
+                    help=f"build nothing: time the files already in --out and write {'latency.json'} there")
+    sp.add_argument("--calls", metavar="N1,N128",
+                    help="with --bench or --latency-only: timed calls at batch 1 and 128 (default 200,50)")
     sp.add_argument("--data-dir", help="dataset folder for the parity check (env LOTTERY_DATA)")
     common(sp)
     sp.set_defaults(func=cmd_deploy)

@@ -46,6 +46,8 @@ FORMAT = "lottery-lab/deploy"
 FORMAT_VERSION = 1
 META_KEY = "lottery"
 COMPACT_NAME, ONNX_NAME, REPORT_NAME = "model.safetensors", "model.onnx", "deploy.json"
+LATENCY_NAME = "latency.json"            # written by measure_folder (`engine deploy --latency-only`)
+QUICK_CALLS = {1: 100, 128: 20}          # the app's latency bars: seconds, not bench/deploy.py's statistics
 MAX_INPUT_NUMEL = 1 << 22       # a header asking for a larger input is refused before anything is built
 MAX_PARAMS = 1 << 31
 SMALL_BATCH, LARGE_BATCH = 1, 128
@@ -553,6 +555,35 @@ def bench_deployed(out_dir, threads=(1, None), reps=None) -> list[dict]:
     def build(n):
         return {"dense": load_deployed(path, sparse="never"), "sparse": load_deployed(path, sparse="auto")}
     return measure_latency({}, out_dir / ONNX_NAME, shape, threads=threads, reps=reps, loader=build)
+
+
+def measure_folder(out_dir, reps: dict | None = None) -> dict:
+    """Time the files already deployed in `out_dir` (bench_deployed) and write LATENCY_NAME there
+    (atomically): rows, load average, seconds taken and the calls asked."""
+    from .store import atomic_write_json
+    out = Path(out_dir)
+    if not (out / COMPACT_NAME).is_file() or not (out / ONNX_NAME).is_file():
+        raise DeployError(f"{out} holds no deployed files ({COMPACT_NAME}, {ONNX_NAME}): build them first "
+                          f"(engine deploy RUN_ID --out {out})")
+    t = time.time()
+    rows = bench_deployed(out, reps=reps)
+    lat = {"rows": rows, "load_average": load_average(), "seconds": round(time.time() - t, 1),
+           "calls": {str(b): n for b, n in (reps or {1: 200, 128: 50}).items()}}
+    atomic_write_json(out / LATENCY_NAME, lat)
+    return lat
+
+
+def parse_calls(text: str) -> dict[int, int]:
+    """`--calls 100,20` → {1: 100, 128: 20}: timed calls at batch 1 and at batch 128."""
+    parts = (text or "").split(",")
+    try:
+        n1, n128 = (int(p) for p in parts)
+    except ValueError:
+        raise DeployError(f"--calls must be two whole numbers, calls at batch 1 and at batch 128, e.g. 100,20; "
+                          f"got {text!r}") from None
+    if not (1 <= n1 <= 100_000 and 1 <= n128 <= 100_000):
+        raise DeployError(f"--calls: each count must be in [1, 100000], got {text!r}")
+    return {1: n1, 128: n128}
 
 
 def load_average() -> list[float] | None:

@@ -239,9 +239,17 @@ def test_runs_failure_reason_is_whole(monkeypatch, tmp_path, jobs):
 
 def test_runs_deploy_tab_builds_measures_and_offers_downloads(monkeypatch, mixed, jobs):
     """A finished ticket gets a Deploy tab: building writes the files and shows parity and sizes,
-    measuring shows latency bars, and both files can be downloaded. Unfinished runs get no tab."""
+    measuring shows latency bars, and both files can be downloaded. Unfinished runs get no tab.
+    Building and timing run in a process of their own, never in the app's (which serves every
+    session): here the app process's own deploy functions would fail if called."""
+    import engine.deploy
     import ui.deploy_panel
-    monkeypatch.setattr(ui.deploy_panel, "UI_REPS", {1: 10, 128: 3})    # the bars, not the statistics
+
+    def not_here(*a, **k):
+        raise AssertionError("the app's process built or timed the ticket itself")
+    monkeypatch.setattr(engine.deploy, "deploy", not_here)
+    monkeypatch.setattr(engine.deploy, "bench_deployed", not_here)
+    monkeypatch.setattr(ui.deploy_panel, "CALLS", {1: 10, 128: 3})    # the bars, not the statistics
     home, ids = mixed
     rid = ids["imp"]
     at = open_page(monkeypatch, home, "pages/runs.py", {"runs": ",".join([rid, ids["failed"]])})
@@ -259,6 +267,8 @@ def test_runs_deploy_tab_builds_measures_and_offers_downloads(monkeypatch, mixed
     assert any("load average" in c.value for c in at.caption)
     lat = json.loads((Path(home) / "runs" / rid / "deploy" / "latency.json").read_text())
     assert {r["impl"] for r in lat["rows"]} == {"dense", "sparse", "onnxruntime"}
+    assert lat["calls"] == {"1": 10, "128": 3}
+    assert all(r["calls"] >= (10 if r["batch"] == 1 else 3) for r in lat["rows"])
     assert {r["batch"] for r in lat["rows"]} == {1, 128}
     # a fresh session shows what was built, without building again
     at = open_page(monkeypatch, home, "pages/runs.py", {"runs": rid})

@@ -231,6 +231,21 @@ def test_cli_bad_input(trained, tmp_path, capsys, monkeypatch):
     assert sorted(p.name for p in busy.iterdir()) == ["deploy.json", "model.onnx", "model.safetensors"]
     assert dp.read_header(busy / "model.safetensors")["values_dtype"] == "float16"
 
+    # --latency-only times what is there (the app's Deploy tab runs this in its own process)
+    capsys.readouterr()
+    for bad in ("10", "10,x", "0,3", "10,3,1"):
+        fails(run_id, "--out", str(busy), "--latency-only", "--calls", bad, match="--calls")
+    fails(run_id, "--out", str(tmp_path / "empty"), "--latency-only", match="build them first")
+    assert not (tmp_path / "empty").exists()
+    built = sorted(p.name for p in busy.iterdir())
+    assert main(["deploy", run_id, "--out", str(busy), "--latency-only", "--calls", "5,2", "--home", home]) == 0
+    assert sorted(p.name for p in busy.iterdir()) == sorted([*built, "latency.json"])    # nothing rebuilt
+    lat = json.loads((busy / "latency.json").read_text())
+    assert lat["calls"] == {"1": 5, "128": 2}
+    assert {(r["impl"], r["batch"]) for r in lat["rows"]} == {(i, b) for i in ("dense", "sparse", "onnxruntime")
+                                                               for b in (1, 128)}
+    assert all(r["calls"] >= (5 if r["batch"] == 1 else 2) and r["median_ms"] > 0 for r in lat["rows"])
+
 
 def test_deploy_figures_from_frames():
     """The Deploy tab's figure builders: DataFrame in, Figure out; empty frames give a note."""

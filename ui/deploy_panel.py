@@ -2,24 +2,29 @@
 ONNX file (engine.deploy), show sizes, parity and CPU latency, offer both files for download.
 
 What is built is kept in the run's folder (runs/<id>/deploy/), so it is measured once and shown
-on every later visit; building and timing run under a spinner, and the rest of the page stays."""
+on every later visit. Building and timing run `python -m engine deploy` in a process of their own,
+under a spinner: an ONNX export and a timing loop hold a Python interpreter for seconds, and the
+app's process serves every session of a class at once. One build or timing of a run at a time
+(a lock in its folder): a second session's click waits for the first, then does its own."""
 
 from __future__ import annotations
 
+import fcntl
 import json
-import time
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
 from engine import deploy as dp
-from engine.store import atomic_write_json
 from ui import figures, md, state
 
+ROOT = Path(__file__).resolve().parent.parent
 FOLDER = "deploy"
-LATENCY = "latency.json"
-UI_REPS = {1: 100, 128: 20}      # fewer calls than bench/deploy.py (200 / 50): the app answers in seconds
+CALLS = dp.QUICK_CALLS           # fewer calls than bench/deploy.py (200 / 50): the app answers in seconds
+TIMEOUT_S = 900                  # a build or timing that takes longer is stopped, and the tab says so
 
 
 def deployable(run: dict) -> bool:
@@ -49,6 +54,29 @@ def latency_frame(lat: dict | None) -> pd.DataFrame:
     return pd.DataFrame((lat or {}).get("rows") or [], columns=["impl", "batch", "threads", "median_ms", "calls"])
 
 
+def run_engine_deploy(run: dict, *options: str) -> str | None:
+    """`python -m engine deploy <run> --out <its deploy folder> *options` in its own process.
+    None when it did its work (exit 0, or 1: built, but parity failed, which the report shows),
+    else the engine's one-line reason."""
+    rid, store = run["id"], state.store()
+    cmd = [sys.executable, "-m", "engine", "deploy", rid, "--out", str(folder_of(rid)), "--home", str(store.home),
+           *options]
+    if run.get("data_dir"):
+        cmd += ["--data-dir", str(run["data_dir"])]
+    try:
+        with open(store.run_dir(rid) / ".deploy.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)              # released when the file closes
+            done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        return f"stopped after {TIMEOUT_S // 60} min without finishing; run `{' '.join(cmd[1:6])} …` in a shell"
+    except OSError as e:
+        return f"could not start the deploy command: {e}"
+    if done.returncode in (0, 1):
+        return None
+    lines = [ln.removeprefix("error: ") for ln in done.stderr.splitlines() if ln.strip()]
+    return lines[-1] if lines else f"the deploy command exited with status {done.returncode}"
+
+
 def _ratio(size: int, dense: int) -> str:
     return f"1/{dense / size:.1f} of dense" if size < dense else f"{size / dense:.2f}× dense"
 
@@ -69,11 +97,10 @@ def panel(run: dict) -> None:
                  else "primary", help="Writes runs/<id>/deploy/ (takes a few seconds: ONNX export and a parity "
                                       "check on the test set)."):
         with st.spinner("Writing the compact file and the ONNX file, checking parity on the test set…"):
-            try:
-                report = dp.deploy(state.store(), rid, out, fp16=fp16, force=True, data_dir=run.get("data_dir"))
-            except dp.DeployError as e:
-                st.error(md.esc(e))
-                return
+            failed = run_engine_deploy(run, "--force", *(["--fp16"] if fp16 else []))
+        if failed:
+            st.error(md.esc(failed))
+            return
         st.rerun()          # draw the tab again from the files just written ("Rebuild", figures)
     if report is None:
         st.info("Nothing built yet for this run.", icon="📦")
@@ -100,20 +127,20 @@ def panel(run: dict) -> None:
     left.plotly_chart(figures.deploy_size_figure(sizes_frame(report)), key=f"deploy.sizes.{rid}",
                       config={"displaylogo": False})
     with right:
-        lat = read_json(out / LATENCY)
+        lat = read_json(out / dp.LATENCY_NAME)
         if st.button("Measure CPU latency" if lat is None else "Measure again", key=f"deploy.bench.{rid}",
                      icon=":material/timer:", help=f"Median per call of dense PyTorch, the sparse loader and "
-                                                   f"onnxruntime: batch 1 ({UI_REPS[1]} calls) and 128 "
-                                                   f"({UI_REPS[128]} calls), one thread and all threads."):
+                                                   f"onnxruntime: batch 1 ({CALLS[1]} calls) and 128 "
+                                                   f"({CALLS[128]} calls), one thread and all threads."):
             with st.spinner("Timing dense PyTorch, the sparse loader and onnxruntime…"):
-                t = time.time()
-                rows = dp.bench_deployed(out, reps=UI_REPS)
-                lat = {"rows": rows, "load_average": dp.load_average(), "seconds": round(time.time() - t, 1)}
-                atomic_write_json(out / LATENCY, lat)
+                failed = run_engine_deploy(run, "--latency-only", "--calls", f"{CALLS[1]},{CALLS[128]}")
+            if failed:
+                st.error(md.esc(failed))
+            lat = read_json(out / dp.LATENCY_NAME)
         st.plotly_chart(figures.deploy_latency_figure(latency_frame(lat)), key=f"deploy.latency.{rid}",
                         config={"displaylogo": False})
         if lat is not None:
-            st.caption(f"Measured side by side in the app's process in {lat['seconds']} s; load average "
+            st.caption(f"Measured side by side, in a process of their own, in {lat['seconds']} s; load average "
                        f"{lat['load_average']} (a busy machine slows every bar; compare bars, not absolutes). "
                        f"`python bench/deploy.py` uses more calls.")
 
