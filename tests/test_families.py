@@ -185,6 +185,19 @@ def test_cs_target_sparsity_is_a_recorded_check(store):
     assert abs(s["sparsity"] - 0.8) <= 0.002
 
 
+def test_the_cs_preset_lands_on_its_level(store):
+    """The lenet300-cs preset (scaled down to digits, one epoch a phase) passes its own
+    sparsity_vs_target check: the four-families card must not show a red check for CS.
+    Its search alone (s > 0) misses the level, and the summary says by how much."""
+    from engine.config import PRESETS
+    preset = {k: v for k, v in PRESETS["lenet300-cs"].items() if k not in FAST}
+    run_id, s = run(store, **preset)
+    c = checks(store, run_id)["sparsity_vs_target"]
+    assert c["passed"], c["detail"]
+    assert s["remaining"] == pytest.approx(0.05, abs=1e-3)
+    assert s["search_remaining"] > 0.05 * 1.1          # what s > 0 alone would have kept: off the level
+
+
 # ---------------------------------------------------------------- pruning at init, end to end
 
 @pytest.mark.parametrize("scorer", ["snip", "grasp", "synflow", "magnitude", "random"])
