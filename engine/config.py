@@ -374,9 +374,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "lenet300-imp": dict(model="lenet300", dataset="mnist", method="imp", rounds=7, prune_fraction=0.2,
                          epochs=10, batch_size=128),
     # Continuous sparsification and SynFlow at 95 % sparsity: with IMP and concave, the four families.
-    # CS keeps the top-k logits: its own rule (s > 0) lands 20-50 % off a level (README, CS).
     "lenet300-cs": dict(model="lenet300", dataset="mnist", method="cs", lam=1.0, target_sparsity=0.95, rounds=3,
-                        threshold_mode="topk", epochs=2, retrain_epochs=10, batch_size=128),
+                        epochs=2, retrain_epochs=10, batch_size=128),
     "lenet300-synflow": dict(model="lenet300", dataset="mnist", method="pai", scorer="synflow",
                              target_sparsity=0.95, epochs=10, batch_size=128),
     "resnet20-cifar10": dict(model="resnet20", dataset="cifar10", method="concave", regularizer="log",

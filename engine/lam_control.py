@@ -101,7 +101,10 @@ def flat_mask_state(ctx, reg: Regularizer, params: dict):
         for (_, layer), gr in zip(ctx.layers, grads):
             layer.mask.grad = gr
     tau = ctx.cfg.threshold
-    x_tau = math.log(tau / (1 - tau)) if ctx.cfg.mask_param == "sigmoid" else tau
+    # where the trained parameter x crosses τ: the layers' own parametrisation, not cfg.mask_param
+    # (continuous sparsification trains logits, m = sigmoid(β·s), whatever the config's mask_param)
+    first = ctx.layers[0][1]
+    x_tau = math.log(tau / (1 - tau)) / first.beta if first.mask_param == "sigmoid" else tau
     frozen = torch.cat([(~layer._frozen_keep.bool()).flatten() if getattr(layer, "_frozen_keep", None)
                         is not None else torch.zeros(layer.mask.numel(), dtype=torch.bool,
                                                       device=layer.mask.device) for _, layer in ctx.layers])
