@@ -567,7 +567,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--force", action="store_true", help="replace an output folder that is not empty")
     sp.add_argument("--bench", action="store_true", help="also measure CPU latency (dense, sparse, onnxruntime)")
     sp.add_argument("--latency-only", action="store_true",
-                    help=f"build nothing: time the files already in --out and write {'latency.json'} there")
+                    help="build nothing: time the files already in --out and write latency.json there")
     sp.add_argument("--calls", metavar="N1,N128",
                     help="with --bench or --latency-only: timed calls at batch 1 and 128 (default 200,50)")
     sp.add_argument("--data-dir", help="dataset folder for the parity check (env LOTTERY_DATA)")

@@ -68,7 +68,8 @@ def run_engine_deploy(run: dict, *options: str) -> str | None:
             fcntl.flock(lock, fcntl.LOCK_EX)              # released when the file closes
             done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT_S)
     except subprocess.TimeoutExpired:
-        return f"stopped after {TIMEOUT_S // 60} min without finishing; run `{' '.join(cmd[1:6])} …` in a shell"
+        return (f"stopped after {TIMEOUT_S // 60} min without finishing; run `python -m engine deploy {rid} "
+                f"--out {folder_of(rid)}` in a shell instead")
     except OSError as e:
         return f"could not start the deploy command: {e}"
     if done.returncode in (0, 1):
