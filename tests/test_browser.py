@@ -62,23 +62,30 @@ def shoot(page, name: str) -> None:
     page.set_viewport_size({"width": 1400, "height": 900})
 
 
-def click_until(page, button, shown, name: str, wait: float = 25) -> None:
+def click_until(page, button, shown, name: str, waits: tuple = (30, 60)) -> None:
     """Click `button` until `shown` is visible: at most twice. CI, with both cores training,
     once saw a name-form submit that never took effect (not reproduced here, even with the
     browser's CPU throttled 20×; a WebSocket reconnect drops a click sent meanwhile, and a
-    user would click again). A second lost click fails, with the page's text and a
-    screenshot in test-artifacts/, so a real defect still shows and says what it looked like."""
-    for attempt in (1, 2):
+    user would click again). A slow answer to the first click is not clicked again: the second
+    click only comes when `shown` is still missing and `button` is still there. A second lost
+    click fails, with the page's text and a screenshot in test-artifacts/."""
+    seen = ""
+    for attempt, wait in enumerate(waits, 1):
+        if attempt > 1 and (shown.is_visible() or not button.is_visible()):
+            break
         button.click()
         try:
             shown.wait_for(timeout=wait * 1000)
             return
-        except Exception:  # noqa: BLE001 - playwright's TimeoutError: look, then click once more
+        except Exception:  # noqa: BLE001 - playwright's TimeoutError: look, then maybe click once more
             ARTIFACTS.mkdir(exist_ok=True)
             page.screenshot(path=str(ARTIFACTS / f"{name}-lost-{attempt}.png"))
             seen = page.locator("body").inner_text()[-1500:]
-            print(f"click {attempt} on {name} showed nothing in {wait:.0f} s; the page said: {seen!r}")
-    raise AssertionError(f"{name}: two clicks showed nothing; the page said: {seen!r}")
+            print(f"click {attempt} on {name} showed nothing in {wait} s; the page said: {seen!r}")
+    try:                                       # still on its way (the button is gone): one last wait
+        shown.wait_for(timeout=waits[-1] * 1000)
+    except Exception:  # noqa: BLE001 - playwright's TimeoutError, told with what the page showed
+        raise AssertionError(f"{name}: clicked, nothing showed; the page said: {seen!r}") from None
 
 
 def nav(page, label: str) -> None:
