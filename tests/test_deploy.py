@@ -266,3 +266,13 @@ def test_deploy_figures_from_frames():
     for empty in (figures.deploy_size_figure(deploy_panel.sizes_frame({})),
                   figures.deploy_latency_figure(deploy_panel.latency_frame(None))):
         assert isinstance(empty, go.Figure) and empty.layout.annotations
+
+
+@pytest.mark.parametrize("n, shown", [(0, "0 B"), (900, "900 B"), (20_651, "20.2 KB"), (202_944, "198 KB"),
+                                      (1_066_904, "1.02 MB"), (47_000_000, "44.8 MB"), (3 << 30, "3.00 GB")])
+def test_deploy_sizes_fit_a_quarter_column_at_1024_px(n, shown):
+    """The Deploy tab's four size metrics share a row: at 1024×768 a LeNet-300-100 on MNIST read
+    "1,041.9 KB" and ran into its neighbour (157 px of text in a 129 px column). Three significant
+    digits and a unit: never more than 7 characters."""
+    from ui import deploy_panel
+    assert deploy_panel.size_text(n) == shown and len(shown) <= 7

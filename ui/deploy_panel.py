@@ -78,6 +78,18 @@ def run_engine_deploy(run: dict, *options: str) -> str | None:
     return lines[-1] if lines else f"the deploy command exited with status {done.returncode}"
 
 
+def size_text(n: float) -> str:
+    """Bytes in three significant digits and a binary unit ("198 KB", "1.02 MB"): four such
+    metrics share a row, and at 1024 px each column holds about 7 characters."""
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 999.5 or unit == "GB":
+            break
+        n /= 1024
+    if unit == "B":
+        return f"{n:.0f} B"
+    return f"{n:.{0 if n >= 99.95 else 1 if n >= 9.995 else 2}f} {unit}"
+
+
 def _ratio(size: int, dense: int) -> str:
     return f"1/{dense / size:.1f} of dense" if size < dense else f"{size / dense:.2f}× dense"
 
@@ -116,12 +128,12 @@ def panel(run: dict) -> None:
         f"{par['accuracy']['onnx']:.2%} onnxruntime).", icon="✅" if ok else "⚠️")
     s = report["sizes"]
     m = st.columns(4)
-    m[0].metric("Dense fp32", f"{s['dense_fp32'] / 1024:,.1f} KB")
-    m[1].metric("Sparse fp32", f"{s['sparse_fp32'] / 1024:,.1f} KB", _ratio(s["sparse_fp32"], s["dense_fp32"]),
+    m[0].metric("Dense fp32", size_text(s["dense_fp32"]))
+    m[1].metric("Sparse fp32", size_text(s["sparse_fp32"]), _ratio(s["sparse_fp32"], s["dense_fp32"]),
                 delta_color="off", delta_arrow="off")
-    m[2].metric("Sparse fp16", f"{s['sparse_fp16'] / 1024:,.1f} KB", _ratio(s["sparse_fp16"], s["dense_fp32"]),
+    m[2].metric("Sparse fp16", size_text(s["sparse_fp16"]), _ratio(s["sparse_fp16"], s["dense_fp32"]),
                 delta_color="off", delta_arrow="off")
-    m[3].metric("This file", f"{report['files']['compact_bytes'] / 1024:,.1f} KB",
+    m[3].metric("This file", size_text(report["files"]["compact_bytes"]),
                 report["header"].get("values_dtype"), delta_color="off", delta_arrow="off")
 
     left, right = st.columns(2)
