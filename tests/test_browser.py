@@ -244,10 +244,11 @@ def test_launch_watch_and_analyse_in_a_browser(server):
 CLIPPED_JS = """() => {
   const out = [];
   const vw = window.innerWidth;
-  const sel = '[data-testid="stMetricValue"], [data-testid="stMetricLabel"], [data-testid="stMain"] button';
+  const sel = '[data-testid="stMetricValue"], [data-testid="stMetricLabel"], [data-testid="stMain"] button, ' +
+              '[data-testid="stMain"] [data-testid="stWidgetLabel"] .stMarkdownEllipsis';   // widget labels
   for (const el of document.querySelectorAll(sel)) {
     const r = el.getBoundingClientRect();
-    if (r.width === 0) continue;
+    if (r.width === 0 || !el.innerText.trim()) continue;      // hidden (a closed expander's)
     const inner = el.querySelector('p, div, span') || el;
     const cut = inner.scrollWidth > inner.clientWidth + 1 || el.scrollWidth > el.clientWidth + 1;
     if (cut || r.left < -1 || r.right > vw + 1) out.push(el.innerText.trim().slice(0, 60));
@@ -293,11 +294,14 @@ def test_projector_size_nothing_clipped_and_ticks_read(projector_store):
         browser, page = launch_page(p, 1024, 768)
         try:
             pages = [("", "home"), (f"runs?runs={ids[-1]},{ids[0]}", "runs"), (f"pixels?runs={pixel}", "pixels"),
-                     ("tradeoffs", "tradeoffs"), (f"masks?runs={ids[0]},{ids[1]}", "masks"), ("launch", "launch")]
+                     ("tradeoffs", "tradeoffs"), (f"masks?runs={ids[0]},{ids[1]}", "masks"),
+                     *[(f"launch?preset={p}", f"launch-{p}") for p in ("lenet300-cs", "lenet300-synflow",
+                                                                        "lenet300-imp")],
+                     ("launch", "launch")]
             for path, name in pages:
                 page.goto(f"{url}/{path}")
                 page.wait_for_selector("h1")
-                if name not in ("launch", "home"):
+                if not name.startswith(("launch", "home")):
                     page.wait_for_function("document.querySelectorAll('.js-plotly-plot .main-svg').length >= 1")
                 settle(page, quiet=1.0)
                 ARTIFACTS.mkdir(exist_ok=True)

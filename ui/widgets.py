@@ -328,17 +328,19 @@ class ConfigForm:
         if v["method"] == "concave":
             self._concave(v, parse_errors)
         elif v["method"] == "imp":
-            c1, c2, c3 = st.columns(3)
+            c1, c2 = st.columns(2)
             with c1:
                 v["prune_fraction"] = self._w(st.slider, "prune_fraction", "Prune per round", 0.2,
                                               min_value=0.05, max_value=0.95, step=0.05)
             with c2:
                 v["prune_scope"] = self._w(st.radio, "prune_scope", "Rank weights", "global",
                                            list(CHOICES["prune_scope"]), horizontal=True)
-            with c3:
+            c1, c2 = st.columns(2)      # a row of its own: the checkbox's label fits at 1024 px
+            with c1:
                 if self._w(st.checkbox, "output_on", "Own rate for the output layer", False):
-                    v["output_prune_fraction"] = self._w(st.number_input, "output_prune_fraction",
-                                                         "Output layer: prune per round", 0.1, step=0.05)
+                    with c2:
+                        v["output_prune_fraction"] = self._w(st.number_input, "output_prune_fraction",
+                                                             "Output layer: prune per round", 0.1, step=0.05)
             self.slot("prune_fraction", "prune_scope", "output_prune_fraction")
         elif v["method"] == "random":
             ids = [""] + [r["id"] for r in (done_runs or [])]
@@ -412,7 +414,7 @@ class ConfigForm:
 
     def _cs(self, v: dict) -> None:
         """Continuous sparsification: soft mask sigmoid(β·s), ℓ1 on it, β → beta_final each round."""
-        c1, c2, c3, c4 = st.columns(4)
+        c1, c2, c3 = st.columns(3)
         with c1:
             # a text field as for concave runs: a typed "abc" reaches the engine's check, never clamped
             v["lam"] = [_number_or_text(self._w(st.text_input, "lam", "λ (ℓ1 on the soft mask)", "1"))]
@@ -422,13 +424,15 @@ class ConfigForm:
         with c3:
             v["beta_final"] = self._w(st.number_input, "beta_final", "Final temperature β", 200.0,
                                       format="%g", step=10.0)
-        with c4:
+        c1, c2 = st.columns(2)      # the target on a row of its own, as for concave runs: its label fits
+        with c1:
             if self._w(st.toggle, "target_on", "Aim at a target sparsity", False):
                 v["target_sparsity"] = self._w(st.number_input, "target_sparsity", "Target sparsity", 0.9,
                                                step=0.01, format="%.3f")
-                v["threshold_mode"] = self._w(st.radio, "threshold_mode", "Ticket", "tau", ["tau", "topk"],
-                                              format_func={"tau": "s > 0", "topk": "top-k logits"}.get,
-                                              horizontal=True)
+                with c2:
+                    v["threshold_mode"] = self._w(st.radio, "threshold_mode", "Ticket", "tau", ["tau", "topk"],
+                                                  format_func={"tau": "s > 0", "topk": "top-k logits"}.get,
+                                                  horizontal=True)
         st.caption("The ticket is every weight whose logit s ends positive; its weights rewind and retrain with "
                    "that binary mask. The reference runs 3 rounds and rewinds to epoch 2.")
         self.slot("lam", "s0", "beta_final", "target_sparsity", "threshold_mode")
@@ -512,9 +516,9 @@ class ConfigForm:
                     st.caption("λ = " + ", ".join(f"{x:g}" for x in v["lam"]))
             self.slot("lam")
 
+            on = self._w(st.toggle, "target_on", "Aim at a target sparsity", False)   # full width: its label fits
             c1, c2 = st.columns(2)
             with c1:
-                on = self._w(st.toggle, "target_on", "Aim at a target sparsity", False)
                 if on:
                     v["target_sparsity"] = self._w(st.number_input, "target_sparsity", "Target sparsity", 0.9,
                                                    step=0.01, format="%.3f")
