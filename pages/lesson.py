@@ -236,8 +236,9 @@ mine_active = [r for r in every if r.get("status") in data.ACTIVE and ls.is_mine
 @state.guard("This step's figure could not be drawn")
 def figure_view() -> None:
     figs, nums, source = build(step, state.store().list_runs())
-    if nums:
-        for col, (label, value, help_) in zip(st.columns(len(nums)), nums):
+    per_row = len(nums) if len(nums) <= 3 else 2      # four in a row do not fit at 1024 px ("1 min 16 s")
+    for i in range(0, len(nums), per_row or 1):
+        for col, (label, value, help_) in zip(st.columns(per_row), nums[i:i + per_row]):
             col.metric(label, value, help=help_)
     if not figs or (step.figure == "planted" and source == "none"):
         st.info("No run of this kind yet: press **Run it live** below; the figure appears when it finishes.",

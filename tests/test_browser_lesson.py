@@ -47,6 +47,9 @@ CLIPPED_JS = """() => {
     const text = el.innerText.trim().slice(0, 40);
     if (r.left < 0 || r.right > window.innerWidth + 0.5 || r.top < 0 || r.bottom > window.innerHeight + 0.5)
       out.push('outside the viewport: ' + text + ' ' + JSON.stringify([r.left, r.top, r.right, r.bottom]));
+    const metric = el.matches('[data-testid="stMetricValue"], [data-testid="stMetricLabel"]');
+    if (metric && el.scrollWidth > el.clientWidth + 1)       // text running into its neighbour
+      out.push('runs past its column: ' + text + ' (' + el.scrollWidth + ' > ' + el.clientWidth + ')');
     for (const e of [el, ...el.querySelectorAll('*')]) {
       if (e.scrollWidth > e.clientWidth + 1 && getComputedStyle(e).overflowX !== 'visible')
         out.push('clipped: ' + text + ' (' + e.scrollWidth + ' > ' + e.clientWidth + ')');
@@ -139,6 +142,14 @@ def test_presentation_view_nothing_cut_off(server):
                 tw, th = page.evaluate(TICKET_PX_JS)
                 assert tw >= 250 and th >= 250, (tw, th)      # 107 px before (issue 15)
                 shoot(page, f"pixels-{w}x{h}")
+                # the normal view of every lesson step and of Theory: four metrics in a row read
+                # "1 min 16 s" cut off, Theory's "0 support errors" ran into each other
+                for path in [f"lesson?step={i}&present=0" for i in range(1, len(ls.STEPS) + 1)] + ["theory"]:
+                    page.goto(f"{url}/{path}")
+                    page.wait_for_selector("h1")
+                    page.wait_for_function("document.querySelectorAll('.js-plotly-plot .main-svg').length >= 1")
+                    settle(page, quiet=0.5)
+                    check(page, f"{path} (normal view) at {w}×{h}")
                 page.close()
         finally:
             browser.close()
