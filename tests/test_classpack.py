@@ -184,7 +184,7 @@ def test_the_app_imports_the_pack_into_an_empty_store(tmp_path, monkeypatch, man
 
 
 @pytest.mark.parametrize("page, expect", [
-    ("pages/theory.py", "Best log"),                 # the planted recovery plot's per-penalty metrics
+    ("pages/theory.py", "Fewest support errors"),    # the planted recovery plot's per-penalty metrics
     ("pages/pixels.py", "Pixels used"),               # the ticket of the 8-pixel run
     ("pages/tradeoffs.py", "Dense accuracy"),          # a dense line (see below)
     ("pages/masks.py", "IoU of kept weights"),         # mask history and two tickets compared
