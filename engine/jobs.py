@@ -447,6 +447,21 @@ def active_count(home: str | os.PathLike | None, owner: str) -> int:
         return _active_of(db, owner)
 
 
+def room(home: str | os.PathLike | None, owner: str | None) -> int | None:
+    """How many more runs `owner` may queue now under the per-person cap; None when no cap
+    applies (no owner, no cap set, or a teacher)."""
+    if owner is None:
+        return None
+    try:
+        owner = owners.check_name(owner, "owner")
+        cap = owners.max_per_person()
+        if not cap or owners.is_teacher(owner):
+            return None
+    except owners.OwnerError as e:
+        raise JobError(str(e)) from None
+    return max(0, cap - active_count(home, owner))
+
+
 def check_room(home: str | os.PathLike | None, owner: str | None, n: int) -> None:
     """Before queueing n runs at once (a sweep) for `owner`: JobError when they cannot all
     fit under the per-person cap, so a sweep is queued whole or not at all. (submit checks

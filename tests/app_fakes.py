@@ -36,6 +36,9 @@ class FakeJobs(types.ModuleType):
     def check_room(self, home, owner, n):
         pass
 
+    def room(self, home, owner):
+        return None
+
     def delete(self, run_id, home=None, *, actor=None):
         self.calls.append(("delete", run_id))
         Store(home).delete_run(run_id)

@@ -221,3 +221,27 @@ def test_in_the_presentation_view_the_name_is_asked_on_the_page(monkeypatch, cls
     next(b for b in at.button if b.proto.label == "Use this name").click().run()
     no_traceback(at)
     assert at.session_state[identity.NAME_KEY] == "tess" and at.dataframe       # the page shows
+
+
+def test_home_says_before_the_click_when_a_preset_exceeds_ones_room(monkeypatch, cls):
+    """Cap 3 (the default): "Four families" is 4 new runs, so a student's Launch button is
+    disabled and the card says why (before: the click gave an error). alice has 1 queued, so
+    she may queue 2 more: the two-run card is still in reach. A teacher has no cap."""
+    home, store, ids = cls
+    monkeypatch.setenv("LOTTERY_MAX_PER_PERSON", "3")
+
+    def home_as(who):
+        at = open_page(monkeypatch, home, "pages/home.py", session={identity.NAME_KEY: who})
+        no_traceback(at)
+        return at
+
+    at = home_as("bob")                                            # nothing queued: room for 3
+    assert at.button(key="preset_families").disabled and not at.button(key="preset_lenet").disabled
+    assert "4 new runs, but you may queue 3 more now" in texts(at)
+    at = home_as("alice")                                          # 1 queued: room for 2
+    assert at.button(key="preset_families").disabled
+    assert not at.button(key="preset_lenet").disabled and not at.button(key="preset_digits").disabled
+    assert "4 new runs, but you may queue 2 more now" in texts(at)
+    at = home_as("tess")                                            # a teacher
+    assert not at.button(key="preset_families").disabled and "you may queue" not in texts(at)
+    assert backend.room(home, "tess") is None and backend.room(home, "alice") == 2

@@ -87,6 +87,11 @@ def submit(cfgs: list[RunConfig], home: Path, sweep_id: str | None = None, *, ow
     return out
 
 
+def room(home: Path, owner: str | None) -> int | None:
+    """How many more runs `owner` may queue now (None: no per-person cap applies to them)."""
+    return None if owner is None else _call("room", home, owner)
+
+
 def find_equal(cfg: RunConfig, home: Path, store=None) -> dict | None:
     """The run a launch of `cfg` would reuse (a finished one first, else one queued or
     running), or None; None as well on an engine without deduplication. `store`: the
