@@ -245,3 +245,17 @@ def test_home_says_before_the_click_when_a_preset_exceeds_ones_room(monkeypatch,
     at = home_as("tess")                                            # a teacher
     assert not at.button(key="preset_families").disabled and "you may queue" not in texts(at)
     assert backend.room(home, "tess") is None and backend.room(home, "alice") == 2
+
+
+def test_launch_says_before_the_click_when_the_form_exceeds_ones_room(monkeypatch, cls):
+    """The Launch form, cap 2: alice (1 queued) may queue 1 more, so a 3-seed sweep is refused
+    on the page, with Launch disabled; one seed fits."""
+    home, store, ids = cls
+    monkeypatch.setenv("LOTTERY_MAX_PER_PERSON", "2")
+    at = open_page(monkeypatch, home, "pages/launch.py", session={identity.NAME_KEY: "alice"})
+    no_traceback(at)
+    assert not at.button(key="launch.go").disabled
+    at.text_input(key="cfg.seeds").set_value("0, 1, 2").run()
+    no_traceback(at)
+    assert at.button(key="launch.go").disabled
+    assert any("3 new runs, but you may queue 1 more now" in plain(w.value) for w in at.warning)
