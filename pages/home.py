@@ -85,10 +85,6 @@ CARDS = [
      "The paper's convolutional setting: 30 search + 60 retrain epochs with SGD and a cosine schedule.",
      None if gpu_names else "no GPU on this machine: this takes many hours on a CPU"),
 ]
-try:
-    room = backend.room(home, identity.current_user())       # None: no per-person cap for this person
-except backend.BackendError:
-    room = None
 cols = [c for _ in range(0, len(CARDS), 2) for c in st.columns(2)]     # two a row: buttons fit at 1024×768
 for col, (key, names, title, text, warn) in zip(cols, CARDS):
     with col, st.container(border=True):
@@ -107,14 +103,11 @@ for col, (key, names, title, text, warn) in zip(cols, CARDS):
                    f"results in ≈ {data.fmt_duration(max(soon.until))} on {where}")
         if warn:
             st.caption(f"⚠️ {md.esc(warn)}")
-        # on a class server: more new runs than this person may still queue is said here, not after a click
-        new = [c for c in cfgs if backend.find_equal(c, home) is None] if room is not None else []
-        too_many = room is not None and len(new) > room
+        too_many = widgets.over_room(home, cfgs)     # a class server's per-person cap, said before the click
         if too_many:
-            st.caption(f"⚠️ {len(new)} new runs, but you may queue {room} more now (the limit per person): "
-                       "Customise to launch fewer, wait for yours to finish, or ask a teacher.")
+            st.caption(f"⚠️ {md.esc(too_many)} Customise picks fewer.")
         b1, b2 = st.columns(2)
-        if b1.button("Launch", key=f"preset_{key}", type="primary", width="stretch", disabled=too_many,
+        if b1.button("Launch", key=f"preset_{key}", type="primary", width="stretch", disabled=bool(too_many),
                      help=f"Queue {len(cfgs)} run{'s' if len(cfgs) > 1 else ''} now and open the monitor."):
             try:
                 ids = backend.submit(cfgs, home, owner=identity.current_user(),

@@ -222,16 +222,9 @@ if found:
 label = f"Launch {len(configs)} runs" if len(configs) > 1 else "Launch run"
 if ok and configs and all(e is not None for e in equal):        # nothing to train: say what the click does
     label = "Open the earlier run" + ("s" if len(configs) > 1 else "") + " (nothing to train)"
-try:        # on a class server: more new runs than this person may still queue is said before the click
-    room = backend.room(home, identity.current_user())
-except backend.BackendError:
-    room = None
-new_runs = sum(e is None for e in equal)
-too_many = ok and room is not None and new_runs > room
+too_many = widgets.over_room(home, configs) if ok else None     # a class server's per-person cap, said first
 if too_many:
-    st.warning(f"{new_runs} new run{'s' if new_runs > 1 else ''}, but you may queue {room} more now (the limit "
-               "per person counts your queued and running runs): launch fewer, wait for yours to finish, or ask "
-               "a teacher.", icon="✋")
-if st.button(label, type="primary", disabled=not ok or too_many, key="launch.go",
+    st.warning(md.esc(too_many), icon="✋")
+if st.button(label, type="primary", disabled=not ok or bool(too_many), key="launch.go",
              help="Queue the run(s) for a background worker and open the monitor."):
     launch(again=False)

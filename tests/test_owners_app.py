@@ -259,3 +259,17 @@ def test_launch_says_before_the_click_when_the_form_exceeds_ones_room(monkeypatc
     no_traceback(at)
     assert at.button(key="launch.go").disabled
     assert any("3 new runs, but you may queue 1 more now" in plain(w.value) for w in at.warning)
+
+
+def test_a_page_sweep_says_before_the_click_when_it_exceeds_ones_room(monkeypatch, cls):
+    """Theory's planted sweep (14 runs) with cap 3: its button is disabled for a student, with
+    the reason beside it; a teacher may run it."""
+    home, store, ids = cls
+    monkeypatch.setenv("LOTTERY_MAX_PER_PERSON", "3")
+    at = open_page(monkeypatch, home, "pages/theory.py", session={identity.NAME_KEY: "bob"})
+    no_traceback(at)
+    assert at.button(key="theory.go").disabled
+    assert "14 new runs, but you may queue 3 more now" in texts(at)
+    at = open_page(monkeypatch, home, "pages/theory.py", session={identity.NAME_KEY: "tess"})
+    no_traceback(at)
+    assert not at.button(key="theory.go").disabled and "you may queue" not in texts(at)

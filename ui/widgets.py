@@ -678,6 +678,22 @@ def checklist(checks: pd.DataFrame) -> None:
                         unsafe_allow_html=True)
 
 
+def over_room(home, cfgs: list[RunConfig]) -> str | None:
+    """On a server with a per-person cap: why this person cannot queue `cfgs` now (the configs
+    an equal run stands in for cost nothing), said before the click; None when they can."""
+    try:
+        room = backend.room(home, identity.current_user())
+    except backend.BackendError:
+        return None
+    if room is None:
+        return None
+    new = sum(backend.find_equal(c, home) is None for c in cfgs)
+    if new <= room:
+        return None
+    return (f"{new} new run{'s' if new > 1 else ''}, but you may queue {room} more now (the limit per person "
+            "counts your queued and running runs): launch fewer, wait for yours to finish, or ask a teacher.")
+
+
 def sweep_button(label: str, cfgs: list[RunConfig], key: str, home, help: str, what: str = "sweep",
                  per_run_s: float | None = None, disabled: bool = False) -> list[str] | None:
     """A button that queues a sweep launched from a page, and then, where it was, the
@@ -710,8 +726,11 @@ def sweep_button(label: str, cfgs: list[RunConfig], key: str, home, help: str, w
         st.fragment(run_every=state.LIVE_SECONDS * 2 if p.get("active") else None)(progress)()
     if p.get("active"):
         label = f"{label} — queued or running"
-    clicked = st.button(label, key=key, disabled=disabled or not cfgs or p.get("active", False), help=help,
-                        type="primary")
+    too_many = over_room(home, cfgs) if cfgs and not p.get("active") else None
+    if too_many:
+        st.caption(f"⚠️ {md.esc(too_many)}")
+    clicked = st.button(label, key=key, disabled=disabled or not cfgs or p.get("active", False) or bool(too_many),
+                        help=help, type="primary")
     if p.get("done") and not p.get("active"):
         st.caption(f"{p['done']} of its {p['total']} runs are done already: a launch queues only the others "
                    f"(an equal config is never trained twice).")
