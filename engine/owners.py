@@ -73,12 +73,19 @@ def is_teacher(actor: str | None, teacher: bool | set | frozenset | None = None)
     return actor in names
 
 
+def shared_server(env=os.environ) -> bool:
+    """Set up for several people: teachers named, or a login proxy's user header trusted."""
+    return any((env.get(k) or "").strip() for k in ("LOTTERY_TEACHERS", "LOTTERY_TRUST_USER_HEADER"))
+
+
 def max_per_person(value: int | None = None) -> int:
-    """The per-person cap: `value`, else $LOTTERY_MAX_PER_PERSON, else 3. 0 = no limit."""
+    """The per-person cap: `value`, else $LOTTERY_MAX_PER_PERSON, else 3 on a shared server
+    and 0 (no limit) on a personal machine, where a typed name only labels the runs and a cap
+    would only keep its one user from their own sweeps."""
     if value is None:
         value = env_int("LOTTERY_MAX_PER_PERSON", 0, error=OwnerError)
         if value is None:
-            return DEFAULT_MAX_PER_PERSON
+            return DEFAULT_MAX_PER_PERSON if shared_server() else 0
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise OwnerError(f"LOTTERY_MAX_PER_PERSON must be an integer ≥ 0, got {value!r}")
     return value

@@ -18,8 +18,10 @@ TINY = {"model": "logreg", "dataset": "digits", "method": "dense", "epochs": 1, 
 
 @pytest.fixture
 def home(tmp_path, monkeypatch):
-    for k in ("LOTTERY_MAX_PER_PERSON", "LOTTERY_TEACHERS"):
+    """A shared server's store (a teacher is named, so the default cap of 3 applies)."""
+    for k in ("LOTTERY_MAX_PER_PERSON", "LOTTERY_TRUST_USER_HEADER"):
         monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("LOTTERY_TEACHERS", "tess")
     h = tmp_path / "home"
     Store(h)
     return h
@@ -99,7 +101,7 @@ def test_per_person_cap_counts_queued_and_running_and_says_so(home, monkeypatch)
     jobs.submit(TINY, home, start=False, again=True)                                        # the CLI: no owner, no cap
     monkeypatch.setenv("LOTTERY_TEACHERS", "alice")                             # teachers have no cap
     jobs.submit(TINY, home, start=False, again=True, owner="alice")
-    monkeypatch.delenv("LOTTERY_TEACHERS")
+    monkeypatch.setenv("LOTTERY_TEACHERS", "tess")
     monkeypatch.setenv("LOTTERY_MAX_PER_PERSON", "5")
     jobs.submit(TINY, home, start=False, again=True, owner="alice")
     assert jobs.active_count(home, "alice") == 5
@@ -108,6 +110,26 @@ def test_per_person_cap_counts_queued_and_running_and_says_so(home, monkeypatch)
     monkeypatch.setenv("LOTTERY_MAX_PER_PERSON", "many")
     with pytest.raises(jobs.JobError, match="LOTTERY_MAX_PER_PERSON must be an integer"):
         jobs.submit(TINY, home, start=False, again=True, owner="alice")
+
+
+def test_on_a_personal_machine_a_typed_name_only_labels_runs(home, monkeypatch):
+    """No teachers, no login proxy, no LOTTERY_MAX_PER_PERSON: a personal machine. A name typed
+    in the sidebar labels the runs but sets no cap (it kept its one user from a 20-run λ sweep);
+    an explicit LOTTERY_MAX_PER_PERSON still applies."""
+    from ui import backend
+    monkeypatch.delenv("LOTTERY_TEACHERS")
+    monkeypatch.setenv("LOTTERY_MAX_RUNS", "0")
+    assert owners.max_per_person() == 0 and jobs.room(home, "ana") is None
+    cfgs = [RunConfig.from_dict({**TINY, "seed": s}) for s in range(20)]
+    assert len(backend.submit(cfgs, home, owner="ana")) == 20
+    assert jobs.active_count(home, "ana") == 20
+    monkeypatch.setenv("LOTTERY_MAX_PER_PERSON", "3")
+    assert jobs.room(home, "ana") == 0
+    with pytest.raises(jobs.JobError, match="limit per person is 3"):
+        jobs.submit(TINY, home, start=False, again=True, owner="ana")
+    monkeypatch.delenv("LOTTERY_MAX_PER_PERSON")
+    monkeypatch.setenv("LOTTERY_TRUST_USER_HEADER", "X-Remote-User")      # a login proxy: shared
+    assert owners.max_per_person() == 3
 
 
 def test_a_sweep_that_does_not_fit_is_refused_whole(home, monkeypatch):
