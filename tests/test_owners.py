@@ -114,8 +114,8 @@ def test_per_person_cap_counts_queued_and_running_and_says_so(home, monkeypatch)
 
 def test_on_a_personal_machine_a_typed_name_only_labels_runs(home, monkeypatch):
     """No teachers, no login proxy, no LOTTERY_MAX_PER_PERSON: a personal machine. A name typed
-    in the sidebar labels the runs but sets no cap (it kept its one user from a 20-run λ sweep);
-    an explicit LOTTERY_MAX_PER_PERSON still applies."""
+    in the sidebar labels the runs but sets no cap (3 kept its one user from the 14-run sweeps of
+    Pixel masks and Theory); an explicit LOTTERY_MAX_PER_PERSON still applies."""
     from ui import backend
     monkeypatch.delenv("LOTTERY_TEACHERS")
     monkeypatch.setenv("LOTTERY_MAX_RUNS", "0")
