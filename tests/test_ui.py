@@ -411,3 +411,23 @@ def test_a_second_group_wanting_a_taken_colour_does_not_take_another_methods():
     assert m["imp"] == figures.METHOD_COLORS["imp"]
     owned = set(figures.REG_COLORS.values()) | set(figures.METHOD_COLORS.values())
     assert m["log mask (warm start)"] not in owned and len(set(m.values())) == 4
+
+
+def test_mask_evolution_x_ticks_are_phase_starts_short_and_flat():
+    """Every epoch written out ("round 3 · retrain · epoch 1") stood on end under the half-width
+    churn and binary charts at 1024×768 and left them a plot ~15 px tall. Ticks now mark each
+    round's phases ("r2 search"), short enough to lie nearly flat; every epoch stays a category."""
+    from ui import names
+    order = [names.when_label(r, p, e) for r in range(3) for p, es in (("search", (1, 2)), ("retrain", (0, 1)))
+             for e in es]
+    t = figures.when_ticks(order)
+    assert t["ticktext"] == ["r1 search", "r1 retrain", "r2 search", "r2 retrain", "r3 search", "r3 retrain"]
+    assert t["tickvals"] == [order[i] for i in (0, 2, 4, 6, 8, 10)] and t["categoryarray"] == order
+    assert t["tickangle"] == -30 and max(len(x) for x in t["ticktext"]) <= 10
+    one = figures.when_ticks(order[:4])
+    assert one["ticktext"] == ["search", "retrain"] and one["tickangle"] == 0
+    stats = pd.DataFrame({"layer": "fc1", "module": "classifier.0", "when": order, "order": range(len(order)),
+                          "churn": 0.1})
+    fig = figures.layer_lines(stats, "churn", "Churn", "share of entries")
+    assert list(fig.layout.xaxis.ticktext) == t["ticktext"] and fig.layout.xaxis.title.text == figures.WHEN_AXIS
+    assert list(fig.data[0].x) == order                                  # every epoch is still a point

@@ -380,6 +380,26 @@ def lam_figure(df: pd.DataFrame) -> go.Figure:
 
 # ------------------------------------------------------------------ masks
 
+WHEN_AXIS = "round and phase (hover: epoch)"      # short: half-width charts at 1024 px clip a long title
+
+
+def when_ticks(order: list[str]) -> dict:
+    """x-axis ticks for labels "round R · phase · epoch E" (in training order): one at the first
+    epoch of each round's phase, "r2 search" (just "search" when there is one round). Every epoch
+    written out stood on end under a half-width chart at 1024 px and squeezed its plot to ~15 px."""
+    rounds = {w.split(" · ")[0] for w in order}
+    vals, text, seen = [], [], set()
+    for w in order:
+        parts = w.split(" · ")
+        if tuple(parts[:2]) in seen or len(parts) < 2:
+            continue
+        seen.add(tuple(parts[:2]))
+        vals.append(w)
+        text.append(parts[1] if len(rounds) == 1 else f"{parts[0].replace('round ', 'r')} {parts[1]}")
+    return dict(type="category", categoryorder="array", categoryarray=list(order), tickmode="array",
+                tickvals=vals, ticktext=text, tickangle=0 if len(vals) <= 3 else -30, title=WHEN_AXIS)
+
+
 def layer_heatmap(stats: pd.DataFrame) -> go.Figure:
     """Per-layer remaining fraction (m > τ) over recorded epochs, layers × epochs."""
     if stats.empty:
@@ -395,7 +415,7 @@ def layer_heatmap(stats: pd.DataFrame) -> go.Figure:
                                hovertemplate="%{y} (module %{customdata})<br>%{x}<br>remaining %{z:.1%}"
                                              "<extra></extra>"))
     fig.update_yaxes(autorange="reversed", title="layer (input → output)")
-    fig.update_xaxes(title="round, phase, epoch", type="category")
+    fig.update_xaxes(**when_ticks(order))
     return _base(fig, "Remaining fraction per layer over training", height=max(260, 60 + 28 * len(layers)))
 
 
@@ -412,7 +432,7 @@ def hist_heatmap(hist: pd.DataFrame, tau: float) -> go.Figure:
     fig.add_hline(y=tau, line=dict(color="#1f77b4", width=2, dash="dash"),
                   annotation_text=f"τ = {tau:g}", annotation_position="top left")
     fig.update_yaxes(title="mask value m", range=[0, 1])
-    fig.update_xaxes(title="round, phase, epoch", type="category")
+    fig.update_xaxes(**when_ticks(order))
     return _base(fig, "Histogram of m over time (darker = more entries)", height=330)
 
 
@@ -423,7 +443,7 @@ def hist_bars(hist: pd.DataFrame, tau: float, title: str) -> go.Figure:
                            marker_color=["#d62728" if b <= tau else "#1f77b4" for b in hist["bin_mid"]],
                            hovertemplate="m ≈ %{x:.3f}<br>share %{y:.1%}<extra></extra>"))
     fig.add_vline(x=tau, line=dict(color="#333", width=2, dash="dash"), annotation_text=f"τ = {tau:g}")
-    fig.update_xaxes(title="mask value m (red: pruned at τ, blue: kept)", range=[0, 1])
+    fig.update_xaxes(title="m (red pruned, blue kept)", range=[0, 1])      # fits a third of 1024 px
     fig.update_yaxes(title="share of entries (log)", type="log", range=[-4, 0.05],
                      **log_ticks(1e-4, 1.0, percent=True, max_ticks=5))
     return _base(fig, title, height=300)
@@ -441,8 +461,7 @@ def layer_lines(stats: pd.DataFrame, column: str, title: str, ytitle: str, perce
         fig.add_trace(go.Scatter(x=g["when"], y=g[column], name=layer, mode="lines+markers",
                                  line=dict(color=colors[layer]), marker=dict(size=5),
                                  hovertemplate=f"{layer} (module {path})<br>%{{x}}<br>%{{y:.1%}}<extra></extra>"))
-    fig.update_xaxes(title="round, phase, epoch", type="category",
-                     categoryorder="array", categoryarray=d.sort_values("order")["when"].unique().tolist())
+    fig.update_xaxes(**when_ticks(d.sort_values("order")["when"].unique().tolist()))
     top = float(d[column].max()) if d[column].notna().any() else 1.0
     if percent:
         fig.update_yaxes(title=ytitle, **percent_axis(0.0, max(top * 1.1, 0.05), n=4))
