@@ -24,7 +24,11 @@ points["setting_key"] = points["model"] + " on " + points["dataset"] + points["c
 counts = points["setting_key"].value_counts()
 selected = set(state.selected_ids())
 preferred = points[points["run_id"].isin(selected)]["setting_key"]
-default = preferred.iloc[0] if not preferred.empty else counts.index[0]
+# Unless a selected run says which: the setting comparing the most methods (this page compares
+# methods), then the most runs: a store with the class pack opened on its one-method planted sweep.
+methods = points.groupby("setting_key")["method"].nunique()
+ranked = sorted(counts.index, key=lambda k: (-methods[k], -counts[k]))
+default = preferred.iloc[0] if not preferred.empty else ranked[0]
 options = list(counts.index)
 c1, c2, c3 = st.columns([2, 1, 1])
 setting = c1.selectbox("Model and dataset", options, index=options.index(default), key="trade.setting",
