@@ -38,3 +38,18 @@ def jobs(monkeypatch):
     monkeypatch.setitem(sys.modules, "engine.jobs", fake)
     monkeypatch.setattr(engine, "jobs", fake, raising=False)
     return fake
+
+
+def at_once(target, home, n: int = 4):
+    """Run target(home, barrier, queue) in n forked processes released together by the barrier
+    (what two launches at the same instant look like); each must exit 0. Returns the queue."""
+    import multiprocessing as mp
+    ctx = mp.get_context("fork")
+    barrier, out = ctx.Barrier(n), ctx.Queue()
+    procs = [ctx.Process(target=target, args=(str(home), barrier, out)) for _ in range(n)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    return out

@@ -68,9 +68,9 @@ def empty_home(tmp_path):
     return tmp_path / "empty"
 
 
-def open_page(monkeypatch, home, page, query=None, session=None) -> AppTest:
+def open_page(monkeypatch, home, page, query=None, session=None, timeout: float = 90) -> AppTest:
     monkeypatch.setenv("LOTTERY_HOME", str(home))
-    at = AppTest.from_file(APP, default_timeout=90)
+    at = AppTest.from_file(APP, default_timeout=timeout)
     for k, v in (session or {}).items():
         at.session_state[k] = v
     at.run()

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import test_app
 from conftest import DATA
 from streamlit.testing.v1 import AppTest
 
@@ -149,15 +150,9 @@ def test_the_app_starts_with_a_damaged_pack(tmp_path, monkeypatch):
 
 
 def open_page(monkeypatch, home, page, session=None) -> AppTest:
-    monkeypatch.setenv("LOTTERY_HOME", str(home))
+    """test_app's open_page with the repository's class pack imported into the store."""
     monkeypatch.setenv("LOTTERY_CLASSPACK", str(PACK))
-    at = AppTest.from_file(APP, default_timeout=120)
-    for k, v in (session or {}).items():
-        at.session_state[k] = v
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    at.switch_page(page)
-    at.run()
+    at = test_app.open_page(monkeypatch, home, page, session=session, timeout=120)
     assert not at.exception, [e.value for e in at.exception]
     return at
 

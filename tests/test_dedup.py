@@ -3,7 +3,6 @@ content hash; submit/run/sweep reuse an equal run unless asked to train again.""
 
 import hashlib
 import json
-import multiprocessing as mp
 import time
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from engine import jobs, sweep
 from engine.__main__ import main
 from engine.config import RunConfig
 from engine.store import Store
+from tests.conftest import at_once
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = {"model": "logreg", "dataset": "digits", "method": "dense", "epochs": 1, "batch_size": 256}
@@ -112,15 +112,8 @@ def _submit_once(home: str, barrier, out) -> None:
 
 def test_parallel_equal_launches_queue_one_run(home):
     Store(home)
-    ctx = mp.get_context("fork")
-    barrier, out = ctx.Barrier(4), ctx.Queue()
-    procs = [ctx.Process(target=_submit_once, args=(str(home), barrier, out)) for _ in range(4)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(60)
-        assert p.exitcode == 0
-    ids = {out.get(timeout=5) for _ in procs}
+    out = at_once(_submit_once, home, 4)
+    ids = {out.get(timeout=5) for _ in range(4)}
     assert len(ids) == 1 and [r["id"] for r in Store(home).list_runs()] == list(ids)
 
 

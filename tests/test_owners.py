@@ -4,7 +4,6 @@ queued with start=False or written by hand."""
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import time
 
 import pytest
@@ -12,6 +11,7 @@ import pytest
 from engine import jobs, owners, runner
 from engine.config import RunConfig
 from engine.store import Store
+from tests.conftest import at_once
 
 TINY = {"model": "logreg", "dataset": "digits", "method": "dense", "epochs": 1, "batch_size": 256}
 
@@ -171,14 +171,7 @@ def _launch(home: str, barrier, results) -> None:
 
 def test_per_person_cap_holds_under_parallel_launches(home):
     """Four processes launch 3 runs each for one person at the same instant: exactly 3 pass."""
-    ctx = mp.get_context("fork")
-    barrier, results = ctx.Barrier(4), ctx.Queue()
-    procs = [ctx.Process(target=_launch, args=(str(home), barrier, results)) for _ in range(4)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(60)
-        assert p.exitcode == 0
+    results = at_once(_launch, home, 4)
     out = [results.get(timeout=5) for _ in range(12)]
     assert out.count("ok") == 3, out
     assert all(o == "ok" or o.startswith("you already have 3 runs queued or running") for o in out)
