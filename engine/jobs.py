@@ -406,15 +406,8 @@ def submit(cfg: RunConfig | dict, home: str | os.PathLike | None = None,
     if estimate is not None and (isinstance(estimate, bool) or not isinstance(estimate, (int, float))
                                  or not 0 <= estimate < float("inf")):
         raise JobError(f"estimate must be a number of seconds ≥ 0, got {estimate!r}")
-    guard = None
-    try:
-        if owner is not None:
-            owner = owners.check_name(owner, "owner")
-            cap = owners.max_per_person()
-            if cap and not owners.is_teacher(owner):
-                guard = functools.partial(_within_cap, owner=owner, cap=cap)
-    except owners.OwnerError as e:
-        raise JobError(str(e)) from None
+    owner, cap = _owner_and_cap(owner)
+    guard = functools.partial(_within_cap, owner=owner, cap=cap) if cap else None
     from .refs import check_references
     check_references(cfg, resolve_home(home))
     store, home = _open(home)
@@ -447,34 +440,35 @@ def active_count(home: str | os.PathLike | None, owner: str) -> int:
         return _active_of(db, owner)
 
 
-def room(home: str | os.PathLike | None, owner: str | None) -> int | None:
-    """How many more runs `owner` may queue now under the per-person cap; None when no cap
-    applies (no owner, no cap set, or a teacher)."""
+def _owner_and_cap(owner: str | None) -> tuple[str | None, int]:
+    """The checked owner and the per-person cap that applies to them (0: none, e.g. no
+    owner, a teacher, or a personal machine); JobError for a bad name or setting."""
     if owner is None:
-        return None
+        return None, 0
     try:
         owner = owners.check_name(owner, "owner")
         cap = owners.max_per_person()
-        if not cap or owners.is_teacher(owner):
-            return None
+        return owner, (0 if not cap or owners.is_teacher(owner) else cap)
     except owners.OwnerError as e:
         raise JobError(str(e)) from None
-    return max(0, cap - active_count(home, owner))
+
+
+def room(home: str | os.PathLike | None, owner: str | None) -> int | None:
+    """How many more runs `owner` may queue now under the per-person cap; None when no cap
+    applies (no owner, no cap set, or a teacher)."""
+    owner, cap = _owner_and_cap(owner)
+    return max(0, cap - active_count(home, owner)) if cap else None
 
 
 def check_room(home: str | os.PathLike | None, owner: str | None, n: int) -> None:
     """Before queueing n runs at once (a sweep) for `owner`: JobError when they cannot all
     fit under the per-person cap, so a sweep is queued whole or not at all. (submit checks
     each run again, atomically.)"""
-    if owner is None or n <= 1:
+    if n <= 1:
         return
-    try:
-        owner = owners.check_name(owner, "owner")
-        cap = owners.max_per_person()
-        if not cap or owners.is_teacher(owner):
-            return
-    except owners.OwnerError as e:
-        raise JobError(str(e)) from None
+    owner, cap = _owner_and_cap(owner)
+    if not cap:
+        return
     active = active_count(home, owner)
     if active + n > cap:
         raise JobError(f"this sweep has {n} runs, but you have {active} queued or running and the limit per "
