@@ -155,7 +155,7 @@ def is_teacher(user: str | None) -> bool:
 def in_use() -> bool:
     """True on a server set up for several people: identity from a proxy or a login, or
     teachers named. Then the pages need an identity to show."""
-    return mode() != "name" or bool((os.environ.get("LOTTERY_TEACHERS") or "").strip())
+    return owners.shared_server() or mode() == "oidc"
 
 
 def may_manage(run: dict, user: str | None = None) -> bool:
