@@ -85,6 +85,7 @@ CARDS = [
      "The paper's convolutional setting: 30 search + 60 retrain epochs with SGD and a cosine schedule.",
      None if gpu_names else "no GPU on this machine: this takes many hours on a CPU"),
 ]
+machine = estimate.machine_now()       # once for every card: it reads the load of the whole machine
 cols = [c for _ in range(0, len(CARDS), 2) for c in st.columns(2)]     # two a row: buttons fit at 1024×768
 for col, (key, names, title, text, warn) in zip(cols, CARDS):
     with col, st.container(border=True):
@@ -96,8 +97,7 @@ for col, (key, names, title, text, warn) in zip(cols, CARDS):
             st.error(f"Preset is invalid: {md.esc(e)}")
             continue
         # until the last result: the runs ahead in the queue and the load counted (ui/estimate.py)
-        soon = estimate.launch_estimate([c.to_dict() for c in cfgs], all_runs, estimate.machine_now(),
-                                        bool(gpu_names))
+        soon = estimate.launch_estimate([c.to_dict() for c in cfgs], all_runs, machine, bool(gpu_names))
         where = "this GPU" if estimate.estimate(cfgs[0].to_dict(), bool(gpu_names)).device == "gpu" else "this CPU"
         st.caption(f"queue paused ({where})" if soon.until is None else
                    f"results in ≈ {data.fmt_duration(max(soon.until))} on {where}")

@@ -222,7 +222,7 @@ if found:
 label = f"Launch {len(configs)} runs" if len(configs) > 1 else "Launch run"
 if ok and configs and all(e is not None for e in equal):        # nothing to train: say what the click does
     label = "Open the earlier run" + ("s" if len(configs) > 1 else "") + " (nothing to train)"
-too_many = widgets.over_room(home, configs) if ok else None     # a class server's per-person cap, said first
+too_many = widgets.over_room(home, configs, equal) if ok else None     # a class server's per-person cap, said first
 if too_many:
     st.warning(md.esc(too_many), icon="✋")
 if st.button(label, type="primary", disabled=not ok or bool(too_many), key="launch.go",

@@ -678,16 +678,20 @@ def checklist(checks: pd.DataFrame) -> None:
                         unsafe_allow_html=True)
 
 
-def over_room(home, cfgs: list[RunConfig]) -> str | None:
+def over_room(home, cfgs: list[RunConfig], equal: list | None = None) -> str | None:
     """On a server with a per-person cap: why this person cannot queue `cfgs` now (the configs
-    an equal run stands in for cost nothing), said before the click; None when they can."""
+    an equal run stands in for cost nothing; `equal`: the page's find_equal of each, when it has
+    them), said before the click; None when they can."""
+    from ui import state
     try:
         room = backend.room(home, identity.current_user())
     except backend.BackendError:
         return None
     if room is None:
         return None
-    new = sum(backend.find_equal(c, home) is None for c in cfgs)
+    if equal is None:
+        equal = [backend.find_equal(c, home, state.store()) for c in cfgs]
+    new = sum(e is None for e in equal)
     if new <= room:
         return None
     return (f"{new} new run{'s' if new > 1 else ''}, but you may queue {room} more now (the limit per person "
