@@ -47,6 +47,7 @@ FORMAT_VERSION = 1
 META_KEY = "lottery"
 COMPACT_NAME, ONNX_NAME, REPORT_NAME = "model.safetensors", "model.onnx", "deploy.json"
 LATENCY_NAME = "latency.json"            # written by measure_folder (`engine deploy --latency-only`)
+DEFAULT_CALLS = {1: 200, 128: 50}        # timed calls per batch size (`deploy --bench`, bench/deploy.py)
 QUICK_CALLS = {1: 100, 128: 20}          # the app's latency bars: seconds, not bench/deploy.py's statistics
 MAX_INPUT_NUMEL = 1 << 22       # a header asking for a larger input is refused before anything is built
 MAX_PARAMS = 1 << 31
@@ -500,7 +501,7 @@ def measure_latency(models: dict, onnx_path, input_shape, threads=(1, None),
     all alike and their ratios are measured side by side. `models` maps a name to a callable
     taking a batch; `loader(threads)` may rebuild them after the thread count changes (the
     sparse loader calibrates under the current count)."""
-    reps = reps or {1: 200, 128: 50}
+    reps = reps or DEFAULT_CALLS
     before = torch.get_num_threads()
     rows = []
     try:
@@ -568,7 +569,7 @@ def measure_folder(out_dir, reps: dict | None = None) -> dict:
     t = time.time()
     rows = bench_deployed(out, reps=reps)
     lat = {"rows": rows, "load_average": load_average(), "seconds": round(time.time() - t, 1),
-           "calls": {str(b): n for b, n in (reps or {1: 200, 128: 50}).items()}}
+           "calls": {str(b): n for b, n in (reps or DEFAULT_CALLS).items()}}
     atomic_write_json(out / LATENCY_NAME, lat)
     return lat
 
@@ -583,7 +584,7 @@ def parse_calls(text: str) -> dict[int, int]:
                           f"got {text!r}") from None
     if not (1 <= n1 <= 100_000 and 1 <= n128 <= 100_000):
         raise DeployError(f"--calls: each count must be in [1, 100000], got {text!r}")
-    return {1: n1, 128: n128}
+    return {SMALL_BATCH: n1, LARGE_BATCH: n128}
 
 
 def load_average() -> list[float] | None:
