@@ -277,7 +277,6 @@ if c1.button("▶ Run it live", key=f"lesson.live.{step.key}", type="primary", d
     except backend.BackendError as e:
         st.error(md.esc(e))
     else:
-        st.session_state[f"lesson.queued.{step.key}"] = ids[0]
         st.session_state["lesson.launched"] = [*launched, ids[0]]
         st.toast(f"The same experiment was run already ({ids[0]}): the figure shows it" if ids.reused else
                  f"Queued {ids[0]}: the figure switches to it when it finishes")

@@ -9,7 +9,7 @@ finished run of the same kind, which then replaces the pack's run(s) it stands f
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from engine.classpack import spec
 from engine.config import PRESETS, RunConfig
@@ -30,7 +30,6 @@ class Step:
     live: dict                  # the small version of the step's experiment (RunConfig fields)
     live_label: str
     replaces: tuple[str, ...] = ()
-    extra: dict = field(default_factory=dict)
 
 
 PIXEL_LIVE = dict(PRESETS["mnist-8-pixel"])
