@@ -199,7 +199,7 @@ def run_sweep(configs: Iterable[RunConfig | dict], home=None, data_dir=None, sch
                   "data_dir": dd}
         run_ids = []
         for c in configs:
-            done = None if again else jobs._find_equal(store, c, ("done",))
+            done = None if again else jobs.find_done(c, store=store)
             run_ids.append(jobs.Reused(done["id"]) if done else store.create_run(
                 c.to_dict(), c.content_hash(), name=c.name, status="queued", sweep_id=sweep_id, extra=holder))
         new = [rid for rid in run_ids if not isinstance(rid, jobs.Reused)]
