@@ -88,6 +88,16 @@ def click_until(page, button, shown, name: str, waits: tuple = (30, 60)) -> None
         raise AssertionError(f"{name}: clicked, nothing showed; the page said: {seen!r}") from None
 
 
+def load(page, url: str | None = None) -> None:
+    """Open `url` (None: reload the page) and wait until the app has drawn it and is quiet."""
+    if url is None:
+        page.reload()
+    else:
+        page.goto(url)
+    page.wait_for_selector("h1")
+    settle(page)
+
+
 def nav(page, label: str) -> None:
     page.locator("[data-testid='stSidebarNav']").get_by_text(label, exact=True).click()
     page.wait_for_selector("h1")
@@ -102,9 +112,7 @@ def test_a_typed_name_survives_a_reload(server):
     with sync_playwright() as p:
         browser, page = launch_page(p, 1400, 900)
         try:
-            page.goto(url)
-            page.wait_for_selector("h1")
-            settle(page)
+            load(page, url)
             page.locator(sidebar).get_by_text("Your name (optional)").click()
             box = page.locator(sidebar).get_by_label("Your name", exact=True)
             box.fill("Ana Lopez")
@@ -114,17 +122,13 @@ def test_a_typed_name_survives_a_reload(server):
             settle(page)
             cookie = {c["name"]: c["value"] for c in page.context.cookies()}.get("lottery_name")
             assert cookie == "Ana%20Lopez"
-            page.reload()
-            page.wait_for_selector("h1")
-            settle(page)
+            load(page)
             assert "Ana Lopez" in page.locator(sidebar).inner_text()        # still known after the reload
             click_until(page, page.locator(sidebar).get_by_role("button", name="Change name"),
                         page.locator(sidebar).get_by_text("Your name (optional)"), "change-name")
             settle(page)
             assert "lottery_name" not in {c["name"] for c in page.context.cookies()}
-            page.reload()
-            page.wait_for_selector("h1")
-            settle(page)
+            load(page)
             assert "Ana Lopez" not in page.locator(sidebar).inner_text()
         finally:
             browser.close()
@@ -138,16 +142,12 @@ def test_launch_watch_and_analyse_in_a_browser(server):
         browser, page = launch_page(p, 1400, 900)
         try:
             # ---- Home and the empty Runs page
-            page.goto(url)
-            page.wait_for_selector("h1")
-            settle(page)
+            load(page, url)
             expect(page.get_by_text("No runs yet", exact=False).first).to_be_visible()
             shoot(page, "home-empty")
 
             # ---- Launch the digits preset (2 + 2 epochs to keep the test short)
-            page.goto(f"{url}/launch?preset=digits")
-            page.wait_for_selector("h1")
-            settle(page)
+            load(page, f"{url}/launch?preset=digits")
             for label in ("Epochs per search", "Retrain epochs"):
                 box = page.locator("[data-testid='stNumberInput']").filter(has_text=label).locator("input")
                 box.fill("2")
@@ -188,9 +188,7 @@ def test_launch_watch_and_analyse_in_a_browser(server):
             shoot(page, "runs")
 
             # ---- Selection survives a reload
-            page.reload()
-            page.wait_for_selector("h1")
-            settle(page)
+            load(page)
             assert f"runs={rid}" in page.url
             expect(page.get_by_role("tab", name=f"✅ {rid}")).to_be_visible()
             chip = page.locator("[data-testid='stMultiSelect']").filter(has_text="Runs to inspect")
