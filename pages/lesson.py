@@ -68,11 +68,6 @@ def fig_ticket(step, runs):
         ("Test accuracy", pct(s.get("test_accuracy")), "of the retrained ticket")]
 
 
-@st.cache_data(show_spinner="Loading sample images…", max_entries=8)
-def samples(dataset: str, classes: tuple, data_dir: str, n: int):
-    return data.sample_images(dataset, classes, data_dir, n)
-
-
 def pixel_mask(run):
     """(binary pixel map, pixels used, pixels in all) of a finished pixel run's ticket."""
     tag = data.final_ticket_tag(state.snapshots_of(run))
@@ -95,7 +90,7 @@ def fig_pixels(step, runs):
     img, used, total = got
     big = present.active()
     try:
-        pics = samples(c["dataset"], tuple(c.get("classes") or ()), str(default_data_dir()), 4 if big else 6)
+        pics = state.sample_images(c["dataset"], c.get("classes"), 4 if big else 6)
         fig = figures.masked_samples_figure(pics, img, height=560 if big else 360, mark_px=22 if big else 13,
                                             plot_px=900 if big else 560)
         fig.layout.meta = "sized"           # drawn for the view already: the presentation view keeps its height

@@ -3,12 +3,11 @@ picture, live; digits seen through it (the paper's Fig. 4); kept pixels and accu
 against λ for ℓ1 and log (the paper's Fig. 3)."""
 
 
-import pandas as pd
 import streamlit as st
 
 from engine.classpack import spec
 from engine.config import PRESETS, RunConfig
-from engine.data import dataset_info, default_data_dir
+from engine.data import dataset_info
 from ui import backend, data, figures, identity, md, names, present, state, widgets
 
 state.intro("🖼️ Pixel masks",
@@ -44,23 +43,6 @@ cfg = data.cfg_of(run)
 in_shape = dataset_info(cfg["dataset"]).in_shape
 tau = float(cfg.get("threshold", 0.5))
 what = "pixels" if cfg["model"] == "logreg" else "first-layer weights"
-
-
-@st.cache_data(show_spinner="Loading sample images…", max_entries=8)
-def sample_images(dataset: str, classes: tuple, data_dir: str, n: int = 8) -> list[tuple[str, pd.DataFrame]]:
-    return data.sample_images(dataset, classes, data_dir, n)
-
-
-@st.cache_data(show_spinner=False, max_entries=8)
-def pack_samples(dataset: str, classes: tuple) -> list[tuple[str, pd.DataFrame]]:
-    """The class pack's sample images of this dataset, for a machine without the dataset's files."""
-    from engine import classpack
-    try:
-        pack = classpack.pack_dir_for(state.store())
-        found = classpack.samples(pack, dataset, list(classes)) if pack is not None else []
-    except classpack.PackError:
-        return []
-    return [(label, pd.DataFrame(img.astype(float))) for label, img in found]
 
 
 @st.fragment(run_every=state.LIVE_SECONDS if run.get("status") in data.ACTIVE else None)
@@ -113,12 +95,10 @@ def mask_view(run_id: str):
     mask_img = binary if ticket else (frames[-1][1] > tau).astype(float)
     st.markdown("##### Digits through the mask")
     try:
-        samples = sample_images(cfg["dataset"], tuple(cfg.get("classes") or ()), str(default_data_dir()))
-    except Exception as e:  # noqa: BLE001 - e.g. MNIST files missing on this machine
-        samples = pack_samples(cfg["dataset"], tuple(cfg.get("classes") or ()))     # the class pack's few
-        if not samples:
-            st.info(f"Sample images are not available here: {md.esc(e)}")
-            return
+        samples = state.sample_images(cfg["dataset"], cfg.get("classes"), 8)    # else the class pack's few
+    except Exception as e:  # noqa: BLE001 - e.g. MNIST files missing here, and no pack samples
+        st.info(f"Sample images are not available here: {md.esc(e)}")
+        return
     fig = figures.masked_samples_figure(samples[: 4 if big else 6], mask_img, height=560 if big else 360,
                                         mark_px=22 if big else 13, plot_px=900 if big else 560)
     present.chart(fig, "pix.samples", grow=False)

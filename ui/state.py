@@ -176,6 +176,35 @@ def masks_of(run_id: str, tag: str) -> dict:
     return _masks(str(home()), run_id, tag)
 
 
+@st.cache_data(show_spinner="Loading sample images…", max_entries=8)
+def _real_samples(dataset: str, classes: tuple, data_dir: str, n: int) -> list[tuple[str, pd.DataFrame]]:
+    return data.sample_images(dataset, classes, data_dir, n)
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _pack_samples(home_str: str, dataset: str, classes: tuple) -> list[tuple[str, pd.DataFrame]]:
+    from engine import classpack
+    try:
+        pack = classpack.pack_dir_for(_store(home_str))
+        found = classpack.samples(pack, dataset, list(classes)) if pack is not None else []
+    except classpack.PackError:
+        return []
+    return [(label, pd.DataFrame(img.astype(float))) for label, img in found]
+
+
+def sample_images(dataset: str, classes, n: int) -> list[tuple[str, pd.DataFrame]]:
+    """n test images of `dataset` (the wanted classes in turn), cached; on a machine without the
+    dataset's files, the class pack's few. Raises the loader's error when neither has any."""
+    from engine.data import default_data_dir
+    try:
+        return _real_samples(dataset, tuple(classes or ()), str(default_data_dir()), n)
+    except Exception:  # noqa: BLE001 - e.g. MNIST files missing on this machine
+        found = _pack_samples(str(home()), dataset, tuple(classes or ()))
+        if not found:
+            raise
+        return found[:n]
+
+
 def clear_caches() -> None:
     for f in (_metrics, _mask_stats, _snapshots, _masks):
         f.clear()
