@@ -75,9 +75,7 @@ def pixel_mask(run):
         return None
     masks = state.masks_of(run["id"], tag)
     c = data.cfg_of(run)
-    first = next(iter(masks.values()))
-    return data.pixel_map(masks, dataset_info(c["dataset"]).in_shape), int((first != 0).any(axis=0).sum()), \
-        first.shape[1]
+    return (data.pixel_map(masks, dataset_info(c["dataset"]).in_shape), *data.pixels_used(masks))
 
 
 def fig_pixels(step, runs):

@@ -64,12 +64,12 @@ def mask_view(run_id: str):
         masks = state.masks_of(run_id, ticket)
         binary = data.pixel_map(masks, in_shape)
         first = next(iter(masks.values()))
-        used = int((first != 0).any(axis=0).sum())
+        used, total = data.pixels_used(masks)
         s = data.summary_of(fresh)
         # Each metric half the page's width, above the pictures: at 1024×768 in a narrow column they
         # were cut off ("4 o…", "99.…"); the page CSS also wraps rather than cuts.
         c1, c2 = st.columns(2)
-        c1.metric(f"Pixels used (of {first.shape[1]:,})", f"{used:,}",
+        c1.metric(f"Pixels used (of {total:,})", f"{used:,}",
                   help="Input pixels with at least one kept weight (first layer). "
                        f"{int((first != 0).sum()):,} of {first.size:,} first-layer weights are kept.")
         if s.get("test_accuracy") is not None:

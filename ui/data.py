@@ -620,6 +620,12 @@ def pixel_map(masks: dict[str, np.ndarray], in_shape: tuple[int, int, int]) -> p
     return pd.DataFrame(img)
 
 
+def pixels_used(masks: dict[str, np.ndarray]) -> tuple[int, int]:
+    """(input pixels with at least one kept first-layer weight, input pixels in all)."""
+    first = next(iter(masks.values()))
+    return int((first != 0).any(axis=0).sum()), int(first.shape[1])
+
+
 def planted_recovery(target: np.ndarray, soft: np.ndarray, binary: np.ndarray | None) -> dict:
     """How well a learned mask recovers the planted support: ‖m* − m̃‖₂ and the support errors."""
     t = target.reshape(-1).astype(float)
