@@ -148,6 +148,24 @@ def check_nested(ctx: RunContext, prev: dict[str, torch.Tensor] | None, new: dic
     return revived
 
 
+def searched_ticket(ctx: RunContext, scores: dict, kept: dict, remaining: float | None, round: int,
+                    allowed: dict | None = None) -> dict:
+    """The binary ticket of a mask search (concave, cs): with `threshold_mode: topk` the
+    `remaining` fraction of the highest `scores`, else `kept`, what the search's own rule keeps
+    (m > τ, s > 0), within `allowed` (an earlier round's ticket). No layer is emptied unless
+    allow_empty_layers (its best-scored entry stays), and the every_layer_kept check says so."""
+    keep_all, refilled = not ctx.cfg.allow_empty_layers, []
+    if ctx.cfg.threshold_mode == "topk":
+        binary = masking.topk_masks(scores, remaining, "global", allowed=allowed, keep_every_layer=keep_all,
+                                    refilled=refilled)
+    else:
+        binary = kept if allowed is None else {n: b & allowed[n].bool() for n, b in kept.items()}
+        if keep_all:
+            binary, refilled = masking.ensure_every_layer(binary, scores, allowed=allowed)
+    check_every_layer_kept(ctx, refilled, binary, round)
+    return binary
+
+
 def check_every_layer_kept(ctx: RunContext, refilled: list[str], binary: dict[str, torch.Tensor],
                            round: int) -> int:
     """Layers the selection (threshold, top-k, magnitude) would have emptied, through this round.

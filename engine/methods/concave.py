@@ -17,10 +17,10 @@ import torch
 from .. import masking
 from ..train import RunContext
 from .common import (
-    check_every_layer_kept,
     check_nested,
     check_target_sparsity,
     save_ticket,
+    searched_ticket,
     start_retrain,
     summary,
     train_ticket,
@@ -63,20 +63,10 @@ def run(ctx: RunContext) -> dict:
             if r == 0:  # what another run's warm_start starts from
                 ctx.store.save_array(ctx.run_id, "search_end", {"weights": masking.weights_state(ctx.model),
                                                                 "masks": soft})
-            keep_all = not cfg.allow_empty_layers
-            refilled: list[str] = []
-            if cfg.threshold_mode == "topk":
-                binary = masking.topk_masks(soft, target_rem, "global", allowed=st["prev"],
-                                            keep_every_layer=keep_all, refilled=refilled)
-            else:
-                binary = masking.threshold_masks(soft, cfg.threshold)
-                if st["prev"] is not None:
-                    binary = {n: b & st["prev"][n].bool() for n, b in binary.items()}
-                if keep_all:
-                    binary, refilled = masking.ensure_every_layer(binary, soft, allowed=st["prev"])
+            above = masking.threshold_masks(soft, cfg.threshold)
+            binary = searched_ticket(ctx, soft, above, target_rem, r, allowed=st["prev"])
             # what the search itself kept (m > τ), whatever the threshold mode trimmed it to
-            st["search_remaining"] = masking.sparsity_report(masking.threshold_masks(soft, cfg.threshold))["remaining"]
-            check_every_layer_kept(ctx, refilled, binary, r)
+            st["search_remaining"] = masking.sparsity_report(above)["remaining"]
             check_nested(ctx, st["prev"], binary)
             st["threshold_accs"].append(_thresholded_accuracy(ctx, binary))
             # rewind (or fine-tune / re-init) and fix the binary mask

@@ -25,9 +25,9 @@ from .. import masking
 from ..config import UNSET_MEANS
 from ..train import RunContext
 from .common import (
-    check_every_layer_kept,
     check_target_sparsity,
     save_ticket,
+    searched_ticket,
     start_retrain,
     summary,
     train_ticket,
@@ -92,18 +92,12 @@ def run(ctx: RunContext) -> dict:
         logits = st["logits"]
         soft = {n: torch.sigmoid(beta_final * s) for n, s in logits.items()}
         ctx.store.save_masks(ctx.run_id, f"r{cfg.rounds - 1}-search-end", soft, binary=False)
-        keep_all, refilled = not cfg.allow_empty_layers, []     # as for concave: no layer emptied unless allowed
-        if cfg.threshold_mode == "topk":
-            binary = masking.topk_masks(logits, 1 - cfg.target_sparsity, "global", keep_every_layer=keep_all,
-                                        refilled=refilled)
-        else:
-            binary = ticket_of(logits)
-            if keep_all:
-                binary, refilled = masking.ensure_every_layer(binary, logits)
-        check_every_layer_kept(ctx, refilled, binary, cfg.rounds - 1)
+        positive = ticket_of(logits)
+        target = None if cfg.target_sparsity is None else 1 - cfg.target_sparsity
+        binary = searched_ticket(ctx, logits, positive, target, cfg.rounds - 1)
         start_retrain(ctx, binary, kind, cfg.rounds - 1, soft=soft, phase="retrain")
         st["binary"] = binary
-        st["search_remaining"] = masking.sparsity_report(ticket_of(logits))["remaining"]   # s > 0
+        st["search_remaining"] = masking.sparsity_report(positive)["remaining"]   # s > 0
         ctx.end_stage()
 
     if ctx.stage("retrain"):
