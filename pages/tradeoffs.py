@@ -80,8 +80,10 @@ def plot():
     if dense is not None:
         table["matches"] = table["test_accuracy"] >= dense - tol
     shown = table.drop(columns=["setting"])
-    if "round" in shown:        # only IMP rows have a round: the others show "—", not "None"
-        shown["round"] = [f"r{int(v)}" if pd.notna(v) else "—" for v in shown["round"]]
+    # only IMP rows have a round and only concave rows a λ: the others show "—", not "None"
+    for col, fmt in (("round", lambda v: f"r{int(v)}"), ("lam", lambda v: f"{v:g}")):
+        if col in shown:
+            shown[col] = [fmt(v) if pd.notna(v) else "—" for v in shown[col]]
     st.dataframe(shown, hide_index=True, width="stretch",
                  column_config={"remaining": st.column_config.NumberColumn(format="percent"),
                                 "remaining_std": st.column_config.NumberColumn("± remaining", format="percent"),
@@ -90,7 +92,7 @@ def plot():
                                 "acc_min": None, "acc_max": None,
                                 "wall_seconds": st.column_config.NumberColumn("seconds", format="%.1f"),
                                 "epochs_spent": st.column_config.NumberColumn("epochs", format="%d"),
-                                "lam": st.column_config.NumberColumn("λ", format="%g"),
+                                "lam": st.column_config.TextColumn("λ"),
                                 "round": st.column_config.TextColumn("IMP round"),
                                 "run_ids": st.column_config.TextColumn("runs", help="The run ids of this row"),
                                 "n": st.column_config.NumberColumn("seeds run")})
