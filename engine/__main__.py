@@ -165,6 +165,8 @@ def run_view(store, run: dict) -> dict:
         out["example"] = True
     if run.get("estimate") is not None:      # seconds to the result, as estimated at launch
         out["estimate"] = run["estimate"]
+    if run.get("slot") is not None:          # the GPU the queue gave the run's worker
+        out["slot"] = run["slot"]
     if run["status"] == "running":
         out["pid"] = run["pid"]
         out["heartbeat"] = None if run["heartbeat"] is None else round(time.time() - run["heartbeat"], 3)

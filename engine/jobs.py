@@ -515,6 +515,16 @@ def pump(home: str | os.PathLike | None = None, max_runs: int | None = None) -> 
                                    started=None, finished=None, reason=None, executor="jobs")
             if run is None:
                 break
+            device = (run.get("config") or {}).get("device") or "auto"
+            if device.startswith("cuda:") and gpus:     # a config naming cuda:N runs on the N-th GPU
+                wanted = requested_gpu(device, gpus)
+                if wanted is None:
+                    store.update_run_if(run["id"], {"status": "running", "pid": None}, status="failed",
+                                        finished=time.time(), reason=f"device {device} requested but this "
+                                        f"machine's workers have {len(gpus)} GPU(s): cuda:0 to cuda:{len(gpus) - 1}")
+                    continue
+                store.update_run_if(run["id"], {"status": "running"}, slot=wanted)
+                run["slot"] = slot = wanted
             try:
                 with contextlib.suppress(FileNotFoundError):
                     (store.run_dir(run["id"]) / CANCEL_MARKER).unlink()
@@ -527,6 +537,14 @@ def pump(home: str | os.PathLike | None = None, max_runs: int | None = None) -> 
             store.update_run_if(run["id"], {"status": "running"}, pid=pid, pid_start=pid_start)
             started.append(run["id"])
     return started
+
+
+def requested_gpu(device: str | None, gpus: list[str]) -> str | None:
+    """The slot of a config's `cuda:N` (N counts the GPUs this machine's workers may use), else None."""
+    if not device or not device.startswith("cuda:"):
+        return None
+    n = int(device.split(":", 1)[1])
+    return gpus[n] if n < len(gpus) else None
 
 
 def _free_slot(gpus: list[str], running: list[dict]) -> str | None:
@@ -547,8 +565,9 @@ def _spawn(store: Store, home: Path, run: dict, slot: str | None) -> tuple[int, 
         cmd += ["--data-dir", run["data_dir"]]
     env = dict(os.environ, PYTHONUNBUFFERED="1", LOTTERY_HOME=str(home))
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH")) if p)
-    if slot is not None:
+    if slot is not None:     # the worker sees its one GPU as cuda:0 (engine.train.pick_device)
         env["CUDA_VISIBLE_DEVICES"] = slot
+        env["LOTTERY_SLOT"] = slot
     with open(d / "worker.log", "ab") as log:
         p = subprocess.Popen(cmd, cwd=PROJECT_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log,
                              stderr=subprocess.STDOUT, start_new_session=True, close_fds=True)

@@ -23,6 +23,7 @@ from . import lam_control, masking, regularizers
 from .config import RunConfig
 from .data import Batches, DataSplits, load_dataset
 from .models import build_model
+from .settings import env_fraction
 from .store import Store
 
 # Models up to this many prunable weights get a mask snapshot every epoch
@@ -42,12 +43,32 @@ class Cancelled(RuntimeError):
     pass
 
 
+def worker_device_name(name: str) -> str:
+    """A worker's CUDA_VISIBLE_DEVICES holds only the slot the queue gave it ($LOTTERY_SLOT), so the
+    config's `cuda:N` (the machine's N-th GPU, which the queue placed it on) is this process's cuda:0."""
+    if os.environ.get("LOTTERY_SLOT") is not None and name.startswith("cuda:"):
+        return "cuda:0"
+    return name
+
+
 def pick_device(name: str) -> torch.device:
+    name = worker_device_name(name)
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    elif name.startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError(f"device {name!r} requested but CUDA is not available on this machine")
-    return torch.device(name)
+    else:
+        device = torch.device(name)
+    if device.type == "cuda":
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise RuntimeError(f"device {name!r} requested but this process sees {torch.cuda.device_count()} "
+                               f"GPU(s) (CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r})")
+        # Workers sharing one GPU (LOTTERY_MAX_RUNS above the GPU count) can each be held to a share of
+        # its memory; past it PyTorch raises OutOfMemoryError, recorded as "CUDA out of memory: …".
+        fraction = env_fraction("LOTTERY_CUDA_MEMORY_FRACTION")
+        if fraction is not None:
+            torch.cuda.set_per_process_memory_fraction(fraction, device)
+    return device
 
 
 @dataclass
