@@ -67,7 +67,7 @@ def pick_device(name: str) -> torch.device:
         # its memory; past it PyTorch raises OutOfMemoryError, recorded as "CUDA out of memory: …".
         fraction = env_fraction("LOTTERY_CUDA_MEMORY_FRACTION")
         if fraction is not None:
-            torch.cuda.set_per_process_memory_fraction(fraction, device)
+            torch.cuda.set_per_process_memory_fraction(fraction, device.index or 0)
     return device
 
 
