@@ -165,20 +165,26 @@ def set_binary(model: nn.Module, masks: dict[str, torch.Tensor]) -> None:
 def apply_masks_(model: nn.Module, layers: list[tuple[str, _Masked]] | None = None) -> None:
     """Call after every optimizer step: keeps pruned weights at exactly zero
     (binary mode), projects m to [0,1] (soft, clip) and keeps frozen entries at 0.
-    `layers` (from prunable_layers) spares the module walk in a hot loop."""
-    for _, layer in layers if layers is not None else prunable_layers(model):
-        if layer.mode == "binary":
-            layer.weight.mul_(layer.mask)
-        elif layer.mode == "soft":
+    `layers` (from prunable_layers) spares the module walk in a hot loop. Each
+    operation runs on all layers at once (torch._foreach_*): one kernel launch where
+    a per-layer loop made one per layer (21 on ResNet-20, every step)."""
+    layers = [layer for _, layer in (layers if layers is not None else prunable_layers(model))]
+    binary = [layer for layer in layers if layer.mode == "binary"]
+    if binary:
+        torch._foreach_mul_([layer.weight for layer in binary], [layer.mask for layer in binary])
+    clip = [layer.mask for layer in layers if layer.mode == "soft" and layer.mask_param == "clip"]
+    if clip:
+        torch._foreach_clamp_min_(clip, 0.0)
+        torch._foreach_clamp_max_(clip, 1.0)
+    frozen = [layer for layer in layers if layer.mode == "soft" and getattr(layer, "_frozen_keep", None) is not None]
+    if frozen:
+        keeps = [layer._frozen_keep for layer in frozen]
+        torch._foreach_mul_([layer.weight for layer in frozen], keeps)
+        for layer, keep in zip(frozen, keeps):
             if layer.mask_param == "clip":
-                layer.mask.clamp_(0.0, 1.0)
-            keep = getattr(layer, "_frozen_keep", None)
-            if keep is not None:
-                layer.weight.mul_(keep)
-                if layer.mask_param == "clip":
-                    layer.mask.mul_(keep)
-                else:
-                    layer.mask.masked_fill_(~keep, -30.0)
+                layer.mask.mul_(keep)
+            else:
+                layer.mask.masked_fill_(~keep, -30.0)
 
 
 def get_masks(model: nn.Module) -> dict[str, torch.Tensor]:
