@@ -92,3 +92,22 @@ def test_the_queue_puts_a_cuda_n_config_on_gpu_n_and_refuses_one_past_the_last(t
     run = _wait_status(home, past, ("failed",))
     assert run["reason"] == "device cuda:2 requested but this machine's workers have 2 GPU(s): cuda:0 to cuda:1"
     _wait_status(home, on_1, ("failed", "done", "interrupted"))
+
+
+def test_the_gpu_estimate_follows_the_measured_h200_epochs():
+    """ui.estimate's GPU model against the epochs bench/gpu.py measured on a real GPU
+    (bench/results/gpu_gpu.json, committed): a dense epoch of each model within ±25 %."""
+    import json
+    from pathlib import Path
+
+    from ui import estimate
+    data = json.loads((Path(__file__).resolve().parent.parent / "bench/results/gpu_gpu.json").read_text())
+    assert data["device"].startswith("cuda:0 (NVIDIA")
+    rows = {r["key"]: r for r in data["steps"]["speed"] if "seconds" in r}
+    for model, dataset in (("resnet20", "cifar10"), ("lenet300", "mnist")):
+        row = rows[f"{model}/bf16/eager"]
+        measured = row["seconds"]["dense"] * 50_000 * 0.9 / row["train_samples"]   # the estimate's 45,000 images
+        cfg = {"model": model, "dataset": dataset, "method": "dense", "epochs": 1, "batch_size": 128,
+               "device": "cuda"}
+        one = estimate.estimate(cfg, gpu_available=True).seconds - estimate.STARTUP_S
+        assert 0.75 <= one / measured <= 1.25, (model, one, measured)

@@ -31,6 +31,14 @@ NUM_CLASSES = {"digits": 10, "mnist": 10, "fashion_mnist": 10, "cifar10": 10, "c
 # ≈ 31k samples/s, Conv-2 and ResNet-20 on 32×32 input ≈ 260 samples/s.
 THROUGHPUT = {"cpu": {"mlp": 2.8e10, "conv": 3e10, "step": 1.0e-3},
               "gpu": {"mlp": 2e12, "conv": 4e12, "step": 3.0e-3}}
+# On a GPU these small models are bound by launching kernels, not by arithmetic: a training
+# step costs about the same per layer whatever its size. Measured on an NVIDIA H200 (bench/gpu.py,
+# docs/RESULTS.md, bf16 autocast, eager): LeNet-300-100 1.71 ms a step (3 layers), ResNet-20
+# 10.4 ms (22 layers with 21 BatchNorms); fp32 was 1.56 and 9.4 ms.
+GPU_STEP_BASE_S = 0.2e-3
+GPU_STEP_PER_LAYER_S = 0.48e-3
+LAYERS = {"logreg": 1, "lenet300": 3, "conv2": 5, "conv4": 7, "conv6": 9, "resnet20": 22, "resnet32": 34,
+          "resnet56": 58, "vgg16": 14, "wrn16_8": 17, "resnet18": 21}   # prunable layers (engine.models)
 WORKER_START_S = 3.5       # starting the worker process and importing torch (3.2 s measured on the 2-core CPU)
 SETUP_S = 4.5              # loading the data and building the model, where no earlier run measured it
 STARTUP_S = WORKER_START_S + SETUP_S
@@ -138,7 +146,8 @@ def estimate(cfg: dict, gpu_available: bool = False, history: list[dict] | None 
         tp = THROUGHPUT[device]
         n = _samples(cfg)
         steps = n / max(1, int(cfg.get("batch_size", 128)))
-        per_epoch = max(n * macs * 3 / tp[kind], steps * tp["step"]) + 0.05
+        step_s = GPU_STEP_BASE_S + GPU_STEP_PER_LAYER_S * LAYERS.get(model, 20) if device == "gpu" else tp["step"]
+        per_epoch = max(n * macs * 3 / tp[kind], steps * step_s) + 0.05
         seconds = STARTUP_S + per_epoch * weighted
         basis = f"a throughput model of a {'GPU' if device == 'gpu' else '2-core CPU'} (no earlier run to go by)"
         low, high = seconds * 0.5, seconds * 2.0
