@@ -624,6 +624,19 @@ def _rand_device(generator: torch.Generator | None, x: torch.Tensor) -> torch.de
     return generator.device if generator is not None else x.device
 
 
+def _to_device_async(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """`t` on `device`. From the CPU to a GPU the copy goes through pinned memory without
+    blocking: a copy from ordinary (pageable) memory first waits for everything queued on
+    the GPU, which made every augmented step a full synchronisation (the CPU could not
+    queue the next step while the GPU ran this one). PyTorch's pinned-memory cache keeps
+    the buffer until the copy has finished."""
+    if t.device == device:
+        return t
+    if device.type == "cuda" and t.device.type == "cpu":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
 def random_crop_flip(
     x: torch.Tensor, generator: torch.Generator | None = None, pad: int = 4, flip: bool = True
 ) -> torch.Tensor:
@@ -639,12 +652,16 @@ def random_crop_flip(
         return x.clone()
     rdev = _rand_device(generator, x)
     hp, wp = h + 2 * pad, w + 2 * pad
-    oy = torch.randint(0, 2 * pad + 1, (n,), generator=generator, device=rdev).to(x.device)
-    ox = torch.randint(0, 2 * pad + 1, (n,), generator=generator, device=rdev).to(x.device)
+    # drawn in this order (offsets, then flips) as always, and moved to x's device in one copy
+    draws = [torch.randint(0, 2 * pad + 1, (n,), generator=generator, device=rdev),
+             torch.randint(0, 2 * pad + 1, (n,), generator=generator, device=rdev)]
+    if flip:
+        draws.append((torch.rand(n, generator=generator, device=rdev) < 0.5).long())
+    draws = _to_device_async(torch.stack(draws), x.device)
+    oy, ox = draws[0], draws[1]
     cols = torch.arange(w, device=x.device).expand(n, w)
     if flip:
-        flipped = (torch.rand(n, generator=generator, device=rdev) < 0.5).to(x.device)
-        cols = torch.where(flipped[:, None], (w - 1) - cols, cols)
+        cols = torch.where(draws[2, :, None].bool(), (w - 1) - cols, cols)
     rows = oy[:, None] + torch.arange(h, device=x.device)  # (n, h)
     cols = ox[:, None] + cols  # (n, w)
     idx = (rows[:, :, None] * wp + cols[:, None, :]).view(n, 1, h * w).expand(n, c, h * w)
@@ -691,7 +708,7 @@ class Batches:
         order = None
         if self.shuffle:
             rdev = _rand_device(self.generator, self.x)
-            order = torch.randperm(n, generator=self.generator, device=rdev).to(self.x.device)
+            order = _to_device_async(torch.randperm(n, generator=self.generator, device=rdev), self.x.device)
         for i in range(len(self)):
             if order is None:
                 xb, yb = self.x[i * b : (i + 1) * b], self.y[i * b : (i + 1) * b]

@@ -410,3 +410,18 @@ def test_fashion_mnist_real_idx_files(tmp_path):
     assert d.train_y.tolist() == sets["train"][1].tolist() and d.test_y.tolist() == sets["t10k"][1].tolist()
     back = d.test_x * 0.3530 + 0.2860
     torch.testing.assert_close(back[:, 0] * 255, torch.from_numpy(sets["t10k"][0]).float(), atol=1e-3, rtol=0)
+
+
+def test_crop_flip_draws_its_randomness_in_the_documented_order():
+    """Offsets (rows, then columns) then flips, from the generator, as an independent loop
+    computes them: moving the draws to the device in one copy changed no run's images."""
+    x = torch.arange(2 * 3 * 6 * 5, dtype=torch.float32).view(2, 3, 6, 5)
+    out = random_crop_flip(x, torch.Generator().manual_seed(3), pad=2)
+    g = torch.Generator().manual_seed(3)
+    oy = torch.randint(0, 5, (2,), generator=g)
+    ox = torch.randint(0, 5, (2,), generator=g)
+    flip = torch.rand(2, generator=g) < 0.5
+    padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
+    for i in range(2):
+        crop = padded[i, :, oy[i]:oy[i] + 6, ox[i]:ox[i] + 5]
+        assert torch.equal(out[i], crop.flip(-1) if flip[i] else crop)
