@@ -17,7 +17,8 @@ lease that runs out still leaves every finished step behind:
 3. workers: two runs submitted together through `python -m engine submit` with a cap of
    two, so two background workers train at once, each on its device slot (one per GPU;
    both on the one GPU of a one-GPU machine, which the result says);
-4. oom: a run that cannot fit in the memory it is allowed (torch's per-process memory
+4. resume: a background run cancelled mid-search, resumed from its checkpoint, ends done;
+5. oom: a run that cannot fit in the memory it is allowed (torch's per-process memory
    fraction, set through LOTTERY_CUDA_MEMORY_FRACTION) fails with the documented reason
    "CUDA out of memory: …".
 
@@ -91,15 +92,19 @@ def device_label(device: str) -> str:
     return "cpu"
 
 
-def speed_rows(rep: Report, device: str, quick: bool, repeats: int) -> None:
+def speed_rows(rep: Report, device: str, quick: bool, repeats: int, only_rows: str = "") -> None:
     import speed
     # (model, precision, compile, rough seconds on an H200 — to skip what the budget cannot hold)
     plan = [("resnet20", "fp32", False, 60), ("resnet20", "bf16", False, 50),
             ("lenet300", "fp32", False, 25), ("lenet300", "bf16", False, 25),
             ("lenet300", "bf16", True, 90), ("resnet20", "bf16", True, 180),
             ("lenet300", "fp32", True, 90), ("resnet20", "fp32", True, 180)]
+    if only_rows:
+        wanted = only_rows.split(",")
+        plan = sorted((r for r in plan if f"{r[0]}/{r[1]}/{'compile' if r[2] else 'eager'}" in wanted),
+                      key=lambda r: wanted.index(f"{r[0]}/{r[1]}/{'compile' if r[2] else 'eager'}"))
     if quick:
-        plan = [(m, p, c, 0) for m, p, c, _ in plan[:3]]
+        plan = [(m, p, c, 0) for m, p, c, _ in plan[:2]]
     rows = []
     for model, precision, compile_, cost in plan:
         key = f"{model}/{precision}/{'compile' if compile_ else 'eager'}"
@@ -198,6 +203,53 @@ def two_workers(rep: Report, device: str, quick: bool, home: Path, env: dict) ->
                                  "no GPU: CPU workers" if not _gpus() else f"{len(_gpus())} GPUs")})
 
 
+def _wait(ids: list[str], env: dict, statuses: tuple[str, ...], seconds: float, progress: float = 2.0) -> dict:
+    deadline, shown = time.time() + seconds, {}
+    while time.time() < deadline:
+        shown = {i: _show(i, env) for i in ids}
+        if all(s.get("status") in statuses and (progress > 1 or (s.get("progress") or 0) >= progress)
+               for s in shown.values()):
+            break
+        time.sleep(0.5)
+    return shown
+
+
+def cancel_and_resume(rep: Report, device: str, quick: bool, home: Path, env: dict) -> None:
+    """A background GPU run cancelled mid-search and resumed from its checkpoint ends done, checks passing."""
+    sets = {"dataset": "synthetic_cifar", "epochs": 3, "retrain_epochs": 1, "device": device, "seed": 11}
+    if quick:
+        sets.update(model="conv2", data_params={"n_train": 256, "n_test": 32}, batch_size=16)
+    args = ["submit", "--preset", "resnet20-cifar10", "--home", str(home)]
+    for k, v in sets.items():
+        args += ["--set", f"{k}={json.dumps(v) if not isinstance(v, str) else v}"]
+    r = _engine(args, env, 120)
+    if r.returncode != 0:
+        rep.put("resume", {"error": r.stderr[-800:]})
+        return
+    run_id = r.stdout.strip().splitlines()[-1]
+    out: dict = {"run_id": run_id}
+    shown = _wait([run_id], env, ("running", "done", "failed"), 120, progress=0.2)[run_id]
+    out["progress_at_cancel"] = shown.get("progress")
+    c = _engine(["cancel", run_id, "--home", str(home)], env, 120)
+    out["cancel_exit"] = c.returncode
+    shown = _wait([run_id], env, ("cancelled", "done", "failed", "interrupted"), 120)[run_id]
+    out["after_cancel"] = shown.get("status")
+    deadline = time.time() + 30
+    while True:   # the worker writes `cancelled`, then queues the next run and exits: resume waits for that
+        r = _engine(["resume", run_id, "--home", str(home)], env, 120)
+        if r.returncode == 0 or "still alive" not in r.stderr or time.time() > deadline:
+            break
+        time.sleep(0.5)
+    out["resume_exit"], out["resume_stderr"] = r.returncode, r.stderr[-400:]
+    shown = _wait([run_id], env, ("done", "failed", "cancelled", "interrupted"), max(30.0, rep.left() - 60))[run_id]
+    checks = shown.get("checks") or []
+    out.update(status=shown.get("status"), reason=shown.get("reason"),
+               device=(shown.get("summary") or {}).get("device"),
+               checks_passed=bool(checks) and all(c["passed"] for c in checks),
+               failed_checks=[c["name"] for c in checks if not c["passed"]])
+    rep.put("resume", out)
+
+
 def out_of_memory(rep: Report, device: str, quick: bool, home: Path, env: dict) -> None:
     """A run that is allowed too little GPU memory fails with the documented reason."""
     if not device.startswith("cuda"):
@@ -224,7 +276,8 @@ def main():
     ap.add_argument("--budget", type=float, default=480.0, help="seconds this script may take in all")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--out", type=Path, default=None, help="also copy the result file here (e.g. $OUT)")
-    ap.add_argument("--only", default="speed,run,workers,oom")
+    ap.add_argument("--only", default="speed,run,workers,resume,oom")
+    ap.add_argument("--rows", default="", help="speed rows to measure, e.g. resnet20/bf16/compile (default: all)")
     args = ap.parse_args()
     device = "cpu" if args.quick and not torch.cuda.is_available() else args.device
     if device.startswith("cuda") and not torch.cuda.is_available():
@@ -237,8 +290,9 @@ def main():
     steps = args.only.split(",")
     try:
         if "speed" in steps:
-            speed_rows(rep, device, args.quick, 1 if args.quick else args.repeats)
-        for name, step in (("run", end_to_end_run), ("workers", two_workers), ("oom", out_of_memory)):
+            speed_rows(rep, device, args.quick, 1 if args.quick else args.repeats, args.rows)
+        for name, step in (("run", end_to_end_run), ("workers", two_workers), ("resume", cancel_and_resume),
+                           ("oom", out_of_memory)):
             if name in steps:
                 try:
                     step(rep, device, args.quick, home, env)

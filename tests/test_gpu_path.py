@@ -111,3 +111,27 @@ def test_the_gpu_estimate_follows_the_measured_h200_epochs():
                "device": "cuda"}
         one = estimate.estimate(cfg, gpu_available=True).seconds - estimate.STARTUP_S
         assert 0.75 <= one / measured <= 1.25, (model, one, measured)
+
+
+def test_the_gpu_script_runs_its_steps_on_tiny_settings(tmp_path):
+    """bench/gpu.py --quick on this CPU: a speed row and the preset through the CLI, written fresh."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parent.parent
+    out = root / "bench" / "results" / "gpu_quick.json"
+    out.unlink(missing_ok=True)
+    r = subprocess.run([sys.executable, "bench/gpu.py", "--quick", "--only", "speed,run", "--rows",
+                        "lenet300/fp32/eager", "--out", str(tmp_path)], cwd=root, capture_output=True, text=True,
+                       env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "OMP_NUM_THREADS": "1",
+                            "LOTTERY_DATA": str(tmp_path / "nodata")}, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    data = json.loads(out.read_text())
+    assert json.loads((tmp_path / "gpu_quick.json").read_text()) == data
+    (row,) = data["steps"]["speed"]
+    assert row["key"] == "lenet300/fp32/eager" and row["device"] == "cpu" and row["seconds"]["search"] > 0
+    run = data["steps"]["run"]
+    assert run["exit_code"] == 0 and run["status"] == "done" and run["ticket_files"] == ["ticket.pt"]
+    assert set(run["checks"]) >= {"zeros_stay_zero", "rewind_exact", "every_layer_kept"}
+    assert "--home" not in run["command"]
