@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from engine import masking, runner
+from engine import masking, runner, train
 from engine.config import ConfigError, RunConfig
 from engine.data import dataset_info
 from engine.methods import cs, pai
@@ -455,3 +455,62 @@ def test_pai_keeps_every_layer_unless_allowed_and_says_so(store):
     assert checks(store, run_id)["every_layer_kept"]["value"] >= 1
     _, s = run(store, method="pai", scorer="magnitude", target_sparsity=0.999, epochs=1, allow_empty_layers=True)
     assert any(d["kept"] == 0 for d in s["layers"].values())
+
+
+# ---------------------------------------------------------------- CS: the reference's options
+
+@pytest.mark.parametrize("changes, key, text", [
+    ({"method": "cs", "beta_schedule": "hourly"}, "beta_schedule", "step, epoch"),
+    ({"method": "cs", "mask_optimizer": "rmsprop"}, "mask_optimizer", "adam, sgd"),
+    ({"method": "cs", "keep_optimizer_state": "yes"}, "keep_optimizer_state", "true or false"),
+    ({"method": "concave", "beta_schedule": "epoch"}, "beta_schedule", "only to method=cs"),
+    ({"method": "imp", "keep_optimizer_state": True}, "keep_optimizer_state", "only to method=cs"),
+    ({"method": "cs", "mask_optimizer": "sgd", "target_sparsity": 0.9}, "mask_optimizer", "models Adam"),
+])
+def test_cs_reference_options_refuse_bad_values(changes, key, text):
+    with pytest.raises(ConfigError) as e:
+        RunConfig.from_dict({**FAST, **changes})
+    assert e.value.key == key and text in str(e.value) and "\n" not in str(e.value)
+
+
+def test_cs_reference_options_unset_or_spelled_out_are_the_same_run():
+    a = RunConfig.from_dict({**FAST, "method": "cs"})
+    b = RunConfig.from_dict({**FAST, "method": "cs", "beta_schedule": "step", "mask_optimizer": "adam",
+                             "keep_optimizer_state": False})
+    assert a.content_hash() == b.content_hash()
+    assert a.content_hash() != a.replace(beta_schedule="epoch").content_hash()
+
+
+def test_cs_as_the_reference_runs_it(store, monkeypatch):
+    """beta_schedule=epoch, mask_optimizer=sgd (momentum 0.9, Nesterov) at 0.1, keep_optimizer_state:
+    β is constant within an epoch and beta_final in the last; the masks' SGD momentum of round 0's
+    end is where round 1's search starts (rates restart on the schedule)."""
+    loaded = []
+    real = train.load_moments
+
+    def spy(opts, states):
+        real(opts, states)
+        loaded.append((states, [[dict(g) for g in o.param_groups] for o in opts]))
+    monkeypatch.setattr(train, "load_moments", spy)
+    ends = []
+    orig = RunContext.train_phase
+
+    def phase_spy(self, **kw):
+        res = orig(self, **kw)
+        if kw["phase"] == "search":
+            ends.append(self.last_optimizer_state)
+        return res
+    monkeypatch.setattr(RunContext, "train_phase", phase_spy)
+    run_id, s = run(store, method="cs", rounds=2, epochs=2, lam=1.0, beta_schedule="epoch", mask_optimizer="sgd",
+                    mask_lr=0.1, keep_optimizer_state=True, lr_schedule="cosine")
+    rows = [r for r in store.metrics(run_id) if r["kind"] == "step" and r["phase"] == "search" and r["round"] == 0]
+    first, last = [r["beta"] for r in rows if r["epoch"] <= 1], [r["beta"] for r in rows if r["epoch"] > 1]
+    assert set(first) == {1.0} and last and all(b == pytest.approx(200.0) for b in last)
+    assert len(loaded) == 1                                     # round 1 only
+    states, groups = loaded[0]
+    assert states is ends[0]
+    mask_sd = states[-1]                                        # the masks' own optimizer: SGD, Nesterov
+    assert mask_sd["param_groups"][0]["nesterov"] and mask_sd["param_groups"][0]["momentum"] == 0.9
+    assert all(v["momentum_buffer"] is not None for v in mask_sd["state"].values())
+    assert groups[-1][0]["lr"] == 0.1                           # the schedule restarts: not the decayed rate
+    assert 0.0 < s["remaining"] < 1.0
