@@ -45,7 +45,8 @@ def default_rounds(method: str) -> int:
 # from here, and the content hash leaves a key out when it is spelled out at this value,
 # so a form that fills the defaults in names the same run as a preset that leaves them out.
 UNSET_MEANS: dict[str, Any] = {"s0": 0.0, "beta_final": 200.0, "scorer": "snip", "synflow_iters": 100,
-                               "score_batches": 1, "warm_start_rewind": "own", "allow_empty_layers": False}
+                               "score_batches": 1, "warm_start_rewind": "own", "allow_empty_layers": False,
+                               "beta_schedule": "step", "mask_optimizer": "adam", "keep_optimizer_state": False}
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,8 @@ class RunConfig:
     reg_scale: str = _f("mean", "mean: R averaged per mask entry (default); sum: the paper's plain sum")
     mask_param: str = _f("clip", "clip: project m to [0,1] after each step; sigmoid: m = sigmoid(s)")
     mask_init: float = _f(1.0, "initial value of every mask entry, in (0, 1]")
-    mask_lr: float = _f(0.01, "Adam learning rate of the mask m (masks always use Adam)")
+    mask_lr: float = _f(0.01, "learning rate of the mask m (Adam; cs with mask_optimizer=sgd: SGD, the reference "
+                              "used 0.1)")
     target_sparsity: float | None = _f(None, "if set, λ is set and re-solved during the search so the mask ends "
                                                "at this sparsity (then lam plays no part)")
     warm_start: str | None = _f(None, "concave: start the first search from this run's search-end θ and m "
@@ -94,6 +96,14 @@ class RunConfig:
     s0: float | None = _f(None, "cs: initial mask logit s, in [-5, 5] (default 0; negative for sparser tickets)")
     beta_final: float | None = _f(None, "cs: temperature β of the mask sigmoid(β·s) at each round's end, "
                                         "in (1, 1e6] (default 200)")
+    beta_schedule: str | None = _f(None, "cs: how β rises from 1 to beta_final within a round: step (default: "
+                                         "every step, exponentially) or epoch (the reference: once per epoch, the "
+                                         "last epoch at beta_final)")
+    mask_optimizer: str | None = _f(None, "cs: adam (default, at mask_lr) or sgd (the reference: momentum 0.9, "
+                                          "Nesterov, at mask_lr, which it set to 0.1); target_sparsity needs adam")
+    keep_optimizer_state: bool | None = _f(None, "cs: true keeps the optimizers' state (momenta, Adam moments) "
+                                                 "from one round's search to the next, as the reference does; "
+                                                 "default false (each round starts fresh)")
     scorer: str | None = _f(None, "pai: snip, grasp, synflow, magnitude or random (default snip)")
     synflow_iters: int | None = _f(None, "pai synflow: pruning iterations, in [1, 10000] (default 100)")
     score_batches: int | None = _f(None, "pai snip/grasp: minibatches the scores use, in [1, 1000] (default 1)")
@@ -199,6 +209,24 @@ class RunConfig:
         return m.group(1), 0
 
     # ------------------------------------------------------------------ validation
+    def _validate_cs_options(self) -> None:
+        """Continuous sparsification's options with the reference's values (docs/continuous_sparsification.md)."""
+        for key in ("beta_schedule", "mask_optimizer", "keep_optimizer_state"):
+            if getattr(self, key) is not None and self.method != "cs":
+                raise ConfigError(key, f"{key} applies only to method=cs (continuous sparsification), "
+                                       f"not method={self.method}")
+        if self.beta_schedule is not None:
+            _choice("beta_schedule", self.beta_schedule, ("step", "epoch"))
+        if self.mask_optimizer is not None:
+            _choice("mask_optimizer", self.mask_optimizer, ("adam", "sgd"))
+            if self.mask_optimizer == "sgd" and self.target_sparsity is not None:
+                raise ConfigError("mask_optimizer", "mask_optimizer=sgd cannot steer to target_sparsity: the λ "
+                                                    "controller models Adam's steps; use mask_optimizer=adam, or "
+                                                    "set lam without target_sparsity")
+        if self.keep_optimizer_state is not None and not isinstance(self.keep_optimizer_state, bool):
+            raise ConfigError("keep_optimizer_state", f"keep_optimizer_state must be true or false, "
+                                                      f"got {self.keep_optimizer_state!r}")
+
     def validate(self) -> None:
         from . import data, models, regularizers
 
@@ -238,6 +266,7 @@ class RunConfig:
             _number("s0", self.s0, -5.0, 5.0, lo_closed=True, hi_closed=True)
         if self.beta_final is not None:
             _number("beta_final", self.beta_final, 1.0, 1e6, hi_closed=True)
+        self._validate_cs_options()
         if self.scorer is not None:
             _choice("scorer", self.scorer, SCORERS)
         if self.synflow_iters is not None:
@@ -374,8 +403,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     "lenet300-imp": dict(model="lenet300", dataset="mnist", method="imp", rounds=7, prune_fraction=0.2,
                          epochs=10, batch_size=128),
     # Continuous sparsification and SynFlow at 95 % sparsity: with IMP and concave, the four families.
+    # s0 = 0.05, not the reference's 0: with its reset s ← min(s, s0) every round restarts near the cut, and a
+    # short search at s0 = 0 prunes past the level on its own (λ ≥ 0 can only prune more)
     "lenet300-cs": dict(model="lenet300", dataset="mnist", method="cs", lam=1.0, target_sparsity=0.95, rounds=3,
-                        epochs=2, retrain_epochs=10, batch_size=128),
+                        epochs=2, retrain_epochs=10, batch_size=128, s0=0.05),
     "lenet300-synflow": dict(model="lenet300", dataset="mnist", method="pai", scorer="synflow",
                              target_sparsity=0.95, epochs=10, batch_size=128),
     "resnet20-cifar10": dict(model="resnet20", dataset="cifar10", method="concave", regularizer="log",

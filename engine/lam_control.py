@@ -20,28 +20,45 @@ class LamController:
 
     A model of the masks' own optimizer, not a feedback loop with a fixed
     step: masks are trained by Adam, which moves an entry x by about
-    lr·d/√(d² + σ²) per step, where d is the mean of its gradient (task part
+    lr_t·d/√(d² + σ²) at step t, where d is the mean of its gradient (task part
     g plus λ·r, r being R's gradient per unit λ) and σ² its variance. An entry
-    ends above τ when that speed cannot carry it across τ in the steps left,
-    which gives each entry a critical λ: it survives exactly when λ is below
+    ends above the ticket's cut x_τ when that speed cannot carry it across in
+    the steps left, which gives each entry a critical λ: it survives exactly
+    when λ is below
 
-        λ_i = (q·σ/√(1−q²) − g)/r,   q = (x − x_τ)/(lr·steps left)
+        λ_i = (q·σ/√(1−q²) − g)/r,   q = (x − x_τ)/T,   T = Σ lr_t over the steps left
 
-    (q ≥ 1: it cannot reach τ in time, it survives anyway; q ≤ −1: it cannot
-    climb back). λ is then the (k+1)-th largest λ_i, with k the target count
-    of survivors. g and σ come from Adam's moment estimates during the search
-    and, before its first step, from a probe over a few training batches, so
-    λ₀ plays no part: every start lands on the same λ. Each update re-solves
-    as the statistics drift; λ moves at most ×e^±MAX_STEP per update so one
-    noisy estimate cannot throw it far. Entries pruned in an earlier round
-    stay pruned and count as such.
+    (q ≥ 1: it cannot reach the cut in time, it survives anyway; q ≤ −1: it
+    cannot climb back). T is the distance the rate the mask group will have
+    can carry an entry: the rate read from the optimizer at this step times the
+    rest of the phase's planned schedule (constant, cosine, step, warm-up, ...),
+    never the configured mask_lr times the steps left. λ is then the
+    (k+1)-th largest λ_i, with k the target count of survivors. g and σ come
+    from Adam's moment estimates during the search and, before its first step,
+    from a probe over a few training batches, so λ₀ plays no part: every start
+    lands on the same λ. Each update re-solves as the statistics drift; λ moves
+    at most ×e^±MAX_STEP per update so one noisy estimate cannot throw it far.
+    Entries pruned in an earlier round stay pruned and count as such.
+
+    When no λ can reach the target (too many entries cannot cross the cut in
+    the distance left, or too few can stay above it), λ goes to the nearest
+    value that still acts (the largest, resp. smallest, finite λ_i), never to
+    its ceiling or floor, and `reach` says why.
     """
 
     MAX_STEP = 0.5
+    FLOOR, CEILING = 1e-8, 1e8
 
-    def __init__(self, target_remaining: float, total_entries: int, total_steps: int):
+    def __init__(self, target_remaining: float, total_entries: int, planned_lrs):
+        """`planned_lrs`: the mask group's rate at every step of the phase, as its schedule plans it."""
         self.keep = round(target_remaining * total_entries)
-        self.total = total_steps
+        self.target_remaining = target_remaining
+        planned = torch.as_tensor(list(planned_lrs), dtype=torch.float64)
+        self.total = planned.numel()
+        self.planned = planned
+        # travel_after[t]: the planned distance of steps t, t+1, ..., the last
+        self.travel_after = torch.cat([planned.flip(0).cumsum(0).flip(0), torch.zeros(1, dtype=torch.float64)])
+        self.reach: dict | None = None     # the last solve's verdict on reachability
 
     def state(self) -> dict:
         return {}
@@ -49,20 +66,48 @@ class LamController:
     def load_state(self, st: dict) -> None:
         pass
 
-    def solve(self, x, g, sd, r, x_tau, lr: float, steps_left: int, frozen) -> float | None:
-        """The λ that leaves `keep` entries above τ (None: no λ can, in the steps left).
-        Every argument but the scalars is one flat tensor over all entries."""
-        q = (x - x_tau) / (lr * max(1, steps_left))
+    def travel(self, step: int, lr_now: float) -> float:
+        """Σ lr over steps `step`.. the last: the rate the group has now (read from its optimizer),
+        continued along the planned schedule's shape."""
+        step = min(max(step, 0), self.total)
+        if step >= self.total:
+            return 0.0
+        planned_now = float(self.planned[step])
+        scale = lr_now / planned_now if planned_now > 0 else 1.0
+        return scale * float(self.travel_after[step])
+
+    def solve(self, x, g, sd, r, x_tau, travel: float, frozen) -> float | None:
+        """The λ that leaves `keep` entries above the cut x_τ (None: nothing to solve).
+        Every argument but the scalars is one flat tensor over all entries. Sets `reach`."""
+        n = x.numel()
+        if self.keep >= n:
+            self.reach = None
+            return None
+        q = (x - x_tau) / max(travel, 1e-30)
         qc = q.clamp(-0.999, 0.999)
         need = qc * sd / torch.sqrt(1 - qc * qc) - g      # λ·r that makes the speed exactly right
         crit = torch.where(r > 0, need / r.clamp(min=1e-30),
                            torch.where(need > 0, math.inf, -math.inf))  # r = 0: λ has no say
-        crit = torch.where(q >= 1, math.inf, torch.where(q <= -1, -math.inf, crit))
-        crit = torch.where(frozen, -math.inf, crit)
-        if self.keep >= crit.numel():
-            return None
-        v = float(torch.kthvalue(crit.cpu(), crit.numel() - self.keep).values)  # the (keep+1)-th largest
-        return v if math.isfinite(v) else (math.inf if v > 0 else 0.0)
+        stuck_above = (q >= 1) & ~frozen                    # cannot cross the cut in the distance left
+        stuck_below = (q <= -1) | frozen                    # cannot climb back (or pruned before)
+        full_speed = torch.where(frozen, -math.inf, crit).double().cpu()   # q clamped: λ_i at ~Adam's top speed
+        crit = torch.where(stuck_above, math.inf, torch.where(stuck_below, -math.inf, crit)).double().cpu()
+        v = float(torch.kthvalue(crit, n - self.keep).values)  # the (keep+1)-th largest
+        above, below = int(stuck_above.sum()), int(stuck_below.sum())
+        self.reach = {"min_remaining": above / n, "max_remaining": (n - below) / n,
+                      "too_dense": above > self.keep, "too_sparse": n - below < self.keep,
+                      "need_travel": _travel_needed(x, x_tau, frozen, n - self.keep), "travel": travel}
+        if v == math.inf:
+            # Too many entries cannot cross in time: no λ gets there. The λ that drives the ones
+            # to prune at ~Adam's top speed (more only saturates it), not the ceiling.
+            v = float(torch.kthvalue(full_speed, n - self.keep).values)
+            return v if math.isfinite(v) and v > 0 else None
+        if v <= 0:
+            # By the model even λ = 0 drops too many: keep all it can, with the smallest λ that
+            # still acts (the smallest positive λ_i), not the floor.
+            positive = crit[torch.isfinite(crit) & (crit > 0)]
+            return float(positive.min()) if positive.numel() else None
+        return v
 
     @staticmethod
     def shrink(mean: torch.Tensor, var_of_mean: torch.Tensor) -> torch.Tensor:
@@ -72,17 +117,52 @@ class LamController:
         noisiest estimates set the quantile and λ comes out far too large on big data."""
         return mean * (1 - var_of_mean / mean.square().clamp(min=1e-30)).clamp(min=0)
 
-    def active(self, steps_left: int, lr: float) -> bool:
-        """λ holds for the last tenth of the time an entry needs to fall from 1 to τ:
-        there an entry moves by under (1−τ)/10 whatever λ is, and re-solving only
-        chases the noise of the few entries that sit right at τ."""
-        return steps_left > min(self.total // 10, math.ceil(0.05 / lr))
+    def active(self, step: int, lr_now: float) -> bool:
+        """λ holds for the last tenth of the phase's travel, or once less than 0.05 of travel is
+        left (a tenth of the way from 1 to τ): there an entry moves by under (1−τ)/10 whatever λ
+        is, and re-solving only chases the noise of the few entries that sit right at τ."""
+        return self.travel(step, lr_now) > min(float(self.travel_after[0]) / 10, 0.05)
 
     def step_to(self, lam: float, wanted: float | None) -> float:
         if wanted is None:
             return lam
         lo, hi = lam * math.exp(-self.MAX_STEP), lam * math.exp(self.MAX_STEP)
-        return float(min(max(min(max(wanted, lo), hi), 1e-8), 1e8))
+        return float(min(max(min(max(wanted, lo), hi), self.FLOOR), self.CEILING))
+
+    def best_sparsity(self) -> float:
+        """The sparsity nearest the target that the last solve found reachable."""
+        rc = self.reach or {}
+        if rc.get("too_dense"):
+            return 1 - rc["min_remaining"]
+        if rc.get("too_sparse"):
+            return 1 - rc["max_remaining"]
+        return 1 - self.target_remaining
+
+    def verdict(self, x_tau_name: str, mask_lr: float, epochs: int) -> str | None:
+        """Why the target cannot be reached from here, in one line (None: it can)."""
+        rc = self.reach
+        if rc is None:
+            return None
+        if rc["too_dense"]:
+            factor = rc["need_travel"] / max(rc["travel"], 1e-30)
+            return (f"the search is too short for the masks: at least {rc['min_remaining']:.2%} cannot cross "
+                    f"{x_tau_name} in the steps left (the mask group's rate can move an entry by at most "
+                    f"{rc['travel']:.3g} there, {rc['need_travel']:.3g} is needed): raise mask_lr to "
+                    f"≥ {mask_lr * factor * 1.2:.3g} or epochs to ≥ {math.ceil(epochs * factor * 1.2)}")
+        if rc["too_sparse"]:
+            return (f"the search is already past the level: at most {rc['max_remaining']:.2%} can end above "
+                    f"{x_tau_name} (λ can only prune more)")
+        return None
+
+
+def _travel_needed(x, x_tau, frozen, prune: int) -> float:
+    """The distance that lets `prune` entries cross the cut: the prune-th smallest (x − x_τ)⁺
+    among those not pruned before (entries already below the cut need 0)."""
+    dist = (x - x_tau).clamp(min=0).double().cpu()
+    dist = torch.where(frozen.cpu(), torch.zeros_like(dist), dist)
+    if prune <= 0:
+        return 0.0
+    return float(torch.kthvalue(dist, min(prune, dist.numel())).values)
 
 
 def flat_mask_state(ctx, reg: Regularizer, params: dict):
@@ -100,9 +180,10 @@ def flat_mask_state(ctx, reg: Regularizer, params: dict):
         ctx.lam = saved
         for (_, layer), gr in zip(ctx.layers, grads):
             layer.mask.grad = gr
-    tau = ctx.cfg.threshold
-    # where the trained parameter x crosses τ: the layers' own parametrisation, not cfg.mask_param
-    # (continuous sparsification trains logits, m = sigmoid(β·s), whatever the config's mask_param)
+    # the cut in the trained parameter's own space, where the ticket rule puts it: m > τ for clip
+    # masks, s > logit(τ)/β for sigmoid ones, and s > 0 for continuous sparsification whatever τ
+    # (its layers are sigmoid masks whatever cfg.mask_param says; ctx.keep_threshold is 0.5 there)
+    tau = ctx.keep_threshold
     first = ctx.layers[0][1]
     x_tau = math.log(tau / (1 - tau)) / first.beta if first.mask_param == "sigmoid" else tau
     frozen = torch.cat([(~layer._frozen_keep.bool()).flatten() if getattr(layer, "_frozen_keep", None)
@@ -110,10 +191,21 @@ def flat_mask_state(ctx, reg: Regularizer, params: dict):
                                                       device=layer.mask.device) for _, layer in ctx.layers])
     return x, r, x_tau, frozen
 
-def calibrated_lam(ctx, controller: LamController, reg: Regularizer, params: dict,
-                    batches: int = 16) -> float:
+def mask_group_lr(ctx, opts) -> float:
+    """The learning rate the masks' parameter group has right now (whatever the schedule did)."""
+    first = ctx.layers[0][1].mask
+    for o in opts:
+        for gr in o.param_groups:
+            if any(p is first for p in gr["params"]):
+                return float(gr["lr"])
+    raise RuntimeError("the masks are in no optimizer's parameter groups")
+
+
+def calibrated_lam(ctx, controller: LamController, reg: Regularizer, params: dict, opts,
+                   batches: int = 16) -> float:
     """The probe before a search: the task gradient's mean and spread per mask entry
-    over the first `batches` training batches (eval mode: no buffer moves)."""
+    over the first `batches` training batches (eval mode: no buffer moves). Where no λ
+    reaches the target, the nearest one that acts (LamController.solve), never λ₀."""
     was = ctx.model.training
     ctx.model.eval()
     s1 = s2 = None
@@ -136,16 +228,17 @@ def calibrated_lam(ctx, controller: LamController, reg: Regularizer, params: dic
     sd = var.sqrt()
     mean = controller.shrink(mean, var / n)
     x, r, x_tau, frozen = flat_mask_state(ctx, reg, params)
-    wanted = controller.solve(x, mean, sd, r, x_tau, ctx.cfg.mask_lr, controller.total, frozen)
-    if wanted is None or wanted == 0.0 or math.isinf(wanted):
+    wanted = controller.solve(x, mean, sd, r, x_tau, controller.travel(0, mask_group_lr(ctx, opts)), frozen)
+    if wanted is None:     # nothing to steer (keep everything) or no entry λ acts on
         return ctx.lam
-    return float(min(max(wanted, 1e-8), 1e8))
+    return float(min(max(wanted, controller.FLOOR), controller.CEILING))
 
 def mask_moments(ctx, opts, reg: Regularizer, params: dict):
     """(x, g, σ, r, x_τ, lr, frozen) for LamController.solve from the masks' Adam state:
-    g = bias-corrected first moment minus the current λ·r, σ² = second moment − first²."""
+    g = bias-corrected first moment minus the current λ·r, σ² = second moment − first²;
+    lr is the rate the mask group has at this step (read from its optimizer)."""
     x, r, x_tau, frozen = flat_mask_state(ctx, reg, params)
-    m1, m2, lr = [], [], ctx.cfg.mask_lr
+    m1, m2, lr = [], [], mask_group_lr(ctx, opts)
     for _, layer in ctx.layers:
         for o in opts:
             st = o.state.get(layer.mask)

@@ -35,6 +35,9 @@ class _Masked:
         self.mode = "dense"
         self.mask_param = "clip"
         self.beta = 1.0  # temperature of the sigmoid mask, m = sigmoid(β·s); raised by continuous sparsification
+        # a constant factor on the masked weight (soft and binary modes): continuous sparsification's
+        # 1/sigmoid(s0), so its network starts at the dense one's scale; 1 for every other method
+        self.mask_scale = 1.0
 
     def mask_value(self) -> torch.Tensor:
         """The effective mask m in [0,1] (differentiable in soft mode)."""
@@ -44,8 +47,9 @@ class _Masked:
 
     def effective_weight(self) -> torch.Tensor:
         if self.mode == "soft":
-            return self.weight * self.mask_value()
-        return self.weight
+            m = self.mask_value()
+            return self.weight * (m if self.mask_scale == 1.0 else m * self.mask_scale)
+        return self.weight if self.mask_scale == 1.0 else self.weight * self.mask_scale
 
 
 class MaskedLinear(_Masked, nn.Linear):
@@ -185,6 +189,20 @@ def apply_masks_(model: nn.Module, layers: list[tuple[str, _Masked]] | None = No
                 layer.mask.mul_(keep)
             else:
                 layer.mask.masked_fill_(~keep, -30.0)
+
+
+def set_mask_scale(model: nn.Module, scale: float) -> None:
+    for _, layer in prunable_layers(model):
+        layer.mask_scale = float(scale)
+
+
+@torch.no_grad()
+def fold_mask_scale(model: nn.Module) -> None:
+    """θ ← scale·θ and scale ← 1: the same function, as a plain network (for the saved model)."""
+    for _, layer in prunable_layers(model):
+        if layer.mask_scale != 1.0:
+            layer.weight.mul_(layer.mask_scale)
+            layer.mask_scale = 1.0
 
 
 def get_masks(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -13,6 +13,7 @@ import dataclasses
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -31,6 +32,19 @@ from .store import Store
 SNAPSHOT_EVERY_EPOCH_MAX = 300_000
 STEP_ROWS_PER_EPOCH = 20      # step-level metric rows kept per epoch
 FLUSH_SECONDS = 1.0           # how stale live metrics may get in the store
+
+
+def _constant(t: int, total: int) -> float:
+    return 1.0
+
+
+def _cosine(t: int, total: int) -> float:
+    return 0.5 * (1.0 + math.cos(math.pi * min(t, total) / total))
+
+
+# lr_schedule → the factor on every group's base rate at step t of a `total`-step phase. A pure
+# function of the step, so the λ controller can plan with the same rates the optimizer will get.
+LR_SCHEDULES: dict[str, Callable[[int, int], float]] = {"constant": _constant, "cosine": _cosine}
 
 
 class NonFiniteLoss(RuntimeError):
@@ -81,6 +95,18 @@ class PhaseResult:
     train_seconds: float = 0.0   # the optimizer-step loop only: what throughput ratios compare
 
 
+def load_moments(opts, states: list[dict]) -> None:
+    """Continue optimizers from saved states (moments, step counts) while keeping the rates
+    this phase's schedule set: a state dict also carries the old phase's (e.g. decayed) lr."""
+    if len(states) != len(opts):
+        raise RuntimeError("the saved optimizer state holds another optimizer layout")
+    for o, sd in zip(opts, states):
+        rates = [{k: gr[k] for k in ("lr", "initial_lr") if k in gr} for gr in o.param_groups]
+        o.load_state_dict(sd)
+        for gr, rate in zip(o.param_groups, rates):
+            gr.update(rate)
+
+
 class RunContext:
     sync_free_nan_check: bool | None = None  # None: on for GPUs; tests force it on the CPU
     def __init__(self, cfg: RunConfig, store: Store, run_id: str, data_dir,
@@ -119,6 +145,7 @@ class RunContext:
         self.global_step = 0
         self.lam = float(cfg.lam)
         self.lam_history: list[tuple[int, float]] = []
+        self.last_optimizer_state: list[dict] | None = None
         self.rewind_state: dict[str, torch.Tensor] | None = None
         self._pending: list[dict] = []
         self._last_flush = time.time()
@@ -220,39 +247,48 @@ class RunContext:
         # Fused kernels (one pass per tensor instead of ~10 ops) exist on CPU and CUDA
         # for fp32; on LeNet-300-100 they save ~0.65 ms of a ~4 ms Adam step on 2 CPU cores.
         fused = {"fused": True} if self.device.type in ("cpu", "cuda") else {}
-        # Masks always use Adam: their loss gradient θ·∂L/∂w is tiny and varies by layer,
-        # so a per-coordinate step size is what lets λ mean the same everywhere. When the
-        # weights use Adam(W) too, the masks are a second parameter group of the same
-        # optimizer (own lr, no weight decay): one fused step instead of two.
+        # Masks use Adam (unless mask_optimizer=sgd, continuous sparsification's reference): their
+        # loss gradient θ·∂L/∂w is tiny and varies by layer, so a per-coordinate step size is what
+        # lets λ mean the same everywhere. When the weights use Adam(W) too, the masks are a second
+        # parameter group of the same optimizer (own lr, no weight decay): one fused step instead of two.
         masks = masking.mask_parameters(self.model) if train_masks else []
+        mask_sgd = bool(masks) and cfg.mask_optimizer == "sgd"
+        mask_opt = None          # the masks' own optimizer, where they cannot share the weights'
+        if mask_sgd:             # the reference's: SGD, momentum 0.9, Nesterov, no weight decay
+            mask_opt = torch.optim.SGD(masks, lr=cfg.mask_lr, momentum=0.9, nesterov=True, **fused)
+        elif masks and cfg.optimizer == "sgd":
+            mask_opt = torch.optim.Adam(masks, lr=cfg.mask_lr, **fused)
         if cfg.optimizer == "sgd":
             opts = [torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
                                     **fused)]
-            if masks:
-                opts.append(torch.optim.Adam(masks, lr=cfg.mask_lr, **fused))
         else:
             groups = [{"params": params}]
-            if masks:
+            if masks and mask_opt is None:
                 groups.append({"params": masks, "lr": cfg.mask_lr, "weight_decay": 0.0})
             cls = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
             opts = [cls(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, **fused)]
-        scheds = []
-        if cfg.lr_schedule == "cosine":
-            total = max(1, epochs * steps_per_epoch)
-            scheds = [torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=total) for o in opts]
+        if mask_opt is not None:
+            opts.append(mask_opt)
+        total = max(1, epochs * steps_per_epoch)
+        factor = LR_SCHEDULES[cfg.lr_schedule]
+        scheds = [] if cfg.lr_schedule == "constant" else \
+            [torch.optim.lr_scheduler.LambdaLR(o, lambda t: factor(t, total)) for o in opts]
         return opts, scheds
 
     # ------------------------------------------------------------------ the loop
     def train_phase(self, *, round: int, phase: str, epochs: int, regularizer: str | None = None,
                     target_remaining: float | None = None,
                     capture: tuple[str, int] | None = None,
-                    schedule: Callable[[int, int], dict] | None = None) -> PhaseResult:
+                    schedule: Callable[[int, int], dict] | None = None,
+                    optimizer_state: list[dict] | None = None) -> PhaseResult:
         """Train for `epochs` within the current stage (see `stage`). With
         `regularizer`, masks must be soft (set_soft) and the loss adds λR(m);
         with `target_remaining`, λ adapts so the mask ends there.
         `capture=('iter'|'epoch', K)` saves the rewind weights at that point.
         `schedule(phase_step, total_steps)` runs before every step (e.g. to set a
         mask temperature) and returns scalars logged with the step and epoch rows.
+        `optimizer_state` (a previous phase's `last_optimizer_state`) continues its
+        moments and step counts; the rates restart on this phase's schedule.
 
         A checkpoint is written at every epoch end and when a stop is
         requested; on resume the phase continues from it step for step."""
@@ -268,8 +304,11 @@ class RunContext:
         # λ is re-solved about 10 times an epoch, and at least every 5 steps: within 5 steps
         # Adam moves a mask entry by ≤ 0.05, so a λ that is off cannot crash the mask before it is fixed
         adapt_every = max(1, min(spe // 10, 5))
-        controller = lam_control.LamController(target_remaining, self.total_prunable, epochs * spe) \
-            if target_remaining is not None else None
+        factor = LR_SCHEDULES[cfg.lr_schedule]
+        controller = lam_control.LamController(
+            target_remaining, self.total_prunable, [cfg.mask_lr * factor(t, epochs * spe) for t in range(epochs * spe)]
+        ) if target_remaining is not None else None
+        told = set()    # what the controller has said about reaching the target, said once a phase
         self.model.train()
 
         start_epoch, skip, step, correct, seen = 1, 0, 0, 0, 0
@@ -291,11 +330,14 @@ class RunContext:
             correct, seen = pos["correct"], pos["seen"]
             self._resume = None
         else:
+            if optimizer_state is not None:
+                load_moments(opts, optimizer_state)
             if capture == ("iter", 0) or capture == ("epoch", 0):
                 self.save_rewind(round, phase, 0)
             if controller is not None:  # the probe: λ from the masks' gradient statistics, whatever λ₀
-                self.lam = lam_control.calibrated_lam(self, controller, reg, reg_params)
+                self.lam = lam_control.calibrated_lam(self, controller, reg, reg_params, opts)
                 self.lam_history.append((self.global_step, self.lam))
+                self._tell_reach(controller, round, 0, epochs, told)
 
         def position(epoch, batch, gen_state):
             return {"epoch": epoch, "batch": batch, "gen": gen_state, "phase_step": step,
@@ -363,11 +405,12 @@ class RunContext:
                 if capture == ("iter", step):
                     self.save_rewind(round, phase, step)
                 if controller is not None and step % adapt_every == 0 and \
-                        controller.active(epochs * spe - step, cfg.mask_lr):
+                        controller.active(step, lam_control.mask_group_lr(self, opts)):
                     x, g, sd, r, x_tau, lr, frozen = lam_control.mask_moments(self, opts, reg, reg_params)
-                    wanted = controller.solve(x, g, sd, r, x_tau, lr, epochs * spe - step, frozen)
+                    wanted = controller.solve(x, g, sd, r, x_tau, controller.travel(step, lr), frozen)
                     self.lam = controller.step_to(self.lam, wanted)
                     self.lam_history.append((self.global_step, self.lam))
+                    self._tell_reach(controller, round, step, epochs, told)
                 if self.should_stop():
                     self._raise_if_bad(bad_at, phase)
                     self.flush()
@@ -402,8 +445,40 @@ class RunContext:
         if math.isnan(val_acc):  # resumed after the last epoch had already finished
             val_loss, val_acc = self.evaluate("val")
             _, test_acc = self.evaluate("test")
+        self.last_optimizer_state = [o.state_dict() for o in opts]
         return PhaseResult(val_acc=val_acc, test_acc=test_acc, val_loss=val_loss, steps=step,
                            seconds=time.time() - t_start, train_seconds=train_seconds)
+
+    @property
+    def target_notes(self) -> list[str]:
+        """The λ controller's early word on an unreachable target (kept in the resumable state)."""
+        return self.state.setdefault("target_notes", [])
+
+    @property
+    def keep_threshold(self) -> float:
+        """The mask value above which the search's own ticket rule keeps an entry: τ, except for
+        continuous sparsification, whose ticket is s > 0, i.e. m = sigmoid(β·s) > 0.5 at any β."""
+        return 0.5 if self.cfg.method == "cs" else self.cfg.threshold
+
+    def _tell_reach(self, controller, round: int, step: int, epochs: int, told: set) -> None:
+        """When the controller finds the target out of reach, say why as soon as it does: one
+        warning line (the worker's log) and the sparsity_vs_target check, marked as projected
+        (the method's final check replaces it, keeping the reason)."""
+        cut = "s > 0" if self.cfg.method == "cs" else f"τ = {self.keep_threshold:g}"
+        why = controller.verdict(cut, self.cfg.mask_lr, epochs)
+        kind = "too_dense" if (controller.reach or {}).get("too_dense") else "too_sparse"
+        if why is None or kind in told:
+            return
+        told.add(kind)
+        total = controller.total
+        note = (f"round {round} search, step {step} of {total}: the target ({controller.target_remaining:.2%} "
+                f"remaining) cannot be reached: {why}")
+        self.target_notes.append(note)
+        warnings.warn(note, stacklevel=2)
+        if self.cfg.target_sparsity is not None:
+            self.store.set_check(self.run_id, "sparsity_vs_target", controller.best_sparsity(),
+                                 self.cfg.target_sparsity, False,
+                                 f"projected during the search (the final check replaces this): {note}")
 
     @staticmethod
     def _raise_if_bad(bad_at, phase: str) -> None:
@@ -411,7 +486,7 @@ class RunContext:
             raise NonFiniteLoss(int(bad_at), phase)
 
     def measured_remaining(self, masks: dict[str, torch.Tensor], soft: bool) -> float:
-        kept = sum(int(((m > self.cfg.threshold) if soft else (m != 0)).sum()) for m in masks.values())
+        kept = sum(int(((m > self.keep_threshold) if soft else (m != 0)).sum()) for m in masks.values())
         return kept / self.total_prunable
 
     # ------------------------------------------------------------------ records
@@ -422,7 +497,7 @@ class RunContext:
 
     def record_mask_stats(self, masks, round: int, phase: str, epoch: int, snapshot: bool,
                           tag: str | None = None, binary: bool = False) -> None:
-        rows = masking.mask_layer_stats(masks, self.cfg.threshold, self._prev_snapshot)
+        rows = masking.mask_layer_stats(masks, self.keep_threshold, self._prev_snapshot)
         if snapshot or tag:  # the file first: the stats row is what tells live views to look for it
             self.store.save_masks(self.run_id, tag or f"r{round}-{phase}-e{epoch:04d}", masks, binary=binary)
         self.store.add_mask_stats(self.run_id, {"round": round, "phase": phase, "epoch": epoch,

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from engine import masking, runner
+from engine import masking, runner, train
 from engine.config import ConfigError, RunConfig
 from engine.data import dataset_info
 from engine.methods import cs, pai
@@ -118,19 +118,50 @@ def test_cs_temperature_schedule_runs_from_one_to_beta_final():
 
 
 def test_cs_reset_rule_keeps_negatives_negative_and_resets_positives():
-    s = torch.tensor([-0.3, -1e-4, 0.0, 1e-4, 0.7])
-    out = cs.reset_logits(s, 200.0, 0.0)
-    assert out.tolist() == pytest.approx([-60.0, -0.02, 0.0, 0.0, 0.0])
-    out = cs.reset_logits(s, 200.0, -0.1)   # a negative s0 (sparser tickets): every logit ends ≤ s0
-    assert out.tolist() == pytest.approx([-60.0, -0.1, -0.1, -0.1, -0.1])
-    # a negative logit's soft mask is unchanged by the reset (sigmoid(β_final·s) at β = 1)
-    assert torch.sigmoid(out[0]) == torch.sigmoid(200.0 * s[0])
+    """The reference's prune() runs with its temperature set back to 1: s ← min(s, s0). A logit of
+    −0.01 restarts at −0.01 (it was min(β_final·s, s0) = −2 here before)."""
+    s = torch.tensor([-0.3, -1e-2, 0.0, 1e-4, 0.7])
+    assert cs.reset_logits(s, 0.0).tolist() == pytest.approx([-0.3, -0.01, 0.0, 0.0, 0.0])
+    out = cs.reset_logits(s, -0.1)   # a negative s0 (sparser tickets): every logit ends ≤ s0
+    assert out.tolist() == pytest.approx([-0.3, -0.1, -0.1, -0.1, -0.1])
+
+
+def test_cs_epoch_schedule_is_the_references():
+    """beta_schedule=epoch: 1 through the first epoch, ×beta_final^(1/(epochs−1)) at each epoch
+    start, beta_final through the last (main.py: temp *= temp_increase when epoch > 0)."""
+    total, epochs = 40, 4
+    betas = [cs.epoch_beta_at(t, total, epochs, 200.0) for t in range(total)]
+    assert betas[:10] == [1.0] * 10 and betas[-10:] == [pytest.approx(200.0)] * 10
+    assert betas[10] == pytest.approx(200.0 ** (1 / 3)) and betas[20] == pytest.approx(200.0 ** (2 / 3))
+    assert cs.epoch_beta_at(0, 10, 1, 200.0) == 200.0
+
+
+def test_cs_mask_scale_starts_at_the_dense_networks_output(store):
+    """The reference scales the soft and the ticket mask by 1/sigmoid(s0): at the start of a search
+    the masked network computes exactly the dense one (it was ×0.125 at the output for s0 = 0)."""
+    cfg = RunConfig.from_dict({**FAST, "method": "cs", "s0": -2.0})
+    ctx = RunContext(cfg, store, runner.create(store, cfg), DATA)
+    x = ctx.splits.train_x[:32]
+    dense = ctx.model(x).detach()
+    masking.set_soft(ctx.model, 0.5, "sigmoid")
+    with torch.no_grad():
+        for _, layer in ctx.layers:
+            layer.mask.fill_(-2.0)
+    masking.set_mask_scale(ctx.model, cs.mask_scale(-2.0))
+    torch.testing.assert_close(ctx.model(x).detach(), dense, rtol=1e-5, atol=1e-6)
+    # the ticket (binary) mask is scaled alike; folding the scale into θ computes the same function
+    masking.set_binary(ctx.model, {n: torch.rand_like(layer.weight) > 0.5 for n, layer in ctx.layers})
+    before = ctx.model(x).detach()
+    assert not torch.allclose(before, dense)
+    masking.fold_mask_scale(ctx.model)
+    assert all(layer.mask_scale == 1.0 for _, layer in ctx.layers)
+    torch.testing.assert_close(ctx.model(x).detach(), before, rtol=1e-6, atol=1e-6)
 
 
 def test_cs_run_schedule_reset_and_ticket(store, monkeypatch):
     """Two rounds on digits: β is 1 at each round's first step and beta_final at its last
-    epoch end; round 0 starts at s0, round 1 from round 0's end through the reset rule;
-    the ticket is s > 0."""
+    epoch end; round 0 starts at s0, round 1 from round 0's end through the reset rule
+    s ← min(s, s0); the ticket is s > 0; the saved model has the mask scale folded in."""
     ends, starts = [], []
     orig = RunContext.train_phase
 
@@ -154,17 +185,22 @@ def test_cs_run_schedule_reset_and_ticket(store, monkeypatch):
         end, start = ends[0][n], starts[1][n]
         neg = end < 0
         assert int(neg.sum()) > 0 and int((~neg).sum()) > 0
-        assert torch.equal(start[neg], 50.0 * end[neg]) and bool((start[neg] < 0).all())
-        # positive logits restart at s0 (the reference's min(β_final·s, s0): at most s0)
+        assert torch.equal(start[neg], end[neg])
+        # positive logits restart at s0 (the reference's min(s, s0): at most s0)
         pos = start[~neg]
         s0 = torch.tensor(0.1)
-        assert torch.equal(pos, torch.minimum(50.0 * end[~neg], s0)) and int((pos == s0).sum()) > 0
+        assert torch.equal(pos, torch.minimum(end[~neg], s0)) and int((pos == s0).sum()) > 0
     ticket = store.load_array(run_id, "ticket")["mask"]
     assert all(torch.equal(ticket[n], ends[1][n] > 0) for n in ticket)
     assert s["kept"] == sum(int((v > 0).sum()) for v in ends[1].values())
     assert 0.02 < s["remaining"] < 0.9          # λ really pruned, and not everything
     c = checks(store, run_id)
     assert c["rewind_exact"]["value"] == 0.0 and c["zeros_stay_zero"]["value"] == 0.0
+    assert s["mask_scale"] == pytest.approx(1 / torch.sigmoid(torch.tensor(0.1)).item())
+    final = store.load_array(run_id, "ckpt")
+    rewind = store.load_array(run_id, "ticket")["rewind"]
+    assert not any(k.endswith("mask_scale") for k in final["model"])
+    assert final["state"]["scale_folded"] and rewind     # the retrain's weights carry the scale
 
 
 def test_cs_same_seed_same_ticket_and_metrics(store):
@@ -330,8 +366,8 @@ def test_lambda_controller_sees_the_cs_threshold_at_logit_zero(store):
 def test_cs_with_its_own_rule_lands_near_the_level(store):
     """threshold_mode tau (the ticket is s > 0): the λ controller steers the search to the level
     within the check's tolerance (10 % of the target's remaining fraction). Where CS prunes past
-    a high level on its own, the failed check says to raise s0 (test below)."""
-    for target, s0 in ((0.9, 0.0), (0.7, 0.0), (0.7, 0.05)):
+    a high level on its own (s0 = 0 with the reference's reset), the failed check says to raise s0."""
+    for target, s0 in ((0.9, 0.05), (0.7, 0.05)):
         run_id, s = run(store, method="cs", rounds=3, lam=1.0, target_sparsity=target, epochs=3, s0=s0)
         c = checks(store, run_id)["sparsity_vs_target"]
         assert c["passed"], (target, s0, c["detail"])
@@ -419,3 +455,62 @@ def test_pai_keeps_every_layer_unless_allowed_and_says_so(store):
     assert checks(store, run_id)["every_layer_kept"]["value"] >= 1
     _, s = run(store, method="pai", scorer="magnitude", target_sparsity=0.999, epochs=1, allow_empty_layers=True)
     assert any(d["kept"] == 0 for d in s["layers"].values())
+
+
+# ---------------------------------------------------------------- CS: the reference's options
+
+@pytest.mark.parametrize("changes, key, text", [
+    ({"method": "cs", "beta_schedule": "hourly"}, "beta_schedule", "step, epoch"),
+    ({"method": "cs", "mask_optimizer": "rmsprop"}, "mask_optimizer", "adam, sgd"),
+    ({"method": "cs", "keep_optimizer_state": "yes"}, "keep_optimizer_state", "true or false"),
+    ({"method": "concave", "beta_schedule": "epoch"}, "beta_schedule", "only to method=cs"),
+    ({"method": "imp", "keep_optimizer_state": True}, "keep_optimizer_state", "only to method=cs"),
+    ({"method": "cs", "mask_optimizer": "sgd", "target_sparsity": 0.9}, "mask_optimizer", "models Adam"),
+])
+def test_cs_reference_options_refuse_bad_values(changes, key, text):
+    with pytest.raises(ConfigError) as e:
+        RunConfig.from_dict({**FAST, **changes})
+    assert e.value.key == key and text in str(e.value) and "\n" not in str(e.value)
+
+
+def test_cs_reference_options_unset_or_spelled_out_are_the_same_run():
+    a = RunConfig.from_dict({**FAST, "method": "cs"})
+    b = RunConfig.from_dict({**FAST, "method": "cs", "beta_schedule": "step", "mask_optimizer": "adam",
+                             "keep_optimizer_state": False})
+    assert a.content_hash() == b.content_hash()
+    assert a.content_hash() != a.replace(beta_schedule="epoch").content_hash()
+
+
+def test_cs_as_the_reference_runs_it(store, monkeypatch):
+    """beta_schedule=epoch, mask_optimizer=sgd (momentum 0.9, Nesterov) at 0.1, keep_optimizer_state:
+    β is constant within an epoch and beta_final in the last; the masks' SGD momentum of round 0's
+    end is where round 1's search starts (rates restart on the schedule)."""
+    loaded = []
+    real = train.load_moments
+
+    def spy(opts, states):
+        real(opts, states)
+        loaded.append((states, [[dict(g) for g in o.param_groups] for o in opts]))
+    monkeypatch.setattr(train, "load_moments", spy)
+    ends = []
+    orig = RunContext.train_phase
+
+    def phase_spy(self, **kw):
+        res = orig(self, **kw)
+        if kw["phase"] == "search":
+            ends.append(self.last_optimizer_state)
+        return res
+    monkeypatch.setattr(RunContext, "train_phase", phase_spy)
+    run_id, s = run(store, method="cs", rounds=2, epochs=2, lam=1.0, beta_schedule="epoch", mask_optimizer="sgd",
+                    mask_lr=0.1, keep_optimizer_state=True, lr_schedule="cosine")
+    rows = [r for r in store.metrics(run_id) if r["kind"] == "step" and r["phase"] == "search" and r["round"] == 0]
+    first, last = [r["beta"] for r in rows if r["epoch"] <= 1], [r["beta"] for r in rows if r["epoch"] > 1]
+    assert set(first) == {1.0} and last and all(b == pytest.approx(200.0) for b in last)
+    assert len(loaded) == 1                                     # round 1 only
+    states, groups = loaded[0]
+    assert states is ends[0]
+    mask_sd = states[-1]                                        # the masks' own optimizer: SGD, Nesterov
+    assert mask_sd["param_groups"][0]["nesterov"] and mask_sd["param_groups"][0]["momentum"] == 0.9
+    assert all(v["momentum_buffer"] is not None for v in mask_sd["state"].values())
+    assert groups[-1][0]["lr"] == 0.1                           # the schedule restarts: not the decayed rate
+    assert 0.0 < s["remaining"] < 1.0

@@ -213,6 +213,9 @@ def check_target_sparsity(ctx: RunContext, binary: dict[str, torch.Tensor]) -> N
                 "s0 > 0 (0.05 reached 20, 5 and 0.5 % on LeNet-300-100), or use threshold_mode topk")
     else:
         miss = "the search pruned past the level: give it fewer epochs, a smaller mask_lr or a larger mask_init"
+    notes = getattr(ctx, "target_notes", None) or []
+    if notes:       # what the λ controller found during the search, when it found it
+        miss += "; the λ controller said so during the search: " + " | ".join(notes)
     check_sparsity(ctx, rep["sparsity"], cfg.target_sparsity, tol, "target_sparsity", miss=miss,
                    tol_text=f"remaining {rep['remaining']:.4%} vs {want:.4%} ± {rel:.0%} of it")
 
