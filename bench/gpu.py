@@ -140,7 +140,7 @@ def _show(run_id: str, env: dict) -> dict:
 
 def end_to_end_run(rep: Report, device: str, quick: bool, home: Path, env: dict) -> None:
     """The ResNet-20 preset, shortened, through the CLI: cosine schedule, target sparsity, ticket."""
-    sets = {"dataset": "synthetic_cifar", "epochs": 3, "retrain_epochs": 2, "target_sparsity": 0.9,
+    sets = {"dataset": "synthetic_cifar", "epochs": 5, "retrain_epochs": 2, "target_sparsity": 0.9,
             "device": device}
     if quick:
         sets.update(model="conv2", data_params={"n_train": 64, "n_test": 32}, epochs=1, retrain_epochs=1,
