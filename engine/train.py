@@ -131,6 +131,8 @@ class RunContext:
         # channels_last and the forward pass runs under bf16 autocast where the
         # GPU supports it. The loss, R(m) and the optimizer stay in fp32.
         cuda = self.device.type == "cuda"
+        if cuda:   # a run's shapes are fixed: let cuDNN time its convolution algorithms once and keep the fastest
+            torch.backends.cudnn.benchmark = True
         want_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and cuda and torch.cuda.is_bf16_supported())
         self.amp_dtype = torch.bfloat16 if want_bf16 else None
         self.memory_format = torch.channels_last if cuda and any(
