@@ -119,7 +119,8 @@ def speed_rows(rep: Report, device: str, quick: bool, repeats: int, only_rows: s
             r = speed.measure(model, repeats, device, quick, precision if precision != "fp32" else "fp32",
                               compile_)
             r.pop("all_seconds", None)
-            r.update(key=key, device=device_label(device), wall_s=round(time.time() - t, 1))
+            r.update(key=key, device=device_label(device), wall_s=round(time.time() - t, 1),
+                     cudnn_benchmark=torch.backends.cudnn.benchmark)
             sps = r["samples_per_second"]
             # a CIFAR-10-sized epoch: 50,000 training images at the measured rate
             r["epoch_50k_seconds"] = {k: 50_000 / v for k, v in sps.items()}

@@ -123,7 +123,8 @@ class RunConfig:
     data_params: dict = _f(None, "dataset options, e.g. planted: dim, k, n_train, noise, planted_seed")
     seed: int = _f(0, "seeds weights, masks, shuffling and augmentation")
     device: str = _f("auto", "auto (cuda when present), cpu, cuda or cuda:N")
-    precision: str = _f("auto", "auto (bf16 autocast on a GPU that supports it, else fp32), fp32 or bf16")
+    precision: str = _f("auto", "auto (fp32; bf16 autocast for vgg16, wrn16_8 and resnet18 on a GPU "
+                                   "that supports it), fp32 or bf16")
     compile: bool = _f(False, "torch.compile the model for training (faster on GPU after a slow first step)")
 
     # Execution settings: they change how fast a run goes, not what it computes

@@ -85,6 +85,20 @@ def pick_device(name: str) -> torch.device:
     return device
 
 
+# `precision: auto` uses bf16 autocast only for these models. On an H200 the small ones ran
+# slower under it (bench/gpu.py, docs/RESULTS.md: ResNet-20 2.79 s vs 2.10 s an epoch, LeNet-300-100
+# 0.89 vs 0.65 s): they are bound by kernel launches, and autocast adds a cast per layer. The large
+# convolutional nets are where tensor cores pay (not yet measured here).
+AUTO_BF16_MODELS = frozenset({"vgg16", "wrn16_8", "resnet18"})
+
+
+def autocast_dtype(precision: str, model: str, bf16_supported: bool) -> torch.dtype | None:
+    """The autocast dtype of a run (None: plain fp32)."""
+    if precision == "bf16" or (precision == "auto" and bf16_supported and model in AUTO_BF16_MODELS):
+        return torch.bfloat16
+    return None
+
+
 @dataclass
 class PhaseResult:
     val_acc: float
@@ -128,13 +142,12 @@ class RunContext:
         self.layers = masking.prunable_layers(self.model)  # fixed for the model's life; walked every step
         self.binary_logit = self.splits.num_classes == 2 and self._out_features() == 1
         # GPU path: data already lives on the device (load_dataset); conv nets go
-        # channels_last and the forward pass runs under bf16 autocast where the
-        # GPU supports it. The loss, R(m) and the optimizer stay in fp32.
+        # channels_last and the forward pass runs under bf16 autocast where that pays
+        # (autocast_dtype). The loss, R(m) and the optimizer stay in fp32.
         cuda = self.device.type == "cuda"
         if cuda:   # a run's shapes are fixed: let cuDNN time its convolution algorithms once and keep the fastest
             torch.backends.cudnn.benchmark = True
-        want_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and cuda and torch.cuda.is_bf16_supported())
-        self.amp_dtype = torch.bfloat16 if want_bf16 else None
+        self.amp_dtype = autocast_dtype(cfg.precision, cfg.model, cuda and torch.cuda.is_bf16_supported())
         self.memory_format = torch.channels_last if cuda and any(
             isinstance(m, torch.nn.Conv2d) for m in self.model.modules()) else torch.contiguous_format
         if self.memory_format is torch.channels_last:

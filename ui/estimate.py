@@ -32,11 +32,11 @@ NUM_CLASSES = {"digits": 10, "mnist": 10, "fashion_mnist": 10, "cifar10": 10, "c
 THROUGHPUT = {"cpu": {"mlp": 2.8e10, "conv": 3e10, "step": 1.0e-3},
               "gpu": {"mlp": 2e12, "conv": 4e12, "step": 3.0e-3}}
 # On a GPU these small models are bound by launching kernels, not by arithmetic: a training
-# step costs about the same per layer whatever its size. Measured on an NVIDIA H200 (bench/gpu.py,
-# docs/RESULTS.md, bf16 autocast, eager): LeNet-300-100 1.71 ms a step (3 layers), ResNet-20
-# 10.4 ms (22 layers with 21 BatchNorms); fp32 was 1.56 and 9.4 ms.
-GPU_STEP_BASE_S = 0.2e-3
-GPU_STEP_PER_LAYER_S = 0.48e-3
+# step costs a fixed part plus about the same per layer, whatever its size. Measured on an NVIDIA
+# H200 (bench/gpu.py, docs/RESULTS.md; fp32, eager, cuDNN benchmark mode: what `precision: auto`
+# runs for them): LeNet-300-100 1.55 ms a step (3 layers), ResNet-20 5.97 ms (22 layers).
+GPU_STEP_BASE_S = 0.85e-3
+GPU_STEP_PER_LAYER_S = 0.233e-3
 LAYERS = {"logreg": 1, "lenet300": 3, "conv2": 5, "conv4": 7, "conv6": 9, "resnet20": 22, "resnet32": 34,
           "resnet56": 58, "vgg16": 14, "wrn16_8": 17, "resnet18": 21}   # prunable layers (engine.models)
 WORKER_START_S = 3.5       # starting the worker process and importing torch (3.2 s measured on the 2-core CPU)
