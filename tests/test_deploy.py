@@ -443,3 +443,26 @@ def test_an_example_run_says_it_carries_no_weights(trained, tmp_path, capsys):
     assert main(["deploy", lost, "--out", str(tmp_path / "a"), "--home", str(store.home)]) == 2
     err = capsys.readouterr().err.strip()
     assert "ticket.pt is missing" in err and "only" not in err
+
+
+def test_deploy_size_figure_reads_at_1024_px():
+    """Issue 20: the size chart's log axis was crowded (2, 5 and every decade labelled) and its bar
+    labels ("1,041.9 KB (1/10.0)", on top of vertical bars side by side) overlapped. One bar per row,
+    labels to the right of each bar inside the plot, and ticks at the decades only."""
+    import math
+
+    from ui import deploy_panel, figures
+    report = {"sizes": {"dense_fp32": 1_066_904, "dense_fp32_zip": 985_000, "sparse_fp32": 102_000,
+                        "sparse_fp32_zip": 95_000, "sparse_fp16": 61_000, "sparse_fp16_zip": 52_000}}
+    fig = figures.deploy_size_figure(deploy_panel.sizes_frame(report))
+    assert all(t.orientation == "h" and t.textposition == "outside" for t in fig.data)
+    ax = fig.layout.xaxis
+    assert ax.type == "log" and 2 <= len(ax.tickvals) <= 4
+    assert all(math.log10(v) == round(math.log10(v)) for v in ax.tickvals)        # decades only
+    assert list(ax.ticktext) == [f"{v:,g} KB" for v in ax.tickvals]
+    assert ax.range[0] <= math.log10(52_000 / 1024) and all(ax.range[0] <= math.log10(v) <= ax.range[1]
+                                                            for v in ax.tickvals)
+    # the longest bar's label fits: the axis runs well past the largest bar (log units)
+    assert ax.range[1] >= math.log10(1_066_904 / 1024) + 0.5
+    assert max(len(s) for t in fig.data for s in t.text) <= 16
+    assert "1/10.5" in fig.data[0].text[1]                    # sparse fp32 as written: 1/10.5 of dense
