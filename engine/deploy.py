@@ -439,23 +439,29 @@ def load_deployed(path: str | os.PathLike, sparse: str = "auto") -> Deployed:
     layers = dict(prunable_layers(net))
     if set(head.get("layers") or {}) != set(layers):
         _fail(path, f"pruned layers {sorted(head.get('layers') or {})} != the architecture's {sorted(layers)}")
+    want_dense = {f"dense/{k}" for k in expected if not (k.endswith(".weight") and k[: -len(".weight")] in layers)}
     try:
         with safe_open(str(path), framework="pt") as f:
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            keys = set(f.keys())
+            for k in sorted(keys):          # names first: no data is read for a tensor we would not use
+                if k not in head["sha256"]:
+                    _fail(path, f"tensor {k} has no SHA-256 in the header")
+                kind, _, rest = k.partition("/")
+                if k not in want_dense and (kind != "sparse" or rest.rpartition("/")[0] not in layers):
+                    _fail(path, f"unexpected tensor {k!r}")
+            tensors = {k: f.get_tensor(k) for k in keys}
+    except DeployFormatError:
+        raise
     except Exception as e:
         _fail(path, f"cannot read its tensors ({str(e).splitlines()[0][:160]})")
     verify_tensors(path, head, tensors)             # before anything is built from the data
-    want_dense = {f"dense/{k}" for k in expected if not (k.endswith(".weight") and k[: -len(".weight")] in layers)}
     missing = sorted(k for k in want_dense if k not in tensors)
     if missing:
         _fail(path, f"missing tensors {missing[:3]}")
     dense = {k[len("dense/"):]: tensors[k] for k in want_dense}
     parts: dict[str, dict[str, torch.Tensor]] = {n: {} for n in layers}
     for k in set(tensors) - want_dense:
-        kind, _, rest = k.partition("/")
-        lname, _, part = rest.rpartition("/")
-        if kind != "sparse" or lname not in parts:
-            _fail(path, f"unexpected tensor {k!r}")
+        lname, _, part = k.partition("/")[2].rpartition("/")
         parts[lname][part] = tensors[k]
     for k, t in dense.items():
         if tuple(t.shape) != tuple(expected[k].shape) or t.dtype != expected[k].dtype:
