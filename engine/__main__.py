@@ -277,9 +277,19 @@ def cmd_deploy(args) -> int:
     except DeployError as e:
         raise UsageError(str(e)) from None
     s, p = rep["sizes"], rep["parity"]
+    lg = p["logits"]
     print(f"compact {rep['files']['compact_bytes']} bytes (dense fp32 {s['dense_fp32']}, sparse fp16 "
-          f"{s['sparse_fp16']}); parity on {p['n']} test images: {p['differ_deployed']} predictions differ "
-          f"(loader), {p['differ_onnx']} (onnxruntime): {'PASS' if p['passed'] else 'FAIL'}", file=sys.stderr)
+          f"{s['sparse_fp16']}); parity on {p['n']} test images: logits within {lg['deployed']:.2g} (loader), "
+          f"{lg['onnx']:.2g} (onnxruntime) of the masked model's, bound {lg['tolerance']:g} relative; "
+          f"{p['differ_deployed']} predictions differ (loader), {p['differ_onnx']} (onnxruntime): "
+          f"{'PASS' if p['passed'] else 'FAIL'}", file=sys.stderr)
+    if rep["header"].get("failed_checks"):
+        print(f"deployed with --force although its self-checks failed: "
+              f"{', '.join(c['name'] for c in rep['header']['failed_checks'])} (recorded in the file's header)",
+              file=sys.stderr)
+    if not rep.get("deployed", True):
+        print(f"FAIL: parity outside its bound, so the model files were removed; {args.out}/deploy.json says "
+              f"why", file=sys.stderr)
     for r in rep.get("latency", []):
         print(f"  {r['impl']:<12} batch {r['batch']:>3}  {r['threads']} thread(s)  {r['median_ms']:.3f} ms",
               file=sys.stderr)
@@ -566,7 +576,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("run_id")
     sp.add_argument("--out", required=True, help="folder for model.safetensors, model.onnx, deploy.json")
     sp.add_argument("--fp16", action="store_true", help="store the kept weights as float16 (half the bytes)")
-    sp.add_argument("--force", action="store_true", help="replace an output folder that is not empty")
+    sp.add_argument("--force", action="store_true", help="replace an output folder that is not empty, and deploy "
+                                                         "a run whose self-checks failed (its header records them)")
     sp.add_argument("--bench", action="store_true", help="also measure CPU latency (dense, sparse, onnxruntime)")
     sp.add_argument("--latency-only", action="store_true",
                     help="build nothing: time the files already in --out and write latency.json there")

@@ -46,7 +46,9 @@ def default_rounds(method: str) -> int:
 # so a form that fills the defaults in names the same run as a preset that leaves them out.
 UNSET_MEANS: dict[str, Any] = {"s0": 0.0, "beta_final": 200.0, "scorer": "snip", "synflow_iters": 100,
                                "score_batches": 1, "warm_start_rewind": "own", "allow_empty_layers": False,
-                               "beta_schedule": "step", "mask_optimizer": "adam", "keep_optimizer_state": False}
+                               "beta_schedule": "step", "mask_optimizer": "adam", "keep_optimizer_state": False,
+                               "score_mode": "eval"}
+SCORE_MODES = ("eval", "train")
 
 
 @dataclass(frozen=True)
@@ -107,6 +109,8 @@ class RunConfig:
     scorer: str | None = _f(None, "pai: snip, grasp, synflow, magnitude or random (default snip)")
     synflow_iters: int | None = _f(None, "pai synflow: pruning iterations, in [1, 10000] (default 100)")
     score_batches: int | None = _f(None, "pai snip/grasp: minibatches the scores use, in [1, 1000] (default 1)")
+    score_mode: str | None = _f(None, "pai: the mode BatchNorm scores in: eval (default, as Synaptic-Flow's "
+                                      "--prune-train-mode False) or train (as the original GraSP code)")
     # --- schedule --------------------------------------------------------------
     rounds: int = _f(None, "concave: search→retrain rounds; imp: number of prune rounds; cs: search rounds "
                            "(default 1; 3 for cs, as in the reference, when the key is left out)")
@@ -187,6 +191,10 @@ class RunConfig:
         # optional key later does not change the hash of existing configs.
         d = {k: v for k, v in self.to_dict().items() if v is not None and k not in self.EXECUTION_KEYS
              and not (k in UNSET_MEANS and v == UNSET_MEANS[k] and type(v) is type(UNSET_MEANS[k]))}
+        if self.method == "pai":
+            # SNIP/GraSP scored in train mode before score_mode existed (default now eval): every pai
+            # hash names its mode, so those runs are never reused as equal to an eval-mode config.
+            d["score_mode"] = self.score_mode or UNSET_MEANS["score_mode"]
         if self.HASH_VERSION > 1:       # version 1 hashed the keys alone
             d["_hash_version"] = self.HASH_VERSION
         blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
@@ -274,6 +282,11 @@ class RunConfig:
             _integer("synflow_iters", self.synflow_iters, 1, 10_000)
         if self.score_batches is not None:
             _integer("score_batches", self.score_batches, 1, 1000)
+        if self.score_mode is not None:
+            _choice("score_mode", self.score_mode, SCORE_MODES)
+            if self.method != "pai":
+                raise ConfigError("score_mode", f"score_mode applies only to method=pai (pruning at init), "
+                                                f"not method={self.method}")
 
         _integer("epochs", self.epochs, 1, 10_000)
         if self.retrain_epochs is not None:

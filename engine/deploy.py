@@ -13,6 +13,11 @@ Compact file layout (safetensors; the JSON header sits in its metadata under "lo
     sparse/<layer>/crow, /col       CSR row pointers (int32) and column indices (int16 when they fit)
     sparse/<layer>/bitmask          or: one bit per weight (numpy packbits, little bit order)
     sparse/<layer>/values           alone: a nearly dense layer (above ~97% density), stored whole
+Tamper evidence: the header holds a SHA-256 of every tensor's bytes ("sha256"), and the metadata a
+SHA-256 of the header itself ("lottery.sha256"); the loader refuses a file whose data or header does
+not match them, naming the tensor. (A checksum, not a signature: it catches damage and edits made
+without re-signing, not a forger who recomputes the sums.)
+Honesty: "failed_checks" lists the run's self-checks that failed (deployed only with --force).
 A layer takes whichever costs fewer bytes (CSR below ~6% density, the bitmask above, no index when
 the zeros cost less than any index).
 Conv weights are stored the same way, flattened to (out, in·kh·kw).
@@ -25,6 +30,7 @@ density crossover is measured on the machine that runs the model. Convs run dens
 from __future__ import annotations
 
 import errno
+import hashlib
 import io
 import json
 import math
@@ -43,8 +49,14 @@ import torch.nn.functional as F
 from torch import nn
 
 FORMAT = "lottery-lab/deploy"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2                       # 2: SHA-256 checksums of every tensor and of the header
 META_KEY = "lottery"
+HEADER_SHA_KEY = "lottery.sha256"
+# Parity: the worst image's max |Δlogit| / max(its largest |logit|, 1), deployed vs masked model.
+# fp32 files hold the trained weights exactly, so only summation order differs (measured ≤ 1e-6).
+# fp16 rounds each kept weight by up to 2⁻¹¹ ≈ 4.9e-4 of itself; through a whole network this
+# measured 3e-4–1.5e-3 (LeNet-300-100, Conv-2, ResNet-20); the stated bound leaves room for depth.
+PARITY_RTOL = {"float32": 1e-5, "float16": 1e-2}
 COMPACT_NAME, ONNX_NAME, REPORT_NAME = "model.safetensors", "model.onnx", "deploy.json"
 LATENCY_NAME = "latency.json"            # written by measure_folder (`engine deploy --latency-only`)
 DEFAULT_CALLS = {1: 200, 128: 50}        # timed calls per batch size (`deploy --bench`, bench/deploy.py)
@@ -55,6 +67,9 @@ SMALL_BATCH, LARGE_BATCH = 1, 128
 BATCH_SPLIT = 16                # batches below it use the choice measured at batch 1, others the one at 128
 SPARSE_MARGIN = 0.9             # CSR must measure at least 10% faster to be used (timing noise)
 BLOCK = 5                       # latency: calls in a row per implementation before the next takes its turn
+
+
+PRUNED_METHODS = ("concave", "imp", "random", "cs", "pai", "reinit")      # the methods that save a ticket
 
 
 class DeployError(ValueError):
@@ -77,9 +92,15 @@ def check_run(store, run_id: str) -> dict:
     if run["status"] != "done":
         raise DeployError(f"run {run_id} is {run['status']}, not done: only finished runs can be deployed")
     folder = store.run_dir(run_id)
+    method = (run["config"] or {}).get("method")
+    if run.get("example"):
+        raise DeployError(f"run {run_id} is a class-pack example: example runs carry their metrics and masks but "
+                          f"no weights, so they cannot be deployed; run its config yourself and deploy that run")
+    if method not in PRUNED_METHODS:
+        raise DeployError(f"run {run_id} ({method}) has no ticket: only runs that prune "
+                          f"({', '.join(PRUNED_METHODS)}) can be deployed")
     if not (folder / "ticket.pt").exists():
-        raise DeployError(f"run {run_id} ({run['config'].get('method')}) has no ticket: "
-                          f"only pruned runs (concave, imp, random) can be deployed")
+        raise DeployError(f"run {run_id} ({method}) has no ticket: ticket.pt is missing from its folder")
     if not (folder / "ckpt.pt").exists():
         raise DeployError(f"run {run_id} has no final weights (ckpt.pt is missing)")
     return run
@@ -129,8 +150,6 @@ def _pack_layer(w: torch.Tensor, keep: torch.Tensor, fp16: bool) -> tuple[dict[s
 
 def encode(model: nn.Module, masks: dict[str, torch.Tensor], header: dict, fp16: bool = False) -> bytes:
     """The compact file's bytes: pruned weights sparse, everything else dense, header in the metadata."""
-    from safetensors.torch import save
-
     from .masking import prunable_layers
     tensors: dict[str, torch.Tensor] = {}
     layers = {}
@@ -146,7 +165,26 @@ def encode(model: nn.Module, masks: dict[str, torch.Tensor], header: dict, fp16:
         tensors[f"dense/{key}"] = t.detach().cpu().contiguous()
     head = {**header, "format": FORMAT, "version": FORMAT_VERSION, "values_dtype": "float16" if fp16 else "float32",
             "layers": layers}
-    return save(tensors, metadata={META_KEY: json.dumps(head)})
+    return pack(tensors, head)
+
+
+def tensor_sha256(t: torch.Tensor) -> str:
+    """SHA-256 of a tensor's bytes as safetensors stores them (row-major, little-endian)."""
+    raw = t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
+    return hashlib.sha256(raw).hexdigest()
+
+
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def pack(tensors: dict[str, torch.Tensor], head: dict) -> bytes:
+    """safetensors bytes of `tensors` with `head` as the JSON header, signed: a SHA-256 of every
+    tensor in the header, and one of the header in the metadata."""
+    from safetensors.torch import save
+    head = {**head, "sha256": {k: tensor_sha256(t) for k, t in sorted(tensors.items())}}
+    text = json.dumps(head)
+    return save(tensors, metadata={META_KEY: text, HEADER_SHA_KEY: sha256_text(text)})
 
 
 def dense_bytes(model: nn.Module) -> bytes:
@@ -295,9 +333,31 @@ def read_header(path: str | os.PathLike) -> dict:
         _fail(path, f"header is not JSON ({e})")
     if not isinstance(head, dict) or head.get("format") != FORMAT:
         _fail(path, f"header format is not {FORMAT!r}")
+    if head.get("version") == 1:
+        _fail(path, f"format version 1, written before files carried checksums; this loader reads version "
+                    f"{FORMAT_VERSION}: deploy the run again")
     if head.get("version") != FORMAT_VERSION:
         _fail(path, f"format version {head.get('version')!r}; this loader reads version {FORMAT_VERSION}")
+    if meta.get(HEADER_SHA_KEY) != sha256_text(meta[META_KEY]):
+        _fail(path, "its header does not match its SHA-256 (changed or damaged after it was written)")
+    if not isinstance(head.get("sha256"), dict):
+        _fail(path, "no SHA-256 checksums of its tensors in the header")
     return head
+
+
+def verify_tensors(path, head: dict, tensors: dict[str, torch.Tensor]) -> None:
+    """Every tensor's bytes against the SHA-256 the header holds for it; DeployFormatError naming
+    the first tensor that has none or does not match, or a checksum whose tensor is missing."""
+    sums = head["sha256"]
+    for name in sorted(tensors):
+        if name not in sums:
+            _fail(path, f"tensor {name} has no SHA-256 in the header")
+        if tensor_sha256(tensors[name]) != sums[name]:
+            _fail(path, f"tensor {name}: its data does not match its SHA-256 in the header (changed or "
+                        f"damaged after it was written)")
+    missing = sorted(set(sums) - set(tensors))
+    if missing:
+        _fail(path, f"missing tensors {missing[:3]}")
 
 
 def _decode_layer(path, name: str, entry: dict, t: dict[str, torch.Tensor], shape: tuple[int, ...]) -> torch.Tensor:
@@ -379,26 +439,30 @@ def load_deployed(path: str | os.PathLike, sparse: str = "auto") -> Deployed:
     layers = dict(prunable_layers(net))
     if set(head.get("layers") or {}) != set(layers):
         _fail(path, f"pruned layers {sorted(head.get('layers') or {})} != the architecture's {sorted(layers)}")
+    want_dense = {f"dense/{k}" for k in expected if not (k.endswith(".weight") and k[: -len(".weight")] in layers)}
     try:
         with safe_open(str(path), framework="pt") as f:
             keys = set(f.keys())
-            want_dense = {f"dense/{k}" for k in expected
-                          if not (k.endswith(".weight") and k[: -len(".weight")] in layers)}
-            missing = sorted(k for k in want_dense if k not in keys)
-            if missing:
-                _fail(path, f"missing tensors {missing[:3]}")
-            dense = {k[len("dense/"):]: f.get_tensor(k) for k in want_dense}
-            parts: dict[str, dict[str, torch.Tensor]] = {n: {} for n in layers}
-            for k in keys - want_dense:
+            for k in sorted(keys):          # names first: no data is read for a tensor we would not use
+                if k not in head["sha256"]:
+                    _fail(path, f"tensor {k} has no SHA-256 in the header")
                 kind, _, rest = k.partition("/")
-                lname, _, part = rest.rpartition("/")
-                if kind != "sparse" or lname not in parts:
+                if k not in want_dense and (kind != "sparse" or rest.rpartition("/")[0] not in layers):
                     _fail(path, f"unexpected tensor {k!r}")
-                parts[lname][part] = f.get_tensor(k)
+            tensors = {k: f.get_tensor(k) for k in keys}
     except DeployFormatError:
         raise
     except Exception as e:
         _fail(path, f"cannot read its tensors ({str(e).splitlines()[0][:160]})")
+    verify_tensors(path, head, tensors)             # before anything is built from the data
+    missing = sorted(k for k in want_dense if k not in tensors)
+    if missing:
+        _fail(path, f"missing tensors {missing[:3]}")
+    dense = {k[len("dense/"):]: tensors[k] for k in want_dense}
+    parts: dict[str, dict[str, torch.Tensor]] = {n: {} for n in layers}
+    for k in set(tensors) - want_dense:
+        lname, _, part = k.partition("/")[2].rpartition("/")
+        parts[lname][part] = tensors[k]
     for k, t in dense.items():
         if tuple(t.shape) != tuple(expected[k].shape) or t.dtype != expected[k].dtype:
             _fail(path, f"tensor {k}: {t.dtype} {tuple(t.shape)} != expected {expected[k].dtype} "
@@ -472,24 +536,39 @@ def onnx_session(path, threads: int | None = None):
 # ---------------------------------------------------------------- parity
 
 @torch.inference_mode()
-def _predict(fn, x: torch.Tensor, binary: bool, batch: int = 1000) -> torch.Tensor:
-    return torch.cat([predicted(torch.as_tensor(fn(x[i:i + batch])), binary) for i in range(0, len(x), batch)])
+def _logits(fn, x: torch.Tensor, batch: int = 1000) -> torch.Tensor:
+    out = [torch.as_tensor(fn(x[i:i + batch])).float() for i in range(0, len(x), batch)]
+    return torch.cat(out).reshape(len(x), -1) if out else torch.zeros(0, 1)
+
+
+def logit_error(out: torch.Tensor, ref: torch.Tensor) -> float:
+    """The worst image's max |Δlogit| relative to its largest |logit| (absolute below 1); NaN
+    when either side is not finite (which then fails every tolerance)."""
+    if not len(ref):
+        return 0.0
+    if not (bool(torch.isfinite(out).all()) and bool(torch.isfinite(ref).all())):
+        return math.nan
+    return float(((out - ref).abs().amax(1) / ref.abs().amax(1).clamp_min(1.0)).max())
 
 
 def parity(reference: nn.Module, deployed: nn.Module, session, x: torch.Tensor, y: torch.Tensor,
-           binary: bool) -> dict:
-    """Predictions of the deployed model and of onnxruntime against the masked model's, on (x, y)."""
-    ref = _predict(reference, x, binary)
-    dep = _predict(deployed, x, binary)
-    onx = _predict(lambda b: session.run(None, {"input": b.numpy()})[0], x, binary)
+           binary: bool, rtol: float = PARITY_RTOL["float32"]) -> dict:
+    """Logits of the deployed model and of onnxruntime against the masked model's on (x, y): it
+    passes when both stay within `rtol` (see logit_error). Predictions and accuracies are reported;
+    a prediction can change only where the masked model's top two logits lie within 2·rtol."""
+    ref = _logits(reference, x)
+    dep = _logits(deployed, x)
+    onx = _logits(lambda b: session.run(None, {"input": b.numpy()})[0], x)
+    pred = {k: predicted(v, binary) for k, v in (("masked", ref), ("deployed", dep), ("onnx", onx))}
     n = len(y)
-    acc = {k: float((p == y).float().mean()) if n else math.nan for k, p in
-           (("masked", ref), ("deployed", dep), ("onnx", onx))}
-    out = {"n": n, "accuracy": acc,
-           "differ_deployed": int((dep != ref).sum()), "differ_onnx": int((onx != ref).sum())}
-    # ≤ 0.01 pp accuracy difference, and say how many predictions differ
-    out["passed"] = all(abs(acc[k] - acc["masked"]) * 100 <= 0.01 + 1e-12 for k in ("deployed", "onnx"))
-    return out
+    acc = {k: float((p == y).float().mean()) if n else math.nan for k, p in pred.items()}
+    err = {"deployed": logit_error(dep, ref), "onnx": logit_error(onx, ref)}
+    return {"n": n, "accuracy": acc,
+            "differ_deployed": int((pred["deployed"] != pred["masked"]).sum()),
+            "differ_onnx": int((pred["onnx"] != pred["masked"]).sum()),
+            "logits": {"tolerance": rtol, **err,
+                       "measure": "worst image's max |Δlogit| / max(its largest |logit|, 1)"},
+            "passed": all(e <= rtol for e in err.values())}         # NaN fails
 
 
 # ---------------------------------------------------------------- latency
@@ -607,6 +686,9 @@ def deploy(store, run_id: str, out_dir, fp16: bool = False, force: bool = False,
            bench: bool = False, bench_reps: dict | None = None) -> dict:
     """Write the compact file, the ONNX file and deploy.json for finished run `run_id` into
     `out_dir`, check parity on the whole test set, and return the report (deploy.json's content).
+    A run whose self-checks failed is refused unless `force` (which also replaces a non-empty
+    `out_dir`); its header then lists them. When parity fails, `out_dir` receives deploy.json
+    alone (`deployed: false`): the model files are removed, not left looking valid.
 
     Everything is written into a temporary folder next to `out_dir` and renamed into place at the
     end, so a failure (a full disk included) leaves no partial files behind."""
@@ -617,6 +699,12 @@ def deploy(store, run_id: str, out_dir, fp16: bool = False, force: bool = False,
     out = Path(out_dir)
     _check_out_dir(out, force)                       # before any work
     run = check_run(store, run_id)
+    failed_checks = [{k: c.get(k) for k in ("name", "value", "target", "detail")}
+                     for c in store.checks(run_id) if not c["passed"]]
+    if failed_checks and not force:
+        names = ", ".join(f"{c['name']} ({c['detail'] or 'failed'})" for c in failed_checks)
+        raise DeployError(f"run {run_id} failed its self-checks: {names}; not deployed. Give --force to deploy "
+                          f"it anyway (the file's header then records the failed checks)")
     cfg = RunConfig.from_dict(run["config"])
     data_dir = data_dir or default_data_dir()
     try:
@@ -634,6 +722,7 @@ def deploy(store, run_id: str, out_dir, fp16: bool = False, force: bool = False,
         "class_names": list(splits.class_names), "binary_logit": bool(binary), "normalisation": norm,
         "accuracy": {"test_accuracy": summary.get("test_accuracy"), "dataset": cfg.dataset,
                      "remaining": summary.get("remaining")},
+        "failed_checks": failed_checks,
     }
     sizes = file_sizes(model, masks, header)
     compact = encode(model, masks, header, fp16=fp16)
@@ -652,12 +741,18 @@ def deploy(store, run_id: str, out_dir, fp16: bool = False, force: bool = False,
                       "compact_bytes": (tmp / COMPACT_NAME).stat().st_size,
                       "onnx_bytes": (tmp / ONNX_NAME).stat().st_size},
             "sizes": sizes,
-            "parity": parity(model, deployed, sess, splits.test_x, splits.test_y, binary),
+            "parity": parity(model, deployed, sess, splits.test_x, splits.test_y, binary,
+                             rtol=PARITY_RTOL["float16" if fp16 else "float32"]),
             "linear_paths": {n: {"density": m.density, "csr_batch_1": m.sparse_small,
                                  "csr_batch_128": m.sparse_large, "timings_us": m.timings}
                              for n, m in deployed.net.named_modules() if isinstance(m, DeployedLinear)},
         }
-        if bench:
+        report["deployed"] = report["parity"]["passed"]
+        if not report["deployed"]:        # files that failed parity must not sit there looking valid
+            (tmp / COMPACT_NAME).unlink()
+            (tmp / ONNX_NAME).unlink()
+            report["removed"] = [COMPACT_NAME, ONNX_NAME]
+        elif bench:
             report["latency"] = bench_deployed(tmp, reps=bench_reps)
             report["load_average"] = load_average()
             report["cpu_count"] = os.cpu_count()

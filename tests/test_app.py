@@ -670,3 +670,34 @@ def test_selection_follows_across_pages(monkeypatch, mixed, jobs):
     assert at.query_params["runs"] == ids["pixel"]      # and it is written back into the URL
     at.switch_page("pages/runs.py").run()
     assert at.multiselect(key="runs.sel").value == [ids["pixel"]]
+
+
+def test_runs_deploy_tab_says_when_parity_failed_or_checks_failed(monkeypatch, tmp_path, jobs):
+    """Issue 20 / 19.5: a build whose parity failed left files that looked valid, and a run whose
+    self-checks failed was deployed without a word. The tab says both, and offers no download of
+    files that were removed. Its labels are short enough for a third of the column at 1024 px."""
+    home = tmp_path / "h"
+    store = Store(home)
+    rid = runner.create(store, RunConfig.from_dict({"dataset": "digits", "epochs": 1}), status="queued")
+    store.set_check(rid, "sparsity_vs_target", 0.61, 0.9, False, "MISSED by -0.29")
+    store.update_run(rid, status="done", summary={"remaining": 0.1, "test_accuracy": 0.9, "kept": 10, "total": 100,
+                                                  "sparsity": 0.9, "wall_seconds": 1.0})
+    (store.run_dir(rid) / "ticket.pt").write_bytes(b"")
+    folder = store.run_dir(rid) / "deploy"
+    folder.mkdir()
+    par = {"n": 360, "accuracy": {"masked": 0.9, "deployed": 0.9, "onnx": 0.9}, "differ_deployed": 1,
+           "differ_onnx": 1, "logits": {"tolerance": 1e-2, "deployed": 0.03, "onnx": 0.03}, "passed": False}
+    (folder / "deploy.json").write_text(json.dumps({
+        "run_id": rid, "header": {"values_dtype": "float16", "failed_checks": []}, "parity": par,
+        "files": {"compact": "model.safetensors", "onnx": "model.onnx", "compact_bytes": 10, "onnx_bytes": 20},
+        "sizes": {"dense_fp32": 100, "sparse_fp32": 20, "sparse_fp16": 10}, "deployed": False,
+        "removed": ["model.safetensors", "model.onnx"]}))
+    at = open_page(monkeypatch, home, "pages/runs.py", {"runs": rid})
+    no_traceback(at)
+    errors = " ".join(plain(e.value) for e in at.error)
+    assert "logits within 3.0e-02 (loader)" in errors and "bound 0.01 relative" in errors
+    assert "model files were removed" in errors
+    assert "failed its self-checks (sparsity_vs_target)" in " ".join(plain(w.value) for w in at.warning)
+    assert not [b for b in at.get("download_button") if "Compact" in str(b.proto.label)]
+    build = at.button(key=f"deploy.build.{rid}")
+    assert build.label == "Rebuild" and len(build.label) <= 14

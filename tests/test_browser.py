@@ -221,10 +221,10 @@ def test_launch_watch_and_analyse_in_a_browser(server):
 
             # ---- Deploy: the finished ticket is written as a compact file + ONNX, parity shown
             page.get_by_role("tab", name="🚀 Deploy").click()
-            page.get_by_role("button", name="Build the deployable files").click()
+            page.get_by_role("button", name="Build files").click()
             expect(page.get_by_text("Parity on 360 test images", exact=False)).to_be_visible(timeout=120_000)
             settle(page)
-            expect(page.get_by_role("button", name="Compact file (.safetensors)")).to_be_visible()
+            expect(page.get_by_role("button", name="Compact file")).to_be_visible()
             assert (home / "runs" / rid / "deploy" / "model.onnx").exists()
             shoot(page, "deploy")
         except Exception:

@@ -128,18 +128,20 @@ def test_crafted_files_are_refused_and_execute_nothing(tmp_path):
         with pytest.raises(dp.DeployFormatError):
             dp.load_deployed(tmp_path / "t.safetensors")
 
-    from safetensors.torch import load, save
+    from safetensors.torch import load
     tensors = load(good)
     from safetensors import safe_open
     with safe_open(str(tmp_path / "m.safetensors"), "pt") as f:
         meta = f.metadata()
 
     def crafted(change, match):
+        """A file changed by `change` and then signed again (checksums recomputed): the
+        structural checks behind the checksums must still refuse it."""
         t = dict(tensors)
         m = json.loads(meta[dp.META_KEY])
         change(t, m)
         p = tmp_path / "c.safetensors"
-        p.write_bytes(save(t, metadata={dp.META_KEY: json.dumps(m)}))
+        p.write_bytes(dp.pack(t, {k: v for k, v in m.items() if k != "sha256"}))
         with pytest.raises(dp.DeployFormatError, match=match):
             dp.load_deployed(p)
 
@@ -276,3 +278,191 @@ def test_deploy_sizes_fit_a_quarter_column_at_1024_px(n, shown):
     digits and a unit: never more than 7 characters."""
     from ui import deploy_panel
     assert deploy_panel.size_text(n) == shown and len(shown) <= 7
+
+
+# ---------------------------------------------------------------- tamper-evident files (issue 19.5)
+
+def _data_offsets(path):
+    """{tensor name: (start, end)} byte ranges of each tensor's data in a safetensors file."""
+    raw = path.read_bytes()
+    n = int.from_bytes(raw[:8], "little")
+    head = json.loads(raw[8:8 + n])
+    return {k: (8 + n + v["data_offsets"][0], 8 + n + v["data_offsets"][1])
+            for k, v in head.items() if k != "__metadata__"}
+
+
+def test_one_flipped_bit_in_a_deployed_file_is_refused_naming_the_tensor(trained, tmp_path):
+    """Issue 19.5: one flipped bit in the compact file's values loaded silently and changed outputs."""
+    store, run_id = trained
+    out = tmp_path / "out"
+    dp.deploy(store, run_id, out)
+    path = out / "model.safetensors"
+    head = dp.read_header(path)
+    offsets = _data_offsets(path)
+    assert set(head["sha256"]) == set(offsets) and all(len(h) == 64 for h in head["sha256"].values())
+    good = path.read_bytes()
+    index = next(k for k in sorted(offsets) if k.startswith("sparse/") and not k.endswith("/values"))
+    for name in ("sparse/classifier.0/values", index, "dense/classifier.2.bias"):
+        start, end = offsets[name]
+        raw = bytearray(good)
+        raw[(start + end) // 2] ^= 0x10                                     # one bit
+        path.write_bytes(bytes(raw))
+        with pytest.raises(dp.DeployFormatError, match=f"tensor {name}: its data does not match its SHA-256"):
+            dp.load_deployed(path)
+    path.write_bytes(good)
+    assert dp.load_deployed(path).meta["run_id"] == run_id                 # the untouched file loads
+
+
+def test_checksums_cover_every_tensor_and_the_header(tmp_path):
+    from safetensors import safe_open
+    from safetensors.torch import load, save
+    model, masks, header = pruned("lenet300", (1, 28, 28), 0.05)
+    path = write(tmp_path, model, masks, header)
+    tensors = load(path.read_bytes())
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata()
+    head = json.loads(meta[dp.META_KEY])
+    assert set(head["sha256"]) == set(tensors)
+    assert head["sha256"]["dense/classifier.0.bias"] == dp.tensor_sha256(tensors["dense/classifier.0.bias"])
+
+    def refused(tensors, metadata, match):
+        p = tmp_path / "x.safetensors"
+        p.write_bytes(save(tensors, metadata=metadata))
+        with pytest.raises(dp.DeployFormatError, match=match):
+            dp.load_deployed(p)
+    # a value changed with the checksums left as they were
+    t = dict(tensors)
+    t["dense/classifier.0.bias"] = t["dense/classifier.0.bias"] + 1e-3
+    refused(t, meta, "tensor dense/classifier.0.bias: its data does not match its SHA-256")
+    # a tensor added without a checksum; the checksums taken out of the header
+    refused({**tensors, "extra/x": torch.zeros(1)}, meta, "tensor extra/x has no SHA-256")
+    bare = {k: v for k, v in head.items() if k != "sha256"}
+    refused(tensors, {dp.META_KEY: json.dumps(bare),
+                      dp.HEADER_SHA_KEY: dp.sha256_text(json.dumps(bare))}, "no SHA-256 checksums")
+    # the header changed (a class renamed) without its own checksum
+    renamed = {**head, "class_names": ["seven", *head["class_names"][1:]]}
+    refused(tensors, {**meta, dp.META_KEY: json.dumps(renamed)}, "header does not match its SHA-256")
+    # a version-1 file (written before checksums) is refused with what to do
+    refused(tensors, {dp.META_KEY: json.dumps({**bare, "version": 1})}, "deploy the run again")
+
+
+def test_parity_compares_logits_with_a_stated_tolerance(trained, tmp_path, monkeypatch):
+    """Predictions alone hide a deployed model whose logits drift: scale them by 1 + 1e-4 (no
+    prediction changes) and parity must fail in fp32, whose bound is 1e-5 relative."""
+    store, run_id = trained
+    rep = dp.deploy(store, run_id, tmp_path / "ok32")
+    lg = rep["parity"]["logits"]
+    assert lg["tolerance"] == 1e-5 and lg["deployed"] <= 1e-5 and lg["onnx"] <= 1e-5 and rep["parity"]["passed"]
+    rep = dp.deploy(store, run_id, tmp_path / "ok16", fp16=True)
+    lg = rep["parity"]["logits"]
+    assert lg["tolerance"] == dp.PARITY_RTOL["float16"] == 1e-2
+    assert 1e-5 < lg["deployed"] <= 1e-2 and 1e-5 < lg["onnx"] <= 1e-2 and rep["parity"]["passed"]
+
+    real = dp.load_deployed
+
+    def drifting(path, sparse="auto"):
+        m = real(path, sparse)
+        if sparse == "auto":                 # the loader under test; ONNX is exported from sparse="never"
+            inner = m.net
+            m.net = torch.nn.Sequential(inner, _Scale(1 + 1e-4))
+        return m
+    monkeypatch.setattr(dp, "load_deployed", drifting)
+    rep = json.loads((tmp_path / "ok32" / "deploy.json").read_text())
+    assert rep["parity"]["passed"]
+    from engine.__main__ import main
+    assert main(["deploy", run_id, "--out", str(tmp_path / "drift"), "--home", str(store.home)]) == 1
+    rep = json.loads((tmp_path / "drift" / "deploy.json").read_text())
+    par = rep["parity"]
+    assert par["differ_deployed"] == 0 and not par["passed"]
+    assert par["logits"]["deployed"] == pytest.approx(1e-4, rel=0.05)
+
+
+class _Scale(torch.nn.Module):
+    def __init__(self, k):
+        super().__init__()
+        self.k = k
+
+    def forward(self, x):
+        return x * self.k
+
+
+def test_failed_parity_keeps_no_model_files_and_says_so(trained, tmp_path, monkeypatch, capsys):
+    """Issue 20: `deploy --fp16` that failed its parity check exited 1 but left files that looked valid."""
+    from engine.__main__ import main
+    store, run_id = trained
+    out = tmp_path / "out"
+    assert main(["deploy", run_id, "--out", str(out), "--home", str(store.home)]) == 0
+    monkeypatch.setitem(dp.PARITY_RTOL, "float16", 1e-9)        # an fp16 rounding the bound does not allow
+    capsys.readouterr()
+    assert main(["deploy", run_id, "--out", str(out), "--fp16", "--force", "--home", str(store.home)]) == 1
+    err = capsys.readouterr().err
+    assert "FAIL" in err and "model files were removed" in err and "deploy.json" in err
+    assert sorted(p.name for p in out.iterdir()) == ["deploy.json"]      # the earlier good files are gone too
+    rep = json.loads((out / "deploy.json").read_text())
+    assert rep["deployed"] is False and rep["parity"]["passed"] is False
+    assert rep["parity"]["logits"]["tolerance"] == 1e-9
+
+
+def test_a_run_whose_checks_failed_is_deployed_only_with_force(trained, tmp_path, capsys):
+    from engine.__main__ import main
+    store, run_id = trained
+    home = str(store.home)
+    bad = store.create_run(store.get_run(run_id)["config"], "h-bad", status="running")
+    for name in ("ticket.pt", "ckpt.pt"):
+        (store.run_dir(bad) / name).write_bytes((store.run_dir(run_id) / name).read_bytes())
+    store.set_check(bad, "sparsity_vs_target", 0.61, 0.9, False, "measured sparsity vs target; MISSED by -0.29")
+    store.set_check(bad, "zeros_stay_zero", 0.0, 0.0, True, "")
+    store.update_run(bad, status="done", summary=store.get_run(run_id)["summary"])
+    capsys.readouterr()
+    assert main(["deploy", bad, "--out", str(tmp_path / "a"), "--home", home]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "failed its self-checks" in err and "sparsity_vs_target" in err
+    assert "--force" in err and not (tmp_path / "a").exists()
+    assert main(["deploy", bad, "--out", str(tmp_path / "a"), "--force", "--home", home]) == 0
+    head = dp.read_header(tmp_path / "a" / "model.safetensors")
+    assert [c["name"] for c in head["failed_checks"]] == ["sparsity_vs_target"]
+    assert head["failed_checks"][0]["detail"].endswith("MISSED by -0.29")
+    assert dp.load_deployed(tmp_path / "a" / "model.safetensors").meta["failed_checks"] == head["failed_checks"]
+    assert dp.read_header(dp.deploy(store, run_id, tmp_path / "b") and tmp_path / "b" / "model.safetensors")[
+        "failed_checks"] == []
+
+
+def test_an_example_run_says_it_carries_no_weights(trained, tmp_path, capsys):
+    """Issue 20: deploying a class-pack example said "(concave) has no ticket: only … concave … can be
+    deployed", which contradicts itself."""
+    from engine.__main__ import main
+    store, run_id = trained
+    ex = store.create_run({"model": "lenet300", "method": "concave"}, "h-ex", status="done")
+    with store.transaction() as db:
+        db.execute("UPDATE runs SET example=1 WHERE id=?", (ex,))
+    capsys.readouterr()
+    assert main(["deploy", ex, "--out", str(tmp_path / "a"), "--home", str(store.home)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "class-pack example" in err and "no weights" in err and "only" not in err
+    lost = store.create_run({"model": "lenet300", "method": "concave"}, "h-lost", status="done")
+    assert main(["deploy", lost, "--out", str(tmp_path / "a"), "--home", str(store.home)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "ticket.pt is missing" in err and "only" not in err
+
+
+def test_deploy_size_figure_reads_at_1024_px():
+    """Issue 20: the size chart's log axis was crowded (2, 5 and every decade labelled) and its bar
+    labels ("1,041.9 KB (1/10.0)", on top of vertical bars side by side) overlapped. One bar per row,
+    labels to the right of each bar inside the plot, and ticks at the decades only."""
+    import math
+
+    from ui import deploy_panel, figures
+    report = {"sizes": {"dense_fp32": 1_066_904, "dense_fp32_zip": 985_000, "sparse_fp32": 102_000,
+                        "sparse_fp32_zip": 95_000, "sparse_fp16": 61_000, "sparse_fp16_zip": 52_000}}
+    fig = figures.deploy_size_figure(deploy_panel.sizes_frame(report))
+    assert all(t.orientation == "h" and t.textposition == "outside" for t in fig.data)
+    ax = fig.layout.xaxis
+    assert ax.type == "log" and 2 <= len(ax.tickvals) <= 4
+    assert all(math.log10(v) == round(math.log10(v)) for v in ax.tickvals)        # decades only
+    assert list(ax.ticktext) == [f"{v:,g} KB" for v in ax.tickvals]
+    assert ax.range[0] <= math.log10(52_000 / 1024) and all(ax.range[0] <= math.log10(v) <= ax.range[1]
+                                                            for v in ax.tickvals)
+    # the longest bar's label fits: the axis runs well past the largest bar (log units)
+    assert ax.range[1] >= math.log10(1_066_904 / 1024) + 0.5
+    assert max(len(s) for t in fig.data for s in t.text) <= 16
+    assert "1/10.5" in fig.data[0].text[1]                    # sparse fp32 as written: 1/10.5 of dense

@@ -514,3 +514,79 @@ def test_cs_as_the_reference_runs_it(store, monkeypatch):
     assert all(v["momentum_buffer"] is not None for v in mask_sd["state"].values())
     assert groups[-1][0]["lr"] == 0.1                           # the schedule restarts: not the decayed rate
     assert 0.0 < s["remaining"] < 1.0
+
+# ---------------------------------------------------------------- pruning at init: which BatchNorm mode scores
+
+def bn_net():
+    """A tiny conv net with BatchNorm whose running statistics are far from the batch's, so the
+    two modes give different activations (as on a real network after any forward pass)."""
+    torch.manual_seed(0)
+    net = nn.Sequential(masking.MaskedConv2d(1, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4), nn.ReLU(),
+                        nn.Flatten(), masking.MaskedLinear(64, 3))
+    with torch.no_grad():
+        net[1].running_mean.uniform_(-1.0, 1.0)
+        net[1].running_var.uniform_(2.0, 4.0)
+    return net
+
+
+BN_X, BN_Y = torch.randn(16, 1, 4, 4) + 0.5, torch.arange(16) % 3
+
+
+def bn_scores(scorer, net, mode):
+    if scorer == "synflow":     # one iteration: the scores of the unpruned network, via the masks' ranking
+        return pai.synflow_scores(net, (1, 4, 4), score_mode=mode)
+    return pai.scores_for(scorer, net, nn.functional.cross_entropy, [(BN_X, BN_Y)], torch.Generator(),
+                          score_mode=mode)
+
+
+@pytest.mark.parametrize("scorer", ["snip", "grasp", "synflow"])
+def test_score_mode_sets_batchnorm_mode_while_scoring_and_restores_the_model(scorer):
+    """Issue 19.4: SNIP and GraSP scored in train mode whatever was asked; Synaptic-Flow's default
+    (`--prune-train-mode False`) scores in eval mode. The mode asked is the mode BatchNorm runs in
+    while scoring, the model's own mode is left as it was, and the two modes give different scores."""
+    seen = []
+    net = bn_net()
+    net[1].register_forward_pre_hook(lambda m, inp: seen.append(m.training))
+    scores = {}
+    for mode in ("eval", "train"):
+        for start in (True, False):
+            net.train(start)
+            seen.clear()
+            before = {k: v.clone() for k, v in net.state_dict().items()}
+            scores[mode] = bn_scores(scorer, net, mode)
+            assert seen and set(seen) == {mode == "train"}, (mode, seen)
+            assert net.training is start and net[1].training is start
+            # the model's running statistics are untouched (SynFlow scores a copy; the others restore)
+            assert all(torch.equal(before[k], v) for k, v in net.state_dict().items()), mode
+    diff = max(float((scores["eval"][n] - scores["train"][n]).abs().max()) for n in scores["eval"])
+    assert diff > 1e-3 * max(float(s.abs().max()) for s in scores["eval"].values())
+    # the default is eval mode (Synaptic-Flow's)
+    assert pai.UNSET_MEANS["score_mode"] == "eval"
+    default = (pai.synflow_scores(net, (1, 4, 4)) if scorer == "synflow" else
+               pai.scores_for(scorer, net, nn.functional.cross_entropy, [(BN_X, BN_Y)], torch.Generator()))
+    assert all(torch.equal(default[n], scores["eval"][n]) for n in default)
+
+
+def test_score_mode_is_recorded_and_names_the_run(store):
+    _, s = run(store, method="pai", scorer="snip", target_sparsity=0.9, epochs=1)
+    assert s["score_mode"] == "eval"
+    _, s = run(store, method="pai", scorer="snip", target_sparsity=0.9, epochs=1, score_mode="train")
+    assert s["score_mode"] == "train"
+    base = {**FAST, "method": "pai", "target_sparsity": 0.9}
+    unset, spelled = RunConfig.from_dict(base), RunConfig.from_dict({**base, "score_mode": "eval"})
+    assert unset.content_hash() == spelled.content_hash()
+    assert RunConfig.from_dict({**base, "score_mode": "train"}).content_hash() != unset.content_hash()
+    # runs made before score_mode existed scored SNIP/GraSP in train mode: never reused as eval-mode runs
+    assert unset.content_hash() != "d966de2983e0"
+    assert RunConfig.from_dict({**base, "scorer": "grasp"}).content_hash() != "b7b002daac73"
+
+
+@pytest.mark.parametrize("changes, match", [
+    ({"method": "pai", "target_sparsity": 0.9, "score_mode": "inference"}, "score_mode must be one of eval, train"),
+    ({"method": "pai", "target_sparsity": 0.9, "score_mode": True}, "score_mode must be one of eval, train"),
+    ({"method": "concave", "score_mode": "eval"}, "score_mode applies only to method=pai"),
+])
+def test_bad_score_mode_names_the_key_and_values(changes, match):
+    with pytest.raises(ConfigError) as e:
+        RunConfig.from_dict({**FAST, **changes})
+    assert e.value.key == "score_mode" and match in str(e.value)

@@ -56,7 +56,7 @@ def latency_frame(lat: dict | None) -> pd.DataFrame:
 
 def run_engine_deploy(run: dict, *options: str) -> str | None:
     """`python -m engine deploy <run> --out <its deploy folder> *options` in its own process.
-    None when it did its work (exit 0, or 1: built, but parity failed, which the report shows),
+    None when it did its work (exit 0, or 1: parity failed, the model files removed, deploy.json says why),
     else the engine's one-line reason."""
     rid, store = run["id"], state.store()
     cmd = [sys.executable, "-m", "engine", "deploy", rid, "--out", str(folder_of(rid)), "--home", str(store.home),
@@ -94,21 +94,42 @@ def _ratio(size: int, dense: int) -> str:
     return f"1/{dense / size:.1f} of dense" if size < dense else f"{size / dense:.2f}× dense"
 
 
+def failed_checks(run_id: str) -> list[str]:
+    return [c["name"] for c in state.store().checks(run_id) if not c["passed"]]
+
+
+def parity_text(par: dict) -> str:
+    lg = par.get("logits") or {}
+    logits = (f"logits within {lg['deployed']:.1e} (loader) and {lg['onnx']:.1e} (onnxruntime) of the masked "
+              f"model's, bound {lg['tolerance']:g} relative; " if "tolerance" in lg else "")
+    return (f"Parity on {par['n']:,} test images: {logits}{par['differ_deployed']} prediction(s) of the compact "
+            f"file's loader and {par['differ_onnx']} of onnxruntime differ from the masked model's "
+            f"(accuracy {par['accuracy']['masked']:.2%} masked, {par['accuracy']['deployed']:.2%} loader, "
+            f"{par['accuracy']['onnx']:.2%} onnxruntime).")
+
+
 def panel(run: dict) -> None:
     rid = run["id"]
     out = folder_of(rid)
     report = read_json(out / dp.REPORT_NAME)
     st.markdown("Write this ticket for inference: a **compact sparse file** (safetensors: kept weights plus a "
-                "CSR or bitmask index, biases and BatchNorm dense, a JSON header) and a **dense ONNX file**, "
-                "then check that both predict exactly what the masked model predicts on the whole test set.")
-    c1, c2, _ = st.columns([1, 1, 2])
+                "CSR or bitmask index, biases and BatchNorm dense, a JSON header with a SHA-256 of every tensor) "
+                "and a **dense ONNX file**, then check on the whole test set that both give the masked model's "
+                "logits within a stated bound (1e-5 relative in fp32, 1e-2 in fp16).")
+    failed = failed_checks(rid)
+    if failed:
+        st.warning(f"This run failed its self-checks ({', '.join(failed)}). Building deploys it anyway "
+                   f"(`--force`), and the file's header records the failed checks.", icon="⚠️")
+    c1, c2, _ = st.columns([1, 1, 1])
     fp16 = c1.toggle("fp16 values", key=f"deploy.fp16.{rid}", value=bool(report and report["header"].get(
         "values_dtype") == "float16"), help="Store the kept weights as float16: half the bytes; the loader "
                                             "computes in float32.")
-    label = "Rebuild the files" if report else "Build the deployable files"
+    # short labels: at 1024 px a third of the main column holds about 14 characters beside an icon
+    label = "Rebuild" if report else "Build files"
     if c2.button(label, key=f"deploy.build.{rid}", icon=":material/package_2:", type="secondary" if report
-                 else "primary", help="Writes runs/<id>/deploy/ (takes a few seconds: ONNX export and a parity "
-                                      "check on the test set)."):
+                 else "primary", width="stretch",
+                 help="Writes the compact file and the ONNX file to runs/<id>/deploy/ (takes a few seconds: "
+                      "ONNX export and a parity check on the test set)."):
         with st.spinner("Writing the compact file and the ONNX file, checking parity on the test set…"):
             failed = run_engine_deploy(run, "--force", *(["--fp16"] if fp16 else []))
         if failed:
@@ -121,11 +142,14 @@ def panel(run: dict) -> None:
 
     par = report["parity"]
     ok = par["passed"]
-    (st.success if ok else st.error)(
-        f"Parity on {par['n']:,} test images: {par['differ_deployed']} prediction(s) of the compact file's "
-        f"loader and {par['differ_onnx']} of onnxruntime differ from the masked model's "
-        f"(accuracy {par['accuracy']['masked']:.2%} masked, {par['accuracy']['deployed']:.2%} loader, "
-        f"{par['accuracy']['onnx']:.2%} onnxruntime).", icon="✅" if ok else "⚠️")
+    (st.success if ok else st.error)(parity_text(par), icon="✅" if ok else "⚠️")
+    if not report.get("deployed", True):
+        st.error("Parity is outside its bound, so the model files were removed (deploy.json in the run's "
+                 "deploy folder keeps the measurements). Rebuild in fp32, or keep the dense model.", icon="🗑️")
+        return
+    if report["header"].get("failed_checks"):
+        st.warning("Deployed with `--force` although these self-checks failed; the file's header records them: "
+                   + ", ".join(c["name"] for c in report["header"]["failed_checks"]) + ".", icon="⚠️")
     s = report["sizes"]
     m = st.columns(4)
     m[0].metric("Dense fp32", size_text(s["dense_fp32"]))
@@ -159,15 +183,17 @@ def panel(run: dict) -> None:
 
     d = st.columns(3)
     compact, onnx_file = out / dp.COMPACT_NAME, out / dp.ONNX_NAME
-    d[0].download_button("Compact file (.safetensors)", data=lambda: compact.read_bytes(),
+    d[0].download_button("Compact file", data=lambda: compact.read_bytes(),
                          file_name=f"{rid}.safetensors", mime="application/octet-stream", key=f"deploy.dl.{rid}",
                          on_click="ignore", icon=":material/download:", width="stretch",
-                         help="Load with engine.deploy.load_deployed(path): safetensors + JSON, never unpickled.")
-    d[1].download_button("Dense ONNX (.onnx)", data=lambda: onnx_file.read_bytes(), file_name=f"{rid}.onnx",
+                         help=f"{rid}.safetensors. Load with engine.deploy.load_deployed(path): safetensors + "
+                              f"JSON, never unpickled; it refuses a file whose SHA-256 checksums do not match.")
+    d[1].download_button("ONNX file", data=lambda: onnx_file.read_bytes(), file_name=f"{rid}.onnx",
                          mime="application/octet-stream", key=f"deploy.dl_onnx.{rid}", on_click="ignore",
                          icon=":material/download:", width="stretch",
-                         help="Zeros in place; input 'input' (N, C, H, W) normalised as in training.")
-    with d[2].popover("Load it in Python", icon=":material/code:", width="stretch"):
+                         help=f"{rid}.onnx: dense, zeros in place; input 'input' (N, C, H, W) normalised as in "
+                              f"training.")
+    with d[2].popover("In Python", icon=":material/code:", width="stretch"):
         st.code("from engine.deploy import load_deployed\n"
                 f"model = load_deployed('{rid}.safetensors')\n"
                 "print(model.classify(image))   # image: H×W or C×H×W array as the dataset stores it",

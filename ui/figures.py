@@ -852,9 +852,19 @@ def theory_figure(df: pd.DataFrame) -> go.Figure:
 IMPL_COLORS = {"dense": "#7f7f7f", "sparse": "#d62728", "onnxruntime": "#1f77b4"}
 
 
+def _kb_text(kb: float) -> str:
+    """Three significant digits: "52.3 KB", "998 KB", "1.02 MB" (binary units, as the Deploy tab's metrics)."""
+    if kb >= 999.5:
+        mb = kb / 1024
+        return f"{mb:.{2 if mb < 9.995 else 1 if mb < 99.95 else 0}f} MB"
+    return f"{kb:.{2 if kb < 9.995 else 1 if kb < 99.95 else 0}f} KB"
+
+
 def deploy_size_figure(sizes: pd.DataFrame) -> go.Figure:
     """File size of the same model: dense fp32 vs sparse fp32 vs sparse fp16, as written and zipped.
-    Columns: file, form ('as written' or 'zipped'), bytes."""
+    Columns: file, form ('as written' or 'zipped'), bytes. One horizontal bar per row, its size
+    (and its fraction of the dense file) to its right, on a log axis ticked at the decades only:
+    at 1024 px vertical bars side by side overlapped their labels, and 2-5-10 ticks crowded the axis."""
     if sizes.empty:
         return empty_figure("no sizes measured")
     fig = go.Figure()
@@ -862,11 +872,18 @@ def deploy_size_figure(sizes: pd.DataFrame) -> go.Figure:
     ref = float(dense.iloc[0]) if len(dense) else None
     for form, color in (("as written", "#1f77b4"), ("zipped", "#9ecae1")):
         g = sizes[sizes["form"] == form]
-        text = [f"{b / 1024:,.1f} KB" + (f" (1/{ref / b:.1f})" if ref and b < ref else "") for b in g["bytes"]]
-        fig.add_trace(go.Bar(x=g["file"], y=g["bytes"] / 1024, name=form, marker_color=color, text=text,
-                             textposition="outside", hovertemplate="%{x} " + form + ": %{y:,.1f} KB<extra></extra>"))
-    fig.update_layout(barmode="group")
-    fig.update_yaxes(title="KB (log)", type="log")
+        text = [_kb_text(b / 1024) + (f" · 1/{ref / b:.{1 if ref / b < 100 else 0}f}" if ref and b < ref else "")
+                for b in g["bytes"]]
+        fig.add_trace(go.Bar(y=g["file"], x=g["bytes"] / 1024, name=form, orientation="h", marker_color=color,
+                             text=text, textposition="outside", cliponaxis=False,
+                             hovertemplate="%{y} " + form + ": %{x:,.1f} KB<extra></extra>"))
+    kb = sizes["bytes"].astype(float) / 1024
+    lo, hi = math.log10(max(kb.min(), 1e-3)) - 0.15, math.log10(max(kb.max(), 1e-3)) + 0.75   # room for labels
+    decades = [10.0 ** k for k in range(math.ceil(lo), math.floor(hi) + 1)]
+    fig.update_layout(barmode="group", bargap=0.25)
+    fig.update_xaxes(title="KB (log scale)", type="log", range=[lo, hi], tickvals=decades,
+                     ticktext=[f"{v:,g} KB" for v in decades])
+    fig.update_yaxes(autorange="reversed")          # dense on top, as in the metrics' order
     return _base(fig, "File size: dense fp32 vs the compact sparse file", height=340)
 
 

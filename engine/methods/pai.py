@@ -12,12 +12,18 @@ Scorers (`scorer`, default snip):
 - magnitude |θ| at init;
 - random    uniform random scores (seeded).
 
+BatchNorm scores in eval mode by default (`score_mode`, as Synaptic-Flow's default
+`--prune-train-mode False`: running statistics, at init mean 0 and variance 1) or in train
+mode (batch statistics, as the original GraSP code). The model's own mode and its running
+statistics are restored afterwards; the summary records the mode.
+
 Scoring is its own recorded phase (`score`), with its wall time in the summary
 (`scoring_seconds`) and as a fraction of one training epoch (`scoring_epoch_fraction`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import time
 from collections.abc import Callable, Iterable
@@ -33,6 +39,7 @@ from .common import check_every_layer_kept, check_sparsity, save_ticket, start_r
 SCORER = UNSET_MEANS["scorer"]
 SYNFLOW_ITERS = UNSET_MEANS["synflow_iters"]
 SCORE_BATCHES = UNSET_MEANS["score_batches"]
+SCORE_MODE = UNSET_MEANS["score_mode"]
 GRASP_T = 200.0  # the GraSP reference divides the logits by this temperature when scoring
 
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -40,6 +47,25 @@ Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 def _weights(model) -> dict[str, torch.Tensor]:
     return {n: layer.weight for n, layer in masking.prunable_layers(model)}
+
+
+@contextlib.contextmanager
+def scoring_mode(model, score_mode: str):
+    """The model in `score_mode` (eval or train) while scoring; afterwards every module's own
+    mode and every buffer (train mode moves BatchNorm's running statistics) as they were."""
+    if score_mode not in ("eval", "train"):
+        raise ValueError(f"score_mode must be eval or train, got {score_mode!r}")
+    modes = [(m, m.training) for m in model.modules()]
+    buffers = [(b, b.detach().clone()) for b in model.buffers()]
+    model.train(score_mode == "train")
+    try:
+        yield model
+    finally:
+        for m, was in modes:
+            m.training = was
+        with torch.no_grad():
+            for b, saved in buffers:
+                b.copy_(saved)
 
 
 def snip_scores(model, loss: Loss, batches: Iterable) -> dict[str, torch.Tensor]:
@@ -71,9 +97,11 @@ def grasp_scores(model, loss: Loss, batches: Iterable) -> dict[str, torch.Tensor
     return {n: -(p.detach() * h) for (n, p), h in zip(w.items(), hg)}
 
 
-def _linearized(model):
-    """A float64 copy in eval mode with every parameter replaced by its absolute value."""
-    net = copy.deepcopy(model).double().eval()
+def _linearized(model, score_mode: str = SCORE_MODE):
+    """A float64 copy in `score_mode` with every parameter replaced by its absolute value."""
+    if score_mode not in ("eval", "train"):
+        raise ValueError(f"score_mode must be eval or train, got {score_mode!r}")
+    net = copy.deepcopy(model).double().train(score_mode == "train")
     masking.set_dense(net)
     with torch.no_grad():
         for p in net.parameters():
@@ -82,10 +110,10 @@ def _linearized(model):
 
 
 def synflow_scores(model, in_shape, masks: dict[str, torch.Tensor] | None = None,
-                   _net=None) -> dict[str, torch.Tensor]:
+                   _net=None, score_mode: str = SCORE_MODE) -> dict[str, torch.Tensor]:
     """|θ ⊙ ∂R/∂θ| with R = 1ᵀ f(1) on the network with every parameter replaced by
-    its absolute value (pruned weights at 0); in float64, in eval mode, on a copy."""
-    net = _net if _net is not None else _linearized(model)
+    its absolute value (pruned weights at 0); in float64, in `score_mode`, on a copy."""
+    net = _net if _net is not None else _linearized(model, score_mode)
     w = _weights(net)
     params = list(w.values())
     if masks is not None:
@@ -104,10 +132,11 @@ def synflow_scores(model, in_shape, masks: dict[str, torch.Tensor] | None = None
 
 
 def synflow_masks(model, in_shape, remaining: float, scope: str, iters: int,
-                  keep_every_layer: bool = True, refilled: list[str] | None = None) -> dict[str, torch.Tensor]:
+                  keep_every_layer: bool = True, refilled: list[str] | None = None,
+                  score_mode: str = SCORE_MODE) -> dict[str, torch.Tensor]:
     """Iterative SynFlow: iteration k keeps remaining^(k/iters) of the weights,
     scoring with the previous iteration's mask applied (which avoids layer collapse)."""
-    net = _linearized(model)
+    net = _linearized(model, score_mode)
     mask = {n: torch.ones_like(p, dtype=torch.bool).cpu() for n, p in _weights(model).items()}
     for k in range(1, iters + 1):
         scores = {n: s.cpu() for n, s in synflow_scores(model, in_shape, mask, _net=net).items()}
@@ -116,12 +145,16 @@ def synflow_masks(model, in_shape, remaining: float, scope: str, iters: int,
     return mask
 
 
-def scores_for(scorer: str, model, loss: Loss, batches: Iterable, gen: torch.Generator) -> dict[str, torch.Tensor]:
-    """Scores where higher = keep (GraSP's are negated: the paper removes its highest)."""
+def scores_for(scorer: str, model, loss: Loss, batches: Iterable, gen: torch.Generator,
+               score_mode: str = SCORE_MODE) -> dict[str, torch.Tensor]:
+    """Scores where higher = keep (GraSP's are negated: the paper removes its highest), with
+    BatchNorm in `score_mode` while the data passes through."""
     if scorer == "snip":
-        return snip_scores(model, loss, batches)
+        with scoring_mode(model, score_mode):
+            return snip_scores(model, loss, batches)
     if scorer == "grasp":
-        return {n: -s for n, s in grasp_scores(model, loss, batches).items()}
+        with scoring_mode(model, score_mode):
+            return {n: -s for n, s in grasp_scores(model, loss, batches).items()}
     if scorer == "magnitude":
         return {n: p.detach().abs() for n, p in _weights(model).items()}
     if scorer == "random":
@@ -132,6 +165,7 @@ def scores_for(scorer: str, model, loss: Loss, batches: Iterable, gen: torch.Gen
 def run(ctx: RunContext) -> dict:
     cfg = ctx.cfg
     scorer = cfg.scorer or SCORER
+    score_mode = cfg.score_mode or SCORE_MODE
     remaining = 1 - cfg.target_sparsity
     ctx.epochs_planned = cfg.epochs
     st = ctx.state
@@ -142,7 +176,8 @@ def run(ctx: RunContext) -> dict:
         t = time.time()
         if scorer == "synflow":
             mask = synflow_masks(ctx.model, ctx.splits.in_shape, remaining, cfg.prune_scope,
-                                 cfg.synflow_iters or SYNFLOW_ITERS, keep_every_layer=keep_all, refilled=refilled)
+                                 cfg.synflow_iters or SYNFLOW_ITERS, keep_every_layer=keep_all, refilled=refilled,
+                                 score_mode=score_mode)
         else:
             gen = torch.Generator().manual_seed(cfg.seed + 2)
             n_batches = cfg.score_batches or SCORE_BATCHES
@@ -158,8 +193,7 @@ def run(ctx: RunContext) -> dict:
                     return ctx.task_loss(out / GRASP_T, y)
             else:
                 loss = ctx.task_loss
-            ctx.model.train()
-            scores = scores_for(scorer, ctx.model, loss, batches, gen)
+            scores = scores_for(scorer, ctx.model, loss, batches, gen, score_mode)
             ctx.model.zero_grad(set_to_none=True)
             mask = masking.topk_masks({n: s.cpu() for n, s in scores.items()}, remaining, cfg.prune_scope,
                                       keep_every_layer=keep_all, refilled=refilled)
@@ -169,9 +203,9 @@ def run(ctx: RunContext) -> dict:
         check_every_layer_kept(ctx, refilled, mask, 0)
         rep = masking.sparsity_report(mask)
         ctx.log_row(kind="score", round=0, phase="score", remaining=rep["remaining"], kept=rep["kept"],
-                    total=rep["total"], seconds=seconds, scorer=scorer)
+                    total=rep["total"], seconds=seconds, scorer=scorer, score_mode=score_mode)
         st["mask"], st["scoring_seconds"] = mask, seconds
-        # back to the saved init bit for bit (scoring in train mode may move norm statistics)
+        # back to the saved init bit for bit (belt and braces: scoring_mode restores the buffers)
         start_retrain(ctx, mask, "init", 0, phase="score")
         ctx.end_stage()
     if ctx.stage("train"):
@@ -181,5 +215,6 @@ def run(ctx: RunContext) -> dict:
     rep = masking.sparsity_report(st["mask"])
     check_sparsity(ctx, rep["sparsity"], cfg.target_sparsity, 0.002, f"target_sparsity ({scorer} scores)")
     epoch_s = st["last"]["train_seconds"] / max(1, cfg.epochs)
-    return summary(ctx, st["mask"], st["last"], scorer=scorer, scoring_seconds=st["scoring_seconds"],
+    return summary(ctx, st["mask"], st["last"], scorer=scorer, score_mode=score_mode,
+                   scoring_seconds=st["scoring_seconds"],
                    scoring_epoch_fraction=st["scoring_seconds"] / epoch_s if epoch_s > 0 else None)
