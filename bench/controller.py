@@ -1,6 +1,6 @@
 """The target-sparsity λ controller from any start, under any schedule (issues 10 item 7, 19 items 1-2).
 
-    python bench/controller.py [--quick] [--mnist]
+    python bench/controller.py [--quick] [--mnist] [--methods concave,cs] [--schedules constant,cosine]
 
 Digits LeNet-300-100, batch 64, mask_lr 0.01: for concave (log, a 6-epoch search) and
 CS (3 rounds of 3 epochs, s0 = 0.05 as the lenet300-cs preset), each under a constant and
@@ -38,11 +38,15 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="two runs with a 3-epoch search")
     ap.add_argument("--mnist", action="store_true", help="also the MNIST LeNet-300-100 acceptance")
+    ap.add_argument("--methods", default="concave,cs", help="a part of the grid (the machine is busy)")
+    ap.add_argument("--schedules", default="constant,cosine")
+    ap.add_argument("--lam0s", default="0.01,1,100", help="λ₀ values (where the probe sets λ, runs from any λ₀ "
+                                                          "are the same run)")
     args = ap.parse_args()
     store = scratch_store()
     out = {"digits": [], "mnist": []}
-    grid = [(m, sch, a, t) for m in ("concave", "cs") for sch in ("constant", "cosine")
-            for a in (0.01, 1.0, 100.0) for t in (0.5, 0.9, 0.98)]
+    grid = [(m, sch, a, t) for m in args.methods.split(",") for sch in args.schedules.split(",")
+            for a in map(float, args.lam0s.split(",")) for t in (0.5, 0.9, 0.98)]
     combos = [g for g in grid if g[2] != 1.0 and g[3] == 0.9 and g[1] == "cosine"] if args.quick else grid
     for method, sched, lam0, target in combos:
         extra = dict(epochs=6) if method == "concave" else dict(epochs=3, rounds=3, s0=0.05)
@@ -62,7 +66,9 @@ def main():
                   f"λ {r['lam_first']:.3g} → {r['lam_final']:.3g}, {r['seconds']:.1f} s", flush=True)
     out["digits_within_0.01"] = all(abs(r["error"]) <= 0.01 for r in out["digits"])
     out["mnist_within_0.005"] = all(abs(r["error"]) <= 0.005 for r in out["mnist"]) if out["mnist"] else None
-    write_result("controller", out, args.quick)
+    part = "" if (args.methods, args.schedules, args.lam0s) == ("concave,cs", "constant,cosine", "0.01,1,100") \
+        else "_" + "_".join(args.methods.split(",") + args.schedules.split(",") + [f"lam{len(args.lam0s.split(','))}"])
+    write_result("controller" + part, out, args.quick)
 
 
 if __name__ == "__main__":

@@ -479,6 +479,8 @@ class RunContext:
         """When the controller finds the target out of reach, say why as soon as it does: one
         warning line (the worker's log) and the sparsity_vs_target check, marked as projected
         (the method's final check replaces it, keeping the reason)."""
+        if self.cfg.threshold_mode == "topk":    # top-k keeps exactly the target whatever crosses τ
+            return
         cut = "s > 0" if self.cfg.method == "cs" else f"τ = {self.keep_threshold:g}"
         why = controller.verdict(cut, self.cfg.mask_lr, epochs)
         kind = "too_dense" if (controller.reach or {}).get("too_dense") else "too_sparse"

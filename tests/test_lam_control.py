@@ -139,3 +139,19 @@ def test_a_search_too_short_says_why_at_its_first_step(store):
     assert max(lams) <= 3 * min(lams), (min(lams), max(lams))
     run_id, s = run(store, **{**cfg, "mask_lr": 0.0187})
     assert abs(s["sparsity"] - 0.9) <= 0.01 and target_check(store, run_id)["passed"]
+
+
+@pytest.mark.parametrize("method, param, tau, beta, cut", [
+    ("cs", "sigmoid", 0.8, 7.0, 0.0),                      # CS keeps s > 0 whatever τ and β (was logit(0.8)/7)
+    ("cs", "sigmoid", 0.3, 1.0, 0.0),
+    ("concave", "sigmoid", 0.8, 1.0, math.log(0.8 / 0.2)),  # m = sigmoid(s) > τ  ⇔  s > logit(τ)
+    ("concave", "clip", 0.7, 1.0, 0.7),
+])
+def test_the_controllers_cut_is_the_ticket_rules(store, method, param, tau, beta, cut):
+    cfg = RunConfig.from_dict({**FAST, "method": method, "threshold": tau})
+    ctx = RunContext(cfg, store, runner.create(store, cfg), DATA)
+    masking.set_soft(ctx.model, 0.9, param)
+    for _, layer in ctx.layers:
+        layer.beta = beta
+    assert lam_control.flat_mask_state(ctx, regularizers.get("l1"), {})[2] == pytest.approx(cut)
+    assert ctx.keep_threshold == (0.5 if method == "cs" else tau)
