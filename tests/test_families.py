@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from engine import masking, runner
-from engine.config import ConfigError, RunConfig
+from engine.config import ConfigError, RunConfig, without_unused
 from engine.data import dataset_info
 from engine.methods import cs, pai
 from engine.models import build_model
@@ -20,7 +20,8 @@ FAST = dict(model="lenet300", dataset="digits", epochs=1, retrain_epochs=1, batc
 
 
 def run(store, **kw):
-    cfg = RunConfig.from_dict({**FAST, **kw})
+    base = without_unused({**FAST, "method": kw.get("method", "concave")})    # FAST's retrain_epochs: concave's
+    cfg = RunConfig.from_dict({**base, **kw})
     run_id = runner.create(store, cfg, status="running")
     return run_id, runner.execute(store, run_id, DATA)
 

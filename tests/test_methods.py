@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from engine import masking, runner
-from engine.config import RunConfig
+from engine.config import RunConfig, without_unused
 from engine.methods.imp import prune_by_magnitude
 from engine.models import build_model
 from tests.conftest import DATA
@@ -14,7 +14,8 @@ FAST = dict(model="lenet300", dataset="digits", epochs=3, retrain_epochs=3, batc
 
 
 def run(store, **kw):
-    cfg = RunConfig.from_dict({**FAST, **kw})
+    base = without_unused({**FAST, "method": kw.get("method", "concave")})    # FAST's retrain_epochs: concave's
+    cfg = RunConfig.from_dict({**base, **kw})
     run_id = runner.create(store, cfg, status="running")
     summary = runner.execute(store, run_id, DATA)
     return run_id, summary

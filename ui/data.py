@@ -702,7 +702,7 @@ def ticket_bytes(store: Store, run_id: str) -> bytes | None:
 def duplicate_config(run: dict) -> dict | None:
     """The run's config, validated again (None when it is unreadable or no longer valid)."""
     try:
-        return RunConfig.from_dict(cfg_of(run)).to_dict() if cfg_of(run) else None
+        return RunConfig.from_dict(cfg_of(run), unused="keep").to_dict() if cfg_of(run) else None
     except Exception:
         return None
 
