@@ -670,3 +670,28 @@ def test_selection_follows_across_pages(monkeypatch, mixed, jobs):
     assert at.query_params["runs"] == ids["pixel"]      # and it is written back into the URL
     at.switch_page("pages/runs.py").run()
     assert at.multiselect(key="runs.sel").value == [ids["pixel"]]
+
+
+def test_tradeoffs_page_keeps_settings_apart_and_says_its_dense_reference(monkeypatch, tmp_path, jobs):
+    """Issue 20: IMP runs of 1 and 2 epochs were one point; the dense line averaged dense runs
+    of different lengths; the tolerance read "0.005"."""
+    from app_stores import comparable_store
+    ids = comparable_store(tmp_path)
+    at = open_page(monkeypatch, tmp_path, "pages/tradeoffs.py")
+    no_traceback(at)
+    table = at.dataframe[0].value
+    imp_rows = table[table["round"] != "—"]
+    assert imp_rows["group"].nunique() == 4                     # 2 epochs, 1 epoch, 1 round, the example
+    assert (imp_rows.groupby("group")["round"].apply(lambda r: len(set(r)) == len(r))).all()
+    names = json.dumps([t.get("name") for c in at.get("plotly_chart") for t in json.loads(c.proto.spec)["data"]],
+                       ensure_ascii=False)
+    assert "1 epoch" in names and "2 epochs" in names and "📦 example" in names
+    dense = at.selectbox(key="trade.dense")
+    assert len(dense.options) >= 3                               # dense 2 ep, dense 6 ep, IMP r0s: never mixed
+    cap = " ".join(plain(c.value) for c in at.caption)
+    assert re.search(r"Dense accuracy 9\d\.\d\d% from dense", cap) and "within 0.5 pp" in cap
+    assert "IMP rounds (dotted)" in cap
+    assert at.slider(key="trade.tol").value == 0.5
+    dense.set_value(1).run()
+    no_traceback(at)
+    assert len(ids["dense_2ep"]) == 1

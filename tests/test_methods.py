@@ -293,7 +293,8 @@ def test_warm_start_from_unknown_run_fails_with_reason(store):
 
 
 def test_rewind_iteration_beyond_the_first_phase_fails_clearly(store):
-    cfg = RunConfig.from_dict({**FAST, "method": "imp", "rounds": 1, "epochs": 1, "rewind": "iter:100000"})
+    cfg = RunConfig.from_dict({**FAST, "method": "imp", "rounds": 1, "epochs": 1, "rewind": "iter:100000",
+                               "retrain_epochs": None})
     run_id = runner.create(store, cfg, status="running")
     with pytest.raises(ValueError):
         runner.execute(store, run_id, DATA)

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import pytest
-from app_stores import synthetic_store
+from app_stores import comparable_store, synthetic_store
 
 from engine.config import ConfigError
 from engine.store import Store
@@ -431,3 +431,37 @@ def test_mask_evolution_x_ticks_are_phase_starts_short_and_flat():
     fig = figures.layer_lines(stats, "churn", "Churn", "share of entries")
     assert list(fig.layout.xaxis.ticktext) == t["ticktext"] and fig.layout.xaxis.title.text == figures.WHEN_AXIS
     assert list(fig.data[0].x) == order                                  # every epoch is still a point
+
+
+# ---------------------------------------------------------------- issue 20: compare like with like
+
+def test_trade_offs_average_only_runs_equal_but_for_the_seed(tmp_path):
+    """Three IMP runs on digits with 1 and 2 epochs per round were one point ("seeds 0,0,0")
+    and a 1-round run was merged into the 2-round line; examples were averaged with the user's."""
+    ids = comparable_store(tmp_path)
+    store = Store(tmp_path)
+    runs = store.list_runs()
+    pts = data.tradeoff_points(runs)
+    agg = data.aggregate_seeds(pts[pts["method"] != "imp"])
+    imp = data.imp_rounds(store, runs)
+    table = data.tradeoff_table(agg, imp, runs)
+    setting = dict(zip(pts["run_id"], pts["setting"]))
+    for row in table.itertuples():        # every row averages runs of one setting only
+        assert len({setting[i] for i in row.run_ids.split(",")}) == 1, row
+    by_run = dict(zip(pts["run_id"], pts["group"]))
+    lines = {role: {by_run[i] for i in rids} for role, rids in ids.items()}
+    assert all(len(v) == 1 for v in lines.values())                       # seeds share their line
+    imp_lines = [next(iter(lines[r])) for r in ("imp_2ep", "imp_1ep", "imp_1round", "imp_example")]
+    assert len(set(imp_lines)) == 4, imp_lines                            # each setting is its own line
+    assert "2 epochs" in imp_lines[0] and "1 epoch" in imp_lines[1] and "1 round" in imp_lines[2]
+    assert "example" in imp_lines[3] and "example" not in imp_lines[0]
+    two_seeds = table[[set(r.split(",")) == set(ids["imp_2ep"]) for r in table["run_ids"]]]
+    assert len(two_seeds) == 3 and (two_seeds["n"] == 2).all() and set(two_seeds["seeds"]) == {"0,1"}
+    assert two_seeds["remaining"].tolist() == [1.0, 0.8, 0.64]            # rounds no single run lacks
+    # the dense reference: one setting at a time, never 0.95 and 0.97 averaged
+    cands = data.dense_candidates(pts, imp)
+    dense = cands[cands["source"] == "dense"]
+    assert sorted(dense["accuracy"]) == [0.95, 0.97] and (dense["n"] == 1).all()
+    assert data.dense_reference(pts, imp) in (0.95, 0.97)
+    ex = cands[cands["run_ids"] == ids["imp_example"][0]]
+    assert len(ex) == 1 and ex["accuracy"].iloc[0] == 0.82 and bool(ex["example"].iloc[0])
