@@ -148,22 +148,29 @@ def fig_planted(step, runs):
     return out, nums
 
 
-def fig_cost(step, runs):
-    pts = data.tradeoff_points(runs)
-    imp = data.imp_rounds(state.store(), runs)
-    conc = pts[pts["method"] == "concave"]
-    agg = data.aggregate_seeds(conc)
-    dense = data.dense_reference(pts, imp)
+def fig_cost(step, every):
+    """IMP against concave: one comparable pair (ls.cost_pair), named under the figure."""
+    conc, imp_run, source = ls.cost_pair(step, every, user, launched)
+    if conc is None:
+        return [], [], "none", ("No concave ticket and IMP run of one setting (model, data, epochs per phase, "
+                                "sparsity within 2×) yet.")
+    pair = [conc, imp_run]
+    pts = data.tradeoff_points(pair)
+    imp = data.imp_rounds(state.store(), pair)
+    agg = data.aggregate_seeds(pts[pts["method"] == "concave"])
+    dense = data.dense_reference(pts, imp)          # IMP's round 0: the dense network of this setting
     fig = figures.tradeoff_figure(agg, imp, dense, 0.005, x="wall_seconds")
     nums = []
-    for method, label in (("concave", "Concave"), ("imp", "IMP")):
-        g = pts[pts["method"] == method]
-        if g.empty:
-            continue
-        r = g.iloc[0]
-        nums.append((f"{label}: accuracy", pct(r["test_accuracy"]), f"with {r['remaining']:.1%} of the weights"))
-        nums.append((f"{label}: time", data.fmt_duration(r["wall_seconds"]), "wall-clock time of the whole run"))
-    return [("Accuracy against the time spent finding the ticket", fig)], nums
+    for run, label in ((conc, "Concave"), (imp_run, "IMP")):
+        s = data.summary_of(run)
+        nums.append((f"{label}: accuracy", pct(s.get("test_accuracy")), f"with {s.get('remaining', 0):.1%} of "
+                     "the weights"))
+        nums.append((f"{label}: time", data.fmt_duration(s.get("wall_seconds")), "wall-clock time of the whole run"))
+    c = data.cfg_of(conc)
+    note = (f"Compared: {data.run_label(conc)} and {data.run_label(imp_run)} — the same model and data, "
+            f"{c.get('epochs')} epochs per training phase, {data.summary_of(conc).get('remaining', 0):.1%} vs "
+            f"{data.summary_of(imp_run).get('remaining', 0):.1%} of the weights left.")
+    return [("Accuracy against the time spent finding the ticket", fig)], nums, source, note
 
 
 def fig_controls(step, runs, every):
@@ -188,22 +195,23 @@ def _acc(run) -> dict:
 
 
 def build(step, every: list[dict]):
-    """(figures, key numbers, source of the runs) of one step."""
+    """(figures, key numbers, source of the runs, a note naming the runs used) of one step."""
+    if step.figure == "cost":
+        return fig_cost(step, every)
     runs, source = ls.figure_runs(step, every, user, launched)
     if not runs:
         if step.figure == "planted":            # the penalty shapes need no run
             figs, nums = fig_planted(step, [])
-            return figs, nums, source
-        return [], [], source
+            return figs, nums, source, ""
+        return [], [], source, ""
     if step.figure == "controls":
         figs, nums = fig_controls(step, runs, every)
     else:
         figs, nums = FIGURES[step.figure](step, runs)
-    return figs, nums, source
+    return figs, nums, source, ""
 
 
-FIGURES = {"ticket": fig_ticket, "pixels": fig_pixels, "pareto": fig_pareto, "planted": fig_planted,
-           "cost": fig_cost}
+FIGURES = {"ticket": fig_ticket, "pixels": fig_pixels, "pareto": fig_pareto, "planted": fig_planted}
 SOURCE_TEXT = {"pack": "From the class pack: ready-made example runs.",
                "yours": "From your own finished run(s).",
                "mixed": "Your finished run(s) in place of the class pack's; the rest from the pack.",
@@ -228,7 +236,7 @@ mine_active = [r for r in every if r.get("status") in data.ACTIVE and ls.is_mine
 @st.fragment(run_every=state.LIVE_SECONDS * 3 if mine_active else None)
 @state.guard("This step's figure could not be drawn")
 def figure_view() -> None:
-    figs, nums, source = build(step, state.store().list_runs())
+    figs, nums, source, note = build(step, state.store().list_runs())
     per_row = len(nums) if len(nums) <= 3 else 2      # four in a row do not fit at 1024 px ("1 min 16 s")
     for i in range(0, len(nums), per_row or 1):
         for col, (label, value, help_) in zip(st.columns(per_row), nums[i:i + per_row]):
@@ -239,8 +247,8 @@ def figure_view() -> None:
     cols = st.columns([1, 2], gap="medium") if len(figs) == 2 else [st.container() for _ in figs]
     for n, ((_name, fig), col) in enumerate(zip(figs, cols)):
         present.chart(fig, key=f"lesson.fig.{step.key}.{n}", container=col, grow=fig.layout.meta != "sized")
-    if SOURCE_TEXT[source]:
-        st.caption(SOURCE_TEXT[source])
+    if SOURCE_TEXT[source] or note:
+        st.caption(" ".join(md.esc(t) for t in (SOURCE_TEXT[source], note) if t))
 
 
 figure_view()

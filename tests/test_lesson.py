@@ -322,3 +322,24 @@ def test_the_controls_button_follows_the_ticket_the_figure_shows():
     assert ls.live_config(step, [ticket], mnist=False, user="alice") is None            # not hers
     cfg = ls.live_config(step, [ticket], mnist=False, user="alice", launched={"t1"})
     assert cfg is not None and cfg.method == "random" and cfg.random_from == "t1"
+
+
+def test_step5_compares_only_a_comparable_pair_and_falls_back_to_the_pack():
+    """After one stray 1-round IMP run (80 % remaining), step 5 told the class "IMP 96.5 %, 3 s"
+    against a concave ticket at 5 % (issue 20): a pair must share model, data and epochs per
+    phase, with IMP's sparsity within 2× of the ticket's."""
+    def run(i, method, remaining, example=0, **cfg):
+        return {"id": f"r{i}", "status": "done", "example": example, "owner": None,
+                "summary": {"remaining": remaining, "test_accuracy": 0.97, "wall_seconds": 10.0},
+                "config": {"model": "lenet300", "dataset": "mnist", "method": method, "epochs": 2,
+                           "batch_size": 128, **cfg}}
+    step = ls.BY_KEY["imp"]
+    pack = [run(1, "concave", 0.05, example=1, target_sparsity=0.95), run(2, "imp", 0.05, example=1, rounds=5)]
+    stray = run(3, "imp", 0.80, rounds=1)
+    assert ls.cost_pair(step, [stray, *pack]) == (pack[0], pack[1], "pack")
+    mine = run(4, "concave", 0.06, target_sparsity=0.95)
+    assert ls.cost_pair(step, [mine, stray, *pack]) == (mine, pack[1], "mixed")
+    my_imp = run(5, "imp", 0.04, rounds=5)
+    assert ls.cost_pair(step, [my_imp, mine, stray, *pack]) == (mine, my_imp, "yours")
+    other_length = run(6, "imp", 0.05, rounds=5, epochs=10)
+    assert ls.cost_pair(step, [other_length, mine]) == (None, None, "none")

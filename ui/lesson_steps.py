@@ -163,6 +163,44 @@ def figure_runs(step: Step, runs: list[dict], user: str | None = None,
     return chosen, ("pack" if not mine else "yours" if not kept else "mixed")
 
 
+# Step 5 compares one concave ticket with one IMP run of the same setting: the same model,
+# data and epochs per training phase, and IMP's last round within this factor of the ticket's
+# remaining weights (an IMP run stopped at 80 % says nothing about the cost of 5 %).
+COST_PAIR_KEYS = ("model", "dataset", "classes", "epochs", "batch_size")
+COST_PAIR_SPARSITY_FACTOR = 2.0
+
+
+def _pair_ok(conc: dict, imp: dict) -> bool:
+    a, b = data.cfg_of(conc), data.cfg_of(imp)
+    if any(a.get(k) != b.get(k) for k in COST_PAIR_KEYS):
+        return False
+    ra, rb = data.summary_of(conc).get("remaining"), data.summary_of(imp).get("remaining")
+    if not ra or not rb:
+        return False
+    return max(ra, rb) / min(ra, rb) <= COST_PAIR_SPARSITY_FACTOR
+
+
+def cost_pair(step: Step, runs: list[dict], user: str | None = None,
+              launched=frozenset()) -> tuple[dict | None, dict | None, str]:
+    """(concave run, IMP run, source) that step 5 compares: the newest comparable pair, the
+    student's own runs first, then theirs with the pack's, then the pack's alone."""
+    done = [r for r in runs if r.get("status") == "done" and matches(step, data.cfg_of(r))]
+    mine = [r for r in done if is_mine(r, user, launched)]
+    pack = [r for r in done if r.get("example")]
+
+    def of(rs, m):
+        return [r for r in rs if data.cfg_of(r).get("method") == m]
+    for cs, imps in ((of(mine, "concave"), of(mine, "imp")), (of(mine, "concave"), of(pack, "imp")),
+                     (of(pack, "concave"), of(mine, "imp")), (of(pack, "concave"), of(pack, "imp"))):
+        for c in cs:
+            i = next((i for i in imps if _pair_ok(c, i)), None)
+            if i is not None:
+                source = "pack" if c.get("example") and i.get("example") else \
+                    "yours" if not (c.get("example") or i.get("example")) else "mixed"
+                return c, i, source
+    return None, None, "none"
+
+
 def controls_source(runs: list[dict]) -> dict | None:
     """The ticket the controls step compares with: the newest finished concave run among them
     that has a control, else the newest one."""
