@@ -173,3 +173,31 @@ def comparable_store(home: Path) -> dict[str, list[str]]:
         done("log_lam5", dict(method="concave", regularizer="log", lam=5.0, epochs=2, retrain_epochs=2, seed=seed),
              dict(remaining=0.1, test_accuracy=0.93 + 0.002 * seed, wall_seconds=5.0))
     return ids
+
+
+def pixel_sweep_store(home: Path) -> dict[str, list[str]]:
+    """A class-pack-like ℓ1/log λ sweep on MNIST 0-vs-1 (examples, written by hand) and two
+    rehearsal runs of the student's on the same setting, newer than the pack's."""
+    store = Store(home)
+    ids: dict[str, list[str]] = {"pack": [], "mine": []}
+
+    def done(role, reg, lam, example):
+        c = RunConfig.from_dict(dict(model="logreg", dataset="mnist", classes=[0, 1], method="concave",
+                                     regularizer=reg, lam=lam, epochs=5, retrain_epochs=5, lr=1e-2))
+        rid = store.create_run(c.to_dict(), c.content_hash(), status="done")
+        kept = max(1, int(200 / lam))
+        store.update_run(rid, finished=time.time(), summary=json.dumps(
+            {"remaining": kept / 784, "kept": kept, "total": 784, "sparsity": 1 - kept / 784,
+             "test_accuracy": 0.99 if kept > 5 else 0.9, "wall_seconds": 3.0}))
+        if example:
+            with store.connect() as db:
+                db.execute("UPDATE runs SET example=1 WHERE id=?", (rid,))
+        ids[role].append(rid)
+        time.sleep(0.01)
+
+    for reg in ("l1", "log"):
+        for lam in (1.0, 10.0, 50.0):
+            done("pack", reg, lam, True)
+    done("mine", "log", 2.0, False)
+    done("mine", "l1", 10.0, False)
+    return ids

@@ -695,3 +695,23 @@ def test_tradeoffs_page_keeps_settings_apart_and_says_its_dense_reference(monkey
     dense.set_value(1).run()
     no_traceback(at)
     assert len(ids["dense_2ep"]) == 1
+
+
+def test_pixels_merges_the_students_runs_with_the_pack_and_presents_the_8_pixel_mask(monkeypatch, tmp_path, jobs):
+    """Issue 20: after two rehearsal runs Pixel masks' Fig. 3 dropped from the pack's points to
+    the student's 2; the presentation view opened on the newest run, not the 8-pixel mask."""
+    from app_stores import pixel_sweep_store
+    from engine.config import PRESETS
+    ids = pixel_sweep_store(tmp_path)
+    at = open_page(monkeypatch, tmp_path, "pages/pixels.py")
+    no_traceback(at)
+    assert "Your 2 run(s), with the class pack's 5" in texts(at)       # l1 λ=10 of the pack is replaced
+    pareto = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    dots = sum(len(t.get("x") or []) for f in pareto for t in f["data"] if t.get("mode") == "markers")
+    assert dots >= 7
+    assert at.selectbox(key="pix.run").value == ids["mine"][-1]           # a researcher: the newest run
+    at = open_page(monkeypatch, tmp_path, "pages/pixels.py", {"present": "1"})
+    no_traceback(at)
+    chosen = Store(tmp_path).get_run(at.selectbox(key="pix.run").value)
+    c = chosen["config"]
+    assert (c["regularizer"], c["lam"]) == (PRESETS["mnist-8-pixel"]["regularizer"], PRESETS["mnist-8-pixel"]["lam"])

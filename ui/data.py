@@ -100,6 +100,15 @@ def prefer_own(runs: list[dict]) -> list[dict]:
     return own or list(runs)
 
 
+def merge_examples(runs: list[dict], key) -> list[dict]:
+    """The student's runs, and the class pack's examples at the points (`key(run)`) they have
+    not run: a student's run replaces the pack's run(s) it stands for, the rest of the pack
+    stays (as the Lesson's figures do)."""
+    own = [r for r in runs if not r.get("example")]
+    taken = {key(r) for r in own}
+    return own + [r for r in runs if r.get("example") and key(r) not in taken]
+
+
 def epochs_planned(c: dict) -> int | None:
     """Epochs of training the config asks for in total (the cost of finding its ticket)."""
     try:
