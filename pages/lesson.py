@@ -158,7 +158,7 @@ def fig_cost(step, every):
     pts = data.tradeoff_points(pair)
     imp = data.imp_rounds(state.store(), pair)
     agg = data.aggregate_seeds(pts[pts["method"] == "concave"])
-    dense = data.dense_reference(pts, imp)          # IMP's round 0: the dense network of this setting
+    dense = data.dense_reference(pts, imp)          # IMP's round 1 (r1): the dense network of this setting
     fig = figures.tradeoff_figure(agg, imp, dense, 0.005, x="wall_seconds")
     nums = []
     for run, label in ((conc, "Concave"), (imp_run, "IMP")):

@@ -64,8 +64,8 @@ def plot():
         pick = st.selectbox("Dense reference (the dashed line and the matching region)", range(len(cands)),
                             key="trade.dense", format_func=lambda i: f"{cands['label'][i]} — "
                             f"{cands['accuracy'][i]:.2%} ({cands['n'][i]} seed{'s' if cands['n'][i] > 1 else ''})",
-                            help="Dense runs (or IMP's round 0) of one setting, seeds averaged. Pick the one "
-                                 "trained like the tickets you compare.")
+                            help="Dense runs (or IMP's round 1, its dense training) of one setting, seeds "
+                                 "averaged. Pick the one trained like the tickets you compare.")
         ref = cands.iloc[pick]
     elif len(cands) == 1:
         ref = cands.iloc[0]
@@ -76,12 +76,12 @@ def plot():
     present.chart(figures.tradeoff_figure(agg, imp, dense, tol, x=xaxis), "trade.fig")
     notes = []
     if ref is None:
-        notes.append("no dense run (or IMP round 0) here, so no dense line: launch method = dense for a reference")
+        notes.append("no dense run (or IMP round 1) here, so no dense line: launch method = dense for a reference")
     else:
         notes.append(f"dense accuracy {dense:.2%} from {ref['label']} ({ref['n']} "
                      f"seed{'s' if ref['n'] > 1 else ''}: {ref['run_ids']}); matching: within {tol_pp:.1f} pp of it")
     if not imp.empty:
-        notes.append(f"IMP rounds (dotted): r0 is the dense network, each later round prunes "
+        notes.append(f"IMP rounds (dotted): r1 is the dense network, each later round prunes "
                      f"{data.imp_prune_text(runs_used)} of the weights still in")
     text = " · ".join(notes)
     st.caption(text[:1].upper() + text[1:] + ".")        # not str.capitalize: it lowercases "IMP"
@@ -97,7 +97,7 @@ def plot():
         table["matches"] = table["test_accuracy"] >= dense - tol
     shown = table.drop(columns=["setting", "method"], errors="ignore")
     # only IMP rows have a round and only concave rows a λ: the others show "—", not "None"
-    for col, fmt in (("round", lambda v: f"r{int(v)}"), ("lam", lambda v: f"{v:g}")):
+    for col, fmt in (("round", figures.round_label), ("lam", lambda v: f"{v:g}"), ("wall_seconds", data.fmt_duration)):
         if col in shown:
             shown[col] = [fmt(v) if pd.notna(v) else "—" for v in shown[col]]
     st.dataframe(shown, hide_index=True, width="stretch",
@@ -106,7 +106,9 @@ def plot():
                                 "test_accuracy": st.column_config.NumberColumn("test acc", format="percent"),
                                 "acc_std": st.column_config.NumberColumn("± acc", format="percent"),
                                 "acc_min": None, "acc_max": None,
-                                "wall_seconds": st.column_config.NumberColumn("seconds", format="%.1f"),
+                                "wall_seconds": st.column_config.TextColumn(
+                                    "time", help="Wall-clock time to this point (the whole run for its last "
+                                                 "point), written as on every page"),
                                 "epochs_spent": st.column_config.NumberColumn("epochs", format="%d"),
                                 "lam": st.column_config.TextColumn("λ"),
                                 "round": st.column_config.TextColumn("IMP round"),

@@ -381,7 +381,8 @@ def test_tradeoffs_table_has_a_row_for_every_plotted_run(monkeypatch, mixed, job
     assert {ids["imp"], ids["concave"]} <= listed
     assert any("each later round prunes 20 % of the weights still in" in plain(c.value) for c in at.caption)
     # only IMP rows have a round; the others read "—" (a null cell is drawn as "None")
-    assert set(table["round"]) >= {"—", "r0", "r1"} and table["round"].notna().all()
+    assert set(table["round"]) >= {"—", "r1", "r2"} and table["round"].notna().all()   # from 1, as on Runs
+    assert "r0" not in set(table["round"])
     assert "—" in set(table["lam"]) and table["lam"].notna().all()          # only concave rows have a λ
 
 

@@ -465,3 +465,25 @@ def test_trade_offs_average_only_runs_equal_but_for_the_seed(tmp_path):
     assert data.dense_reference(pts, imp) in (0.95, 0.97)
     ex = cands[cands["run_ids"] == ids["imp_example"][0]]
     assert len(ex) == 1 and ex["accuracy"].iloc[0] == 0.82 and bool(ex["example"].iloc[0])
+
+
+def test_one_meaning_per_number_rounds_times_and_lambda(tmp_path):
+    """Issue 20: Runs said "round 6", Mask evolution r1–r6 and Trade-offs r0–r5 for one IMP run;
+    the Lesson said 1 min 16 s and Trade-offs 72.1 s; "log mask λ=1" showed a solved run's start."""
+    from ui import names
+    assert names.phase_label("round 5 train epoch 2/2").startswith("round 6 ·")
+    assert names.snapshot_label("r5-train-e0002").startswith("round 6 ·")
+    assert figures.round_label(5) == "r6" and figures.round_label(0) == "r1"
+    ids = comparable_store(tmp_path)
+    store = Store(tmp_path)
+    runs = store.list_runs()
+    imp = data.imp_rounds(store, runs)
+    rows = imp[imp["run_id"] == ids["imp_2ep"][0]].sort_values("round")
+    assert rows["wall_seconds"].tolist() == [2.5, 4.5, 76.0]             # set-up + rounds; the last: the run's
+    assert data.fmt_duration(rows["wall_seconds"].iloc[-1]) == "1 min 16 s"
+    run = {"id": "t1", "status": "done", "config": {"method": "concave", "regularizer": "log", "lam": 1.0,
+                                                     "target_sparsity": 0.95, "model": "lenet300", "dataset": "mnist"},
+           "summary": {"lam_final": 12.34, "remaining": 0.05, "test_accuracy": 0.97}}
+    label = data.run_label(run)
+    assert "→ 95% pruned, λ solved 12.3" in label and "λ=1" not in label
+    assert data.tradeoff_points([run])["lam"].iloc[0] == 12.34

@@ -581,9 +581,15 @@ def imp_rounds(store: Store, runs: list[dict]) -> pd.DataFrame:
         c = cfg_of(by_id[rid])
         group = pts.at[rid, "group"] if rid in pts.index else group_key(c)
         setting = pts.at[rid, "setting"] if rid in pts.index else json.dumps(compared_config(c), sort_keys=True)
-        cum = 0.0
-        for _, m in grp.sort_values("round").iterrows():
+        s = summary_of(by_id[rid])
+        cum = float(s.get("setup_seconds") or 0.0)     # the time to reach a round includes the set-up
+        ordered = grp.sort_values("round")
+        last = int(ordered["round"].max())
+        for _, m in ordered.iterrows():
             cum += float(m.get("seconds") or 0.0)
+            if int(m["round"]) == last and s.get("wall_seconds") is not None and \
+                    c.get("rounds") is not None and last >= int(c["rounds"]):
+                cum = float(s["wall_seconds"])          # the whole run: the same time as every other page
             rows.append({"run_id": rid, "label": run_label(by_id[rid]), "group": group, "setting": setting,
                          "seed": c.get("seed"), "round": int(m["round"]), "remaining": m["remaining"],
                          "test_accuracy": m["test_acc"],
@@ -638,8 +644,9 @@ def tradeoff_table(agg: pd.DataFrame, imp: pd.DataFrame, runs: list[dict] | None
 
 def dense_candidates(points: pd.DataFrame, imp: pd.DataFrame) -> pd.DataFrame:
     """Every dense reference the runs offer, one per setting (seeds averaged): dense runs,
-    then IMP's round 0 (dense training) of each IMP line; the first is the default: dense runs
-    before IMP, of the same kind (examples or not) as most plotted runs, then the most seeds."""
+    then IMP's first round (its dense training, engine round index 0) of each IMP line; the
+    first is the default: dense runs before IMP, of the same kind (examples or not) as most
+    plotted runs, then the most seeds."""
     rows = []
     d = points[points["method"] == "dense"]
     for (group, _setting), g in d.groupby(["group", "setting"], sort=False):
@@ -649,7 +656,8 @@ def dense_candidates(points: pd.DataFrame, imp: pd.DataFrame) -> pd.DataFrame:
         r0 = imp[imp["round"] == 0]
         ex = dict(zip(points["run_id"], points["example"])) if "example" in points else {}
         for (group, _setting), g in r0.groupby(["group", "setting"], sort=False):
-            rows.append({"label": f"{group}, round 0", "accuracy": float(g["test_accuracy"].mean()), "n": len(g),
+            rows.append({"label": f"{group}, round 1 (dense training)",
+                         "accuracy": float(g["test_accuracy"].mean()), "n": len(g),
                          "example": bool(ex.get(g["run_id"].iloc[0], False)), "source": "imp",
                          "run_ids": ",".join(g["run_id"])})
     out = pd.DataFrame(rows, columns=["label", "accuracy", "n", "example", "source", "run_ids"])

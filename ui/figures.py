@@ -576,8 +576,9 @@ LINE_SYMBOLS = ["circle", "square", "triangle-up", "cross", "x", "star"]
 
 
 def round_label(r) -> str:
-    """IMP's round r (0: the dense training) as every page names it: "round 0" is "r0"."""
-    return f"r{int(r)}"
+    """The engine's round index r as every page names it, counted from 1 (names.snapshot_label,
+    the Runs page's progress): IMP's r1 is its dense training, r2 the first pruned round."""
+    return f"r{int(r) + 1}"
 
 
 def _imp_lines(imp: pd.DataFrame) -> dict[str, pd.DataFrame]:
