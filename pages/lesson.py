@@ -6,6 +6,8 @@ step's small experiment. The step is in the URL (?step=3); Back/Next move along.
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pandas as pd
 import streamlit as st
@@ -228,15 +230,45 @@ every = state.store().list_runs()       # the pack's examples too, whatever the 
 st.markdown(step.text)
 
 
-# the student's runs of this step still queued or running: the figure refreshes until they finish
-mine_active = [r for r in every if r.get("status") in data.ACTIVE and ls.is_mine(r, user, launched)
-               and ls.matches(step, data.cfg_of(r))]
+def active_mine(runs: list[dict]) -> list[dict]:
+    """The student's runs of this step still queued or running."""
+    return [r for r in runs if r.get("status") in data.ACTIVE and ls.is_mine(r, user, launched)
+            and ls.matches(step, data.cfg_of(r))]
 
 
-@st.fragment(run_every=state.LIVE_SECONDS * 3 if mine_active else None)
+def built(runs: list[dict]):
+    """build(), redone only when a run appears, goes or changes status: the fragment below
+    polls every second while the student's run is on its way, and the figure costs more."""
+    key = (step.key, data.status_signature(runs), present.active(), launched)
+    cached = st.session_state.get("lesson.built")
+    if cached is None or cached[0] != key:
+        cached = (key, build(step, runs))
+        st.session_state["lesson.built"] = cached
+    return cached[1]
+
+
+mine_active = active_mine(every)
+
+
+# Status, figure and caption in one fragment: while the student's run is queued or running it
+# re-reads the store every second, and the moment that run's state changes (it finished, or
+# failed) the whole page reruns, so the figure, its caption, the status line and the button
+# change together, within about a second, without a reload.
+@st.fragment(run_every=state.LIVE_SECONDS if mine_active else None)
 @state.guard("This step's figure could not be drawn")
 def figure_view() -> None:
-    figs, nums, source, note = build(step, state.store().list_runs())
+    fresh = state.store().list_runs()
+    now_active = active_mine(fresh)
+    if [r["id"] for r in now_active] != [r["id"] for r in mine_active]:
+        st.rerun()
+    reused = st.session_state.get("lesson.reused", {}).get(step.key)
+    if reused:
+        st.caption(f"♻️ {md.esc(reused)}")
+    for r in now_active:
+        st.caption(f"{data.STATUS_ICON.get(r['status'], '')} Your run {md.esc(r['id'])} is {r['status']}"
+                   + (f" ({float(r.get('progress') or 0):.0%})" if r["status"] == "running" else "")
+                   + ". The figure switches to it when it finishes.")
+    figs, nums, source, note = built(fresh)
     per_row = len(nums) if len(nums) <= 3 else 2      # four in a row do not fit at 1024 px ("1 min 16 s")
     for i in range(0, len(nums), per_row or 1):
         for col, (label, value, help_) in zip(st.columns(per_row), nums[i:i + per_row]):
@@ -257,6 +289,16 @@ st.success(f"**What to notice:** {md.esc(step.notice)}", icon="👀")
 st.info(f"**Question for the class:** {md.esc(step.question)}", icon="🙋")
 
 # ---------------------------------------------------------------- run it live
+
+def reuse_text(run: dict) -> str:
+    """What a student is told when "Run it live" found an equal run: whose, from when."""
+    when = time.strftime("%H:%M", time.localtime(run["created"])) if run.get("created") else "earlier"
+    owner = run.get("owner")
+    whose = "your own" if owner and owner == user else f"{owner}'s" if owner else "an earlier"
+    state_ = "finished" if run.get("status") == "done" else str(run.get("status", "queued"))
+    return (f"Reused {whose} run from {when} ({run['id']}, {state_}): the same experiment is not trained twice. "
+            "It is listed under your runs, and the figure shows it.")
+
 
 try:
     live = ls.live_config(step, every, mnist_available(default_data_dir()), user, launched)
@@ -279,16 +321,15 @@ if c1.button("▶ Run it live", key=f"lesson.live.{step.key}", type="primary", d
         st.error(md.esc(e))
     else:
         st.session_state["lesson.launched"] = [*launched, ids[0]]
-        st.toast(f"The same experiment was run already ({ids[0]}): the figure shows it" if ids.reused else
-                 f"Queued {ids[0]}: the figure switches to it when it finishes")
+        if ids.reused:
+            said = reuse_text(state.store().get_run(ids[0]) or {"id": ids[0]})
+            st.session_state.setdefault("lesson.reused", {})[step.key] = said
+            st.toast(said)
+        else:
+            st.toast(f"Queued {ids[0]}: the figure switches to it when it finishes")
         st.rerun()
 c2.caption(f"Queues one run: {md.esc(step.live_label)}." if live is not None else
            f"Not available: {md.esc(live_err)}.")
-if mine_active:
-    r = mine_active[0]
-    st.caption(f"{data.STATUS_ICON.get(r['status'], '')} Your run {md.esc(r['id'])} is {r['status']}"
-               + (f" ({float(r.get('progress') or 0):.0%})" if r["status"] == "running" else "")
-               + ". The figure switches to it when it finishes.")
 
 nav(i, "bottom")
 

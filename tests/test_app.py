@@ -702,6 +702,7 @@ def test_pixels_merges_the_students_runs_with_the_pack_and_presents_the_8_pixel_
     """Issue 20: after two rehearsal runs Pixel masks' Fig. 3 dropped from the pack's points to
     the student's 2; the presentation view opened on the newest run, not the 8-pixel mask."""
     from app_stores import pixel_sweep_store
+
     from engine.config import PRESETS
     ids = pixel_sweep_store(tmp_path)
     at = open_page(monkeypatch, tmp_path, "pages/pixels.py")

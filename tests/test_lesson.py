@@ -343,3 +343,39 @@ def test_step5_compares_only_a_comparable_pair_and_falls_back_to_the_pack():
     assert ls.cost_pair(step, [my_imp, mine, stray, *pack]) == (mine, my_imp, "yours")
     other_length = run(6, "imp", 0.05, rounds=5, epochs=10)
     assert ls.cost_pair(step, [other_length, mine]) == (None, None, "none")
+
+
+def test_run_it_live_says_whose_run_it_reused_and_lists_it_as_the_students(monkeypatch, pack, jobs):
+    """Issue 20: on a shared server a student's "Run it live" reused bob's equal run without a word;
+    "Your runs: 41 of 55" counted the class pack's examples as theirs."""
+    import time as time_
+
+    from ui import identity
+    home, ids = pack
+    monkeypatch.setenv("LOTTERY_TEACHERS", "tess")
+    store = Store(home)
+    live = ls.live_config(ls.STEPS[0], store.list_runs(), mnist_available(default_data_dir()))
+    bobs = runner.create(store, live, status="done")
+    store.update_run(bobs, owner="bob", summary=json.dumps({"remaining": 0.1, "test_accuracy": 0.9, "kept": 1,
+                                                            "total": 10, "sparsity": 0.9, "wall_seconds": 9.0}))
+    try:
+        when = time_.strftime("%H:%M", time_.localtime(store.get_run(bobs)["created"]))
+        jobs.reuse = bobs
+        at = open_step(monkeypatch, home, 1)
+        at.session_state[identity.NAME_KEY] = "alice"
+        at.run()
+        at.button(key="lesson.live.ticket").click().run()
+        no_traceback(at)
+        t = texts(at)
+        assert f"Reused bob's run from {when} ({bobs}, finished)" in t and "listed under your runs" in t
+        assert "From your own finished run(s)" in t                # the figure shows it
+        at.switch_page("pages/runs.py").run()
+        no_traceback(at)
+        assert at.radio(key="runs.whose").value == "My runs"
+        listed = at.dataframe[0].value["label"].astype(str).tolist()
+        assert len(listed) == 1 and bobs in listed[0]
+        n = len(store.list_runs())
+        assert f"Your runs (alice): 1 of {n} in the store ({len(ids)} of them the class pack's examples" in texts(at)
+    finally:
+        with store.transaction() as db:
+            db.execute("DELETE FROM runs WHERE id = ?", (bobs,))
