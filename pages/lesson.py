@@ -117,12 +117,12 @@ def fig_pareto(step, runs):
     if pts.empty:
         return [("Accuracy against kept pixels", fig)], []
     target = 0.99 if (pts["test_accuracy"] >= 0.99).any() else float(pts["test_accuracy"].max()) - 0.01
-    nums = []
+    nums, found = [], {}
     for reg in ("log", "l1"):
-        n = fewest(pts, reg, target)
+        n = found[reg] = fewest(pts, reg, target)
         nums.append((f"{names.reg_name(reg)}: pixels for {target:.0%}", "—" if n is None else f"{n}",
                      f"the fewest kept pixels of any {names.reg_name(reg)} run with test accuracy ≥ {target:.1%}"))
-    return [("Accuracy against kept pixels", fig)], nums
+    return [("Accuracy against kept pixels", fig)], nums, ls.pixels_verdict(found, target)
 
 
 def fig_planted(step, runs):
@@ -142,12 +142,14 @@ def fig_planted(step, runs):
     shapes = figures.regularizer_curves(pd.concat(curves), "The penalties: ℓ1 (dashed) and log")
     out = [("Penalty shapes", shapes)]
     nums = []
+    exact = {}
     if not df.empty:
         out.append(("Planted problem: recovery against λ", figures.theory_figure(df)))
         for pen, g in df.groupby("penalty", sort=True):
+            exact[pen] = (int(g["exact"].sum()), len(g))
             nums.append((f"{pen.replace('l1', 'ℓ1')}: exact", f"{int(g['exact'].sum())} of {len(g)}",
                          "runs that found exactly the planted features"))
-    return out, nums
+    return out, nums, ls.recovery_verdict(exact)
 
 
 def fig_cost(step, every):
@@ -203,14 +205,15 @@ def build(step, every: list[dict]):
     runs, source = ls.figure_runs(step, every, user, launched)
     if not runs:
         if step.figure == "planted":            # the penalty shapes need no run
-            figs, nums = fig_planted(step, [])
+            figs, nums, _ = fig_planted(step, [])
             return figs, nums, source, ""
         return [], [], source, ""
     if step.figure == "controls":
-        figs, nums = fig_controls(step, runs, every)
+        got = fig_controls(step, runs, every)
     else:
-        figs, nums = FIGURES[step.figure](step, runs)
-    return figs, nums, source, ""
+        got = FIGURES[step.figure](step, runs)
+    figs, nums, shows = (*got, "")[:3]      # a step may say what its figure shows
+    return figs, nums, source, shows
 
 
 FIGURES = {"ticket": fig_ticket, "pixels": fig_pixels, "pareto": fig_pareto, "planted": fig_planted}
@@ -279,8 +282,12 @@ def figure_view() -> None:
     cols = st.columns([1, 2], gap="medium") if len(figs) == 2 else [st.container() for _ in figs]
     for n, ((_name, fig), col) in enumerate(zip(figs, cols)):
         present.chart(fig, key=f"lesson.fig.{step.key}.{n}", container=col, grow=fig.layout.meta != "sized")
-    if SOURCE_TEXT[source] or note:
-        st.caption(" ".join(md.esc(t) for t in (SOURCE_TEXT[source], note) if t))
+    if note and step.figure in ("pareto", "planted"):       # what the data shows, said where the class reads
+        st.markdown(f"**What these runs show:** {md.esc(note)}")
+    elif note:
+        st.caption(md.esc(note))
+    if SOURCE_TEXT[source]:
+        st.caption(SOURCE_TEXT[source])
 
 
 figure_view()

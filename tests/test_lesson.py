@@ -379,3 +379,16 @@ def test_run_it_live_says_whose_run_it_reused_and_lists_it_as_the_students(monke
     finally:
         with store.transaction() as db:
             db.execute("DELETE FROM runs WHERE id = ?", (bobs,))
+
+
+def test_the_narrative_follows_the_data():
+    """Issue 20: step 3 showed ℓ1 reaching 99 % with 1 pixel and log needing 4, and step 4 / Theory
+    showed exact recovery ℓ1 2 of 7, log 1 of 7, log warm-started 3 of 7, under "why concavity helps"."""
+    said = ls.pixels_verdict({"l1": 1, "log": 4}, 0.99)
+    assert "ℓ1 reaches 99% with 1 pixel and log with 4" in said and "?" in said and "wins" not in said
+    assert "Log needs fewer" in ls.pixels_verdict({"l1": 9, "log": 4}, 0.99)
+    said = ls.recovery_verdict({"l1": (2, 7), "log": (1, 7), "log (warm start)": (3, 7)})
+    assert "ℓ1 2 of 7, log 1 of 7, log warm-started from ℓ1 3 of 7" in said and said.endswith("?")
+    assert "as the argument says" in ls.recovery_verdict({"l1": (1, 7), "log": (5, 7)})
+    assert "mixed" in ls.recovery_verdict({"l1": (3, 7), "log": (3, 7)})
+    assert "helps" not in ls.BY_KEY["concave"].title.replace("Does concavity help?", "")
