@@ -476,14 +476,21 @@ def test_launch_lam_sweep_counts_runs(monkeypatch, empty_home, jobs):
     (lambda at: at.radio(key="cfg.threshold_mode").set_value("topk"), "target_sparsity"),
 ])
 def test_launch_invalid_input_is_blocked_naming_the_field(change, field, monkeypatch, empty_home, jobs):
+    """Messages name the field by the label it shows ("λ"), not its config key ("lam") (issue 20)."""
     at = open_page(monkeypatch, empty_home, "pages/launch.py")
     change(at).run()
     no_traceback(at)
     errors = [plain(e.value) for e in at.error]
-    assert any(f"**{field}**" in e for e in errors), errors
+    assert any(f"**{label}**" in e for e in errors for label in LABELS[field]), errors
+    assert not any(f"**{field}**" in e or e.split("— ")[-1].startswith(f"{field} ") for e in errors
+                   if LABELS[field] != (field,)), errors
     assert at.button(key="launch.go").disabled
     assert not [c for c in jobs.calls if c[0] == "submit"]
 
+
+# the labels the Launch form shows for these config keys (its messages use them)
+LABELS = {"lam": ("λ", "λ values"), "epochs": ("Epochs per search",), "lr": ("Learning rate",), "seed": ("Seeds",),
+          "model": ("Architecture",), "batch_size": ("Batch size",), "target_sparsity": ("Target sparsity",)}
 
 INVALID = {   # field: (how to type it, what the message must quote)
     "epochs": (lambda at: at.number_input(key="cfg.epochs").set_value(1000000), "got 1000000"),
@@ -503,7 +510,7 @@ def test_launch_invalid_value_is_named_next_to_its_field(field, monkeypatch, emp
     INVALID[field][0](at).run()
     no_traceback(at)
     errors = [plain(e.value) for e in at.error]
-    assert any(f"**{field}**" in e and INVALID[field][1] in e for e in errors), errors
+    assert any(f"**{label}**" in e and INVALID[field][1] in e for e in errors for label in LABELS[field]), errors
     assert at.button(key="launch.go").disabled
     assert not any(m.label == "Time per run" for m in at.metric)      # no estimate of another value
     assert not [c for c in jobs.calls if c[0] == "submit"]
@@ -517,7 +524,7 @@ def test_launch_shows_every_invalid_value_at_once(monkeypatch, empty_home, jobs)
     no_traceback(at)
     shown = "\n".join(plain(e.value) for e in at.error)
     for field, (_, quote) in INVALID.items():
-        assert f"**{field}**" in shown and quote in shown, (field, shown)
+        assert any(f"**{label}**" in shown for label in LABELS[field]) and quote in shown, (field, shown)
     assert at.button(key="launch.go").disabled
     # fixed again: the estimate describes the values now shown
     at.number_input(key="cfg.epochs").set_value(3)

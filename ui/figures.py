@@ -667,9 +667,10 @@ def pixel_animation(frames: list[tuple[str, pd.DataFrame]], title: str, height: 
              for label, _ in frames]
     fig.update_layout(
         # The step labels ("round 1 · search · epoch 3") would overlap under the slider's ticks:
-        # they are drawn transparent, and the current one is written above the slider.
+        # they are drawn transparent, and the current one is written above the slider, at its right
+        # end: at its left end ("snapshot: …") it ran under the ▶ button at 1024 px.
         sliders=[dict(active=len(frames) - 1, steps=steps, font=dict(color="rgba(0,0,0,0)"), ticklen=4,
-                      currentvalue=dict(prefix="snapshot: ", xanchor="left", font=dict(color="#333", size=13)),
+                      currentvalue=dict(prefix="", xanchor="right", font=dict(color="#333", size=13)),
                       pad=dict(t=40, b=10), len=0.74, x=0.26, xanchor="left", y=0, yanchor="top")],
         updatemenus=[dict(type="buttons", showactive=False, x=0, y=0, xanchor="left", yanchor="top",
                           pad=dict(t=52, r=10),
