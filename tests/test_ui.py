@@ -481,6 +481,8 @@ def test_one_meaning_per_number_rounds_times_and_lambda(tmp_path):
     rows = imp[imp["run_id"] == ids["imp_2ep"][0]].sort_values("round")
     assert rows["wall_seconds"].tolist() == [2.5, 4.5, 76.0]             # set-up + rounds; the last: the run's
     assert data.fmt_duration(rows["wall_seconds"].iloc[-1]) == "1 min 16 s"
+    frame = data.runs_frame([store.get_run(ids["imp_2ep"][0]) | {"started": 0.0}])
+    assert data.fmt_duration(frame["elapsed_s"].iloc[0]) == "1 min 16 s"          # Runs' "elapsed" too
     run = {"id": "t1", "status": "done", "config": {"method": "concave", "regularizer": "log", "lam": 1.0,
                                                      "target_sparsity": 0.95, "model": "lenet300", "dataset": "mnist"},
            "summary": {"lam_final": 12.34, "remaining": 0.05, "test_accuracy": 0.97}}

@@ -175,6 +175,8 @@ def runs_frame(runs: list[dict], now: float | None = None, cancelling: set[str] 
         progress = float(r.get("progress") or 0.0)
         started, finished, hb = r.get("started"), r.get("finished"), r.get("heartbeat")
         elapsed = ((finished or now) - started) if started else None
+        if status == "done" and s.get("wall_seconds") is not None:
+            elapsed = float(s["wall_seconds"])     # the run's own time: what every other page shows for it
         eta = None
         if status == "running" and started and progress > 0.01:
             eta = max(0.0, elapsed * (1 - progress) / progress)
