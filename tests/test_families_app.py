@@ -64,7 +64,7 @@ def test_launch_blocks_beta_final_at_most_one(monkeypatch, tmp_path, jobs):
     at = open_page(monkeypatch, tmp_path / "h", "pages/launch.py", {"preset": "lenet300-cs"})
     at.number_input(key="cfg.beta_final").set_value(1.0).run()
     no_traceback(at)
-    assert any("**beta_final**" in plain(e.value) for e in at.error)
+    assert any("**Final temperature β**" in plain(e.value) for e in at.error)    # the field's label
     assert at.button(key="launch.go").disabled and not submitted(jobs)
 
 
