@@ -667,13 +667,14 @@ def pixel_animation(frames: list[tuple[str, pd.DataFrame]], title: str, height: 
              for label, _ in frames]
     fig.update_layout(
         # The step labels ("round 1 · search · epoch 3") would overlap under the slider's ticks:
-        # they are drawn transparent, and the current one is written above the slider, at its right
-        # end: at its left end ("snapshot: …") it ran under the ▶ button at 1024 px.
+        # they are drawn transparent, and the current one is written above the slider. The ▶ button
+        # has a row of its own under the slider: beside it, the label ran under the button in the
+        # narrow column of a 1024 px window.
         sliders=[dict(active=len(frames) - 1, steps=steps, font=dict(color="rgba(0,0,0,0)"), ticklen=4,
-                      currentvalue=dict(prefix="", xanchor="right", font=dict(color="#333", size=13)),
-                      pad=dict(t=40, b=10), len=0.74, x=0.26, xanchor="left", y=0, yanchor="top")],
+                      currentvalue=dict(prefix="snapshot: ", xanchor="left", font=dict(color="#333", size=13)),
+                      pad=dict(t=40, b=10), len=1.0, x=0, xanchor="left", y=0, yanchor="top")],
         updatemenus=[dict(type="buttons", showactive=False, x=0, y=0, xanchor="left", yanchor="top",
-                          pad=dict(t=52, r=10),
+                          pad=dict(t=100, r=10),
                           buttons=[dict(label="▶ play", method="animate",
                                         args=[None, dict(frame=dict(duration=500, redraw=True), fromcurrent=False,
                                                          transition=dict(duration=0))])])])
