@@ -462,12 +462,15 @@ def _chain(store, method):
     ids = []
     if method == "concave":              # a λ sweep: a dense-ish and a one-weight mask
         ids = [run(store, method="concave", lam=lam, mask_lr=0.1, **base)[0] for lam in (1.0, 1000.0)]
-    elif method in ("imp", "dense"):
-        ids = [run(store, method=method, rounds=2, prune_fraction=0.9, **base)[0]]
-    else:
-        src = run(store, method="imp", rounds=1, prune_fraction=0.9, **base)[0]
-        ids = [src, run(store, method=method, **{"random_from" if method == "random" else "reinit_from": src},
-                        **{k: v for k, v in base.items() if k != "retrain_epochs"})[0]]
+    else:      # retrain_epochs is concave's; rounds and prune_fraction IMP's (others are refused)
+        lean = {k: v for k, v in base.items() if k != "retrain_epochs"}
+        if method in ("imp", "dense"):
+            ids = [run(store, method=method, **(dict(rounds=2, prune_fraction=0.9) if method == "imp" else {}),
+                       **lean)[0]]
+        else:
+            src = run(store, method="imp", rounds=1, prune_fraction=0.9, **lean)[0]
+            ids = [src, run(store, method=method, **{"random_from" if method == "random" else "reinit_from": src},
+                            **lean)[0]]
     rows = []
     for i in ids:
         rounds = store.metrics(i, kind="round") or [{"round": 0, **{k: store.get_run(i)["summary"][k2] for k, k2 in
