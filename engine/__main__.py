@@ -15,7 +15,7 @@ import threading
 import time
 from pathlib import Path
 
-from .config import PRESETS, ConfigError, RunConfig
+from .config import PRESETS, ConfigError, RunConfig, without_unused
 from .text import for_terminal as tty  # stored text printed raw could rewrite the terminal
 
 
@@ -57,15 +57,19 @@ def _load_config(args) -> RunConfig:
             d = json.loads(text)
         except json.JSONDecodeError as e:
             raise UsageError(f"config file {path} is not valid JSON: {e}") from None
+    sets = {}
     for item in args.set or []:
         key, sep, value = item.partition("=")
         if not sep:
             raise UsageError(f"--set expects KEY=VALUE, got {item!r}")
         try:
-            d[key] = json.loads(value)
+            sets[key] = json.loads(value)
         except json.JSONDecodeError:
-            d[key] = value
-    return RunConfig.from_dict(d)
+            sets[key] = value
+    if args.preset and sets.get("method", d.get("method")) != d.get("method"):
+        # `--preset digits --set method=imp`: the preset's concave keys are not the user's to answer for
+        d = without_unused({k: v for k, v in {**d, "method": sets["method"]}.items() if k != "rounds"})
+    return RunConfig.from_dict({**d, **sets})
 
 
 # ------------------------------------------------------------------ commands

@@ -41,6 +41,63 @@ def default_rounds(method: str) -> int:
     """The rounds a config of `method` runs when it leaves `rounds` out."""
     return CS_ROUNDS if method == "cs" else 1
 
+# The keys each method reads, beyond the ones every method reads (model, data, training
+# schedule, seed, execution). A key listed here for some methods is refused on any other
+# method when a config sets it to something else than its default (`unused_key_error`):
+# `--set target_sparsity=0.9` on IMP is an error, not a silently ignored option. The
+# trade-off views also compare runs on these keys only (ui/data.py). A new method or
+# method-specific key: add it here (a key in no list is read by every method).
+_MASK_SEARCH = ("lam", "reg_scale", "mask_lr", "threshold", "threshold_mode", "target_sparsity",
+                "allow_empty_layers", "rounds", "rewind", "retrain_epochs")
+METHOD_KEYS: dict[str, tuple[str, ...]] = {
+    "concave": _MASK_SEARCH + ("regularizer", "eps", "reg_params", "mask_param", "mask_init", "warm_start",
+                               "warm_start_rewind"),
+    "cs": _MASK_SEARCH + ("s0", "beta_final"),
+    "imp": ("prune_fraction", "prune_scope", "output_prune_fraction", "rounds", "rewind", "allow_empty_layers"),
+    "random": ("target_sparsity", "random_from", "prune_scope", "rewind"),
+    "pai": ("target_sparsity", "scorer", "synflow_iters", "score_batches", "prune_scope", "allow_empty_layers"),
+    "dense": (),
+    "reinit": ("reinit_from", "rewind"),
+}
+
+
+def method_specific_keys() -> set[str]:
+    """Keys some method reads and another does not."""
+    return {k for keys in METHOD_KEYS.values() for k in keys}
+
+
+def used_by(key: str) -> list[str]:
+    """The methods that read a method-specific key."""
+    return [m for m, keys in METHOD_KEYS.items() if key in keys]
+
+
+def unused_keys(d: dict[str, Any]) -> list[str]:
+    """The keys of config dict `d` that its method does not read and that `d` sets to
+    something else than their default (a full stored config spells every default out)."""
+    method = d.get("method", "concave")
+    if method not in METHOD_KEYS:
+        return []
+    used = set(METHOD_KEYS[method])
+    defaults = {f.name: f.default for f in fields(RunConfig)}
+    defaults["rounds"] = default_rounds(method)
+    return [k for k in d if k in method_specific_keys() and k not in used
+            and not _same(d[k], defaults.get(k), UNSET_MEANS.get(k))]
+
+
+def _same(v, default, unset_means) -> bool:
+    if v is None or v == default or (unset_means is not None and v == unset_means):
+        return True
+    return isinstance(v, (int, float)) and isinstance(default, (int, float)) and float(v) == float(default)
+
+
+def without_unused(d: dict[str, Any]) -> dict[str, Any]:
+    """`d` with the keys its method does not read dropped (they go back to their defaults):
+    for code that derives a config of one method from another's (dense from a concave base)."""
+    method = d.get("method", "concave")
+    used = set(METHOD_KEYS.get(method, ()))
+    return {k: v for k, v in d.items() if k not in method_specific_keys() or k in used}
+
+
 # What an optional key left unset (None) stands for. The methods read their defaults
 # from here, and the content hash leaves a key out when it is spelled out at this value,
 # so a form that fills the defaults in names the same run as a preset that leaves them out.
@@ -147,7 +204,9 @@ class RunConfig:
             object.__setattr__(self, "rounds", default_rounds(self.method))
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
+    def from_dict(cls, d: dict[str, Any], *, unused: str = "refuse") -> RunConfig:
+        """Validate `d`. unused="keep" lets a key the method does not read pass: for configs
+        stored before that was refused (a finished run, the committed class pack)."""
         if not isinstance(d, dict):
             raise ConfigError("config", f"config must be a JSON object, got {type(d).__name__}")
         known = {f.name for f in fields(cls)}
@@ -165,6 +224,12 @@ class RunConfig:
             d = {**d, "allow_empty_layers": None}
         cfg = cls(**d)
         cfg.validate()
+        # after the ranges: a value out of range is named as such first
+        unused_ = unused_keys(d) if unused == "refuse" else []
+        if unused_:
+            k = unused_[0]
+            raise ConfigError(k, f"{k} does not apply to method={cfg.method}: it is used by "
+                                 f"{', '.join(used_by(k))}. Leave it out, or pick one of those methods")
         return cfg
 
     @classmethod
@@ -182,7 +247,11 @@ class RunConfig:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     def replace(self, **changes) -> RunConfig:
-        return RunConfig.from_dict({**self.to_dict(), **changes})
+        """This config with `changes`; a change of method drops what the new method does not read."""
+        d = {**self.to_dict(), **changes}
+        if "method" in changes:
+            d = without_unused({k: v for k, v in d.items() if k != "rounds" or "rounds" in changes})
+        return RunConfig.from_dict(d)
 
     def content_hash(self) -> str:
         """Stable hash of everything that determines the result (not the name
@@ -432,4 +501,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 def preset(preset_name: str, /, **overrides) -> RunConfig:
     if preset_name not in PRESETS:
         raise ConfigError("preset", f"unknown preset {preset_name!r}; known: {', '.join(PRESETS)}")
-    return RunConfig.from_dict({**PRESETS[preset_name], **overrides})
+    base = dict(PRESETS[preset_name])
+    if overrides.get("method", base.get("method")) != base.get("method"):
+        # another method: the preset's keys that method does not read go back to their defaults
+        base = without_unused({k: v for k, v in {**base, "method": overrides["method"]}.items() if k != "rounds"})
+    return RunConfig.from_dict({**base, **overrides})

@@ -374,7 +374,9 @@ def find_equal(cfg: RunConfig | dict, home: str | os.PathLike | None = None,
 
 
 def _as_config(cfg: RunConfig | dict) -> RunConfig:
-    return RunConfig.from_dict(cfg if isinstance(cfg, dict) else cfg.to_dict())
+    if isinstance(cfg, dict):
+        return RunConfig.from_dict(cfg)
+    return RunConfig.from_dict(cfg.to_dict(), unused="keep")     # validated when it was made
 
 
 def _find_equal(store: Store, cfg: RunConfig, statuses: tuple[str, ...]) -> dict | None:

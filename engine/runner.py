@@ -46,7 +46,7 @@ def execute(store: Store, run_id: str, data_dir: str | os.PathLike | None = None
     store.take(run_id, attempt, status="running", started=time.time(), pid=os.getpid(), heartbeat=time.time(),
                reason=None)
     try:
-        cfg = RunConfig.from_dict(run["config"])
+        cfg = RunConfig.from_dict(run["config"], unused="keep")    # as stored, maybe before that was refused
         ctx = RunContext(cfg, store, run_id, data_dir or default_data_dir(), progress=progress,
                          should_stop=should_stop, resume=resume)
         summary = METHOD_FUNCS.get(cfg.method)(ctx)

@@ -40,7 +40,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 
-from .config import ConfigError, RunConfig
+from .config import ConfigError, RunConfig, without_unused
 from .store import Store
 
 SCHEMES = ("tcp://", "tls://", "ucx://", "inproc://", "ws://", "wss://")
@@ -108,7 +108,12 @@ def expand(base: dict | RunConfig, grid: dict[str, list], seeds: Iterable[int] |
             name = f"{prefix} · {label}" if prefix and label else (prefix or label)
             if isinstance(name, str) and len(name) > 200:
                 name = name[:199] + "…"
-            d = {**base, **point, "name": name}
+            if point.get("method", base.get("method")) != base.get("method"):   # a grid over methods:
+                # the base's keys of another method go back to their defaults (rounds: the method's own)
+                d = {**without_unused({k: v for k, v in {**base, "method": point["method"]}.items()
+                                       if k != "rounds"}), **point, "name": name}
+            else:
+                d = {**base, **point, "name": name}
             try:
                 configs.append(RunConfig.from_dict(d))
             except ConfigError as e:
@@ -126,7 +131,8 @@ def _validated(configs, home) -> list[RunConfig]:
     """Every point validated, referenced runs included, before anything is written."""
     from . import jobs
     from .refs import check_references
-    out = [RunConfig.from_dict(c if isinstance(c, dict) else c.to_dict()) for c in configs]
+    out = [RunConfig.from_dict(c) if isinstance(c, dict) else RunConfig.from_dict(c.to_dict(), unused="keep")
+           for c in configs]
     if not out:
         raise ConfigError("grid", "the sweep has no runs")
     for c in out:

@@ -168,7 +168,9 @@ if ok:
             st.caption(f"… and {n - 20} more.")
 else:
     errs = [e for r in results for e in (r.errors or [])]
-    keys = list(dict.fromkeys(e.key for e in errs)) or [r.error_key for r in results if r.error_key]
+    labels = {k: v for r in results for k, v in (r.labels or {}).items()}
+    keys = list(dict.fromkeys(labels.get(e.key, e.key) for e in errs)) or \
+        [labels.get(r.error_key, r.error_key) for r in results if r.error_key]
     first_err = next((r.error for r in results if r.error), "")
     st.error(f"Cannot launch yet — fix {'this value' if len(keys) == 1 else f'these {len(keys)} values'} "
              f"(each message sits next to its field): **{md.esc(', '.join(k for k in keys if k))}**. First: "

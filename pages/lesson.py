@@ -6,6 +6,8 @@ step's small experiment. The step is in the URL (?step=3); Back/Next move along.
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pandas as pd
 import streamlit as st
@@ -115,12 +117,12 @@ def fig_pareto(step, runs):
     if pts.empty:
         return [("Accuracy against kept pixels", fig)], []
     target = 0.99 if (pts["test_accuracy"] >= 0.99).any() else float(pts["test_accuracy"].max()) - 0.01
-    nums = []
+    nums, found = [], {}
     for reg in ("log", "l1"):
-        n = fewest(pts, reg, target)
+        n = found[reg] = fewest(pts, reg, target)
         nums.append((f"{names.reg_name(reg)}: pixels for {target:.0%}", "—" if n is None else f"{n}",
                      f"the fewest kept pixels of any {names.reg_name(reg)} run with test accuracy ≥ {target:.1%}"))
-    return [("Accuracy against kept pixels", fig)], nums
+    return [("Accuracy against kept pixels", fig)], nums, ls.pixels_verdict(found, target)
 
 
 def fig_planted(step, runs):
@@ -140,30 +142,39 @@ def fig_planted(step, runs):
     shapes = figures.regularizer_curves(pd.concat(curves), "The penalties: ℓ1 (dashed) and log")
     out = [("Penalty shapes", shapes)]
     nums = []
+    exact = {}
     if not df.empty:
         out.append(("Planted problem: recovery against λ", figures.theory_figure(df)))
         for pen, g in df.groupby("penalty", sort=True):
+            exact[pen] = (int(g["exact"].sum()), len(g))
             nums.append((f"{pen.replace('l1', 'ℓ1')}: exact", f"{int(g['exact'].sum())} of {len(g)}",
                          "runs that found exactly the planted features"))
-    return out, nums
+    return out, nums, ls.recovery_verdict(exact)
 
 
-def fig_cost(step, runs):
-    pts = data.tradeoff_points(runs)
-    imp = data.imp_rounds(state.store(), runs)
-    conc = pts[pts["method"] == "concave"]
-    agg = data.aggregate_seeds(conc)
-    dense = data.dense_reference(pts, imp)
+def fig_cost(step, every):
+    """IMP against concave: one comparable pair (ls.cost_pair), named under the figure."""
+    conc, imp_run, source = ls.cost_pair(step, every, user, launched)
+    if conc is None:
+        return [], [], "none", ("No concave ticket and IMP run of one setting (model, data, epochs per phase, "
+                                "sparsity within 2×) yet.")
+    pair = [conc, imp_run]
+    pts = data.tradeoff_points(pair)
+    imp = data.imp_rounds(state.store(), pair)
+    agg = data.aggregate_seeds(pts[pts["method"] == "concave"])
+    dense = data.dense_reference(pts, imp)          # IMP's round 1 (r1): the dense network of this setting
     fig = figures.tradeoff_figure(agg, imp, dense, 0.005, x="wall_seconds")
     nums = []
-    for method, label in (("concave", "Concave"), ("imp", "IMP")):
-        g = pts[pts["method"] == method]
-        if g.empty:
-            continue
-        r = g.iloc[0]
-        nums.append((f"{label}: accuracy", pct(r["test_accuracy"]), f"with {r['remaining']:.1%} of the weights"))
-        nums.append((f"{label}: time", data.fmt_duration(r["wall_seconds"]), "wall-clock time of the whole run"))
-    return [("Accuracy against the time spent finding the ticket", fig)], nums
+    for run, label in ((conc, "Concave"), (imp_run, "IMP")):
+        s = data.summary_of(run)
+        nums.append((f"{label}: accuracy", pct(s.get("test_accuracy")), f"with {s.get('remaining', 0):.1%} of "
+                     "the weights"))
+        nums.append((f"{label}: time", data.fmt_duration(s.get("wall_seconds")), "wall-clock time of the whole run"))
+    c = data.cfg_of(conc)
+    note = (f"Compared: {data.run_label(conc)} and {data.run_label(imp_run)} — the same model and data, "
+            f"{c.get('epochs')} epochs per training phase, {data.summary_of(conc).get('remaining', 0):.1%} vs "
+            f"{data.summary_of(imp_run).get('remaining', 0):.1%} of the weights left.")
+    return [("Accuracy against the time spent finding the ticket", fig)], nums, source, note
 
 
 def fig_controls(step, runs, every):
@@ -188,22 +199,24 @@ def _acc(run) -> dict:
 
 
 def build(step, every: list[dict]):
-    """(figures, key numbers, source of the runs) of one step."""
+    """(figures, key numbers, source of the runs, a note naming the runs used) of one step."""
+    if step.figure == "cost":
+        return fig_cost(step, every)
     runs, source = ls.figure_runs(step, every, user, launched)
     if not runs:
         if step.figure == "planted":            # the penalty shapes need no run
-            figs, nums = fig_planted(step, [])
-            return figs, nums, source
-        return [], [], source
+            figs, nums, _ = fig_planted(step, [])
+            return figs, nums, source, ""
+        return [], [], source, ""
     if step.figure == "controls":
-        figs, nums = fig_controls(step, runs, every)
+        got = fig_controls(step, runs, every)
     else:
-        figs, nums = FIGURES[step.figure](step, runs)
-    return figs, nums, source
+        got = FIGURES[step.figure](step, runs)
+    figs, nums, shows = (*got, "")[:3]      # a step may say what its figure shows
+    return figs, nums, source, shows
 
 
-FIGURES = {"ticket": fig_ticket, "pixels": fig_pixels, "pareto": fig_pareto, "planted": fig_planted,
-           "cost": fig_cost}
+FIGURES = {"ticket": fig_ticket, "pixels": fig_pixels, "pareto": fig_pareto, "planted": fig_planted}
 SOURCE_TEXT = {"pack": "From the class pack: ready-made example runs.",
                "yours": "From your own finished run(s).",
                "mixed": "Your finished run(s) in place of the class pack's; the rest from the pack.",
@@ -220,15 +233,45 @@ every = state.store().list_runs()       # the pack's examples too, whatever the 
 st.markdown(step.text)
 
 
-# the student's runs of this step still queued or running: the figure refreshes until they finish
-mine_active = [r for r in every if r.get("status") in data.ACTIVE and ls.is_mine(r, user, launched)
-               and ls.matches(step, data.cfg_of(r))]
+def active_mine(runs: list[dict]) -> list[dict]:
+    """The student's runs of this step still queued or running."""
+    return [r for r in runs if r.get("status") in data.ACTIVE and ls.is_mine(r, user, launched)
+            and ls.matches(step, data.cfg_of(r))]
 
 
-@st.fragment(run_every=state.LIVE_SECONDS * 3 if mine_active else None)
+def built(runs: list[dict]):
+    """build(), redone only when a run appears, goes or changes status: the fragment below
+    polls every second while the student's run is on its way, and the figure costs more."""
+    key = (step.key, data.status_signature(runs), present.active(), launched)
+    cached = st.session_state.get("lesson.built")
+    if cached is None or cached[0] != key:
+        cached = (key, build(step, runs))
+        st.session_state["lesson.built"] = cached
+    return cached[1]
+
+
+mine_active = active_mine(every)
+
+
+# Status, figure and caption in one fragment: while the student's run is queued or running it
+# re-reads the store every second, and the moment that run's state changes (it finished, or
+# failed) the whole page reruns, so the figure, its caption, the status line and the button
+# change together, within about a second, without a reload.
+@st.fragment(run_every=state.LIVE_SECONDS if mine_active else None)
 @state.guard("This step's figure could not be drawn")
 def figure_view() -> None:
-    figs, nums, source = build(step, state.store().list_runs())
+    fresh = state.store().list_runs()
+    now_active = active_mine(fresh)
+    if [r["id"] for r in now_active] != [r["id"] for r in mine_active]:
+        st.rerun()
+    reused = st.session_state.get("lesson.reused", {}).get(step.key)
+    if reused:
+        st.caption(f"♻️ {md.esc(reused)}")
+    for r in now_active:
+        st.caption(f"{data.STATUS_ICON.get(r['status'], '')} Your run {md.esc(r['id'])} is {r['status']}"
+                   + (f" ({float(r.get('progress') or 0):.0%})" if r["status"] == "running" else "")
+                   + ". The figure switches to it when it finishes.")
+    figs, nums, source, note = built(fresh)
     per_row = len(nums) if len(nums) <= 3 else 2      # four in a row do not fit at 1024 px ("1 min 16 s")
     for i in range(0, len(nums), per_row or 1):
         for col, (label, value, help_) in zip(st.columns(per_row), nums[i:i + per_row]):
@@ -239,6 +282,10 @@ def figure_view() -> None:
     cols = st.columns([1, 2], gap="medium") if len(figs) == 2 else [st.container() for _ in figs]
     for n, ((_name, fig), col) in enumerate(zip(figs, cols)):
         present.chart(fig, key=f"lesson.fig.{step.key}.{n}", container=col, grow=fig.layout.meta != "sized")
+    if note and step.figure in ("pareto", "planted"):       # what the data shows, said where the class reads
+        st.markdown(f"**What these runs show:** {md.esc(note)}")
+    elif note:
+        st.caption(md.esc(note))
     if SOURCE_TEXT[source]:
         st.caption(SOURCE_TEXT[source])
 
@@ -249,6 +296,16 @@ st.success(f"**What to notice:** {md.esc(step.notice)}", icon="👀")
 st.info(f"**Question for the class:** {md.esc(step.question)}", icon="🙋")
 
 # ---------------------------------------------------------------- run it live
+
+def reuse_text(run: dict) -> str:
+    """What a student is told when "Run it live" found an equal run: whose, from when."""
+    when = time.strftime("%H:%M", time.localtime(run["created"])) if run.get("created") else "earlier"
+    owner = run.get("owner")
+    whose = "your own" if owner and owner == user else f"{owner}'s" if owner else "an earlier"
+    state_ = "finished" if run.get("status") == "done" else str(run.get("status", "queued"))
+    return (f"Reused {whose} run from {when} ({run['id']}, {state_}): the same experiment is not trained twice. "
+            "It is listed under your runs, and the figure shows it.")
+
 
 try:
     live = ls.live_config(step, every, mnist_available(default_data_dir()), user, launched)
@@ -271,16 +328,15 @@ if c1.button("▶ Run it live", key=f"lesson.live.{step.key}", type="primary", d
         st.error(md.esc(e))
     else:
         st.session_state["lesson.launched"] = [*launched, ids[0]]
-        st.toast(f"The same experiment was run already ({ids[0]}): the figure shows it" if ids.reused else
-                 f"Queued {ids[0]}: the figure switches to it when it finishes")
+        if ids.reused:
+            said = reuse_text(state.store().get_run(ids[0]) or {"id": ids[0]})
+            st.session_state.setdefault("lesson.reused", {})[step.key] = said
+            st.toast(said)
+        else:
+            st.toast(f"Queued {ids[0]}: the figure switches to it when it finishes")
         st.rerun()
 c2.caption(f"Queues one run: {md.esc(step.live_label)}." if live is not None else
            f"Not available: {md.esc(live_err)}.")
-if mine_active:
-    r = mine_active[0]
-    st.caption(f"{data.STATUS_ICON.get(r['status'], '')} Your run {md.esc(r['id'])} is {r['status']}"
-               + (f" ({float(r.get('progress') or 0):.0%})" if r["status"] == "running" else "")
-               + ". The figure switches to it when it finishes.")
 
 nav(i, "bottom")
 

@@ -35,9 +35,22 @@ if not capable:
                 st.rerun()
     st.stop()
 
-# With nothing selected, open on the newest logistic-regression run: its mask is the picture.
-run = state.pick_run(all_runs, "Run", key="pix.run", filter_fn=data.pixel_capable,
-                     prefer_fn=lambda r: data.cfg_of(r).get("model") == "logreg",
+EIGHT_PIXEL = {k: PRESETS["mnist-8-pixel"][k] for k in ("model", "dataset", "classes", "method", "regularizer", "lam")}
+
+
+def eight_pixel(r: dict) -> bool:
+    c = data.cfg_of(r)
+    return r.get("status") == "done" and all(c.get(k) == v for k, v in EIGHT_PIXEL.items())
+
+
+# With nothing selected, open on the newest logistic-regression run: its mask is the picture. The
+# presentation view opens on the 8-pixel mask the class talks about (the student's own, else the pack's).
+eight = sorted((r for r in capable if eight_pixel(r)), key=lambda r: bool(r.get("example")))
+if present.active() and eight:
+    prefer = lambda r: r["id"] == eight[0]["id"]  # noqa: E731
+else:
+    prefer = lambda r: data.cfg_of(r).get("model") == "logreg"  # noqa: E731
+run = state.pick_run(all_runs, "Run", key="pix.run", filter_fn=data.pixel_capable, prefer_fn=prefer,
                      help="A logistic-regression or LeNet run on MNIST, Fashion-MNIST or digits.")
 cfg = data.cfg_of(run)
 in_shape = dataset_info(cfg["dataset"]).in_shape
@@ -113,15 +126,26 @@ st.subheader("Kept pixels and accuracy against λ: ℓ1 vs log", divider="gray")
 same = lambda r: (data.cfg_of(r).get("model") == cfg["model"] and data.cfg_of(r).get("dataset") == cfg["dataset"]  # noqa: E731
                   and data.cfg_of(r).get("classes") == cfg.get("classes") and data.cfg_of(r).get("method") == "concave"
                   and data.cfg_of(r).get("target_sparsity") is None)
-family = data.prefer_own([r for r in all_runs if same(r)])      # the pack's sweep only when there is no other
+
+
+def sweep_key(r: dict) -> tuple:
+    return data.cfg_of(r).get("regularizer"), data.cfg_of(r).get("lam")
+
+
+# the student's runs, and the pack's at the (penalty, λ) points they have not run
+family = data.merge_examples([r for r in all_runs if same(r)], sweep_key)
 sweep_live = any(r.get("status") in data.ACTIVE for r in family)
 
 
 @st.fragment(run_every=state.LIVE_SECONDS * 2 if sweep_live else None)
 @state.guard("The λ sweep could not be drawn")
 def sweep_view():
-    shown = data.prefer_own([r for r in state.runs() if same(r)])
+    shown = data.merge_examples([r for r in state.runs() if same(r)], sweep_key)
     state.examples_note(shown, "λ-sweep runs")
+    n_pack = sum(bool(r.get("example")) for r in shown)
+    if 0 < n_pack < len(shown):
+        st.caption(f"Your {len(shown) - n_pack} run(s), with the class pack's {n_pack} at the penalties and λ "
+                   f"values you have not run.")
     pts = data.tradeoff_points(shown)
     pts = pts[pts["regularizer"].isin(["l1", "log"])]
     present.chart(figures.lam_sweep_figure(pts, what), "pix.sweep")

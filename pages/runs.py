@@ -41,11 +41,17 @@ def visible(runs: list[dict]) -> list[dict]:
 
 
 asked = set(state.selected_ids())     # runs a link asked for (e.g. a classmate's run that a launch reused)
+adopted = set(st.session_state.get("lesson.launched", ()))   # what "Run it live" gave this person, reused or not
 
 
 def mine(r: dict) -> bool:
-    # class-pack examples belong to everyone (read-only); the sidebar's "Show examples" hides them
-    return not mine_only or r.get("owner") == user or bool(r.get("example")) or r["id"] in asked
+    # The class pack's examples are nobody's (read-only; "Everyone's" lists them); an equal run of
+    # someone else's that this person's launch reused is theirs too.
+    if not mine_only:
+        return True
+    if r.get("example"):
+        return False
+    return r.get("owner") == user or r["id"] in asked or r["id"] in adopted
 
 
 signature = data.status_signature(visible(all_runs))
@@ -94,8 +100,10 @@ def run_table():
                        note=view["note"].map(lambda n: n or data.MISSING),
                        owner=view["id"].map({r["id"]: r.get("owner") or data.MISSING for r in now}))
     if mine_only:
-        st.caption(f"Your runs ({md.esc(user)}): {len(df)} of {len(everyone)} in the store. Choose "
-                   "“Everyone's” above to see the others.")
+        n_ex = sum(bool(r.get("example")) for r in everyone)
+        st.caption(f"Your runs ({md.esc(user)}): {len(df)} of {len(everyone)} in the store"
+                   + (f" ({n_ex} of them the class pack's examples, which are nobody's)" if n_ex else "")
+                   + ". Choose “Everyone's” above to see the others.")
     st.dataframe(
         view[["state", "label", *(["owner"] if owned else []), "progress", "where", "eta", "remaining",
               "test_accuracy", "elapsed", "note"]],

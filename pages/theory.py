@@ -1,5 +1,6 @@
 """Theory: the planted convex problem, where the right mask is known — distance to it and
-support recovery against λ for ℓ1 and log, why concavity helps, and a button to run it."""
+support recovery against λ for ℓ1 and log, the argument for concave penalties (tested, not
+assumed), and a button to run it."""
 
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import streamlit as st
 from engine.config import ConfigError, RunConfig
 from engine.data import DATASETS, PLANTED_DEFAULTS, default_data_dir
 from ui import backend, data, figures, identity, md, present, state, widgets
+from ui import lesson_steps as ls
 
 state.intro("📐 Theory",
             "A convex problem whose answer is known: logistic regression on synthetic data generated from only "
@@ -18,7 +20,7 @@ state.intro("📐 Theory",
 
 home = state.home()
 
-with st.expander("Why strictly concave penalties recover the target more tightly", expanded=True):
+with st.expander("The argument for strictly concave penalties (the runs below test it)", expanded=True):
     st.markdown(r"""
 - **ℓ1 shrinks everything by the same amount.** Its slope is 1 everywhere, so λ pushes every entry of m down
   at the same rate. To remove the spurious features you need a λ large enough that it also pulls the *true*
@@ -125,6 +127,9 @@ def results():
                                                 "runs" for r, v in exact.iterrows()) + ". Left: distance between "
                "the soft mask m̃ at the end of the search and the planted mask m* (0 = perfect). Right: features "
                "kept by mistake plus features missed, after thresholding.")
+    verdict = ls.recovery_verdict({p: (int(v["sum"]), int(v["count"])) for p, v in exact.iterrows()})
+    if verdict:
+        st.markdown(f"**What these runs show:** {md.esc(verdict)}")
     with st.expander("The numbers"):
         st.dataframe(sub.drop(columns=["setting"]).sort_values(["penalty", "lam"]), hide_index=True,
                      width="stretch")

@@ -10,20 +10,30 @@ from engine.config import RunConfig
 from engine.store import Store
 
 
+class Reused(str):
+    """As engine.jobs.Reused: the id of an equal earlier run that a submit stood in with."""
+
+
 class FakeJobs(types.ModuleType):
-    """Stands in for engine.jobs: records calls; submit writes a queued run like the real one."""
+    """Stands in for engine.jobs: records calls; submit writes a queued run like the real one
+    (or, with `reuse` set to a run id, answers with that run as the real one does for an equal run)."""
+
+    Reused = Reused
 
     def __init__(self):
         super().__init__("engine.jobs")
         self.calls: list[tuple] = []
         self.submit_kw: list[dict] = []
         self.fail: str | None = None
+        self.reuse: str | None = None
 
     def submit(self, cfg, home=None, data_dir=None, sweep_id=None, **kw):
         self.calls.append(("submit", cfg, sweep_id))
         self.submit_kw.append(kw)           # again, estimate (and owner) when the page passes them
         if self.fail:
             raise RuntimeError(self.fail)
+        if self.reuse:
+            return Reused(self.reuse)
         return runner.create(Store(home), RunConfig.from_dict(cfg.to_dict()), status="queued", sweep_id=sweep_id)
 
     def cancel(self, run_id, home=None, wait=True, *, actor=None):

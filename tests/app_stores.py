@@ -91,9 +91,10 @@ def synthetic_store(home: Path, n: int = 200, running: int = 3, seed: int = 0) -
     runs, metrics, stats = [], [], []
     for i in range(n):
         method = rng.choice(["concave", "concave", "imp", "dense"])
-        cfg = dict(model="lenet300", dataset="digits", method=method, seed=i % 3, epochs=3, retrain_epochs=3)
+        cfg = dict(model="lenet300", dataset="digits", method=method, seed=i % 3, epochs=3)
         if method == "concave":
-            cfg |= dict(regularizer=rng.choice(["l1", "log"]), lam=round(10 ** rng.uniform(-0.5, 1.3), 3))
+            cfg |= dict(regularizer=rng.choice(["l1", "log"]), lam=round(10 ** rng.uniform(-0.5, 1.3), 3),
+                        retrain_epochs=3)
         if method == "imp":
             cfg |= dict(rounds=3)
         c = RunConfig.from_dict(cfg)
@@ -133,3 +134,70 @@ def synthetic_store(home: Path, n: int = 200, running: int = 3, seed: int = 0) -
                        "near_binary, churn, dead_units, hist) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?)", stats)
     (Path(home) / "synthetic.json").write_text(json.dumps({"n": n, "running": running}))
     return [r[0] for r in sorted(runs, key=lambda r: r[3])]
+
+
+def comparable_store(home: Path) -> dict[str, list[str]]:
+    """Finished runs written by hand (nothing trained) that must not be averaged together:
+    IMP on digits with 2 and 1 epochs per round, a 1-round IMP run, a class-pack example equal
+    to a user's run, and dense runs of 2 and 6 epochs. Returns {role: [run ids]}."""
+    store = Store(home)
+    ids: dict[str, list[str]] = {}
+
+    def done(role, cfg, summary, rounds=(), example=False, owner=None):
+        c = RunConfig.from_dict(dict(model="lenet300", dataset="digits", batch_size=64, **cfg))
+        rid = store.create_run(c.to_dict(), c.content_hash(), status="done")
+        store.update_run(rid, summary=json.dumps({"total": 1000, "kept": int(1000 * summary["remaining"]),
+                                                  "sparsity": 1 - summary["remaining"], **summary}),
+                         finished=time.time(), owner=owner)
+        store.add_metrics(rid, [{"kind": "round", "round": r, "phase": "train", "remaining": rem, "test_acc": acc,
+                                 "seconds": 2.0} for r, (rem, acc) in enumerate(rounds)])
+        if example:
+            with store.connect() as db:
+                db.execute("UPDATE runs SET example=1 WHERE id=?", (rid,))
+        ids.setdefault(role, []).append(rid)
+
+    imp3 = [(1.0, 0.95), (0.8, 0.95), (0.64, 0.94)]
+    for seed in (0, 1):
+        done("imp_2ep", dict(method="imp", rounds=2, epochs=2, seed=seed),
+             dict(remaining=0.64, test_accuracy=0.94 + 0.002 * seed, wall_seconds=76.0, setup_seconds=0.5), imp3)
+    done("imp_1ep", dict(method="imp", rounds=2, epochs=1),
+         dict(remaining=0.64, test_accuracy=0.90, wall_seconds=3.0), [(1.0, 0.91), (0.8, 0.905), (0.64, 0.90)])
+    done("imp_1round", dict(method="imp", rounds=1, epochs=2),
+         dict(remaining=0.8, test_accuracy=0.95, wall_seconds=4.0), imp3[:2])
+    done("imp_example", dict(method="imp", rounds=2, epochs=2),
+         dict(remaining=0.64, test_accuracy=0.80, wall_seconds=6.0), [(1.0, 0.82), (0.8, 0.81), (0.64, 0.80)],
+         example=True)
+    done("dense_2ep", dict(method="dense", epochs=2), dict(remaining=1.0, test_accuracy=0.95, wall_seconds=2.0))
+    done("dense_6ep", dict(method="dense", epochs=6), dict(remaining=1.0, test_accuracy=0.97, wall_seconds=6.0))
+    for seed in (0, 1):
+        done("log_lam5", dict(method="concave", regularizer="log", lam=5.0, epochs=2, retrain_epochs=2, seed=seed),
+             dict(remaining=0.1, test_accuracy=0.93 + 0.002 * seed, wall_seconds=5.0))
+    return ids
+
+
+def pixel_sweep_store(home: Path) -> dict[str, list[str]]:
+    """A class-pack-like ℓ1/log λ sweep on MNIST 0-vs-1 (examples, written by hand) and two
+    rehearsal runs of the student's on the same setting, newer than the pack's."""
+    store = Store(home)
+    ids: dict[str, list[str]] = {"pack": [], "mine": []}
+
+    def done(role, reg, lam, example):
+        c = RunConfig.from_dict(dict(model="logreg", dataset="mnist", classes=[0, 1], method="concave",
+                                     regularizer=reg, lam=lam, epochs=5, retrain_epochs=5, lr=1e-2))
+        rid = store.create_run(c.to_dict(), c.content_hash(), status="done")
+        kept = max(1, int(200 / lam))
+        store.update_run(rid, finished=time.time(), summary=json.dumps(
+            {"remaining": kept / 784, "kept": kept, "total": 784, "sparsity": 1 - kept / 784,
+             "test_accuracy": 0.99 if kept > 5 else 0.9, "wall_seconds": 3.0}))
+        if example:
+            with store.connect() as db:
+                db.execute("UPDATE runs SET example=1 WHERE id=?", (rid,))
+        ids[role].append(rid)
+        time.sleep(0.01)
+
+    for reg in ("l1", "log"):
+        for lam in (1.0, 10.0, 50.0):
+            done("pack", reg, lam, True)
+    done("mine", "log", 2.0, False)
+    done("mine", "l1", 10.0, False)
+    return ids

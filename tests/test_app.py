@@ -381,7 +381,8 @@ def test_tradeoffs_table_has_a_row_for_every_plotted_run(monkeypatch, mixed, job
     assert {ids["imp"], ids["concave"]} <= listed
     assert any("each later round prunes 20 % of the weights still in" in plain(c.value) for c in at.caption)
     # only IMP rows have a round; the others read "—" (a null cell is drawn as "None")
-    assert set(table["round"]) >= {"—", "r0", "r1"} and table["round"].notna().all()
+    assert set(table["round"]) >= {"—", "r1", "r2"} and table["round"].notna().all()   # from 1, as on Runs
+    assert "r0" not in set(table["round"])
     assert "—" in set(table["lam"]) and table["lam"].notna().all()          # only concave rows have a λ
 
 
@@ -475,14 +476,21 @@ def test_launch_lam_sweep_counts_runs(monkeypatch, empty_home, jobs):
     (lambda at: at.radio(key="cfg.threshold_mode").set_value("topk"), "target_sparsity"),
 ])
 def test_launch_invalid_input_is_blocked_naming_the_field(change, field, monkeypatch, empty_home, jobs):
+    """Messages name the field by the label it shows ("λ"), not its config key ("lam") (issue 20)."""
     at = open_page(monkeypatch, empty_home, "pages/launch.py")
     change(at).run()
     no_traceback(at)
     errors = [plain(e.value) for e in at.error]
-    assert any(f"**{field}**" in e for e in errors), errors
+    assert any(f"**{label}**" in e for e in errors for label in LABELS[field]), errors
+    assert not any(f"**{field}**" in e or e.split("— ")[-1].startswith(f"{field} ") for e in errors
+                   if LABELS[field] != (field,)), errors
     assert at.button(key="launch.go").disabled
     assert not [c for c in jobs.calls if c[0] == "submit"]
 
+
+# the labels the Launch form shows for these config keys (its messages use them)
+LABELS = {"lam": ("λ", "λ values"), "epochs": ("Epochs per search",), "lr": ("Learning rate",), "seed": ("Seeds",),
+          "model": ("Architecture",), "batch_size": ("Batch size",), "target_sparsity": ("Target sparsity",)}
 
 INVALID = {   # field: (how to type it, what the message must quote)
     "epochs": (lambda at: at.number_input(key="cfg.epochs").set_value(1000000), "got 1000000"),
@@ -502,7 +510,7 @@ def test_launch_invalid_value_is_named_next_to_its_field(field, monkeypatch, emp
     INVALID[field][0](at).run()
     no_traceback(at)
     errors = [plain(e.value) for e in at.error]
-    assert any(f"**{field}**" in e and INVALID[field][1] in e for e in errors), errors
+    assert any(f"**{label}**" in e and INVALID[field][1] in e for e in errors for label in LABELS[field]), errors
     assert at.button(key="launch.go").disabled
     assert not any(m.label == "Time per run" for m in at.metric)      # no estimate of another value
     assert not [c for c in jobs.calls if c[0] == "submit"]
@@ -516,7 +524,7 @@ def test_launch_shows_every_invalid_value_at_once(monkeypatch, empty_home, jobs)
     no_traceback(at)
     shown = "\n".join(plain(e.value) for e in at.error)
     for field, (_, quote) in INVALID.items():
-        assert f"**{field}**" in shown and quote in shown, (field, shown)
+        assert any(f"**{label}**" in shown for label in LABELS[field]) and quote in shown, (field, shown)
     assert at.button(key="launch.go").disabled
     # fixed again: the estimate describes the values now shown
     at.number_input(key="cfg.epochs").set_value(3)
@@ -701,3 +709,49 @@ def test_runs_deploy_tab_says_when_parity_failed_or_checks_failed(monkeypatch, t
     assert not [b for b in at.get("download_button") if "Compact" in str(b.proto.label)]
     build = at.button(key=f"deploy.build.{rid}")
     assert build.label == "Rebuild" and len(build.label) <= 14
+
+
+def test_tradeoffs_page_keeps_settings_apart_and_says_its_dense_reference(monkeypatch, tmp_path, jobs):
+    """Issue 20: IMP runs of 1 and 2 epochs were one point; the dense line averaged dense runs
+    of different lengths; the tolerance read "0.005"."""
+    from app_stores import comparable_store
+    ids = comparable_store(tmp_path)
+    at = open_page(monkeypatch, tmp_path, "pages/tradeoffs.py")
+    no_traceback(at)
+    table = at.dataframe[0].value
+    imp_rows = table[table["round"] != "—"]
+    assert imp_rows["group"].nunique() == 4                     # 2 epochs, 1 epoch, 1 round, the example
+    assert (imp_rows.groupby("group")["round"].apply(lambda r: len(set(r)) == len(r))).all()
+    names = json.dumps([t.get("name") for c in at.get("plotly_chart") for t in json.loads(c.proto.spec)["data"]],
+                       ensure_ascii=False)
+    assert "1 epoch" in names and "2 epochs" in names and "📦 example" in names
+    dense = at.selectbox(key="trade.dense")
+    assert len(dense.options) >= 3                               # dense 2 ep, dense 6 ep, IMP r0s: never mixed
+    cap = " ".join(plain(c.value) for c in at.caption)
+    assert re.search(r"Dense accuracy 9\d\.\d\d% from dense", cap) and "within 0.5 pp" in cap
+    assert "IMP rounds (dotted)" in cap
+    assert at.slider(key="trade.tol").value == 0.5
+    dense.set_value(1).run()
+    no_traceback(at)
+    assert len(ids["dense_2ep"]) == 1
+
+
+def test_pixels_merges_the_students_runs_with_the_pack_and_presents_the_8_pixel_mask(monkeypatch, tmp_path, jobs):
+    """Issue 20: after two rehearsal runs Pixel masks' Fig. 3 dropped from the pack's points to
+    the student's 2; the presentation view opened on the newest run, not the 8-pixel mask."""
+    from app_stores import pixel_sweep_store
+
+    from engine.config import PRESETS
+    ids = pixel_sweep_store(tmp_path)
+    at = open_page(monkeypatch, tmp_path, "pages/pixels.py")
+    no_traceback(at)
+    assert "Your 2 run(s), with the class pack's 5" in texts(at)       # l1 λ=10 of the pack is replaced
+    pareto = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    dots = sum(len(t.get("x") or []) for f in pareto for t in f["data"] if t.get("mode") == "markers")
+    assert dots >= 7
+    assert at.selectbox(key="pix.run").value == ids["mine"][-1]           # a researcher: the newest run
+    at = open_page(monkeypatch, tmp_path, "pages/pixels.py", {"present": "1"})
+    no_traceback(at)
+    chosen = Store(tmp_path).get_run(at.selectbox(key="pix.run").value)
+    c = chosen["config"]
+    assert (c["regularizer"], c["lam"]) == (PRESETS["mnist-8-pixel"]["regularizer"], PRESETS["mnist-8-pixel"]["lam"])

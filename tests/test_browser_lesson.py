@@ -154,3 +154,35 @@ def test_presentation_view_nothing_cut_off(server):
         finally:
             browser.close()
     print(f"presentation-view browser test: {time.time() - t0:.1f} s after the server started")
+
+
+def test_run_it_live_status_figure_and_caption_change_together(tmp_path):
+    """Issue 20: the status line said "running (0 %)" for 40–150 s after the run was done while the
+    caption already said "From your own finished run". A run of step 1 is queued (the queue is paused,
+    so nothing trains); the test marks it done in the store; within 3 s, without a reload, the status
+    line is gone and the figure's caption says the student's run."""
+    import json
+
+    from engine import runner
+    from engine.config import PRESETS, RunConfig
+    from engine.store import Store
+    from tests.app_server import launch_page
+    store = Store(tmp_path)
+    rid = runner.create(store, RunConfig.from_dict(dict(PRESETS["digits"])), status="queued")
+    with serve(tmp_path, env={"LOTTERY_MAX_RUNS": "0", "LOTTERY_CLASSPACK": "off"}) as url, sync_playwright() as p:
+        browser, page = launch_page(p, 1024, 768)
+        try:
+            page.goto(f"{url}/lesson?step=1")
+            page.get_by_text(f"Your run {rid} is queued").wait_for(timeout=60_000)
+            settle(page)
+            store.update_run(rid, status="done", progress=1.0, finished=time.time(), summary=json.dumps(
+                {"remaining": 0.1, "kept": 100, "total": 1000, "sparsity": 0.9, "test_accuracy": 0.9,
+                 "wall_seconds": 9.0}))
+            t0 = time.time()
+            page.get_by_text("From your own finished run(s).").wait_for(timeout=10_000)
+            page.get_by_text(f"Your run {rid} is queued").wait_for(state="detached", timeout=10_000)
+            took = time.time() - t0
+            assert took < 3.0, f"status, figure and caption changed {took:.1f} s after the run finished"
+            page.get_by_text("10.0%").first.wait_for(timeout=5_000)   # the figure's key number: the run's
+        finally:
+            browser.close()

@@ -91,7 +91,8 @@ def test_missing_or_broken_config_file(tmp_path):
 
 def test_show_unknown_id(tmp_path, cfg_file):
     home = tmp_path / "home"
-    cli("run", "--config", cfg_file({**SMALL, "method": "dense", "epochs": 1}), home=home)
+    dense = {**SMALL, "method": "dense", "epochs": 1, "lam": 1.0, "retrain_epochs": None}   # lam: concave's
+    cli("run", "--config", cfg_file(dense), home=home)
     for bad in ("deadbeef-000000", "../../etc/passwd"):
         r = cli("show", bad, "--json", home=home)
         assert r.returncode != 0 and "no run with id" in r.stderr and "Traceback" not in r.stderr

@@ -280,3 +280,49 @@ def test_unset_optional_keys_stay_out_of_the_hash():
     warm = cfg.replace(warm_start="abc")
     assert warm.replace(warm_start_rewind="own").content_hash() == warm.content_hash()  # the default, spelled out
     assert cfg.replace(target_sparsity=0.9).content_hash() != cfg.content_hash()
+
+
+# ---------------------------------------------------------------- issue 20: an option the method does not use
+
+@pytest.mark.parametrize("cfg, key, users", [
+    (dict(method="imp", target_sparsity=0.9), "target_sparsity", "concave, cs, random, pai"),
+    (dict(method="dense", lam=5.0), "lam", "concave, cs"),
+    (dict(method="concave", prune_fraction=0.5), "prune_fraction", "imp"),
+    (dict(method="pai", target_sparsity=0.9, rounds=3), "rounds", "concave, cs, imp"),
+    (dict(method="cs", regularizer="l1"), "regularizer", "concave"),
+])
+def test_a_key_the_method_does_not_use_is_refused_naming_who_uses_it(cfg, key, users):
+    """`--set target_sparsity=0.9` on IMP ran to 80 % remaining with exit 0 (issue 20)."""
+    e = _err(**cfg)
+    assert e.key == key and f"it is used by {users}" in str(e) and f"method={cfg['method']}" in str(e)
+
+
+def test_defaults_spelled_out_are_not_unused_keys():
+    """A stored config spells every key out (lam=1.0 on IMP, rounds=1 on dense): that is no error,
+    and a change of method drops what the new method does not read."""
+    for m in ("imp", "dense", "pai", "cs"):
+        extra = {"target_sparsity": 0.9} if m == "pai" else {}
+        full = RunConfig.from_dict({"method": m, **extra}).to_dict()
+        assert RunConfig.from_dict(full).to_dict() == full
+    dense = preset("digits").replace(method="dense")
+    assert dense.lam == 1.0 and dense.rounds == 1
+    assert preset("lenet300-cs").replace(method="imp").target_sparsity is None
+
+
+def test_cli_refuses_an_unused_set_but_a_preset_may_change_method(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from engine.__main__ import _load_config, build_parser
+    root = Path(__file__).resolve().parent.parent
+    r = subprocess.run([sys.executable, "-m", "engine", "run", "--preset", "lenet300-imp", "--set",
+                        "target_sparsity=0.9", "--home", str(tmp_path / "h")], cwd=root, capture_output=True,
+                       text=True, timeout=120)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1, r.stderr
+    assert "target_sparsity does not apply to method=imp" in lines[0] and "concave" in lines[0]
+    assert not (tmp_path / "h").exists() or not any((tmp_path / "h").rglob("config.json"))
+    args = build_parser().parse_args(["run", "--preset", "digits", "--set", "method=imp", "--set", "rounds=2"])
+    cfg = _load_config(args)
+    assert cfg.method == "imp" and cfg.rounds == 2 and cfg.lam == 1.0

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from engine import masking, runner, train
-from engine.config import ConfigError, RunConfig
+from engine.config import ConfigError, RunConfig, without_unused
 from engine.data import dataset_info
 from engine.methods import cs, pai
 from engine.models import build_model
@@ -19,8 +19,13 @@ from tests.conftest import DATA
 FAST = dict(model="lenet300", dataset="digits", epochs=1, retrain_epochs=1, batch_size=64)
 
 
+def fast(**kw) -> dict:
+    """FAST with `kw`; FAST's retrain_epochs only where the method reads it (concave, cs)."""
+    return {**without_unused({**FAST, "method": kw.get("method", "concave")}), **kw}
+
+
 def run(store, **kw):
-    cfg = RunConfig.from_dict({**FAST, **kw})
+    cfg = RunConfig.from_dict(fast(**kw))
     run_id = runner.create(store, cfg, status="running")
     return run_id, runner.execute(store, run_id, DATA)
 
@@ -282,7 +287,7 @@ def test_synflow_mask_ignores_the_data_snip_does_not(store):
 ])
 def test_bad_values_name_the_key_and_range(changes, key, rng):
     with pytest.raises(ConfigError) as e:
-        RunConfig.from_dict({**FAST, **changes})
+        RunConfig.from_dict(fast(**changes))
     assert e.value.key == key and key in str(e.value) and rng in str(e.value)
     assert "\n" not in str(e.value)
 
@@ -291,8 +296,8 @@ def test_new_keys_stay_out_of_existing_hashes():
     cfg = RunConfig.from_dict(FAST)
     assert not {"s0", "beta_final", "scorer", "synflow_iters", "score_batches"} & set(
         k for k, v in cfg.to_dict().items() if v is not None)
-    a = RunConfig.from_dict({**FAST, "method": "pai", "target_sparsity": 0.9})
-    b = RunConfig.from_dict({**FAST, "method": "pai", "target_sparsity": 0.9, "scorer": "synflow"})
+    a = RunConfig.from_dict(fast(method="pai", target_sparsity=0.9))
+    b = RunConfig.from_dict(fast(method="pai", target_sparsity=0.9, scorer="synflow"))
     assert a.content_hash() != b.content_hash()
 
 
@@ -309,7 +314,7 @@ def test_cli_run_show_export(tmp_path, capsys, extra, column):
     from engine.__main__ import main
     home = tmp_path / "home"
     cfg = tmp_path / "cfg.json"
-    cfg.write_text(json.dumps({**FAST, **extra}))
+    cfg.write_text(json.dumps(fast(**extra)))
     assert main(["run", "--config", str(cfg), "--home", str(home), "--data-dir", str(DATA)]) == 0
     run_id = capsys.readouterr().out.strip().splitlines()[-1]
     assert main(["show", run_id, "--json", "--home", str(home)]) == 0
@@ -410,7 +415,7 @@ def test_target_sparsity_tolerance_is_relative_to_the_remaining_target(store, ta
     ("concave", 150, "larger mask_init"),
 ])
 def test_a_missed_target_says_which_way_and_what_to_change(store, method, kept_of_1000, hint):
-    cfg = RunConfig.from_dict({**FAST, "method": method, "target_sparsity": 0.7})
+    cfg = RunConfig.from_dict(fast(method=method, target_sparsity=0.7))
     run_id = runner.create(store, cfg, status="running")
     from engine.methods.common import check_target_sparsity
     check_target_sparsity(_Ctx(store, run_id, cfg), {"w": torch.arange(1000) < kept_of_1000})

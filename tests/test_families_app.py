@@ -10,7 +10,7 @@ import pytest
 from test_app import charts, no_traceback, open_page, plain, routed_by_app_py, texts  # noqa: F401
 
 from engine import runner
-from engine.config import RunConfig
+from engine.config import RunConfig, without_unused
 from engine.store import Store
 from tests.conftest import DATA
 
@@ -29,7 +29,7 @@ def families(tmp_path_factory):
     for role, cfg in {"cs": dict(method="cs", lam=5.0), "snip": dict(method="pai", target_sparsity=0.9),
                       "synflow": dict(method="pai", scorer="synflow", synflow_iters=5, target_sparsity=0.9),
                       "imp": dict(method="imp", rounds=1)}.items():
-        rid = runner.create(store, RunConfig.from_dict({**TINY, **cfg}), status="running")
+        rid = runner.create(store, RunConfig.from_dict({**without_unused({**TINY, **cfg}), **cfg}), status="running")
         runner.execute(store, rid, DATA)
         ids[role] = rid
     return home, ids
@@ -64,7 +64,7 @@ def test_launch_blocks_beta_final_at_most_one(monkeypatch, tmp_path, jobs):
     at = open_page(monkeypatch, tmp_path / "h", "pages/launch.py", {"preset": "lenet300-cs"})
     at.number_input(key="cfg.beta_final").set_value(1.0).run()
     no_traceback(at)
-    assert any("**beta_final**" in plain(e.value) for e in at.error)
+    assert any("**Final temperature β**" in plain(e.value) for e in at.error)    # the field's label
     assert at.button(key="launch.go").disabled and not submitted(jobs)
 
 

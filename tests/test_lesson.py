@@ -322,3 +322,73 @@ def test_the_controls_button_follows_the_ticket_the_figure_shows():
     assert ls.live_config(step, [ticket], mnist=False, user="alice") is None            # not hers
     cfg = ls.live_config(step, [ticket], mnist=False, user="alice", launched={"t1"})
     assert cfg is not None and cfg.method == "random" and cfg.random_from == "t1"
+
+
+def test_step5_compares_only_a_comparable_pair_and_falls_back_to_the_pack():
+    """After one stray 1-round IMP run (80 % remaining), step 5 told the class "IMP 96.5 %, 3 s"
+    against a concave ticket at 5 % (issue 20): a pair must share model, data and epochs per
+    phase, with IMP's sparsity within 2× of the ticket's."""
+    def run(i, method, remaining, example=0, **cfg):
+        return {"id": f"r{i}", "status": "done", "example": example, "owner": None,
+                "summary": {"remaining": remaining, "test_accuracy": 0.97, "wall_seconds": 10.0},
+                "config": {"model": "lenet300", "dataset": "mnist", "method": method, "epochs": 2,
+                           "batch_size": 128, **cfg}}
+    step = ls.BY_KEY["imp"]
+    pack = [run(1, "concave", 0.05, example=1, target_sparsity=0.95), run(2, "imp", 0.05, example=1, rounds=5)]
+    stray = run(3, "imp", 0.80, rounds=1)
+    assert ls.cost_pair(step, [stray, *pack]) == (pack[0], pack[1], "pack")
+    mine = run(4, "concave", 0.06, target_sparsity=0.95)
+    assert ls.cost_pair(step, [mine, stray, *pack]) == (mine, pack[1], "mixed")
+    my_imp = run(5, "imp", 0.04, rounds=5)
+    assert ls.cost_pair(step, [my_imp, mine, stray, *pack]) == (mine, my_imp, "yours")
+    other_length = run(6, "imp", 0.05, rounds=5, epochs=10)
+    assert ls.cost_pair(step, [other_length, mine]) == (None, None, "none")
+
+
+def test_run_it_live_says_whose_run_it_reused_and_lists_it_as_the_students(monkeypatch, pack, jobs):
+    """Issue 20: on a shared server a student's "Run it live" reused bob's equal run without a word;
+    "Your runs: 41 of 55" counted the class pack's examples as theirs."""
+    import time as time_
+
+    from ui import identity
+    home, ids = pack
+    monkeypatch.setenv("LOTTERY_TEACHERS", "tess")
+    store = Store(home)
+    live = ls.live_config(ls.STEPS[0], store.list_runs(), mnist_available(default_data_dir()))
+    bobs = runner.create(store, live, status="done")
+    store.update_run(bobs, owner="bob", summary=json.dumps({"remaining": 0.1, "test_accuracy": 0.9, "kept": 1,
+                                                            "total": 10, "sparsity": 0.9, "wall_seconds": 9.0}))
+    try:
+        when = time_.strftime("%H:%M", time_.localtime(store.get_run(bobs)["created"]))
+        jobs.reuse = bobs
+        at = open_step(monkeypatch, home, 1)
+        at.session_state[identity.NAME_KEY] = "alice"
+        at.run()
+        at.button(key="lesson.live.ticket").click().run()
+        no_traceback(at)
+        t = texts(at)
+        assert f"Reused bob's run from {when} ({bobs}, finished)" in t and "listed under your runs" in t
+        assert "From your own finished run(s)" in t                # the figure shows it
+        at.switch_page("pages/runs.py").run()
+        no_traceback(at)
+        assert at.radio(key="runs.whose").value == "My runs"
+        listed = at.dataframe[0].value["label"].astype(str).tolist()
+        assert len(listed) == 1 and bobs in listed[0]
+        n = len(store.list_runs())
+        assert f"Your runs (alice): 1 of {n} in the store ({len(ids)} of them the class pack's examples" in texts(at)
+    finally:
+        with store.transaction() as db:
+            db.execute("DELETE FROM runs WHERE id = ?", (bobs,))
+
+
+def test_the_narrative_follows_the_data():
+    """Issue 20: step 3 showed ℓ1 reaching 99 % with 1 pixel and log needing 4, and step 4 / Theory
+    showed exact recovery ℓ1 2 of 7, log 1 of 7, log warm-started 3 of 7, under "why concavity helps"."""
+    said = ls.pixels_verdict({"l1": 1, "log": 4}, 0.99)
+    assert "ℓ1 reaches 99% with 1 pixel and log with 4" in said and "?" in said and "wins" not in said
+    assert "Log needs fewer" in ls.pixels_verdict({"l1": 9, "log": 4}, 0.99)
+    said = ls.recovery_verdict({"l1": (2, 7), "log": (1, 7), "log (warm start)": (3, 7)})
+    assert "ℓ1 2 of 7, log 1 of 7, log warm-started from ℓ1 3 of 7" in said and said.endswith("?")
+    assert "as the argument says" in ls.recovery_verdict({"l1": (1, 7), "log": (5, 7)})
+    assert "mixed" in ls.recovery_verdict({"l1": (3, 7), "log": (3, 7)})
+    assert "helps" not in ls.BY_KEY["concave"].title.replace("Does concavity help?", "")

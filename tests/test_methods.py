@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from engine import masking, runner
-from engine.config import RunConfig
+from engine.config import RunConfig, without_unused
 from engine.methods.imp import prune_by_magnitude
 from engine.models import build_model
 from tests.conftest import DATA
@@ -14,7 +14,8 @@ FAST = dict(model="lenet300", dataset="digits", epochs=3, retrain_epochs=3, batc
 
 
 def run(store, **kw):
-    cfg = RunConfig.from_dict({**FAST, **kw})
+    base = without_unused({**FAST, "method": kw.get("method", "concave")})    # FAST's retrain_epochs: concave's
+    cfg = RunConfig.from_dict({**base, **kw})
     run_id = runner.create(store, cfg, status="running")
     summary = runner.execute(store, run_id, DATA)
     return run_id, summary
@@ -292,7 +293,8 @@ def test_warm_start_from_unknown_run_fails_with_reason(store):
 
 
 def test_rewind_iteration_beyond_the_first_phase_fails_clearly(store):
-    cfg = RunConfig.from_dict({**FAST, "method": "imp", "rounds": 1, "epochs": 1, "rewind": "iter:100000"})
+    cfg = RunConfig.from_dict({**FAST, "method": "imp", "rounds": 1, "epochs": 1, "rewind": "iter:100000",
+                               "retrain_epochs": None})
     run_id = runner.create(store, cfg, status="running")
     with pytest.raises(ValueError):
         runner.execute(store, run_id, DATA)
@@ -460,12 +462,15 @@ def _chain(store, method):
     ids = []
     if method == "concave":              # a λ sweep: a dense-ish and a one-weight mask
         ids = [run(store, method="concave", lam=lam, mask_lr=0.1, **base)[0] for lam in (1.0, 1000.0)]
-    elif method in ("imp", "dense"):
-        ids = [run(store, method=method, rounds=2, prune_fraction=0.9, **base)[0]]
-    else:
-        src = run(store, method="imp", rounds=1, prune_fraction=0.9, **base)[0]
-        ids = [src, run(store, method=method, **{"random_from" if method == "random" else "reinit_from": src},
-                        **{k: v for k, v in base.items() if k != "retrain_epochs"})[0]]
+    else:      # retrain_epochs is concave's; rounds and prune_fraction IMP's (others are refused)
+        lean = {k: v for k, v in base.items() if k != "retrain_epochs"}
+        if method in ("imp", "dense"):
+            ids = [run(store, method=method, **(dict(rounds=2, prune_fraction=0.9) if method == "imp" else {}),
+                       **lean)[0]]
+        else:
+            src = run(store, method="imp", rounds=1, prune_fraction=0.9, **lean)[0]
+            ids = [src, run(store, method=method, **{"random_from" if method == "random" else "reinit_from": src},
+                            **lean)[0]]
     rows = []
     for i in ids:
         rounds = store.metrics(i, kind="round") or [{"round": 0, **{k: store.get_run(i)["summary"][k2] for k, k2 in

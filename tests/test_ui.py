@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import pytest
-from app_stores import synthetic_store
+from app_stores import comparable_store, synthetic_store
 
 from engine.config import ConfigError
 from engine.store import Store
@@ -431,3 +431,61 @@ def test_mask_evolution_x_ticks_are_phase_starts_short_and_flat():
     fig = figures.layer_lines(stats, "churn", "Churn", "share of entries")
     assert list(fig.layout.xaxis.ticktext) == t["ticktext"] and fig.layout.xaxis.title.text == figures.WHEN_AXIS
     assert list(fig.data[0].x) == order                                  # every epoch is still a point
+
+
+# ---------------------------------------------------------------- issue 20: compare like with like
+
+def test_trade_offs_average_only_runs_equal_but_for_the_seed(tmp_path):
+    """Three IMP runs on digits with 1 and 2 epochs per round were one point ("seeds 0,0,0")
+    and a 1-round run was merged into the 2-round line; examples were averaged with the user's."""
+    ids = comparable_store(tmp_path)
+    store = Store(tmp_path)
+    runs = store.list_runs()
+    pts = data.tradeoff_points(runs)
+    agg = data.aggregate_seeds(pts[pts["method"] != "imp"])
+    imp = data.imp_rounds(store, runs)
+    table = data.tradeoff_table(agg, imp, runs)
+    setting = dict(zip(pts["run_id"], pts["setting"]))
+    for row in table.itertuples():        # every row averages runs of one setting only
+        assert len({setting[i] for i in row.run_ids.split(",")}) == 1, row
+    by_run = dict(zip(pts["run_id"], pts["group"]))
+    lines = {role: {by_run[i] for i in rids} for role, rids in ids.items()}
+    assert all(len(v) == 1 for v in lines.values())                       # seeds share their line
+    imp_lines = [next(iter(lines[r])) for r in ("imp_2ep", "imp_1ep", "imp_1round", "imp_example")]
+    assert len(set(imp_lines)) == 4, imp_lines                            # each setting is its own line
+    assert "2 epochs" in imp_lines[0] and "1 epoch" in imp_lines[1] and "1 round" in imp_lines[2]
+    assert "example" in imp_lines[3] and "example" not in imp_lines[0]
+    two_seeds = table[[set(r.split(",")) == set(ids["imp_2ep"]) for r in table["run_ids"]]]
+    assert len(two_seeds) == 3 and (two_seeds["n"] == 2).all() and set(two_seeds["seeds"]) == {"0,1"}
+    assert two_seeds["remaining"].tolist() == [1.0, 0.8, 0.64]            # rounds no single run lacks
+    # the dense reference: one setting at a time, never 0.95 and 0.97 averaged
+    cands = data.dense_candidates(pts, imp)
+    dense = cands[cands["source"] == "dense"]
+    assert sorted(dense["accuracy"]) == [0.95, 0.97] and (dense["n"] == 1).all()
+    assert data.dense_reference(pts, imp) in (0.95, 0.97)
+    ex = cands[cands["run_ids"] == ids["imp_example"][0]]
+    assert len(ex) == 1 and ex["accuracy"].iloc[0] == 0.82 and bool(ex["example"].iloc[0])
+
+
+def test_one_meaning_per_number_rounds_times_and_lambda(tmp_path):
+    """Issue 20: Runs said "round 6", Mask evolution r1–r6 and Trade-offs r0–r5 for one IMP run;
+    the Lesson said 1 min 16 s and Trade-offs 72.1 s; "log mask λ=1" showed a solved run's start."""
+    from ui import names
+    assert names.phase_label("round 5 train epoch 2/2").startswith("round 6 ·")
+    assert names.snapshot_label("r5-train-e0002").startswith("round 6 ·")
+    assert figures.round_label(5) == "r6" and figures.round_label(0) == "r1"
+    ids = comparable_store(tmp_path)
+    store = Store(tmp_path)
+    runs = store.list_runs()
+    imp = data.imp_rounds(store, runs)
+    rows = imp[imp["run_id"] == ids["imp_2ep"][0]].sort_values("round")
+    assert rows["wall_seconds"].tolist() == [2.5, 4.5, 76.0]             # set-up + rounds; the last: the run's
+    assert data.fmt_duration(rows["wall_seconds"].iloc[-1]) == "1 min 16 s"
+    frame = data.runs_frame([store.get_run(ids["imp_2ep"][0]) | {"started": 0.0}])
+    assert data.fmt_duration(frame["elapsed_s"].iloc[0]) == "1 min 16 s"          # Runs' "elapsed" too
+    run = {"id": "t1", "status": "done", "config": {"method": "concave", "regularizer": "log", "lam": 1.0,
+                                                     "target_sparsity": 0.95, "model": "lenet300", "dataset": "mnist"},
+           "summary": {"lam_final": 12.34, "remaining": 0.05, "test_accuracy": 0.97}}
+    label = data.run_label(run)
+    assert "→ 95% pruned, λ solved 12.3" in label and "λ=1" not in label
+    assert data.tradeoff_points([run])["lam"].iloc[0] == 12.34

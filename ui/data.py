@@ -9,6 +9,7 @@ a reason; they never take a page down.
 from __future__ import annotations
 
 import csv
+import functools
 import html
 import io
 import json
@@ -22,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from engine.config import RunConfig
+from engine.config import METHOD_KEYS, UNSET_MEANS, RunConfig, method_specific_keys
 from engine.store import RUN_ID_RE, STATUSES, Store, damage_of
 from ui import names
 
@@ -80,7 +81,7 @@ def run_label(run: dict) -> str:
     c = cfg_of(run)
     if not c:
         return f"{run['id']} · (config unreadable)"
-    what = names.method_label(c)
+    what = names.method_label(c, summary_of(run))
     data = c.get("dataset", "?")
     if c.get("classes"):
         data += "[" + ",".join(str(x) for x in c["classes"]) + "]"
@@ -97,6 +98,15 @@ def prefer_own(runs: list[dict]) -> list[dict]:
     a page falls back to the pack, and a student's own result replaces it)."""
     own = [r for r in runs if not r.get("example")]
     return own or list(runs)
+
+
+def merge_examples(runs: list[dict], key) -> list[dict]:
+    """The student's runs, and the class pack's examples at the points (`key(run)`) they have
+    not run: a student's run replaces the pack's run(s) it stands for, the rest of the pack
+    stays (as the Lesson's figures do)."""
+    own = [r for r in runs if not r.get("example")]
+    taken = {key(r) for r in own}
+    return own + [r for r in runs if r.get("example") and key(r) not in taken]
 
 
 def epochs_planned(c: dict) -> int | None:
@@ -165,6 +175,8 @@ def runs_frame(runs: list[dict], now: float | None = None, cancelling: set[str] 
         progress = float(r.get("progress") or 0.0)
         started, finished, hb = r.get("started"), r.get("finished"), r.get("heartbeat")
         elapsed = ((finished or now) - started) if started else None
+        if status == "done" and s.get("wall_seconds") is not None:
+            elapsed = float(s["wall_seconds"])     # the run's own time: what every other page shows for it
         eta = None
         if status == "running" and started and progress > 0.01:
             eta = max(0.0, elapsed * (1 - progress) / progress)
@@ -422,47 +434,127 @@ def checks_frame(store: Store, run_id: str) -> pd.DataFrame:
 
 
 # ------------------------------------------------------------------ trade-offs
+# Runs are averaged only when their configs are equal but for the seed (DESIGN §7): the
+# point key `setting` is the config as validation resolves it, less the seed, the execution
+# settings and the keys its method does not read, and whether it is a class-pack example.
+# A line joins the points of one method that differ only along its sweep axis (LINE_AXES);
+# lines that share a name otherwise are told apart by what differs ("IMP · 2 epochs").
+
+LINE_AXES = {"concave": ("lam", "target_sparsity"), "cs": ("lam", "target_sparsity"),
+             "random": ("target_sparsity",), "pai": ("target_sparsity",)}
+NOT_COMPARED = ("seed", *RunConfig.EXECUTION_KEYS)
+
+
+@functools.lru_cache(maxsize=4096)
+def _compared(blob: str) -> str:
+    c = json.loads(blob)
+    try:
+        d = RunConfig.from_dict(c, unused="keep").to_dict()
+    except Exception:  # noqa: BLE001 - a config an older engine wrote: compared as stored
+        d = dict(c)
+    used, specific = set(METHOD_KEYS.get(d.get("method"), ())), method_specific_keys()
+    d = {k: v for k, v in d.items() if k not in NOT_COMPARED and v is not None
+         and not (k in specific and k not in used) and not (k in UNSET_MEANS and v == UNSET_MEANS[k])}
+    return json.dumps(d, sort_keys=True, default=str)
+
+
+def compared_config(c: dict) -> dict:
+    """The part of a config that decides whether two runs are comparable (see above)."""
+    return json.loads(_compared(json.dumps(c, sort_keys=True, default=str)))
+
 
 def group_key(c: dict) -> str:
-    """Runs in one group differ only by seed: the legend entry of the trade-off plot."""
+    """A line's name before what tells it from its namesakes is added (label_lines)."""
     return names.group_label(c)
 
 
+def _line_of(c: dict, example: bool) -> dict:
+    d = {k: v for k, v in compared_config(c).items() if k not in LINE_AXES.get(c.get("method"), ())}
+    return {**d, "_example": bool(example)}
+
+
+def _say(key: str, v) -> str:
+    """A config value in a line's label: "6 epochs", "retrain 2 epochs", "lr 0.01"."""
+    if key == "_example":
+        return names.EXAMPLE_BADGE if v else "your runs"
+    if v is None:
+        return f"{key} default"
+    if key == "epochs":
+        return f"{v} epoch{'s' if v != 1 else ''}"
+    if key == "retrain_epochs":
+        return f"retrain {v} epoch{'s' if v != 1 else ''}"
+    if key == "rounds":
+        return f"{v} round{'s' if v != 1 else ''}"
+    if key == "batch_size":
+        return f"batch {v}"
+    if key in ("optimizer", "lr_schedule", "reg_scale", "mask_param"):
+        return str(v)
+    if key == "rewind":
+        return f"rewind {v}"
+    if isinstance(v, float):
+        return f"{key} {v:g}"
+    return f"{key} {v}"
+
+
+def label_lines(points: pd.DataFrame) -> pd.DataFrame:
+    """Name each line of `points` (column `group`): its method's name, and, where several lines
+    share it, what differs between them. Call it on the runs one figure shows."""
+    if points.empty:
+        return points
+    points = points.copy()
+    labels: dict[str, str] = {}
+    for base, g in points.groupby("base", sort=False):
+        lines = {k: json.loads(k) for k in dict.fromkeys(g["line"])}
+        if len(lines) == 1:
+            labels.update({k: base for k in lines})
+            continue
+        keys = sorted({k for d in lines.values() for k in d}, key=lambda k: (k == "_example", k))
+        differ = [k for k in keys if len({json.dumps(d.get(k), sort_keys=True) for d in lines.values()}) > 1]
+        for k, d in lines.items():
+            labels[k] = base + "".join(f" · {_say(key, d.get(key))}" for key in differ)
+    points["group"] = points["line"].map(labels)
+    return points
+
+
+POINT_COLUMNS = ["run_id", "label", "group", "base", "line", "method", "regularizer", "lam", "target_sparsity",
+                 "seed", "model", "dataset", "classes", "example", "remaining", "kept", "total", "test_accuracy",
+                 "thresholded_test_accuracy", "wall_seconds", "epochs_spent", "setting"]
+
+
 def tradeoff_points(runs: list[dict]) -> pd.DataFrame:
-    """Done runs with a summary: one point each."""
+    """Done runs with a summary: one point each, their lines named (label_lines)."""
     rows = []
     for r in runs:
         c, s = cfg_of(r), summary_of(r)
         if r.get("status") != "done" or not c or s.get("test_accuracy") is None or s.get("remaining") is None:
             continue
-        rest = {k: v for k, v in c.items() if k not in ("seed", "name", "device")}
+        example = bool(r.get("example"))
         rows.append({
-            "run_id": r["id"], "label": run_label(r), "group": group_key(c), "method": c.get("method"),
+            "run_id": r["id"], "label": run_label(r), "group": group_key(c), "base": group_key(c),
+            "line": json.dumps(_line_of(c, example), sort_keys=True, default=str), "method": c.get("method"),
             "regularizer": c.get("regularizer") if c.get("method") == "concave" else "",
-            "lam": c.get("lam") if c.get("method") == "concave" else None,
+            "lam": names.solved_lam(c, s) if c.get("method") in ("concave", "cs") else None,
             "target_sparsity": c.get("target_sparsity"),
             "seed": c.get("seed"), "model": c.get("model"), "dataset": c.get("dataset"),
-            "classes": ",".join(str(x) for x in c["classes"]) if c.get("classes") else "",
+            "classes": ",".join(str(x) for x in c["classes"]) if c.get("classes") else "", "example": example,
             "remaining": float(s["remaining"]), "kept": s.get("kept"), "total": s.get("total"),
             "test_accuracy": float(s["test_accuracy"]),
             "thresholded_test_accuracy": s.get("thresholded_test_accuracy"),
             "wall_seconds": s.get("wall_seconds"), "epochs_spent": epochs_planned(c),
-            "setting": json.dumps(rest, sort_keys=True, default=str),
+            "setting": json.dumps({**compared_config(c), "_example": example}, sort_keys=True, default=str),
         })
-    return pd.DataFrame(rows, columns=["run_id", "label", "group", "method", "regularizer", "lam",
-                                       "target_sparsity", "seed", "model", "dataset", "classes", "remaining",
-                                       "kept", "total", "test_accuracy", "thresholded_test_accuracy",
-                                       "wall_seconds", "epochs_spent", "setting"])
+    return label_lines(pd.DataFrame(rows, columns=POINT_COLUMNS))
 
 
 def aggregate_seeds(points: pd.DataFrame) -> pd.DataFrame:
-    """Runs that differ only by seed become one point: mean, std, min, max, n."""
+    """Runs equal but for the seed (one `setting`) become one point: mean, std, min, max, n."""
     if points.empty:
-        return pd.DataFrame(columns=["group", "setting", "lam", "n", "remaining", "remaining_std",
+        return pd.DataFrame(columns=["group", "setting", "method", "lam", "n", "remaining", "remaining_std",
                                      "test_accuracy", "acc_std", "acc_min", "acc_max", "wall_seconds",
                                      "epochs_spent", "seeds", "run_ids"])
     g = points.groupby(["group", "setting"], sort=False)
-    out = g.agg(lam=("lam", "first"), n=("run_id", "count"), remaining=("remaining", "mean"),
+    out = g.agg(method=("method", "first"), lam=("lam", "mean"), n=("run_id", "count"),
+                remaining=("remaining", "mean"),
                 remaining_std=("remaining", "std"), test_accuracy=("test_accuracy", "mean"),
                 acc_std=("test_accuracy", "std"), acc_min=("test_accuracy", "min"),
                 acc_max=("test_accuracy", "max"), wall_seconds=("wall_seconds", "mean"),
@@ -473,25 +565,59 @@ def aggregate_seeds(points: pd.DataFrame) -> pd.DataFrame:
     return out.sort_values(["group", "remaining"]).reset_index(drop=True)
 
 
+IMP_COLUMNS = ["run_id", "label", "group", "setting", "seed", "round", "remaining", "test_accuracy",
+               "epochs_spent", "wall_seconds"]
+
+
 def imp_rounds(store: Store, runs: list[dict]) -> pd.DataFrame:
-    """IMP's accuracy round by round (one row per round of every IMP run), with the cost so far."""
+    """IMP's accuracy round by round (one row per round of every IMP run), with the cost so far;
+    `group` and `setting` as the runs' points (rounds are averaged only within one setting)."""
     imp = [r for r in runs if cfg_of(r).get("method") == "imp"]
     if not imp:
-        return pd.DataFrame(columns=["run_id", "label", "seed", "round", "remaining", "test_accuracy",
-                                     "epochs_spent", "wall_seconds"])
+        return pd.DataFrame(columns=IMP_COLUMNS)
+    pts = tradeoff_points(runs).set_index("run_id")
     by_id = {r["id"]: r for r in imp}
     found = metrics_rows(store, list(by_id), "round")
     rows = []
     for rid, grp in (pd.DataFrame(found).groupby("run_id") if found else []):
         c = cfg_of(by_id[rid])
-        cum = 0.0
-        for _, m in grp.sort_values("round").iterrows():
+        group = pts.at[rid, "group"] if rid in pts.index else group_key(c)
+        setting = pts.at[rid, "setting"] if rid in pts.index else json.dumps(compared_config(c), sort_keys=True)
+        s = summary_of(by_id[rid])
+        cum = float(s.get("setup_seconds") or 0.0)     # the time to reach a round includes the set-up
+        ordered = grp.sort_values("round")
+        last = int(ordered["round"].max())
+        for _, m in ordered.iterrows():
             cum += float(m.get("seconds") or 0.0)
-            rows.append({"run_id": rid, "label": run_label(by_id[rid]), "seed": c.get("seed"),
-                         "round": int(m["round"]), "remaining": m["remaining"], "test_accuracy": m["test_acc"],
+            if int(m["round"]) == last and s.get("wall_seconds") is not None and \
+                    c.get("rounds") is not None and last >= int(c["rounds"]):
+                cum = float(s["wall_seconds"])          # the whole run: the same time as every other page
+            rows.append({"run_id": rid, "label": run_label(by_id[rid]), "group": group, "setting": setting,
+                         "seed": c.get("seed"), "round": int(m["round"]), "remaining": m["remaining"],
+                         "test_accuracy": m["test_acc"],
                          "epochs_spent": (int(m["round"]) + 1) * int(c.get("epochs", 0)), "wall_seconds": cum})
-    return pd.DataFrame(rows, columns=["run_id", "label", "seed", "round", "remaining", "test_accuracy",
-                                       "epochs_spent", "wall_seconds"])
+    return pd.DataFrame(rows, columns=IMP_COLUMNS)
+
+
+def imp_by_round(imp: pd.DataFrame) -> pd.DataFrame:
+    """IMP rounds averaged over the seeds of one setting: a row per (line, round)."""
+    cols = ["group", "round", "n", "remaining", "remaining_std", "test_accuracy", "acc_std", "acc_min", "acc_max",
+            "wall_seconds", "epochs_spent", "seeds", "run_ids"]
+    if imp.empty:
+        return pd.DataFrame(columns=cols)
+    for col, v in (("group", "IMP rounds"), ("setting", ""), ("seed", "")):     # a hand-made frame
+        if col not in imp:
+            imp = imp.assign(**{col: v})
+    g = imp.groupby(["group", "setting", "round"], sort=True)
+    rows = g.agg(n=("run_id", "count"), remaining=("remaining", "mean"), remaining_std=("remaining", "std"),
+                 test_accuracy=("test_accuracy", "mean"), acc_std=("test_accuracy", "std"),
+                 acc_min=("test_accuracy", "min"), acc_max=("test_accuracy", "max"),
+                 wall_seconds=("wall_seconds", "mean"), epochs_spent=("epochs_spent", "mean"),
+                 seeds=("seed", lambda s: ",".join(str(x) for x in sorted(s))),
+                 run_ids=("run_id", lambda s: ",".join(s))).reset_index()
+    rows[["remaining_std", "acc_std"]] = rows[["remaining_std", "acc_std"]].fillna(0.0)
+    rows["round"] = rows["round"].astype("Int64")
+    return rows
 
 
 def imp_prune_text(runs: list[dict]) -> str | None:
@@ -502,38 +628,54 @@ def imp_prune_text(runs: list[dict]) -> str | None:
     return " or ".join(f"{f * 100:.3g} %" for f in fr)
 
 
-def tradeoff_table(agg: pd.DataFrame, imp: pd.DataFrame, runs: list[dict]) -> pd.DataFrame:
+def tradeoff_table(agg: pd.DataFrame, imp: pd.DataFrame, runs: list[dict] | None = None) -> pd.DataFrame:
     """The rows under the trade-off plot: every plotted point, so every plotted run has a
-    row (seed groups as aggregated; each IMP run's rounds, averaged over seeds like the plot)."""
+    row (seed groups as aggregated; each IMP line's rounds, averaged over seeds like the plot)."""
     table = agg.assign(round=pd.Series([None] * len(agg), dtype="Int64", index=agg.index))
     if imp.empty:
         return table
-    by_id = {r["id"]: r for r in runs}
-    imp = imp.assign(group=[group_key(cfg_of(by_id[i])) if i in by_id else "IMP" for i in imp["run_id"]])
-    g = imp.groupby(["group", "round"], sort=True)
-    rows = g.agg(n=("run_id", "count"), remaining=("remaining", "mean"), remaining_std=("remaining", "std"),
-                 test_accuracy=("test_accuracy", "mean"), acc_std=("test_accuracy", "std"),
-                 acc_min=("test_accuracy", "min"), acc_max=("test_accuracy", "max"),
-                 wall_seconds=("wall_seconds", "mean"), epochs_spent=("epochs_spent", "mean"),
-                 seeds=("seed", lambda s: ",".join(str(x) for x in sorted(s))),
-                 run_ids=("run_id", lambda s: ",".join(s))).reset_index()
-    rows[["remaining_std", "acc_std"]] = rows[["remaining_std", "acc_std"]].fillna(0.0)
-    rows["round"] = rows["round"].astype("Int64")
-    rows["setting"] = ""
+    if "group" not in imp or "setting" not in imp:        # a frame from elsewhere: one line per run's name
+        by_id = {r["id"]: r for r in runs or []}
+        names_ = [group_key(cfg_of(by_id[i])) if i in by_id else "IMP" for i in imp["run_id"]]
+        imp = imp.assign(group=names_, setting=names_)
+    rows = imp_by_round(imp)
+    rows["method"] = "imp"
     rows["lam"] = None
     return pd.concat([table, rows[[c for c in table.columns if c in rows]]], ignore_index=True)
 
 
-def dense_reference(points: pd.DataFrame, imp: pd.DataFrame) -> float | None:
-    """The dense accuracy: mean over dense runs, else IMP's round 0 (dense training)."""
+def dense_candidates(points: pd.DataFrame, imp: pd.DataFrame) -> pd.DataFrame:
+    """Every dense reference the runs offer, one per setting (seeds averaged): dense runs,
+    then IMP's first round (its dense training, engine round index 0) of each IMP line; the
+    first is the default: dense runs before IMP, of the same kind (examples or not) as most
+    plotted runs, then the most seeds."""
+    rows = []
     d = points[points["method"] == "dense"]
-    if not d.empty:
-        return float(d["test_accuracy"].mean())
+    for (group, _setting), g in d.groupby(["group", "setting"], sort=False):
+        rows.append({"label": group, "accuracy": float(g["test_accuracy"].mean()), "n": len(g),
+                     "example": bool(g["example"].iloc[0]), "source": "dense", "run_ids": ",".join(g["run_id"])})
     if not imp.empty:
         r0 = imp[imp["round"] == 0]
-        if not r0.empty:
-            return float(r0["test_accuracy"].mean())
-    return None
+        ex = dict(zip(points["run_id"], points["example"])) if "example" in points else {}
+        for (group, _setting), g in r0.groupby(["group", "setting"], sort=False):
+            rows.append({"label": f"{group}, round 1 (dense training)",
+                         "accuracy": float(g["test_accuracy"].mean()), "n": len(g),
+                         "example": bool(ex.get(g["run_id"].iloc[0], False)), "source": "imp",
+                         "run_ids": ",".join(g["run_id"])})
+    out = pd.DataFrame(rows, columns=["label", "accuracy", "n", "example", "source", "run_ids"])
+    if out.empty:
+        return out
+    others = points[points["method"] != "dense"]
+    mostly_examples = bool(others["example"].mean() > 0.5) if "example" in others and len(others) else False
+    out["_rank"] = [(s != "dense", e != mostly_examples, -n) for s, e, n in zip(out["source"], out["example"],
+                                                                                 out["n"])]
+    return out.sort_values("_rank", kind="stable").drop(columns="_rank").reset_index(drop=True)
+
+
+def dense_reference(points: pd.DataFrame, imp: pd.DataFrame) -> float | None:
+    """The default dense accuracy (dense_candidates' first), or None."""
+    cands = dense_candidates(points, imp)
+    return None if cands.empty else float(cands["accuracy"].iloc[0])
 
 
 # ------------------------------------------------------------------ masks
@@ -702,7 +844,7 @@ def ticket_bytes(store: Store, run_id: str) -> bytes | None:
 def duplicate_config(run: dict) -> dict | None:
     """The run's config, validated again (None when it is unreadable or no longer valid)."""
     try:
-        return RunConfig.from_dict(cfg_of(run)).to_dict() if cfg_of(run) else None
+        return RunConfig.from_dict(cfg_of(run), unused="keep").to_dict() if cfg_of(run) else None
     except Exception:
         return None
 

@@ -514,13 +514,14 @@ def tradeoff_figure(agg: pd.DataFrame, imp: pd.DataFrame, dense: float | None, t
     if agg.empty and imp.empty:
         return empty_figure("no finished run to place yet")
     fig = go.Figure()
-    colors = color_map(list(agg["group"]) + (["IMP rounds"] if not imp.empty else []))
+    imp_lines = _imp_lines(imp)
+    colors = color_map(list(agg["group"]) + list(imp_lines))
     if dense is not None:
         fig.add_hrect(y0=dense - tol, y1=1.0, fillcolor="rgba(44,160,44,0.08)", line_width=0, layer="below",
                       annotation_text="matching tickets", annotation_position="top right")
         fig.add_hline(y=dense, line=dict(color="#555", dash="dash"), annotation_text=f"dense {dense:.2%}",
                       annotation_position="bottom left")
-    for group, g in agg.groupby("group", sort=False):
+    for n_line, (group, g) in enumerate(agg.groupby("group", sort=False)):
         g = g.sort_values(x)
         c = colors[group]
         if (g["n"] > 1).any():
@@ -532,23 +533,23 @@ def tradeoff_figure(agg: pd.DataFrame, imp: pd.DataFrame, dense: float | None, t
         lam = g["lam"].map(lambda v: "" if v is None or (isinstance(v, float) and math.isnan(v)) else f"λ={v:.3g}")
         fig.add_trace(go.Scatter(
             x=g[x], y=g["test_accuracy"], name=group, mode="lines+markers", legendgroup=group,
-            line=dict(color=c, width=2), marker=dict(size=8),
+            # an outline and a shape per line: points of two methods at one level stay visible
+            line=dict(color=c, width=2), opacity=0.9,
+            marker=dict(size=9, symbol=LINE_SYMBOLS[n_line % len(LINE_SYMBOLS)], line=dict(width=1.5, color="white")),
             error_y=dict(type="data", array=g["acc_std"], visible=bool((g["n"] > 1).any()), color=c),
             customdata=np.stack([lam, g["n"], g["seeds"], g["remaining"]], axis=1),
             hovertemplate="%{customdata[0]}<br>remaining %{customdata[3]:.2%}<br>test acc %{y:.2%}"
                           "<br>%{customdata[1]} seed(s): %{customdata[2]}<extra>" + group + "</extra>"))
-    if not imp.empty:
-        by_round = imp.groupby("round").agg(remaining=("remaining", "mean"), acc=("test_accuracy", "mean"),
-                                            std=("test_accuracy", "std"), n=("run_id", "count"),
-                                            epochs_spent=("epochs_spent", "mean"),
-                                            wall_seconds=("wall_seconds", "mean")).reset_index()
-        by_round["std"] = by_round["std"].fillna(0)
+    for name, by_round in imp_lines.items():     # one dotted line per IMP setting, seeds averaged
         fig.add_trace(go.Scatter(
-            x=by_round[x], y=by_round["acc"], name="IMP rounds", mode="lines+markers+text",
-            text=[f"r{r}" for r in by_round["round"]], textposition="top center",
-            line=dict(color=METHOD_COLORS["imp"], width=2, dash="dot"), marker=dict(size=7, symbol="diamond"),
-            error_y=dict(type="data", array=by_round["std"], visible=bool((by_round["n"] > 1).any())),
-            hovertemplate="IMP round %{text}<br>test acc %{y:.2%}<extra></extra>"))
+            x=by_round[x], y=by_round["test_accuracy"], name=name, mode="lines+markers+text",
+            text=[round_label(r) for r in by_round["round"]], textposition="top center",
+            line=dict(color=colors[name], width=2, dash="dot"),
+            marker=dict(size=8, symbol="diamond", line=dict(width=1.5, color="white")),
+            error_y=dict(type="data", array=by_round["acc_std"], visible=bool((by_round["n"] > 1).any())),
+            customdata=np.stack([by_round["n"], by_round["seeds"]], axis=1),
+            hovertemplate="IMP %{text}<br>test acc %{y:.2%}<br>%{customdata[0]} seed(s): %{customdata[1]}"
+                          "<extra>" + md.plotly(name) + "</extra>"))
     xs = pd.concat([agg[x], imp[x]] if not imp.empty else [agg[x]]).astype(float)
     xs = xs[xs > 0]
     ys = pd.concat([agg["test_accuracy"] - agg["acc_std"], agg["test_accuracy"] + agg["acc_std"]]
@@ -571,12 +572,32 @@ def tradeoff_figure(agg: pd.DataFrame, imp: pd.DataFrame, dense: float | None, t
     return _base(fig, None, height=440)
 
 
+LINE_SYMBOLS = ["circle", "square", "triangle-up", "cross", "x", "star"]
+
+
+def round_label(r) -> str:
+    """The engine's round index r as every page names it, counted from 1 (names.snapshot_label,
+    the Runs page's progress): IMP's r1 is its dense training, r2 the first pruned round."""
+    return f"r{int(r) + 1}"
+
+
+def _imp_lines(imp: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """IMP rounds per line (data.imp_by_round), named by the line; a frame without lines is one."""
+    from ui import data
+    if imp.empty:
+        return {}
+    rows = data.imp_by_round(imp)
+    return {g: r.sort_values("round") for g, r in rows.groupby("group", sort=False)}
+
+
 def cost_figure(points: pd.DataFrame, imp: pd.DataFrame, cost: str) -> go.Figure:
     """Remaining weights against what it cost to get there (epochs or seconds)."""
     if points.empty and imp.empty:
         return empty_figure("no finished run yet")
     fig = go.Figure()
-    colors = color_map(list(points["group"]) + (["IMP rounds"] if not imp.empty else []))
+    if not imp.empty and "group" not in imp:
+        imp = imp.assign(group="IMP rounds")
+    colors = color_map(list(points["group"]) + (list(dict.fromkeys(imp["group"])) if not imp.empty else []))
     for group, g in points.groupby("group", sort=False):
         fig.add_trace(go.Scatter(x=g[cost], y=g["remaining"], name=group, mode="markers",
                                  marker=dict(size=10, color=colors[group], line=dict(width=1, color="white")),
@@ -586,12 +607,12 @@ def cost_figure(points: pd.DataFrame, imp: pd.DataFrame, cost: str) -> go.Figure
     if not imp.empty:
         for _rid, g in imp.groupby("run_id", sort=False):
             g = g.sort_values("round")
-            fig.add_trace(go.Scatter(x=g[cost], y=g["remaining"], name="IMP rounds", mode="lines+markers",
-                                     line=dict(color=METHOD_COLORS["imp"], dash="dot"), showlegend=False,
+            fig.add_trace(go.Scatter(x=g[cost], y=g["remaining"], name=g["group"].iloc[0], mode="lines+markers",
+                                     line=dict(color=colors[g["group"].iloc[0]], dash="dot"), showlegend=False,
                                      marker=dict(symbol="diamond", size=7), customdata=g["test_accuracy"],
                                      hovertemplate="IMP round %{text}<br>remaining %{y:.2%}<br>test acc "
                                                    "%{customdata:.2%}<extra></extra>",
-                                     text=[f"r{r}" for r in g["round"]]))
+                                     text=[round_label(r) for r in g["round"]]))
     fig.update_xaxes(title={"epochs_spent": "epochs of training spent", "wall_seconds": "seconds spent"}[cost],
                      type="log")
     xs = pd.concat([points[cost], imp[cost]] if not imp.empty else [points[cost]]).astype(float)
@@ -646,12 +667,14 @@ def pixel_animation(frames: list[tuple[str, pd.DataFrame]], title: str, height: 
              for label, _ in frames]
     fig.update_layout(
         # The step labels ("round 1 · search · epoch 3") would overlap under the slider's ticks:
-        # they are drawn transparent, and the current one is written above the slider.
+        # they are drawn transparent, and the current one is written above the slider. The ▶ button
+        # has a row of its own under the slider: beside it, the label ran under the button in the
+        # narrow column of a 1024 px window.
         sliders=[dict(active=len(frames) - 1, steps=steps, font=dict(color="rgba(0,0,0,0)"), ticklen=4,
                       currentvalue=dict(prefix="snapshot: ", xanchor="left", font=dict(color="#333", size=13)),
-                      pad=dict(t=40, b=10), len=0.74, x=0.26, xanchor="left", y=0, yanchor="top")],
+                      pad=dict(t=40, b=10), len=1.0, x=0, xanchor="left", y=0, yanchor="top")],
         updatemenus=[dict(type="buttons", showactive=False, x=0, y=0, xanchor="left", yanchor="top",
-                          pad=dict(t=52, r=10),
+                          pad=dict(t=100, r=10),
                           buttons=[dict(label="▶ play", method="animate",
                                         args=[None, dict(frame=dict(duration=500, redraw=True), fromcurrent=False,
                                                          transition=dict(duration=0))])])])

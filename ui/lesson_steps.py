@@ -67,14 +67,16 @@ STEPS: tuple[Step, ...] = (
                         regularizer=("l1", "log")),
          {**PIXEL_LIVE, "regularizer": "l1"}, "the same run with the ℓ1 penalty (seconds)",
          replaces=("regularizer", "lam")),
-    Step("concave", "Why concavity helps",
-         "ℓ1 charges every mask entry the same price per unit (a straight line), so shrinking the useless entries "
-         "also shrinks the useful ones. The log penalty is steep near 0 and flat near 1: useless entries are "
-         "driven to exactly 0 while useful ones stay near 1 almost for free.\n\n"
-         "The **planted problem** checks this where the answer is known: synthetic data that depends on only "
-         "k of d features. Does the learned mask find exactly those k?",
-         "Where each penalty's support errors reach 0 (★: exact recovery).",
-         "What does a concave penalty give up in exchange (hint: convexity)?",
+    Step("concave", "Does concavity help? A problem with a known answer",
+         "The argument for a concave penalty: ℓ1 charges every mask entry the same price per unit (a straight "
+         "line), so shrinking the useless entries also shrinks the useful ones. The log penalty is steep near 0 "
+         "and flat near 1, so useless entries should go to exactly 0 while useful ones stay near 1 almost for "
+         "free.\n\n"
+         "The **planted problem** tests the argument where the answer is known: synthetic data that depends on "
+         "only k of d features. Does the learned mask find exactly those k — and more often with log than ℓ1?",
+         "Where each penalty's support errors reach 0 (★: exact recovery), and how often each one gets there.",
+         "What does a concave penalty give up in exchange (hint: convexity), and how does a warm start from ℓ1 "
+         "change that?",
          "planted", dict(dataset="planted", method="concave", regularizer=("l1", "log")),
          PLANTED_LIVE, "one log run on the planted problem (about 10 s)",
          replaces=("regularizer", "lam", "warm_start")),
@@ -161,6 +163,79 @@ def figure_runs(step: Step, runs: list[dict], user: str | None = None,
     kept = [r for r in pack if _key(step, r) not in taken]
     chosen = mine + kept
     return chosen, ("pack" if not mine else "yours" if not kept else "mixed")
+
+
+# Step 5 compares one concave ticket with one IMP run of the same setting: the same model,
+# data and epochs per training phase, and IMP's last round within this factor of the ticket's
+# remaining weights (an IMP run stopped at 80 % says nothing about the cost of 5 %).
+COST_PAIR_KEYS = ("model", "dataset", "classes", "epochs", "batch_size")
+COST_PAIR_SPARSITY_FACTOR = 2.0
+
+
+def _pair_ok(conc: dict, imp: dict) -> bool:
+    a, b = data.cfg_of(conc), data.cfg_of(imp)
+    if any(a.get(k) != b.get(k) for k in COST_PAIR_KEYS):
+        return False
+    ra, rb = data.summary_of(conc).get("remaining"), data.summary_of(imp).get("remaining")
+    if not ra or not rb:
+        return False
+    return max(ra, rb) / min(ra, rb) <= COST_PAIR_SPARSITY_FACTOR
+
+
+def cost_pair(step: Step, runs: list[dict], user: str | None = None,
+              launched=frozenset()) -> tuple[dict | None, dict | None, str]:
+    """(concave run, IMP run, source) that step 5 compares: the newest comparable pair, the
+    student's own runs first, then theirs with the pack's, then the pack's alone."""
+    done = [r for r in runs if r.get("status") == "done" and matches(step, data.cfg_of(r))]
+    mine = [r for r in done if is_mine(r, user, launched)]
+    pack = [r for r in done if r.get("example")]
+
+    def of(rs, m):
+        return [r for r in rs if data.cfg_of(r).get("method") == m]
+    for cs, imps in ((of(mine, "concave"), of(mine, "imp")), (of(mine, "concave"), of(pack, "imp")),
+                     (of(pack, "concave"), of(mine, "imp")), (of(pack, "concave"), of(pack, "imp"))):
+        for c in cs:
+            i = next((i for i in imps if _pair_ok(c, i)), None)
+            if i is not None:
+                source = "pack" if c.get("example") and i.get("example") else \
+                    "yours" if not (c.get("example") or i.get("example")) else "mixed"
+                return c, i, source
+    return None, None, "none"
+
+
+def pixels_verdict(fewest: dict[str, int | None], acc: float) -> str:
+    """What step 3's figure shows, in words: the fewest pixels each penalty needed for `acc`;
+    a question where the data does not favour the concave penalty."""
+    lg, l1 = fewest.get("log"), fewest.get("l1")
+    if lg is None or l1 is None:
+        return ""
+    said = f"Here ℓ1 reaches {acc:.0%} with {l1} pixel{'s' if l1 != 1 else ''} and log with {lg}."
+    if lg < l1:
+        return said + " Log needs fewer: the concave penalty wins on this axis."
+    if lg == l1:
+        return said + " A tie: on this easy task the penalty hardly matters. Would a harder one separate them?"
+    return said + (" ℓ1 needs fewer, so on this run the concave penalty does not win: is that the task (0 vs 1 is "
+                   "easy), the λ grid, or a poorer local minimum of the non-convex log?")
+
+
+def recovery_verdict(exact: dict[str, tuple[int, int]]) -> str:
+    """What the planted runs show: exact recoveries per penalty ("ℓ1 2 of 7, log 1 of 7, …"), said
+    plainly, and as a question for the class where the concave penalty does not come out ahead."""
+    if not exact:
+        return ""
+    nice = {"l1": "ℓ1", "log": "log", "log (warm start)": "log warm-started from ℓ1"}
+    said = "Exact recovery here: " + ", ".join(f"{nice.get(p, p)} {h} of {n}" for p, (h, n) in exact.items()) + "."
+    if "l1" not in exact or "log" not in exact:
+        return said
+    rate = {p: h / n for p, (h, n) in exact.items() if n}
+    warm = rate.get("log (warm start)")
+    if rate["log"] > rate["l1"]:
+        return said + " Log recovers the planted support more often than ℓ1, as the argument says."
+    if warm is not None and warm > rate["l1"]:
+        return said + (" Log alone does no better than ℓ1, but started from ℓ1's solution it does: what does "
+                       "that say about concave penalties and where they start?")
+    return said + (" The data is mixed: log does not recover the support more often than ℓ1 on these runs. Why "
+                   "might that be (λ range, too few samples, a poor local minimum)?")
 
 
 def controls_source(runs: list[dict]) -> dict | None:

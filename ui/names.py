@@ -40,10 +40,25 @@ def _pct(v) -> str:
     return f"{v * 100:.3g}%"
 
 
-def _concave(c: dict) -> str:
-    s = f"{reg_name(c.get('regularizer', '?'))} mask λ={fmt_lam(c.get('lam'))}"
-    if c.get("target_sparsity") is not None:
-        s += f" → {_pct(c['target_sparsity'])} pruned"
+def solved_lam(c: dict, summary: dict | None = None):
+    """The λ a run ended with: with target_sparsity the controller's solved λ (the config's λ
+    is only its start), else the config's λ."""
+    if c.get("target_sparsity") is not None and isinstance(summary, dict) and summary.get("lam_final") is not None:
+        return summary["lam_final"]
+    return c.get("lam")
+
+
+def _lam_text(c: dict, summary: dict | None) -> str:
+    """ "λ=2", or for a target "→ 95% pruned, λ solved 12.3" (λ left out while it is still being solved)."""
+    if c.get("target_sparsity") is None:
+        return f"λ={fmt_lam(c.get('lam'))}"
+    s = f"→ {_pct(c['target_sparsity'])} pruned"
+    lam = solved_lam(c, summary) if isinstance(summary, dict) and summary.get("lam_final") is not None else None
+    return s + (f", λ solved {fmt_lam(lam)}" if lam is not None else "")
+
+
+def _concave(c: dict, summary: dict | None = None) -> str:
+    s = f"{reg_name(c.get('regularizer', '?'))} mask {_lam_text(c, summary)}"
     if c.get("warm_start"):
         s += " (warm start)"
     if int(c.get("rounds") or 1) > 1:
@@ -63,11 +78,8 @@ def _random(c: dict) -> str:
     return "random pruning"
 
 
-def _cs(c: dict) -> str:
-    s = f"CS λ={fmt_lam(c.get('lam'))}"
-    if c.get("target_sparsity") is not None:
-        s += f" → {_pct(c['target_sparsity'])} pruned"
-    return s + f" ×{c.get('rounds') or 1}"
+def _cs(c: dict, summary: dict | None = None) -> str:
+    return f"CS {_lam_text(c, summary)} ×{c.get('rounds') or 1}"
 
 
 def _pai(c: dict) -> str:
@@ -89,10 +101,13 @@ METHOD_LABELS: dict[str, Callable[[dict], str]] = {"concave": _concave, "imp": _
 SCORER_NAMES = {"snip": "SNIP", "grasp": "GraSP", "synflow": "SynFlow", "magnitude": "magnitude", "random": "random"}
 
 
-def method_label(c: dict) -> str:
+def method_label(c: dict, summary: dict | None = None) -> str:
+    """What a run is; with its summary, a solved λ in place of the starting one."""
     m = str(c.get("method", "?"))
     fn = METHOD_LABELS.get(m)
-    return fn(c) if fn else m
+    if fn is None:
+        return m
+    return fn(c, summary) if m in ("concave", "cs") else fn(c)
 
 
 def group_label(c: dict) -> str:

@@ -132,6 +132,11 @@ ADVANCED_ORDER = ("reg_scale", "mask_param", "mask_init", "mask_lr", "momentum",
                   "val_fraction", "data_params")
 
 
+# Labels of fields a message may name while they are hidden (e.g. the target behind its switch).
+HIDDEN_LABELS = {"target_sparsity": "Target sparsity", "lam": "λ", "retrain_epochs": "Retrain epochs",
+                 "rounds": "Rounds", "output_prune_fraction": "Output layer: prune per round", "seed": "Seeds"}
+
+
 def help_for(name: str) -> str:
     if name in HELP:
         return HELP[name]
@@ -209,6 +214,7 @@ class FormResult:
     error_key: str | None = None
     error: str | None = None
     errors: list = field(default_factory=list)      # every invalid value's ConfigError
+    labels: dict = field(default_factory=dict)      # config key -> the label of its field (for messages)
 
     @property
     def ok(self) -> bool:
@@ -260,6 +266,22 @@ class ConfigForm:
         self.k = key
         self.shadow: dict = st.session_state.setdefault(f"{key}._shadow", {})
         self.slots: dict[str, object] = {}
+        self.labels: dict[str, str] = {}        # config key -> the label its field shows
+
+    def label_of(self, key: str) -> str:
+        """The label a config key's field shows ("λ" for lam, "Seeds" for seed), else the key."""
+        for name in (key, f"{key}_list", f"{key}s", f"set_{key}"):
+            if name in self.labels:
+                return self.labels[name].split(" (")[0]      # "λ (ℓ1 on the soft mask)" -> "λ"
+        return HIDDEN_LABELS.get(key, key)
+
+    def words(self, e: ConfigError) -> str:
+        """An engine message in the form's words: "λ must be …", not "lam must be …"."""
+        label = self.label_of(e.key)
+        return re.sub(rf"^{re.escape(e.key)}\b", label, str(e)) if label != e.key else str(e)
+
+    def say(self, e: ConfigError) -> str:
+        return f"**{md.esc(self.label_of(e.key))}** — {md.esc(self.words(e))}"
 
     # -- state
     def load(self, cfg: dict, source: str) -> None:
@@ -285,6 +307,7 @@ class ConfigForm:
         if options is not None:
             kw["options"] = options
         v = fn(label, key=key, help=kw.pop("help", help_for(name)), **kw)
+        self.labels[name] = label
         self.shadow[name] = v
         return v
 
@@ -621,13 +644,14 @@ class ConfigForm:
         if errors:
             res.configs = []
             res.errors = errors
-            res.error_key, res.error = errors[0].key, str(errors[0])
+            res.error_key, res.error = errors[0].key, self.words(errors[0])
+            res.labels = {e.key: self.label_of(e.key) for e in errors}
             # Each message next to its field (fields that share a row share one box).
             by_slot: dict[int, tuple[object, list[str]]] = {}
             for e in errors:
                 where = self.slots.get(e.key) or self.slots.get("config")
                 if where is not None:
-                    by_slot.setdefault(id(where), (where, []))[1].append(f"**{md.esc(e.key)}** — {md.esc(e)}")
+                    by_slot.setdefault(id(where), (where, []))[1].append(self.say(e))
             for where, msgs in by_slot.values():
                 where.error("  \n".join(msgs), icon="✋")
         return res

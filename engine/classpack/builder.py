@@ -30,7 +30,7 @@ def _resolve(entry: dict, ids: dict[str, str]) -> RunConfig:
     cfg = dict(entry["config"])
     for k, key in entry["refs"].items():
         cfg[k] = ids[key]
-    return RunConfig.from_dict(cfg)
+    return RunConfig.from_dict(cfg, unused="keep")      # the committed pack's configs, ids and all
 
 
 def build(out: str | os.PathLike | None = None, *, full: bool = False, home: str | os.PathLike | None = None,

@@ -204,7 +204,7 @@ def example_id(key: str, config: dict) -> str:
     """The run's id in every store it is imported into, from its key and config: the same
     across imports and rebuilds (what changed in a rebuilt run is told by its `digest`)."""
     from ..config import RunConfig
-    return f"ex-{RunConfig.from_dict(config).content_hash()[:8]}-{_sha(key.encode())[:6]}"
+    return f"ex-{RunConfig.from_dict(config, unused='keep').content_hash()[:8]}-{_sha(key.encode())[:6]}"
 
 
 # ------------------------------------------------------------------ read
