@@ -52,10 +52,11 @@ _MASK_SEARCH = ("lam", "reg_scale", "mask_lr", "threshold", "threshold_mode", "t
 METHOD_KEYS: dict[str, tuple[str, ...]] = {
     "concave": _MASK_SEARCH + ("regularizer", "eps", "reg_params", "mask_param", "mask_init", "warm_start",
                                "warm_start_rewind"),
-    "cs": _MASK_SEARCH + ("s0", "beta_final"),
+    "cs": _MASK_SEARCH + ("s0", "beta_final", "beta_schedule", "mask_optimizer", "keep_optimizer_state"),
     "imp": ("prune_fraction", "prune_scope", "output_prune_fraction", "rounds", "rewind", "allow_empty_layers"),
     "random": ("target_sparsity", "random_from", "prune_scope", "rewind"),
-    "pai": ("target_sparsity", "scorer", "synflow_iters", "score_batches", "prune_scope", "allow_empty_layers"),
+    "pai": ("target_sparsity", "scorer", "synflow_iters", "score_batches", "score_mode", "prune_scope",
+            "allow_empty_layers"),
     "dense": (),
     "reinit": ("reinit_from", "rewind"),
 }

@@ -705,7 +705,7 @@ def deploy(store, run_id: str, out_dir, fp16: bool = False, force: bool = False,
         names = ", ".join(f"{c['name']} ({c['detail'] or 'failed'})" for c in failed_checks)
         raise DeployError(f"run {run_id} failed its self-checks: {names}; not deployed. Give --force to deploy "
                           f"it anyway (the file's header then records the failed checks)")
-    cfg = RunConfig.from_dict(run["config"])
+    cfg = RunConfig.from_dict(run["config"], unused="keep")   # a stored config, as the engine wrote it
     data_dir = data_dir or default_data_dir()
     try:
         splits = load_dataset(cfg.dataset, data_dir, classes=cfg.classes, val_fraction=cfg.val_fraction,

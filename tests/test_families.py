@@ -577,7 +577,7 @@ def test_score_mode_is_recorded_and_names_the_run(store):
     assert s["score_mode"] == "eval"
     _, s = run(store, method="pai", scorer="snip", target_sparsity=0.9, epochs=1, score_mode="train")
     assert s["score_mode"] == "train"
-    base = {**FAST, "method": "pai", "target_sparsity": 0.9}
+    base = fast(method="pai", target_sparsity=0.9)
     unset, spelled = RunConfig.from_dict(base), RunConfig.from_dict({**base, "score_mode": "eval"})
     assert unset.content_hash() == spelled.content_hash()
     assert RunConfig.from_dict({**base, "score_mode": "train"}).content_hash() != unset.content_hash()
