@@ -155,3 +155,25 @@ def test_the_controllers_cut_is_the_ticket_rules(store, method, param, tau, beta
         layer.beta = beta
     assert lam_control.flat_mask_state(ctx, regularizers.get("l1"), {})[2] == pytest.approx(cut)
     assert ctx.keep_threshold == (0.5 if method == "cs" else tau)
+
+
+def test_lambda_keeps_steering_while_a_block_of_masks_sits_at_the_cut():
+    """In the last tenth of the travel λ holds, unless more entries than the target's tolerance
+    could still cross: ResNet-20's masks, pushed down together, reached the cut as a block and a
+    held λ carried the search from 75 % to 6.5 % remaining (target 10 %) in its last epoch."""
+    n, keep_frac = 10_000, 0.1
+    ctl = lam_control.LamController(keep_frac, n, [0.01] * 100)
+    step = 95                                   # travel left 0.05 of 1.0: the old rule held λ here
+    assert ctl.travel(step, 0.01) == pytest.approx(0.05)
+    g, sd, r = torch.zeros(n), torch.full((n,), 1e-3), torch.ones(n)
+    frozen = torch.zeros(n, dtype=torch.bool)
+    bunched = 0.5 + torch.linspace(0.001, 0.04, n)              # every entry within 0.05 of τ
+    ctl.solve(bunched, g, sd, r, 0.5, ctl.travel(step, 0.01), frozen)
+    assert ctl.within_reach == n and ctl.active(step, 0.01)
+    spread = torch.cat([torch.full((n - 50,), 0.95), 0.5 + torch.linspace(0.001, 0.04, 50)])
+    ctl.solve(spread, g, sd, r, 0.5, ctl.travel(step, 0.01), frozen)
+    assert ctl.within_reach == 50 and not ctl.active(step, 0.01)   # 50 ≤ a tenth of the 1,000 to keep
+    restored = lam_control.LamController(keep_frac, n, [0.01] * 100)
+    restored.load_state(ctl.state())                             # a resumed phase decides the same
+    assert restored.within_reach == 50 and not restored.active(step, 0.01)
+    assert ctl.active(10, 0.01)                                  # early on it always steers
