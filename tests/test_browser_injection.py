@@ -134,7 +134,7 @@ def _get(url: str, path: str, host: str) -> str:
 
 
 def test_allowed_hosts_guards_the_websocket_only(server):
-    """README, "Reaching the app from another machine": exactly what the Host check covers.
+    """docs/class-server.md, "Reaching the app from another machine": exactly what the Host check covers.
     A page loaded from a rebinding name (evil.example -> 127.0.0.1) cannot open the
     WebSocket, which carries every run, figure and action; plain HTTP still answers."""
     url, _ = server

@@ -62,7 +62,7 @@ def user_from_headers(headers: Mapping, env: Mapping = os.environ) -> tuple[str 
     secret = env.get(SECRET_ENV) or ""
     if not secret:
         return None, (f"{TRUST_ENV} is set but {SECRET_ENV} is not: the app cannot tell the login proxy's "
-                      f"requests from forged ones, so it trusts no user header (see README)")
+                      f"requests from forged ones, so it trusts no user header (see docs/class-server.md)")
     sent = _values(headers, PROXY_HEADER)
     if len(sent) != 1 or not hmac.compare_digest(sent[0].encode(), secret.encode()):
         return None, ("this request did not come through the login proxy (no valid proxy header); open the "
