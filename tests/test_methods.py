@@ -148,15 +148,19 @@ def test_imp_output_layer_rate_and_layer_scope():
 @pytest.mark.parametrize("lam0", [0.01, 100.0])
 def test_target_sparsity_adapts_lambda(store, lam0):
     """From a λ far too low and far too high, the controller lands on the target
-    after thresholding, its check passes, and λ settles (no oscillation at the end)."""
+    after thresholding, its check passes, and λ does not oscillate at the end (it may still
+    move one way while entries sit at the cut: LamController.active)."""
     run_id, s = run(store, method="concave", lam=lam0, target_sparsity=0.8, epochs=4, retrain_epochs=1)
     assert s["sparsity"] == pytest.approx(0.8, abs=0.01)
     c = checks(store, run_id)["sparsity_vs_target"]
     assert c["target"] == 0.8 and c["passed"] and c["value"] == pytest.approx(s["sparsity"])
     lams = [lam for _, lam in s["lam_history"]]
     assert len(lams) > 20 and s["lam_final"] == lams[-1]
-    last = lams[-5:]
-    assert max(last) / min(last) <= 1.3, last
+    last = lams[-6:]
+    moves = [b / a for a, b in zip(last, last[1:]) if abs(b / a - 1) > 1e-9]
+    flips = sum((x > 1) != (y > 1) for x, y in zip(moves, moves[1:]))
+    assert flips <= 1, last                                    # no back and forth
+    assert max(last) / min(last) <= 2.0, last
 
 
 def test_target_sparsity_out_of_reach_fails_its_check(store):
