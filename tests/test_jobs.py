@@ -389,13 +389,19 @@ def test_twenty_concurrent_submissions_hold_the_cap(home, monkeypatch):
     for p in procs:
         p.start()
     store = Store(home)
-    seen = {"max": 0, "pids": {}, "violations": []}
+    seen = {"max": 0, "pids": {}, "violations": [], "reads": 0, "read_errors": []}
     done = threading.Event()
 
     def poll():
         while not done.is_set():
-            with contextlib.suppress(sqlite3.Error):
+            try:                  # a reader must never see "database is locked" while others write
                 running = store.runs_with_status("running")
+            except sqlite3.Error as e:
+                seen["read_errors"].append(repr(e))
+                running = []
+            else:
+                seen["reads"] += 1
+            if running:
                 seen["max"] = max(seen["max"], len(running))
                 slots = [r["slot"] for r in running]
                 if len(running) > 2 or len(set(slots)) != len(slots):
@@ -433,6 +439,10 @@ def test_twenty_concurrent_submissions_hold_the_cap(home, monkeypatch):
         done.set()
         t.join()
     assert not seen["violations"], seen["violations"][:5]
+    assert seen["read_errors"] == [], seen["read_errors"][:5]
+    # the reader polled all along (every 20 ms, while two runs finished): a handful of reads would
+    # mean it was blocked, not that it held
+    assert seen["reads"] >= 200, seen["reads"]
     assert seen["max"] == 2                                  # the cap was reached and never passed
     runs = store.list_runs()
     assert all(r["status"] in ("done", "cancelled") for r in runs), [(r["status"], r["reason"]) for r in runs]
