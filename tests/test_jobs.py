@@ -453,6 +453,23 @@ def test_twenty_concurrent_submissions_hold_the_cap(home, monkeypatch):
         assert starts <= 2 and (r["status"] != "done" or starts == 2), (r["id"], starts)   # start + end line
 
 
+def test_a_finishing_worker_starts_the_next_queued_run(home):
+    """Issue 23, item 5: with LOTTERY_MAX_RUNS=1 the second run waits in the queue and the first
+    run's worker starts it when it finishes. The test only reads the store: no pump, no reconcile,
+    no jobs.list_runs (which reconciles), so nothing but the worker can have started it."""
+    store = Store(home)
+    first = jobs.submit(TINY, home)
+    second = jobs.submit({**TINY, "seed": 1}, home)
+    assert store.get_run(second)["status"] == "queued"         # the cap holds it (the first is loading torch)
+    wait_for(lambda: store.get_run(second)["status"] in ENDED, 180, "the second run to end", every=0.2)
+    a, b = store.get_run(first), store.get_run(second)
+    assert (a["status"], b["status"]) == ("done", "done"), ((a["status"], a["reason"]), (b["status"], b["reason"]))
+    assert a["started"] < a["finished"] <= b["started"] < b["finished"]   # one after the other
+    assert a["pid"] != b["pid"]
+    # the first worker got past its closing pump (the line is printed after it)
+    assert f"run {first} done" in (store.run_dir(first) / "worker.log").read_text()
+
+
 # ------------------------------------------------------------------ damaged stores and failures
 
 def test_damaged_and_failing_runs_end_with_reasons_and_others_are_unaffected(tmp_path, home, capsys,
