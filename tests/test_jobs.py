@@ -335,8 +335,45 @@ def test_sigterm_finishes_the_step_checkpoints_and_exits_cancelled(home):
     ckpt_path = store.run_dir(rid) / "ckpt.pt"
     assert ckpt_path.exists(), "no checkpoint written on SIGTERM"
     ckpt = torch_load(ckpt_path)
-    if isinstance(ckpt, dict) and "global_step" in ckpt:
-        assert ckpt["global_step"] == stopped
+    assert ckpt["global_step"] == stopped and ckpt["in_stage"]["phase_step"] > 0
+
+
+def _stop_outside_a_write(store: Store, pid: int) -> None:
+    """SIGSTOP the worker at a moment it holds no SQLite write lock (else every writer waits)."""
+    for _ in range(50):
+        os.kill(pid, signal.SIGSTOP)
+        wait_for(lambda: _state(pid) == "T", 10, "the worker to stop", every=0.01)
+        if _write_lock_free(store):
+            return
+        os.kill(pid, signal.SIGCONT)
+        time.sleep(0.05)
+    raise AssertionError("never stopped the worker outside a database write")
+
+
+@pytest.mark.parametrize("wait", [True, False], ids=["cancel waits", "cancel(wait=False) then reconcile"])
+def test_cancel_kills_a_stopped_worker_after_the_grace_with_that_reason(home, wait):
+    """Issue 23, item 6: a worker that cannot act on SIGTERM (stopped) is SIGKILLed once the
+    grace is over, by cancel itself or, after cancel(wait=False), by the next reconcile; the
+    run is `cancelled` with the reason that says so, never before the grace."""
+    store = Store(home)
+    rid = jobs.submit({**LONG, "epochs": 30}, home)
+    wait_for(lambda: step_rows(store, rid), 60, "the run to train")
+    run = store.get_run(rid)
+    pid = run["pid"]
+    _stop_outside_a_write(store, pid)
+    assert _state(pid) == "T"
+    asked = time.time()
+    r = jobs.cancel(rid, home, grace=2.0, wait=wait)
+    if not wait:
+        assert r["status"] == "running"                 # asked; nothing is recorded within the grace
+        assert jobs.reconcile(home) == [] or time.time() - asked > 2.0
+        wait_status(store, rid, "cancelled", timeout=60)
+    r = store.get_run(rid)
+    assert r["status"] == "cancelled"
+    assert r["reason"] == (f"cancelled: worker process {pid} did not stop in time and was killed; "
+                           f"data up to its last checkpoint is kept")
+    assert r["finished"] - asked >= 2.0                 # the grace was given
+    assert jobs._CHILDREN.pop(pid).wait(timeout=30) == -signal.SIGKILL
 
 
 WRITER = """
