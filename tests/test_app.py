@@ -327,7 +327,15 @@ def test_masks_mixed(monkeypatch, mixed, jobs):
     at = open_page(monkeypatch, home, "pages/masks.py", {"runs": ids["concave"]})
     no_traceback(at)
     assert charts(at) >= 5        # heatmap, histogram over time, histogram at an epoch, churn, binary, allocation
-    assert any(m.label == "IoU of kept weights" for m in at.metric) or at.info
+    # one run chosen: ticket B opens on the finished run of the same model and data (the IMP run),
+    # and the IoU shown is the one of their two saved tickets
+    assert at.selectbox(key="masks.b").value == ids["imp"]
+    store = Store(home)
+    ta, tb = (store.load_array(ids[k], "ticket")["mask"] for k in ("concave", "imp"))
+    both = sum(int((ta[n] & tb[n]).sum()) for n in ta)
+    either = sum(int((ta[n] | tb[n]).sum()) for n in ta)
+    (iou,) = [m.value for m in at.metric if m.label == "IoU of kept weights"]
+    assert iou == f"{both / either:.1%}"
 
 
 def test_masks_iou_between_concave_and_imp(monkeypatch, mixed, jobs):
