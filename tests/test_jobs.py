@@ -656,8 +656,10 @@ def test_nan_at_step_k_fails_there_and_keeps_the_last_good_checkpoint(home, monk
     ckpt_path = store.run_dir(rid) / "ckpt.pt"
     assert ckpt_path.exists(), "the last good checkpoint is gone"
     ckpt = torch_load(ckpt_path)
-    if isinstance(ckpt, dict) and "global_step" in ckpt:
-        assert ckpt["global_step"] < k
+    # the last good one is the end of the first search epoch, the epoch the failure never reached
+    first_epoch_end = store.metrics(rid, "epoch")[0]["step"]
+    assert ckpt["global_step"] == first_epoch_end < k
+    assert (ckpt["in_stage"]["name"], ckpt["in_stage"]["epoch"], ckpt["in_stage"]["batch"]) == ("r0-search", 2, 0)
 
 
 # ------------------------------------------------------------------ priority (issue 12 item 16)
