@@ -99,6 +99,16 @@ def texts(at: AppTest) -> str:
     return plain("\n".join(parts))
 
 
+def plotly_values(v) -> list:
+    """A plotly array as sent to the browser: a list, or {"dtype", "bdata"} (base64 of the raw array)."""
+    if isinstance(v, dict) and "bdata" in v:
+        import base64
+
+        import numpy as np
+        return np.frombuffer(base64.b64decode(v["bdata"]), dtype=np.dtype(v["dtype"])).tolist()
+    return list(v)
+
+
 def charts(at: AppTest) -> int:
     return len(at.get("plotly_chart"))
 
@@ -397,7 +407,16 @@ def test_tradeoffs_mixed(monkeypatch, mixed, jobs):
     home, ids = mixed
     at = open_page(monkeypatch, home, "pages/tradeoffs.py")
     no_traceback(at)
-    assert charts(at) >= 1
+    # accuracy against remaining, and the cost figure; IMP's points are its rounds' tickets
+    acc, cost = [json.loads(el.proto.spec) for el in at.get("plotly_chart")]
+    assert (acc["layout"]["xaxis"]["title"]["text"], acc["layout"]["yaxis"]["title"]["text"]) == \
+        ("weights remaining (log scale; sparser to the right)", "test accuracy")
+    assert cost["layout"]["xaxis"]["title"]["text"] == "epochs of training spent"
+    assert [t["name"] for t in acc["data"]] == [t["name"] for t in cost["data"]] == ["log mask", "IMP rounds"]
+    imp = next(t for t in acc["data"] if t["name"] == "IMP rounds")
+    rounds = Store(home).metrics(ids["imp"], kind="round")
+    assert sorted(plotly_values(imp["x"])) == pytest.approx(sorted(r["remaining"] for r in rounds))
+    assert sorted(plotly_values(imp["y"])) == pytest.approx(sorted(r["test_acc"] for r in rounds))
     assert at.get("download_button")
     table = at.dataframe[0].value
     assert {"group", "test_accuracy", "remaining"} <= set(table.columns)
