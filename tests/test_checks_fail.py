@@ -14,7 +14,7 @@ from contextlib import nullcontext
 import pytest
 import torch
 from streamlit.testing.v1 import AppTest
-from test_app import APP, no_traceback, plain, routed_by_app_py  # noqa: F401 - the autouse fixture applies here
+from test_app import APP, no_traceback, plain, routed_by_app_py, torch_threads_restored  # noqa: F401 - autouse
 
 from engine import masking, runner
 from engine.config import RunConfig
