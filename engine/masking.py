@@ -91,6 +91,17 @@ def weights_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items() if not k.endswith(".mask")}
 
 
+def state_sha256(state: dict[str, torch.Tensor]) -> str:
+    """sha256 of a weights state (names, dtypes, shapes and bytes): what a rewind checkpoint held when saved."""
+    import hashlib
+    h = hashlib.sha256()
+    for k in sorted(state):
+        t = state[k].detach().cpu().contiguous()
+        h.update(f"{k}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
 def load_weights_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
     """Restore weights and buffers bit for bit; masks are left untouched."""
     own = model.state_dict()

@@ -509,7 +509,9 @@ class RunContext:
     # ------------------------------------------------------------------ records
     def save_rewind(self, round: int, phase: str, step: int) -> None:
         self.rewind_state = masking.weights_state(self.model)
+        # the hash taken now lets the rewind_exact check tell a changed rewind.pt from the one saved here
         self.store.save_array(self.run_id, "rewind", {"state": self.rewind_state,
+                                                      "sha256": masking.state_sha256(self.rewind_state),
                                                       "round": round, "phase": phase, "step": step})
 
     def record_mask_stats(self, masks, round: int, phase: str, epoch: int, snapshot: bool,
@@ -607,6 +609,10 @@ class RunContext:
                                  self.store.load_array(self.run_id, "rewind")["state"].items()}
         self._resume = ck if ck["in_stage"] else None
         self.store.truncate_after(self.run_id, ck["marks"])
+
+    def resuming_stage(self) -> bool:
+        """True while the current stage continues from a checkpoint taken inside it."""
+        return self._resume_position() is not None
 
     def _resume_position(self) -> dict | None:
         if self._resume is not None and self._resume["in_stage"]["name"] == self.current_stage:

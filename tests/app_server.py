@@ -55,16 +55,18 @@ def free_port() -> int:
 
 
 @contextmanager
-def serve(home: Path, env: dict | None = None, timeout: float = 120) -> Iterator[str]:
-    """`streamlit run app.py` on a free 127.0.0.1 port with LOTTERY_HOME=home; yields
-    its URL once the server answers its health check; stops the whole process
-    group afterwards. The server's output goes to home/streamlit.log."""
+def serve(home: Path, env: dict | None = None, timeout: float = 120, script: str = "app.py") -> Iterator[str]:
+    """`streamlit run app.py` (or `script`) as `make run` starts it, from the project root so
+    .streamlit/config.toml applies (the loopback address, headless, XSRF, error details; no
+    STREAMLIT_* variable of ours overrides it), on a free port, with LOTTERY_HOME=home; yields
+    its URL once the server answers its health check; stops the whole process group afterwards.
+    The server's output goes to home/streamlit.log."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    full_env = dict(os.environ, LOTTERY_HOME=str(home), PYTHONUNBUFFERED="1", **(env or {}))
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMLIT_")}
+    full_env.update(LOTTERY_HOME=str(home), PYTHONUNBUFFERED="1", **(env or {}))
     log = open(home / "streamlit.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-                             "--server.address", "127.0.0.1", "--server.headless", "true"],
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", script, "--server.port", str(port)],
                             cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.time() + timeout

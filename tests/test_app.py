@@ -99,6 +99,16 @@ def texts(at: AppTest) -> str:
     return plain("\n".join(parts))
 
 
+def plotly_values(v) -> list:
+    """A plotly array as sent to the browser: a list, or {"dtype", "bdata"} (base64 of the raw array)."""
+    if isinstance(v, dict) and "bdata" in v:
+        import base64
+
+        import numpy as np
+        return np.frombuffer(base64.b64decode(v["bdata"]), dtype=np.dtype(v["dtype"])).tolist()
+    return list(v)
+
+
 def charts(at: AppTest) -> int:
     return len(at.get("plotly_chart"))
 
@@ -327,7 +337,15 @@ def test_masks_mixed(monkeypatch, mixed, jobs):
     at = open_page(monkeypatch, home, "pages/masks.py", {"runs": ids["concave"]})
     no_traceback(at)
     assert charts(at) >= 5        # heatmap, histogram over time, histogram at an epoch, churn, binary, allocation
-    assert any(m.label == "IoU of kept weights" for m in at.metric) or at.info
+    # one run chosen: ticket B opens on the finished run of the same model and data (the IMP run),
+    # and the IoU shown is the one of their two saved tickets
+    assert at.selectbox(key="masks.b").value == ids["imp"]
+    store = Store(home)
+    ta, tb = (store.load_array(ids[k], "ticket")["mask"] for k in ("concave", "imp"))
+    both = sum(int((ta[n] & tb[n]).sum()) for n in ta)
+    either = sum(int((ta[n] | tb[n]).sum()) for n in ta)
+    (iou,) = [m.value for m in at.metric if m.label == "IoU of kept weights"]
+    assert iou == f"{both / either:.1%}"
 
 
 def test_masks_iou_between_concave_and_imp(monkeypatch, mixed, jobs):
@@ -390,7 +408,16 @@ def test_tradeoffs_mixed(monkeypatch, mixed, jobs):
     home, ids = mixed
     at = open_page(monkeypatch, home, "pages/tradeoffs.py")
     no_traceback(at)
-    assert charts(at) >= 1
+    # accuracy against remaining, and the cost figure; IMP's points are its rounds' tickets
+    acc, cost = [json.loads(el.proto.spec) for el in at.get("plotly_chart")]
+    assert (acc["layout"]["xaxis"]["title"]["text"], acc["layout"]["yaxis"]["title"]["text"]) == \
+        ("weights remaining (log scale; sparser to the right)", "test accuracy")
+    assert cost["layout"]["xaxis"]["title"]["text"] == "epochs of training spent"
+    assert [t["name"] for t in acc["data"]] == [t["name"] for t in cost["data"]] == ["log mask", "IMP rounds"]
+    imp = next(t for t in acc["data"] if t["name"] == "IMP rounds")
+    rounds = Store(home).metrics(ids["imp"], kind="round")
+    assert sorted(plotly_values(imp["x"])) == pytest.approx(sorted(r["remaining"] for r in rounds))
+    assert sorted(plotly_values(imp["y"])) == pytest.approx(sorted(r["test_acc"] for r in rounds))
     assert at.get("download_button")
     table = at.dataframe[0].value
     assert {"group", "test_accuracy", "remaining"} <= set(table.columns)
@@ -635,7 +662,10 @@ def test_tradeoffs_tolerance_and_axes(monkeypatch, mixed, jobs):
     no_traceback(at)
     at.slider(key="trade.tol").set_value(0.05).run()
     no_traceback(at)
-    assert charts(at) >= 1
+    # the figure follows the chosen axis, and still plots both methods' runs
+    (fig,) = [json.loads(el.proto.spec) for el in at.get("plotly_chart")]
+    assert fig["layout"]["xaxis"]["title"]["text"] == "seconds spent finding the ticket"
+    assert {t["name"] for t in fig["data"]} >= {"log mask", "IMP rounds"}
 
 
 @pytest.mark.parametrize("change, field", [

@@ -214,6 +214,29 @@ def test_every_page_shows_hostile_text_inert(monkeypatch, hostile, jobs):  # noq
     assert shown(seen, QP)                          # the unknown ?from= / ?preset= is quoted back, inert
 
 
+def test_the_lesson_shows_hostile_text_inert(monkeypatch, hostile, jobs):  # noqa: F811
+    """Issue 23, item 6: the eighth page. Every step, with the hostile run as a class-pack example
+    (the steps draw from examples) and hostile query parameters, has no live link or image in any
+    Markdown or figure string. (The Lesson names no run: its figures and numbers come from the
+    runs' data, so the name itself is not expected on it.)"""
+    from ui import lesson_steps as ls
+    home, ids = hostile
+    store = Store(home)
+    with store.transaction() as db:
+        db.execute("UPDATE runs SET example = 1 WHERE id=?", (ids["done"],))
+    try:
+        seen = []
+        for step in [*map(str, range(1, len(ls.STEPS) + 1)), QP, QP2]:
+            at = open_page(monkeypatch, home, "pages/lesson.py",
+                           query={"step": step, "runs": ",".join(ids.values()), "from": QP, "x": QP2})
+            no_traceback(at)
+            seen += assert_no_foreign_links(at, f"lesson step {step!r}")
+        assert len(seen) > 10 * len(ls.STEPS)          # the walk read every step's text
+    finally:
+        with store.transaction() as db:
+            db.execute("UPDATE runs SET example = 0 WHERE id=?", (ids["done"],))
+
+
 def test_home_progress_text_is_escaped(monkeypatch, hostile, jobs):  # noqa: F811
     """The exact bug of issue 13: Home's list of running runs (st.progress text)."""
     home, ids = hostile

@@ -180,9 +180,10 @@ def test_launch_watch_and_analyse_in_a_browser(server):
             timings = {"launch_to_done_s": round(t_page - t_click, 1), "load_average": os.getloadavg()[0],
                        "store_done_to_table_done_s": round((t_counter or t_page) - (t_store or t_page), 2),
                        "store_done_to_page_done_s": round(t_page - (t_store or t_page), 2)}
-            # Live, without a reload: about 1-3 s here; the bound is loose because CI machines are shared
-            # (the number is written to test-artifacts/browser_timings.json).
-            assert t_page - (t_store or t_page) < 15.0, timings
+            # Live, without a reload (this loop never reloads), and in this order: the store says done,
+            # then the live table, then the page. How long it took (about 1-3 s here) is written to
+            # test-artifacts/browser_timings.json, not asserted: shared CI machines vary too much.
+            assert t_store is not None and t_store <= (t_counter or t_page) <= t_page, timings
             settle(page)
             expect(page.locator(".js-plotly-plot").first).to_be_visible()
             shoot(page, "runs")

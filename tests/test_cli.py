@@ -1,5 +1,6 @@
 """The ★ CLI contract: run / show --json / list / export, and clean failures on bad input."""
 
+import csv
 import json
 import os
 import subprocess
@@ -7,6 +8,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+
+from engine import masking
+from engine.models import build_model
+from engine.store import Store, torch_load
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = {"model": "lenet300", "dataset": "digits", "method": "concave", "lam": 20.0, "epochs": 2,
@@ -54,6 +60,24 @@ def test_run_show_list_export(tmp_path, cfg_file):
     ex = cli("export", run_id, "--out", str(out), home=home)
     assert ex.returncode == 0, ex.stderr
     assert {p.name for p in out.iterdir()} == {"config.json", "metrics.csv", "summary.json", "ticket.pt"}
+    # ... and what they hold: the run's own config, summary and metric rows, and a ticket that loads
+    # (safely) into the model it was found in, keeping the summary's count of weights
+    assert json.loads((out / "config.json").read_text()) == view["config"]
+    assert json.loads((out / "summary.json").read_text()) == s
+    with open(out / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    store_rows = Store(home).metrics(run_id)
+    assert len(rows) == len(store_rows) and [int(r["seq"]) for r in rows] == [r["seq"] for r in store_rows]
+    ticket = torch_load(out / "ticket.pt")
+    model = build_model("lenet300", (1, 8, 8), 10)
+    layers = dict(masking.prunable_layers(model))
+    assert set(ticket["mask"]) == set(layers)
+    assert sum(int(m.sum()) for m in ticket["mask"].values()) == s["kept"]
+    assert sum(m.numel() for m in ticket["mask"].values()) == s["total"]
+    masking.load_weights_state(model, ticket["rewind"])
+    masking.set_binary(model, ticket["mask"])
+    for n, layer in layers.items():
+        assert torch.equal(layer.weight != 0, ticket["mask"][n] & (ticket["rewind"][f"{n}.weight"] != 0)), n
 
 
 @pytest.mark.parametrize("bad, key", [

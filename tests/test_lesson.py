@@ -120,6 +120,20 @@ def test_every_step_renders_from_the_class_pack_alone(i, monkeypatch, class_pack
     assert all(m.value and m.value != "—" for m in at.metric), [(m.label, m.value) for m in at.metric]
     chosen, source = ls.figure_runs(step, runs)
     assert source == "pack" and chosen
+    # the headline numbers are the pack runs' own (what test_classpack rebuilds), as shown
+    first, by_method = chosen[0]["summary"], {r["config"]["method"]: r["summary"] for r in chosen}
+
+    def acc(s):
+        return f"{s['test_accuracy']:.1%}"
+    want = {
+        "ticket": lambda: {"Weights kept": f"{first['remaining']:.1%}", "Test accuracy": acc(first)},
+        "pixels": lambda: {"Pixels kept": f"{first['kept']} of {first['total']}", "Test accuracy": acc(first)},
+        "cost": lambda: {"Concave: accuracy": acc(by_method["concave"]), "IMP: accuracy": acc(by_method["imp"])},
+        "controls": lambda: {"The ticket": acc(by_method["concave"]), "Random pruning": acc(by_method["random"]),
+                             "Reinit": acc(by_method["reinit"])},
+    }.get(step.figure, dict)()
+    shown = {m.label: m.value for m in at.metric}
+    assert {k: shown.get(k) for k in want} == want
     if step.figure == "controls":                   # the pack's LeNet ticket and both its controls
         assert {m.label for m in at.metric} == {"The ticket", "Random pruning", "Reinit"}
         # the pack ships no weights (and its ticket is MNIST's): a control of it cannot be run here,

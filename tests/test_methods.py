@@ -526,3 +526,42 @@ def test_test_labels_never_steer_tickets_lambda_or_selection(tmp_path, monkeypat
         if a is not None:
             assert all(torch.equal(a["mask"][n], b["mask"][n]) for n in a["mask"])
             assert all(torch.equal(a["rewind"][k], b["rewind"][k]) for k in a["rewind"])
+
+
+def test_global_imp_keeps_exactly_the_largest_magnitudes():
+    """Global scope: one ranking over every layer. Reference: sort |θ| of the currently kept
+    weights of all layers together and keep the top half; the mask must be exactly that set."""
+    torch.manual_seed(1)
+    model = build_model("lenet300", (1, 8, 8), 10)
+    layers = dict(masking.prunable_layers(model))
+    gen = torch.Generator().manual_seed(2)
+    current = {n: torch.rand(l.weight.shape, generator=gen) < 0.7 for n, l in layers.items()}   # a round-1 mask
+    new = prune_by_magnitude(model, current, 0.5, "global", output_p=None)
+    flat = torch.cat([layers[n].weight.detach().abs().flatten() for n in layers])
+    kept_before = torch.cat([current[n].flatten() for n in layers])
+    k = int(round(0.5 * int(kept_before.sum())))
+    order = torch.argsort(torch.where(kept_before, flat, torch.tensor(-1.0)), descending=True)
+    want = torch.zeros_like(kept_before)
+    want[order[:k]] = True
+    got = torch.cat([new[n].flatten() for n in layers])
+    assert int(got.sum()) == k and torch.equal(got, want)
+    # the layers end unequal: a global ranking, not a per-layer one
+    per_layer = [float(new[n].sum() / current[n].sum()) for n in layers]
+    assert max(per_layer) - min(per_layer) > 0.05, per_layer
+
+
+def test_multi_round_concave_spreads_target_sparsity_over_the_rounds(store):
+    """rounds=2, target_sparsity=0.84, λ steered from a far too small λ0: round 0 aims at
+    0.16^(1/2) = 40 % remaining, round 1 at 16 % (each within the check's 10 % of it); each
+    round's ticket lies within the previous one, and the final check passes."""
+    run_id, s = run(store, method="concave", rounds=2, target_sparsity=0.84, epochs=4, retrain_epochs=1, lam=0.01)
+    rounds = [r for r in store.metrics(run_id, kind="round")]
+    assert [r["round"] for r in rounds] == [0, 1]
+    for r, want in zip(rounds, (0.4, 0.16)):
+        assert r["remaining"] == pytest.approx(want, rel=0.10), (r["round"], r["remaining"])
+    c = checks(store, run_id)
+    assert c["masks_nested"]["value"] == 0 and c["masks_nested"]["passed"]
+    assert c["sparsity_vs_target"]["passed"] and c["sparsity_vs_target"]["target"] == 0.84
+    assert s["sparsity"] == pytest.approx(0.84, abs=0.016)
+    r0, r1 = store.load_masks(run_id, "r0-ticket"), store.load_masks(run_id, "r1-ticket")
+    assert all(not bool((r1[n].bool() & ~r0[n].bool()).any()) for n in r1)

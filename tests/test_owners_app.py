@@ -171,6 +171,60 @@ def test_a_user_header_counts_only_with_the_trust_setting_and_the_proxy_secret()
     assert user is None and "no single user name in X-Remote-User" in why
 
 
+def test_repeated_proxy_headers_are_refused():
+    """Issue 23, item 6: with Streamlit's own headers object (which keeps every value of a
+    repeated header), two user names, or the secret twice or next to a guess, count as no user."""
+    from streamlit.runtime.context import StreamlitHeaders
+    env = {"LOTTERY_TRUST_USER_HEADER": "X-Remote-User", "LOTTERY_PROXY_SECRET": SECRET}
+
+    def who(*pairs):
+        return identity.user_from_headers(StreamlitHeaders(pairs), env=env)
+    assert who(("X-Remote-User", "alice"), ("X-Lottery-Proxy", SECRET)) == ("alice", None)      # the control
+    user, why = who(("X-Remote-User", "alice"), ("x-remote-user", "bob"), ("X-Lottery-Proxy", SECRET))
+    assert user is None and why == "the login proxy passed no single user name in X-Remote-User"
+    for proxy in ((SECRET, SECRET), ("guess", SECRET), (SECRET, "guess")):
+        user, why = who(("X-Remote-User", "alice"), *(("X-Lottery-Proxy", v) for v in proxy))
+        assert user is None and "did not come through the login proxy" in why, proxy
+
+
+@pytest.mark.parametrize("raw", [
+    "%3Cscript%3Ealert(1)%3C%2Fscript%3E",                     # <script>alert(1)</script>
+    "%5BLog%20in%5D(https%3A%2F%2Fevil.example)",               # a Markdown link
+    "alice%27%3B%20document.cookie%3D%27x",                    # alice'; document.cookie='x
+    "a" * 5000,                                                  # far too long
+    "%00alice", "%E2%80%AEalice",                               # NUL, a right-to-left override
+    "%ZZ%",                                                      # not even valid %-encoding
+])
+def test_a_hostile_name_cookie_gives_no_name(monkeypatch, raw):
+    """Issue 23, item 6: the remembered-name cookie is user input: refused unless it is a name
+    check_name accepts, so it never reaches the page as a name (a good one is the control)."""
+    from types import SimpleNamespace
+
+    from streamlit.runtime.context import StreamlitCookies
+
+    def with_cookie(value):
+        monkeypatch.setattr(identity, "st", SimpleNamespace(context=SimpleNamespace(
+            cookies=StreamlitCookies({identity.COOKIE: value}))))
+        return identity._remembered()
+    assert with_cookie("Ada%20Lovelace") == "Ada Lovelace"
+    assert with_cookie(raw) is None
+
+
+def test_the_name_cookie_script_carries_only_percent_encoded_text(monkeypatch):
+    """What _write_cookie puts into the page: the name %-encoded inside a JSON string, so even
+    a name with quotes or markup (never accepted, but the writer must not rely on that) cannot
+    end the string or the script."""
+    from types import SimpleNamespace
+    sent = []
+    monkeypatch.setattr(identity, "st", SimpleNamespace(sidebar=SimpleNamespace(
+        html=lambda body, **kw: sent.append(body))))
+    identity._write_cookie("x'; alert(1); </script><b>\"")
+    (script,) = sent
+    value = script.split(f"document.cookie = '{identity.COOKIE}=' + ", 1)[1].split(" + ", 1)[0]
+    assert value == '"x%27%3B%20alert%281%29%3B%20%3C/script%3E%3Cb%3E%22"'
+    assert script.count("<script>") == 1 and script.count("</script>") == 1
+
+
 # ------------------------------------------------------------------ Streamlit's own login (OIDC)
 
 def _oidc_page(monkeypatch, home, user: dict):

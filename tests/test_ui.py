@@ -124,15 +124,34 @@ def test_figures_from_a_store(synth):
     runs = store.list_runs()
     m = pd.concat([data.metrics_frame(data.metrics_rows(store, [r["id"]])).assign(run=data.run_label(r))
                    for r in runs[:2]])
-    for f in (figures.loss_figure, figures.accuracy_figure, figures.remaining_figure, figures.lam_figure):
-        assert len(f(m).data) >= 2
+    loss, acc, rem, lam = (f(m) for f in (figures.loss_figure, figures.accuracy_figure, figures.remaining_figure,
+                                          figures.lam_figure))
+    for r in runs[:2]:         # each run's curves carry that run's own recorded values
+        label = data.run_label(r)
+        name = figures.short(label)
+        g = m[m["run"] == label]
+        steps, epochs = g[g["kind"] == "step"], g[g["kind"] == "epoch"]
+        lam_steps = steps[steps["lam"].notna()]
+
+        def trace(fig, trace_name):
+            (t,) = [t for t in fig.data if t.name == trace_name]
+            return t
+        assert list(trace(loss, name).y) == steps["loss_task"].tolist()
+        assert list(trace(loss, name).x) == steps["t"].tolist()
+        assert list(trace(acc, f"{name} · test").y) == epochs["test_acc"].tolist()
+        assert list(trace(acc, f"{name} · validation").y) == epochs["val_acc"].tolist()
+        assert list(trace(rem, name).y) == epochs["remaining"].tolist()
+        assert len(lam_steps) > 0 and list(trace(lam, name).y) == lam_steps["lam"].tolist()
     pts = data.tradeoff_points(runs)
     fig = figures.tradeoff_figure(data.aggregate_seeds(pts), data.imp_rounds(store, runs), 0.95, 0.01)
     assert len(fig.data) >= 1 and fig.layout.xaxis.type == "log"
     stats = data.mask_stats_frame(data.mask_stats_rows(store, ids[:1]))
     assert figures.layer_heatmap(stats).data[0].z.shape == (3, 3)
-    assert isinstance(figures.regularizer_curves(pd.DataFrame({"x": [0, 1], "y": [0, 1], "name": "l1",
-                                                               "reference": True})), go.Figure)
+    curves = figures.regularizer_curves(pd.DataFrame({"x": [0, 0.5, 1, 0, 0.5, 1], "y": [0, 0.5, 1, 0, 0.8, 1],
+                                                       "name": ["l1"] * 3 + ["log"] * 3,
+                                                       "reference": [True] * 3 + [False] * 3}))
+    assert [(t.name, list(t.y), t.line.dash) for t in curves.data] == [("l1", [0, 0.5, 1], "dash"),
+                                                                      ("log", [0, 0.8, 1], "solid")]
     assert "digraph" in figures.pipeline_dot()
 
 

@@ -37,7 +37,8 @@ CHECK_TEXT = {
     "zeros_stay_zero": ("Pruned weights stay exactly zero",
                         "Largest |θ| over pruned weights after retraining. Anything but 0 means the mask leaked."),
     "rewind_exact": ("Rewind restores the saved weights exactly",
-                     "Largest difference between the restored and the saved rewind weights. Must be 0."),
+                     "Largest difference between the weights retraining started from and the saved rewind "
+                     "checkpoint (which must still match the hash taken when it was saved). Must be 0."),
     "sparsity_vs_target": ("Sparsity as targeted",
                            "Sparsity measured from the masks against the target (within the stated tolerance)."),
     "masks_nested": ("IMP masks are nested",

@@ -14,7 +14,7 @@ import torch
 
 from .. import masking
 from ..train import RunContext
-from .common import check_sparsity, check_zeros, save_ticket, source_ticket, start_retrain, summary
+from .common import check_rewind, check_sparsity, check_zeros, save_ticket, source_ticket, start_retrain, summary
 
 
 def random_masks(shapes: dict[str, torch.Size], kept: dict[str, int] | int, gen: torch.Generator):
@@ -69,6 +69,8 @@ def run(ctx: RunContext) -> dict:
         start_retrain(ctx, st["mask"], "init", 0)
         ctx.end_stage()
     if ctx.stage("train"):
+        if not ctx.resuming_stage():
+            check_rewind(ctx, st["mask"], 0)
         res = ctx.train_phase(round=0, phase="train", epochs=cfg.epochs)
         check_zeros(ctx, 0)
         st["last"] = ctx.result_dict(res)
