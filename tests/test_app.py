@@ -413,8 +413,9 @@ def test_tradeoffs_mixed(monkeypatch, mixed, jobs):
     assert (acc["layout"]["xaxis"]["title"]["text"], acc["layout"]["yaxis"]["title"]["text"]) == \
         ("weights remaining (log scale; sparser to the right)", "test accuracy")
     assert cost["layout"]["xaxis"]["title"]["text"] == "epochs of training spent"
-    assert [t["name"] for t in acc["data"]] == [t["name"] for t in cost["data"]] == ["log mask", "IMP rounds"]
-    imp = next(t for t in acc["data"] if t["name"] == "IMP rounds")
+    imp_name = "IMP (global, 20% a round)"
+    assert [t["name"] for t in acc["data"]] == [t["name"] for t in cost["data"]] == ["log mask", imp_name]
+    imp = next(t for t in acc["data"] if t["name"] == imp_name)
     rounds = Store(home).metrics(ids["imp"], kind="round")
     assert sorted(plotly_values(imp["x"])) == pytest.approx(sorted(r["remaining"] for r in rounds))
     assert sorted(plotly_values(imp["y"])) == pytest.approx(sorted(r["test_acc"] for r in rounds))
@@ -665,7 +666,7 @@ def test_tradeoffs_tolerance_and_axes(monkeypatch, mixed, jobs):
     # the figure follows the chosen axis, and still plots both methods' runs
     (fig,) = [json.loads(el.proto.spec) for el in at.get("plotly_chart")]
     assert fig["layout"]["xaxis"]["title"]["text"] == "seconds spent finding the ticket"
-    assert {t["name"] for t in fig["data"]} >= {"log mask", "IMP rounds"}
+    assert {t["name"] for t in fig["data"]} >= {"log mask", "IMP (global, 20% a round)"}
 
 
 @pytest.mark.parametrize("change, field", [
