@@ -25,6 +25,7 @@ so an interrupted run leaves its finished part in the JSON ("complete": false)."
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import random
 import shutil
@@ -33,7 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import run_timed, write_result
+from common import RESULTS, ROOT, machine, run_timed
 
 # The Theory page's run (model, optimiser, search epochs, batch) with a longer retrain, which only
 # serves the held-out criterion (the recovery figures come from the search) and a larger
@@ -184,6 +185,30 @@ def one_run(store, cfg_dict: dict) -> tuple[str, dict]:
 
 
 PENALTIES = ["l1", "log", WARM, WARM_CHOSEN]
+RUN_COLUMNS = ["size", "seed", "penalty", "lam", "source_lam", "distance", "binary_distance", "kept", "hits", "fp",
+               "fn", "errors", "exact", "val_loss", "val_accuracy", "test_accuracy", "seconds"]
+
+
+def write_result(name: str, data: dict) -> Path:
+    """The results JSON, its run rows as a table (one line per run: thousands of runs as keyed,
+    indented objects made a megabyte)."""
+    def cell(v):
+        return round(v, 6) if isinstance(v, float) else v
+    rows = [[cell(r.get(c)) for c in RUN_COLUMNS] for r in data["runs"]]
+    head = json.dumps({"machine": machine(), **{k: v for k, v in data.items() if k != "runs"}}, indent=2)
+    text = (head[:-2] + ',\n  "runs": {\n    "columns": ' + json.dumps(RUN_COLUMNS) + ',\n    "rows": [\n      '
+            + ",\n      ".join(json.dumps(row) for row in rows) + "\n    ]\n  }\n}\n")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(text)
+    print(f"wrote {path.relative_to(ROOT)}")
+    return path
+
+
+def run_rows(data: dict) -> list[dict]:
+    """The results file's run table as one dict per run."""
+    cols = data["runs"]["columns"]
+    return [dict(zip(cols, row)) for row in data["runs"]["rows"]]
 
 
 def run_block(store, base: dict, params: dict, seed: int, lams: list[float], extra: list[str]) -> dict[str, list]:
@@ -229,7 +254,7 @@ def main():
     t0 = time.time()
 
     def write(complete: bool):
-        write_result("concavity", {
+        write_result("concavity_quick" if args.quick else "concavity", {
             "complete": complete, "elapsed_seconds": round(time.time() - t0, 1),
             "settings": {"base": base, "sizes": sizes, "n_test": N_TEST, "lams": lams, "seeds": seeds,
                          "penalties": PENALTIES + extra,
@@ -241,7 +266,7 @@ def main():
             "summary": {name: summarise(per_seed[name]) for name in sizes if per_seed[name]},
             "per_seed": {name: {pen: {str(s): f for s, f in d.items()} for pen, d in per_seed[name].items()}
                          for name in sizes},
-            "runs": runs}, args.quick)
+            "runs": runs})
 
     try:
         for seed in seeds:
@@ -301,7 +326,6 @@ def report(data: dict) -> str:
 if __name__ == "__main__":
     import sys
     if "--report" in sys.argv:
-        import json
         quick = "--quick" in sys.argv
         from common import RESULTS
         print(report(json.loads((RESULTS / ("concavity_quick.json" if quick else "concavity.json")).read_text())))

@@ -110,10 +110,11 @@ def test_concavity_quick_writes_its_figures(tmp_path):
     assert set(summary["paired"]) == {f"{p} vs l1" for p in pens[1:]}
     cmp = summary["paired"]["log vs l1"]["selected_errors"]
     assert cmp["a_wins"] + cmp["b_wins"] + cmp["ties"] == 2
-    assert len(data["runs"]) == 2 * 2 * 4            # seeds × λ × penalties
-    chosen = [r for r in data["runs"] if r["penalty"] == "log warm-started from chosen l1"]
+    runs = _concavity().run_rows(data)
+    assert len(runs) == 2 * 2 * 4                    # seeds × λ × penalties
+    chosen = [r for r in runs if r["penalty"] == "log warm-started from chosen l1"]
     assert all(r["source_lam"] == data["per_seed"]["tiny"]["l1"][str(r["seed"])]["selected_lam"] for r in chosen)
-    assert all(r["errors"] == r["fp"] + r["fn"] and r["val_loss"] > 0 for r in data["runs"])
+    assert all(r["errors"] == r["fp"] + r["fn"] and r["val_loss"] > 0 for r in runs)
 
 
 def test_concavity_selection_and_intervals_on_hand_made_numbers():
