@@ -147,3 +147,25 @@ def test_concavity_selection_and_intervals_on_hand_made_numbers():
     assert (p["a_wins"], p["ties"], p["b_wins"]) == (1, 0, 1)
     with pytest.raises(ValueError, match="one figure per seed"):
         c.paired([1], [1, 2])
+
+
+def test_the_pages_quote_the_measured_concavity_figures():
+    """The Theory page and the Lesson's step 4 quote bench/results/concavity.json as measured."""
+    data = json.loads((ROOT / "bench" / "results" / "concavity.json").read_text())
+    assert data["complete"] and len(data["settings"]["seeds"]) == 10 and len(data["summary"]) == 3
+    pairs = [s["paired"]["log vs l1"]["selected_distance"] for s in data["summary"].values()]
+    closer = sum(p["a_wins"] for p in pairs)
+    default = data["summary"]["default"]["penalties"]
+    widened = [s["paired"]["log warm-started from l1 vs l1"]["exact_points"] for name, s in data["summary"].items()
+               if data["settings"]["sizes"][name]["n_train"] > data["settings"]["sizes"][name]["dim"]]
+    under = data["summary"]["under"]["penalties"]
+    theory = (ROOT / "pages" / "theory.py").read_text()
+    assert f"in {closer} of 30 seed-and-size pairs" in theory and closer == 28
+    assert (f"{default['log']['exact_range']['points']['mean']:.1f} grid points against ℓ1's "
+            f"{default['l1']['exact_range']['points']['mean']:.1f} of {len(data['settings']['lams'])}") in theory
+    assert all(w["a_wins"] == 10 for w in widened) and "in all\n  20 seeds" in theory
+    assert under["l1"]["oracle"]["exact_somewhere"]["k"] == under["log"]["oracle"]["exact_somewhere"]["k"] == 0
+    assert f"({under['log warm-started from l1']['oracle']['exact_somewhere']['k']} of 10 seeds)" in theory
+    from ui import lesson_steps
+    step = next(s for s in lesson_steps.STEPS if s.figure == "planted")
+    assert "The paper's concavity claim, measured" in step.text and "narrower λ range" in step.text
