@@ -1,6 +1,8 @@
 """The paper's concavity claim, measured (issue 19 §6).
 
     python bench/concavity.py [--quick] [--seeds N] [--sizes default,under,large] [--extra exp]
+    python bench/concavity.py --no-log --extra exp      # ℓ1 and exp only, to concavity_exp.json
+    python bench/concavity.py --report                  # the Markdown tables of concavity.json
 
 The claim: a strictly concave mask penalty (log) recovers a sparse target better than ℓ1, over
 a wider range of λ. Measured on the planted problem (logistic regression on data generated from
@@ -211,23 +213,26 @@ def run_rows(data: dict) -> list[dict]:
     return [dict(zip(cols, row)) for row in data["runs"]["rows"]]
 
 
-def run_block(store, base: dict, params: dict, seed: int, lams: list[float], extra: list[str]) -> dict[str, list]:
-    """All penalties over the λ grid for one (problem size, seed)."""
+def run_block(store, base: dict, params: dict, seed: int, lams: list[float], extra: list[str],
+              logs: bool = True) -> dict[str, list]:
+    """Every penalty over the λ grid for one (problem size, seed); ℓ1 and `extra` only when not `logs`."""
     cfg0 = {**base, "seed": seed, "data_params": {**params, "n_test": N_TEST, "planted_seed": seed}}
-    rows: dict[str, list] = {p: [] for p in PENALTIES + extra}
+    rows: dict[str, list] = {p: [] for p in (PENALTIES if logs else ["l1"]) + extra}
     l1_ids = {}
     for lam in lams:
         l1_ids[lam], rows_l1 = one_run(store, {**cfg0, "regularizer": "l1", "lam": lam})
         rows["l1"].append(rows_l1)
-        rows["log"].append(one_run(store, {**cfg0, "regularizer": "log", "lam": lam})[1])
-        rows[WARM].append(one_run(store, {**cfg0, "regularizer": "log", "lam": lam, "warm_start": l1_ids[lam]})[1])
+        if logs:
+            rows["log"].append(one_run(store, {**cfg0, "regularizer": "log", "lam": lam})[1])
+            rows[WARM].append(one_run(store, {**cfg0, "regularizer": "log", "lam": lam,
+                                              "warm_start": l1_ids[lam]})[1])
         for pen in extra:
             rows[pen].append(one_run(store, {**cfg0, "regularizer": pen, "lam": lam})[1])
-    # The two-stage recipe a user can follow: ℓ1 chosen on validation, then log over the grid from it
-    source = select_on_validation(rows["l1"])["lam"]
-    for lam in lams:
-        _, r = one_run(store, {**cfg0, "regularizer": "log", "lam": lam, "warm_start": l1_ids[source]})
-        rows[WARM_CHOSEN].append({**r, "source_lam": source})
+    if logs:    # the two-stage recipe a user can follow: ℓ1 chosen on validation, then log over the grid from it
+        source = select_on_validation(rows["l1"])["lam"]
+        for lam in lams:
+            _, r = one_run(store, {**cfg0, "regularizer": "log", "lam": lam, "warm_start": l1_ids[source]})
+            rows[WARM_CHOSEN].append({**r, "source_lam": source})
     return rows
 
 
@@ -237,7 +242,17 @@ def main():
     ap.add_argument("--seeds", type=int, default=10)
     ap.add_argument("--sizes", default="default,under,large", help=f"comma-separated, of {', '.join(SIZES)}")
     ap.add_argument("--extra", default="", help="more concave penalties to run from m = 1 ('' for none)")
+    ap.add_argument("--report", action="store_true", help="print the results file's tables (Markdown) and stop")
+    ap.add_argument("--no-log", action="store_true",
+                    help="run only ℓ1 and --extra (written to concavity_<extra>.json, the main file untouched)")
     args = ap.parse_args()
+    if args.no_log and not args.extra:
+        ap.error("--no-log runs ℓ1 and the --extra penalties: name at least one with --extra (e.g. exp)")
+    extra = [p for p in args.extra.split(",") if p]
+    out_name = "concavity_quick" if args.quick else "concavity" + ("_" + "_".join(extra) if args.no_log else "")
+    if args.report:
+        print(report(json.loads((RESULTS / f"{out_name}.json").read_text())))
+        return
 
     if args.quick:
         base = {**BASE, "epochs": 4, "retrain_epochs": 2}
@@ -245,8 +260,8 @@ def main():
         seeds, lams, extra = [0, 1], [0.2, 1.0], []
     else:
         base = BASE
-        sizes = {name: SIZES[name] for name in args.sizes.split(",")}
-        seeds, lams, extra = list(range(args.seeds)), LAMS, [p for p in args.extra.split(",") if p]
+        sizes = {size: SIZES[size] for size in args.sizes.split(",")}
+        seeds, lams = list(range(args.seeds)), LAMS
 
     store = scratch_store()
     runs: list[dict] = []
@@ -254,30 +269,30 @@ def main():
     t0 = time.time()
 
     def write(complete: bool):
-        write_result("concavity_quick" if args.quick else "concavity", {
+        write_result(out_name, {
             "complete": complete, "elapsed_seconds": round(time.time() - t0, 1),
             "settings": {"base": base, "sizes": sizes, "n_test": N_TEST, "lams": lams, "seeds": seeds,
-                         "penalties": PENALTIES + extra,
+                         "penalties": (PENALTIES if not args.no_log else ["l1"]) + extra,
                          "seeding": "seed s sets both data_params.planted_seed and the run seed",
                          "selection": "per seed and penalty, the λ with the smallest validation loss of the "
                                       "retrained ticket (ties: larger λ); recovery errors never choose",
                          "intervals": "95 % percentile bootstrap of the mean over seeds (10 000 resamples); "
                                       "rates: 95 % Wilson"},
-            "summary": {name: summarise(per_seed[name]) for name in sizes if per_seed[name]},
-            "per_seed": {name: {pen: {str(s): f for s, f in d.items()} for pen, d in per_seed[name].items()}
-                         for name in sizes},
+            "summary": {size: summarise(per_seed[size]) for size in sizes if per_seed[size]},
+            "per_seed": {size: {pen: {str(s): f for s, f in d.items()} for pen, d in per_seed[size].items()}
+                         for size in sizes},
             "runs": runs})
 
     try:
         for seed in seeds:
-            for name, params in sizes.items():
+            for size, params in sizes.items():
                 t = time.time()
-                rows = run_block(store, base, params, seed, lams, extra)
+                rows = run_block(store, base, params, seed, lams, extra, logs=not args.no_log)
                 for pen, pen_rows in rows.items():
-                    runs.extend({"size": name, "seed": seed, "penalty": pen, **r} for r in pen_rows)
-                    per_seed[name].setdefault(pen, {})[seed] = seed_figures(pen_rows)
-                figs = per_seed[name]
-                print(f"seed {seed} {name:<8} {time.time() - t:6.1f} s  " + "  ".join(
+                    runs.extend({"size": size, "seed": seed, "penalty": pen, **r} for r in pen_rows)
+                    per_seed[size].setdefault(pen, {})[seed] = seed_figures(pen_rows)
+                figs = per_seed[size]
+                print(f"seed {seed} {size:<8} {time.time() - t:6.1f} s  " + "  ".join(
                     f"{pen}: sel err {figs[pen][seed]['selected_errors']} (λ {figs[pen][seed]['selected_lam']:g}), "
                     f"exact at {figs[pen][seed]['exact_range']['points']}" for pen in rows), flush=True)
                 write(complete=False)
@@ -324,10 +339,4 @@ def report(data: dict) -> str:
 
 
 if __name__ == "__main__":
-    import sys
-    if "--report" in sys.argv:
-        quick = "--quick" in sys.argv
-        from common import RESULTS
-        print(report(json.loads((RESULTS / ("concavity_quick.json" if quick else "concavity.json")).read_text())))
-    else:
-        main()
+    main()

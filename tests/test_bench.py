@@ -110,6 +110,8 @@ def test_concavity_quick_writes_its_figures(tmp_path):
     assert set(summary["paired"]) == {f"{p} vs l1" for p in pens[1:]}
     cmp = summary["paired"]["log vs l1"]["selected_errors"]
     assert cmp["a_wins"] + cmp["b_wins"] + cmp["ties"] == 2
+    table = _concavity().report(data)                # what docs/RESULTS.md quotes
+    assert "**tiny**: d = 20, k = 3, n = 120 (2 seeds)" in table and "| log vs l1 |" in table
     runs = _concavity().run_rows(data)
     assert len(runs) == 2 * 2 * 4                    # seeds × λ × penalties
     chosen = [r for r in runs if r["penalty"] == "log warm-started from chosen l1"]
