@@ -29,6 +29,7 @@ bench: venv
 	$(PY) bench/speed.py
 	$(PY) bench/peer_imp.py
 	$(PY) bench/convex.py
+	$(PY) bench/concavity.py
 	$(PY) bench/tradeoff.py
 	$(PY) bench/controller.py --mnist
 	$(PY) bench/estimates.py

@@ -88,3 +88,101 @@ def test_families_interpolates_imp_at_the_exact_level():
     acc, epochs = imp_at(rounds, 0.08)          # exactly on a round: that round's accuracy and epochs
     assert acc == pytest.approx(0.98) and epochs == 3
     assert imp_at(rounds, 0.01) is None and imp_at(rounds, 0.2) is None
+
+
+def _concavity():
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import concavity
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    return concavity
+
+
+def test_concavity_quick_writes_its_figures(tmp_path):
+    """bench/concavity.py --quick runs offline and writes, per problem size, every penalty's
+    figures at the λ chosen on validation loss, the oracle, the exact-recovery range, and the
+    paired comparisons with ℓ1 (a stale file from an earlier run is removed first)."""
+    out = ROOT / "bench" / "results" / "concavity_quick.json"
+    out.unlink(missing_ok=True)
+    env = {"PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1", "LOTTERY_DATA": str(tmp_path / "nodata"),
+           "HOME": str(tmp_path)}
+    r = subprocess.run([sys.executable, str(ROOT / "bench" / "concavity.py"), "--quick"], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    data = json.loads(out.read_text())
+    assert data["complete"] is True and data["settings"]["seeds"] == [0, 1]
+    pens = ["l1", "log", "log warm-started from l1", "log warm-started from chosen l1"]
+    summary = data["summary"]["tiny"]
+    assert sorted(summary["penalties"]) == sorted(pens)
+    for pen in pens:
+        s = summary["penalties"][pen]
+        assert s["seeds"] == 2 and s["selected"]["errors"]["n"] == 2
+        assert s["selected"]["errors"]["lo"] <= s["selected"]["errors"]["mean"] <= s["selected"]["errors"]["hi"]
+        assert 0 <= s["selected"]["exact"]["rate"] <= 1 and s["oracle"]["errors"]["mean"] <= \
+            s["selected"]["errors"]["mean"]
+        assert 0 <= s["exact_range"]["points"]["mean"] <= 2
+    assert set(summary["paired"]) == {f"{p} vs l1" for p in pens[1:]}
+    cmp = summary["paired"]["log vs l1"]["selected_errors"]
+    assert cmp["a_wins"] + cmp["b_wins"] + cmp["ties"] == 2
+    table = _concavity().report(data)                # what docs/RESULTS.md quotes
+    assert "**tiny**: d = 20, k = 3, n = 120 (2 seeds)" in table and "| log vs l1 |" in table
+    runs = _concavity().run_rows(data)
+    assert len(runs) == 2 * 2 * 4                    # seeds × λ × penalties
+    chosen = [r for r in runs if r["penalty"] == "log warm-started from chosen l1"]
+    assert all(r["source_lam"] == data["per_seed"]["tiny"]["l1"][str(r["seed"])]["selected_lam"] for r in chosen)
+    assert all(r["errors"] == r["fp"] + r["fn"] and r["val_loss"] > 0 for r in runs)
+
+
+def test_concavity_selection_and_intervals_on_hand_made_numbers():
+    """λ is chosen on validation loss (never on recovery), ties go to the larger λ; the exact range
+    counts grid points and their λ ratio; intervals and paired counts on known numbers."""
+    c = _concavity()
+    rows = [{"lam": 0.1, "val_loss": 0.30, "exact": False}, {"lam": 0.2, "val_loss": 0.20, "exact": True},
+            {"lam": 0.4, "val_loss": 0.20, "exact": True}, {"lam": 0.8, "val_loss": 0.50, "exact": False},
+            {"lam": 1.6, "val_loss": 0.90, "exact": True}]
+    assert c.select_on_validation(rows)["lam"] == 0.4          # tie at 0.20: the larger λ
+    rng = c.exact_range(rows)
+    assert rng["points"] == 3 and rng["of"] == 5 and rng["lam_min"] == 0.1 * 2 and rng["lam_max"] == 1.6
+    assert rng["ratio"] == pytest.approx(8.0) and rng["contiguous"] is False
+    assert c.exact_range(rows[:3])["contiguous"] is True
+    assert c.exact_range([{"lam": 1.0, "exact": False}])["ratio"] is None
+    with pytest.raises(ValueError, match="at least one row"):
+        c.select_on_validation([])
+
+    ci = c.mean_ci([1.0, 2.0, 3.0, 4.0])
+    assert ci["mean"] == 2.5 and 1.0 <= ci["lo"] < 2.5 < ci["hi"] <= 4.0 and ci["n"] == 4
+    assert c.mean_ci([2.0, 2.0, 2.0]) == {"mean": 2.0, "lo": 2.0, "hi": 2.0, "n": 3}
+    w = c.wilson(0, 10)                                         # 0 of 10: the interval still reaches 0.28
+    assert w["rate"] == 0 and w["lo"] == 0 and w["hi"] == pytest.approx(0.2775, abs=1e-3)
+    w = c.wilson(5, 10)
+    assert w["lo"] == pytest.approx(0.2366, abs=1e-3) and w["hi"] == pytest.approx(0.7634, abs=1e-3)
+
+    p = c.paired([0, 1, 2, 5], [1, 1, 3, 4])                     # fewer errors wins
+    assert (p["a_wins"], p["ties"], p["b_wins"]) == (2, 1, 1) and p["mean_diff"]["mean"] == pytest.approx(-0.25)
+    p = c.paired([3, 1], [2, 2], lower_is_better=False)          # more exact points wins
+    assert (p["a_wins"], p["ties"], p["b_wins"]) == (1, 0, 1)
+    with pytest.raises(ValueError, match="one figure per seed"):
+        c.paired([1], [1, 2])
+
+
+def test_the_pages_quote_the_measured_concavity_figures():
+    """The Theory page and the Lesson's step 4 quote bench/results/concavity.json as measured."""
+    data = json.loads((ROOT / "bench" / "results" / "concavity.json").read_text())
+    assert data["complete"] and len(data["settings"]["seeds"]) == 10 and len(data["summary"]) == 3
+    pairs = [s["paired"]["log vs l1"]["selected_distance"] for s in data["summary"].values()]
+    closer = sum(p["a_wins"] for p in pairs)
+    default = data["summary"]["default"]["penalties"]
+    widened = [s["paired"]["log warm-started from l1 vs l1"]["exact_points"] for name, s in data["summary"].items()
+               if data["settings"]["sizes"][name]["n_train"] > data["settings"]["sizes"][name]["dim"]]
+    under = data["summary"]["under"]["penalties"]
+    theory = (ROOT / "pages" / "theory.py").read_text()
+    assert f"in {closer} of 30 seed-and-size pairs" in theory and closer == 28
+    assert (f"{default['log']['exact_range']['points']['mean']:.1f} grid points against ℓ1's "
+            f"{default['l1']['exact_range']['points']['mean']:.1f} of {len(data['settings']['lams'])}") in theory
+    assert all(w["a_wins"] == 10 for w in widened) and "in all\n  20 seeds" in theory
+    assert under["l1"]["oracle"]["exact_somewhere"]["k"] == under["log"]["oracle"]["exact_somewhere"]["k"] == 0
+    assert f"({under['log warm-started from l1']['oracle']['exact_somewhere']['k']} of 10 seeds)" in theory
+    from ui import lesson_steps
+    step = next(s for s in lesson_steps.STEPS if s.figure == "planted")
+    assert "The paper's concavity claim, measured" in step.text and "narrower λ range" in step.text

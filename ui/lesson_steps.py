@@ -73,7 +73,11 @@ STEPS: tuple[Step, ...] = (
          "and flat near 1, so useless entries should go to exactly 0 while useful ones stay near 1 almost for "
          "free.\n\n"
          "The **planted problem** tests the argument where the answer is known: synthetic data that depends on "
-         "only k of d features. Does the learned mask find exactly those k — and more often with log than ℓ1?",
+         "only k of d features. Does the learned mask find exactly those k — and more often with log than ℓ1?\n\n"
+         "Measured over 10 seeds and 3 problem sizes (docs/RESULTS.md, \"The paper's concavity claim, measured\"): "
+         "log's mask ends closer to m* than ℓ1's, but it finds the exact support not measurably more often, and "
+         "from m = 1 over a narrower λ range; started from ℓ1's solution it finds it over a wider one (every seed "
+         "with more samples than features) and, with fewer, is the only one that ever finds it.",
          "Where each penalty's support errors reach 0 (★: exact recovery), and how often each one gets there.",
          "What does a concave penalty give up in exchange (hint: convexity), and how does a warm start from ℓ1 "
          "change that?",
