@@ -128,8 +128,11 @@ class LamController:
         mask down together (Adam moves all entries at about the same speed) brings them to the
         cut as a block, and a λ held then carried ResNet-20's search from 75 % to 6.5 % remaining
         in its last epoch (target 10 %). While more entries than the target's tolerance (a tenth
-        of the survivors) could still cross, λ keeps being solved."""
+        of the survivors) could still cross, λ keeps being solved. After the phase's last step
+        nothing is solved: with no travel left every entry looks stuck where it is."""
         left = self.travel(step, lr_now)
+        if left <= 0:       # the phase's steps are all done: no mask moves again, λ would act on nothing
+            return False
         if left > min(float(self.travel_after[0]) / 10, 0.05):
             return True
         return self.within_reach is not None and self.within_reach > 0.1 * max(self.keep, 1)

@@ -466,3 +466,118 @@ def test_deploy_size_figure_reads_at_1024_px():
     assert ax.range[1] >= math.log10(1_066_904 / 1024) + 0.5
     assert max(len(s) for t in fig.data for s in t.text) <= 16
     assert "1/10.5" in fig.data[0].text[1]                    # sparse fp32 as written: 1/10.5 of dense
+
+
+# ---------------------------------------------------------------- the paper's pixel ticket: one logit
+
+PIXEL = {"model": "logreg", "dataset": "digits", "classes": [0, 1], "method": "concave", "lam": 10.0,
+         "target_sparsity": 0.875, "threshold_mode": "topk", "epochs": 3, "retrain_epochs": 2, "batch_size": 32,
+         "lr": 1e-2}       # the mnist-8-pixel preset on the offline 8×8 digits: 8 of 64 pixels kept
+
+
+@pytest.fixture(scope="module")
+def pixel_ticket(tmp_path_factory):
+    from engine import runner
+    from engine.config import RunConfig
+    from engine.store import Store
+    store = Store(tmp_path_factory.mktemp("pixelhome"))
+    run_id = runner.create(store, RunConfig.from_dict(PIXEL), status="running")
+    runner.execute(store, run_id)
+    return store, run_id
+
+
+def test_the_one_logit_pixel_ticket_deploys_and_predicts_as_the_masked_model(pixel_ticket, tmp_path):
+    """Logistic regression on two classes has one logit (class 1 when it is > 0, trained with BCE):
+    the deployed file keeps that, and its logits equal the ticket's 8 pixels computed by hand."""
+    from engine.data import default_data_dir, load_dataset
+    store, run_id = pixel_ticket
+    out = tmp_path / "out"
+    rep = dp.deploy(store, run_id, out)
+    head = rep["header"]
+    assert head["binary_logit"] is True and head["num_classes"] == 2 and head["class_names"] == ["0", "1"]
+    assert list(head["layers"]) == ["classifier.0"] and head["layers"]["classifier.0"]["shape"] == [1, 64]
+    assert head["layers"]["classifier.0"]["nnz"] == 8
+
+    # the independent reference: w·x + b over the ticket's pixels, from the run's own files
+    weights = store.load_array(run_id, "ckpt")["model"]
+    keep = store.load_array(run_id, "ticket")["mask"]["classifier.0"]
+    assert int(keep.sum()) == 8
+    w = weights["classifier.0.weight"] * keep
+    splits = load_dataset("digits", default_data_dir(), classes=[0, 1], val_fraction=0.1, split_seed=0)
+    x, y = splits.test_x, splits.test_y
+    by_hand = x.flatten(1) @ w.T + weights["classifier.0.bias"]
+    want = (by_hand.squeeze(1) > 0).long()
+    assert 0 < int(want.sum()) < len(want)                       # both classes predicted: the sign matters
+    masked, _ = dp.trained_model(store, run_id, splits.in_shape, 2)
+    with torch.no_grad():
+        assert torch.allclose(masked(x), by_hand, rtol=1e-6, atol=1e-6)
+        for how in ("never", "always", "auto"):
+            got = dp.load_deployed(out / "model.safetensors", sparse=how)(x)
+            assert got.shape == (len(y), 1), how
+            assert torch.equal(dp.predicted(got, True), want), how
+            assert torch.allclose(got, by_hand, rtol=1e-6, atol=1e-6), how
+    summary = store.get_run(run_id)["summary"]
+    assert int((want == y).sum()) / len(y) == pytest.approx(summary["test_accuracy"], abs=1e-12)
+    par = rep["parity"]
+    assert par["n"] == len(y) and par["differ_deployed"] == 0 and par["differ_onnx"] == 0 and par["passed"]
+    onnx_out = dp.onnx_session(out / "model.onnx").run(None, {"input": x.numpy()})[0]
+    assert onnx_out.shape == (len(y), 1)
+    assert torch.equal(dp.predicted(torch.from_numpy(onnx_out), True), want)
+    # classify() takes raw images (digits' 0..16 scale, here as floats already divided by it)
+    norm = head["normalisation"]
+    raw = x * norm["std"][0] + norm["mean"][0]
+    assert dp.load_deployed(out / "model.safetensors").classify(raw) == [str(int(p)) for p in want]
+
+
+# ---------------------------------------------------------------- CSR or dense: what calibrate measured
+
+class _FakeClock:
+    """time.perf_counter for DeployedLinear.calibrate: each product advances it by the cost the
+    test gives (µs, per batch size; a list is cycled call by call)."""
+
+    def __init__(self, layer, costs):
+        self.now, self.calls = 0.0, {"dense": 0, "sparse": 0}
+        for kind in ("dense", "sparse"):
+            real = getattr(layer, f"{kind}_forward")
+
+            def timed(x, kind=kind, real=real):
+                per_batch = costs[kind][x.shape[0]]
+                cycle = per_batch if isinstance(per_batch, list) else [per_batch]
+                self.now += cycle[self.calls[kind] % len(cycle)] * 1e-6
+                self.calls[kind] += 1
+                return real(x)
+            setattr(layer, f"{kind}_forward", timed)
+
+    def __call__(self):
+        return self.now
+
+
+@pytest.mark.parametrize("dense_us, sparse_us, csr_small, csr_large", [
+    ({1: 10, 128: 100}, {1: 4, 128: 30}, True, True),          # CSR faster at both batch sizes
+    ({1: 10, 128: 100}, {1: 20, 128: 300}, False, False),      # dense faster at both
+    ({1: 10, 128: 100}, {1: 4, 128: 300}, True, False),        # CSR wins at batch 1 only
+    ({1: 10, 128: 100}, {1: 20, 128: 30}, False, True),        # ... at batch 128 only
+    ({1: 10, 128: 100}, {1: 9.5, 128: 95}, False, False),      # 5 % faster: inside the 10 % margin
+    ({1: 10, 128: 100}, {1: [2, 30, 30], 128: [20, 300, 300]}, False, False),   # fast once, slow at the median
+    ({1: [50, 10, 10], 128: [500, 100, 100]}, {1: 5, 128: 50}, True, True),     # dense's median is its own
+])
+def test_calibrate_uses_csr_exactly_where_it_measured_faster(monkeypatch, dense_us, sparse_us, csr_small, csr_large):
+    torch.manual_seed(0)
+    weight = torch.randn(30, 40) * (torch.rand(30, 40) < 0.05)
+    layer = dp.DeployedLinear(weight, torch.randn(30))
+    clock = _FakeClock(layer, {"dense": dense_us, "sparse": sparse_us})
+    monkeypatch.setattr(dp.time, "perf_counter", clock)
+    layer.calibrate(reps=9)
+    assert (layer.sparse_small, layer.sparse_large) == (csr_small, csr_large)
+    assert clock.calls == {"dense": 2 * 11, "sparse": 2 * 11}          # 9 timed + 2 warm-up, at each batch size
+    fastest = {b: min(c if isinstance(c, list) else [c]) for b, c in dense_us.items()}
+    assert layer.timings[1]["dense_us"] == pytest.approx(fastest[1])
+    assert layer.timings[128]["dense_us"] == pytest.approx(fastest[128])
+    # forward follows the choice: batches below BATCH_SPLIT as batch 1, the others as batch 128
+    used = []
+    monkeypatch.setattr(layer, "sparse_forward", lambda x: used.append(("sparse", len(x))) or x.new_zeros(len(x), 30))
+    monkeypatch.setattr(layer, "dense_forward", lambda x: used.append(("dense", len(x))) or x.new_zeros(len(x), 30))
+    layer(torch.randn(dp.BATCH_SPLIT - 1, 40))
+    layer(torch.randn(dp.BATCH_SPLIT, 40))
+    assert used == [("sparse" if csr_small else "dense", dp.BATCH_SPLIT - 1),
+                    ("sparse" if csr_large else "dense", dp.BATCH_SPLIT)]

@@ -127,3 +127,73 @@ def test_full_disk_reads_work_and_writes_fail_in_one_line(small_disk, monkeypatc
     table = at.dataframe[0].value
     assert len(table) == len(ids)
     assert sorted(table["state"].str.split().str[-1]) == sorted(ids)      # every status, as stored
+
+
+
+PIXEL_TICKET = {"model": "logreg", "dataset": "digits", "classes": [0, 1], "method": "concave", "lam": 10.0,
+                "target_sparsity": 0.875, "threshold_mode": "topk", "epochs": 2, "retrain_epochs": 1,
+                "batch_size": 32, "lr": 1e-2}
+
+
+
+def test_deploy_onto_a_full_disk_fails_in_one_line_and_leaves_nothing(small_disk, tmp_path, monkeypatch, capsys):
+    """`engine deploy --out` on a really full filesystem, then with one page free, two, ...: each
+    attempt that runs out of space exits 2 with one line naming the disk and leaves neither --out
+    nor its temporary folder behind, also when it failed after the compact file (or the ONNX file
+    too) had been written. With room enough the same command deploys."""
+    from engine import deploy as dp
+    from engine import runner
+    store = Store(tmp_path / "home")                     # the store has room; --out is on the full disk
+    run_id = runner.create(store, RunConfig.from_dict(PIXEL_TICKET), status="running")
+    runner.execute(store, run_id)
+    _fill(small_disk)
+    filler = small_disk / "filler"
+    full_size, page = filler.stat().st_size, os.statvfs(small_disk).f_frsize
+    out = small_disk / "out"
+    argv = ["deploy", run_id, "--out", str(out), "--home", str(store.home)]
+    disk_full = f"error: disk full while writing to {small_disk}: nothing was written (No space left on device)"
+
+    def free_bytes():
+        st = os.statvfs(small_disk)
+        return st.f_bavail * st.f_frsize
+
+    # as the app runs it, in a process of its own: one free page (the compact file fits, the rest
+    # does not) and every byte written is given back. In-process the exporter keeps the compact
+    # file mapped until the process ends, so the space is counted here, after the process.
+    os.truncate(filler, full_size - page)
+    free = free_bytes()
+    r = subprocess.run([sys.executable, "-m", "engine", *argv], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and _one_error_line(r.stderr) == disk_full, r.stderr
+    assert sorted(p.name for p in small_disk.iterdir()) == ["filler"] and free_bytes() == free
+
+    _fill(small_disk)             # full again (the filler grew back over a hole, which takes no space)
+    assert free_bytes() == 0
+    reached = []
+
+    def spy(name):
+        real = getattr(dp, name)
+
+        def called(*a, **k):
+            reached[-1].add(name)
+            return real(*a, **k)
+        monkeypatch.setattr(dp, name, called)
+    spy("export_onnx")          # entered once the compact file is written
+    spy("parity")               # entered once the ONNX file is written too
+    for pages in range(0, 65):
+        os.truncate(filler, full_size - pages * page)
+        reached.append(set())
+        capsys.readouterr()
+        rc = main(argv)
+        if rc == 0:
+            break
+        assert rc == 2, (pages, rc)
+        assert _one_error_line(capsys.readouterr().err) == disk_full
+        assert sorted(p.name for p in small_disk.iterdir()) == ["filler"], pages
+    else:
+        pytest.fail("64 free pages were not enough to deploy an 8-pixel logistic regression")
+    failed_after = reached[:-1]
+    assert failed_after[0] == set()                         # the really full disk: not even the compact file
+    assert {"export_onnx"} in failed_after or {"export_onnx", "parity"} in failed_after, failed_after
+    assert sorted(p.name for p in out.iterdir()) == ["deploy.json", "model.onnx", "model.safetensors"]
+    assert json.loads((out / "deploy.json").read_text())["parity"]["passed"]
+    assert dp.load_deployed(out / "model.safetensors").meta["run_id"] == run_id

@@ -4,6 +4,7 @@ threshold), stays between its floor and ceiling, and says early when a target is
 The full grid (concave and CS × constant and cosine × λ₀ × target) is bench/controller.py."""
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -177,3 +178,128 @@ def test_lambda_keeps_steering_while_a_block_of_masks_sits_at_the_cut():
     restored.load_state(ctl.state())                             # a resumed phase decides the same
     assert restored.within_reach == 50 and not restored.active(step, 0.01)
     assert ctl.active(10, 0.01)                                  # early on it always steers
+
+
+# ---------------------------------------------------------------- the controller's own promises
+
+SEARCH = dict(method="concave", target_sparsity=0.9, epochs=2, rounds=2, mask_lr=0.02)   # reaches 0.899
+
+
+@pytest.fixture(scope="module")
+def two_starts(tmp_path_factory):
+    """The same two-round concave search from λ₀ = 0.01 and from λ₀ = 100:
+    {λ₀: (store, run_id, summary, the warnings it gave)}."""
+    from engine.store import Store
+    out = {}
+    for lam0 in (0.01, 100.0):
+        store = Store(tmp_path_factory.mktemp(f"lam0-{lam0}"))
+        cfg = RunConfig.from_dict({**FAST, **SEARCH, "lam": lam0})
+        run_id = runner.create(store, cfg, status="running")
+        with warnings.catch_warnings(record=True) as said:
+            warnings.simplefilter("always")
+            out[lam0] = (store, run_id, runner.execute(store, run_id, DATA), [str(w.message) for w in said])
+    return out
+
+
+def _search_phases(history, steps_per_phase, rounds):
+    """lam_history split into its search phases. Round r's probe is written at global step r·P,
+    after round r−1's last update (which may carry the same step): the last entry at that step."""
+    starts = [max(i for i, (step, _) in enumerate(history) if step == r * steps_per_phase) for r in range(rounds)]
+    return [history[a:b] for a, b in zip(starts, starts[1:] + [len(history)])]
+
+
+def _steps_per_phase():
+    from engine.data import load_dataset
+    cfg = RunConfig.from_dict({**FAST, **SEARCH})
+    n = len(load_dataset(cfg.dataset, DATA, val_fraction=cfg.val_fraction, split_seed=0).train_y)
+    return cfg.epochs * math.ceil(n / cfg.batch_size)
+
+
+def test_lambda0_plays_no_part(two_starts):
+    """The class docstring: 'λ₀ plays no part: every start lands on the same λ', over a whole run."""
+    (_, _, low, _), (_, _, high, _) = two_starts[0.01], two_starts[100.0]
+    assert low["lam_history"] == high["lam_history"]        # every (step, λ), exactly
+    assert len(low["lam_history"]) > 20
+    assert low["lam_history"][0][1] not in (0.01, 100.0)
+    assert low["sparsity"] == high["sparsity"] and abs(low["sparsity"] - 0.9) <= 0.01, low["sparsity"]
+
+
+def test_each_update_moves_lambda_at_most_its_stated_step(two_starts):
+    """Within a search phase, consecutive λ differ by at most ×e^±MAX_STEP (the probe starting
+    each phase is free to jump: it solves from scratch)."""
+    history = two_starts[0.01][2]["lam_history"]
+    phases = _search_phases(history, _steps_per_phase(), SEARCH["rounds"])
+    assert [len(p) for p in phases] == [len(p) for p in phases if len(p) > 5]      # both phases steered
+    assert sum(len(p) for p in phases) == len(history)
+    bound = lam_control.LamController.MAX_STEP + 1e-12
+    for phase in phases:
+        logs = [math.log(b / a) for (_, a), (_, b) in zip(phase, phase[1:])]
+        assert max(abs(v) for v in logs) <= bound, logs
+    # the bound is not met by accident: across a phase boundary the probe jumped further
+    assert abs(math.log(phases[1][0][1] / phases[0][-1][1])) > bound
+
+
+def test_no_update_once_the_phase_has_no_travel_left(two_starts):
+    """After a phase's last step Adam moves no mask, so λ has nothing to act on. The controller
+    re-solved there with zero travel left: λ jumped ×e^0.5 (the run's lam_final was that λ, never
+    applied to a step) and the run warned 'raise mask_lr to ≥ 4.17e+25'."""
+    c = lam_control.LamController(0.1, 100, [0.01] * 10)
+    c.within_reach = 100                    # a block of entries at the cut: steered up to the last step
+    assert c.active(9, 0.01) and not c.active(10, 0.01)
+    store, run_id, s, said = two_starts[0.01]
+    per_phase = _steps_per_phase()
+    phases = _search_phases(s["lam_history"], per_phase, SEARCH["rounds"])
+    for r, phase in enumerate(phases):
+        assert all(r * per_phase < step < (r + 1) * per_phase for step, _ in phase[1:]), (r, phase[-3:])
+    assert s["lam_final"] == s["lam_history"][-1][1]
+    assert not [w for w in said if "cannot be reached" in w], said      # the target was met (0.899)
+    assert target_check(store, run_id)["passed"]
+
+
+def test_step_to_clamps_to_the_stated_factor_and_range():
+    c = lam_control.LamController(0.1, 100, [0.01] * 10)
+    e = math.exp(c.MAX_STEP)
+    assert c.step_to(2.0, 1e6) == pytest.approx(2.0 * e) and c.step_to(2.0, 1e-6) == pytest.approx(2.0 / e)
+    assert c.step_to(2.0, 2.5) == 2.5 and c.step_to(2.0, None) == 2.0
+    assert c.step_to(c.CEILING, 1e12) == c.CEILING and c.step_to(c.FLOOR, 0.0) == c.FLOOR
+
+
+def _critical(x, g, sd, r, x_tau, travel):
+    """λ_i = (q·σ/√(1−q²) − g)/r with q = (x − x_τ)/T, by hand (entries with |q| < 1 and r > 0)."""
+    q = (x - x_tau) / travel
+    return (q * sd / math.sqrt(1 - q * q) - g) / r
+
+
+def test_solve_returns_the_keep_plus_first_largest_critical_lambda():
+    """Synthetic statistics whose critical λ is known per entry: solve() returns the (keep+1)-th
+    largest, so exactly `keep` entries have λ_i above it. Entries that cannot cross the cut in the
+    travel left (q ≥ 1) count as kept whatever λ; frozen ones (pruned before) as pruned."""
+    x_tau, travel = 0.5, 0.8
+    rows = [  # x, g, σ, r
+        (0.90, -0.02, 0.05, 1.0), (0.70, 0.01, 0.10, 0.5), (0.60, 0.00, 0.02, 2.0), (0.55, -0.05, 0.20, 1.5),
+        (0.95, -0.03, 0.01, 0.2), (0.80, -0.10, 0.30, 3.0), (0.52, -0.01, 0.05, 0.1), (0.75, 0.02, 0.07, 0.8),
+        (0.65, -0.04, 0.15, 1.2), (0.85, -0.06, 0.04, 0.4),
+    ]
+    crit = [_critical(x, g, sd, r, x_tau, travel) for x, g, sd, r in rows]
+    assert all(v > 0 for v in crit) and len(set(crit)) == len(crit)
+    x, g, sd, r = (torch.tensor(col, dtype=torch.float64) for col in zip(*rows))
+    none_frozen = torch.zeros(len(rows), dtype=torch.bool)
+    for keep in (1, 3, 6):
+        c = lam_control.LamController(keep / len(rows), len(rows), [0.01] * 80)
+        assert c.keep == keep
+        lam = c.solve(x, g, sd, r, x_tau, travel, none_frozen)
+        assert lam == pytest.approx(sorted(crit, reverse=True)[keep], rel=1e-12)
+        assert sum(v > lam for v in crit) == keep
+        assert not c.reach["too_dense"] and not c.reach["too_sparse"]
+
+    # one entry too far above the cut to cross (x − x_τ ≥ T) and one frozen: 12 entries, keep 4
+    x2 = torch.cat([x, torch.tensor([1.5, 0.9], dtype=torch.float64)])
+    g2, sd2, r2 = (torch.cat([t, torch.tensor([0.0, -1.0], dtype=torch.float64)]) for t in (g, sd, r))
+    r2[-2:] = 1.0
+    frozen = torch.zeros(12, dtype=torch.bool)
+    frozen[-1] = True                   # its λ_i would be the largest of all: it must not count as kept
+    c = lam_control.LamController(4 / 12, 12, [0.01] * 80)
+    lam = c.solve(x2, g2, sd2, r2, x_tau, travel, frozen)
+    assert lam == pytest.approx(sorted(crit, reverse=True)[3], rel=1e-12)   # 3 solved survivors + the stuck one
+    assert c.reach["min_remaining"] == pytest.approx(1 / 12) and c.reach["max_remaining"] == pytest.approx(11 / 12)
+    assert c.within_reach == 10
