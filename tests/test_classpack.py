@@ -199,7 +199,10 @@ def test_every_page_renders_from_the_pack_alone(pack_home, monkeypatch, page, ex
         assert "imp rounds" in text.lower() and "round 1 (dense training)" in text.lower()
     assert expect in text, text[:2000]
     assert not at.error, [e.value for e in at.error]
-    assert len(at.get("plotly_chart")) >= 1
+    figs = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    # every chart draws the pack's data: each has a trace with points in it, not just axes
+    assert figs and all(any(len(t.get("x") or t.get("z") or t.get("y") or []) for t in f.get("data", []))
+                        for f in figs), page
     if page != "pages/masks.py":          # says where the runs come from
         assert "come from the class pack" in text
     if page == "pages/pixels.py":     # it opens on the 8-pixel preset's example: a handful of 784 pixels
