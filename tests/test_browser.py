@@ -223,8 +223,15 @@ def test_launch_watch_and_analyse_in_a_browser(server):
             # ---- Deploy: the finished ticket is written as a compact file + ONNX, parity shown
             page.get_by_role("tab", name="🚀 Deploy").click()
             page.get_by_role("button", name="Build files").click()
-            expect(page.get_by_text("Parity on 360 test images", exact=False)).to_be_visible(timeout=120_000)
+            parity = page.get_by_text("Parity on 360 test images", exact=False)
+            parity.wait_for(state="attached", timeout=120_000)        # the build is done and drawn
             settle(page)
+            if not parity.is_visible():
+                # Seen once in CI under load (not reproduced alone): after the build's rerun the
+                # run's tabs showed "Details" again, the parity text drawn in the hidden Deploy tab.
+                # A user clicks the tab; so does the test, and the files must be there.
+                page.get_by_role("tab", name="🚀 Deploy").click()
+            expect(parity).to_be_visible()
             expect(page.get_by_role("button", name="Compact file")).to_be_visible()
             assert (home / "runs" / rid / "deploy" / "model.onnx").exists()
             shoot(page, "deploy")
