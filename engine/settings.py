@@ -6,30 +6,26 @@ from __future__ import annotations
 import os
 
 
-def env_int(name: str, lo: int, hi: int | None = None, error: type[Exception] = ValueError) -> int | None:
-    """$name as an integer in [lo, hi] (no upper bound with hi=None); None when it is unset or empty."""
+def _env(name: str, parse, ok, allowed: str, error: type[Exception]):
+    """$name parsed and checked; None when it is unset or empty; else one line naming the range."""
     raw = (os.environ.get(name) or "").strip()
     if not raw:
         return None
     try:
-        value = int(raw)
+        value = parse(raw)
     except ValueError:
         value = None
-    if value is None or value < lo or (hi is not None and value > hi):
-        allowed = f"≥ {lo}" if hi is None else f"in [{lo}, {hi}]"
-        raise error(f"{name} must be an integer {allowed}, got {raw!r}")
+    if value is None or not ok(value):
+        raise error(f"{name} must be {allowed}, got {raw!r}")
     return value
+
+
+def env_int(name: str, lo: int, hi: int | None = None, error: type[Exception] = ValueError) -> int | None:
+    """$name as an integer in [lo, hi] (no upper bound with hi=None); None when it is unset or empty."""
+    allowed = f"an integer ≥ {lo}" if hi is None else f"an integer in [{lo}, {hi}]"
+    return _env(name, int, lambda v: v >= lo and (hi is None or v <= hi), allowed, error)
 
 
 def env_fraction(name: str, error: type[Exception] = ValueError) -> float | None:
     """$name as a number in (0, 1]; None when it is unset or empty."""
-    raw = (os.environ.get(name) or "").strip()
-    if not raw:
-        return None
-    try:
-        value = float(raw)
-    except ValueError:
-        value = None
-    if value is None or not 0.0 < value <= 1.0:
-        raise error(f"{name} must be a number in (0, 1], got {raw!r}")
-    return value
+    return _env(name, float, lambda v: 0.0 < v <= 1.0, "a number in (0, 1]", error)
