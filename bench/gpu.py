@@ -134,6 +134,14 @@ def _engine(args: list[str], env: dict, timeout: float) -> subprocess.CompletedP
     return subprocess.run(ENGINE + args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 
+def _sets(values: dict) -> list[str]:
+    """`--set key=value` for each entry (JSON for anything but a string)."""
+    return [a for k, v in values.items() for a in ("--set", f"{k}={v if isinstance(v, str) else json.dumps(v)}")]
+
+
+ENDED = ("done", "failed", "cancelled", "interrupted")
+
+
 def _show(run_id: str, env: dict) -> dict:
     r = _engine(["show", run_id, "--json"], env, 60)
     return json.loads(r.stdout) if r.returncode == 0 else {"show_error": r.stderr[-500:]}
@@ -146,9 +154,7 @@ def end_to_end_run(rep: Report, device: str, quick: bool, home: Path, env: dict)
     if quick:
         sets.update(model="conv2", data_params={"n_train": 64, "n_test": 32}, epochs=1, retrain_epochs=1,
                     batch_size=16)
-    args = ["run", "--preset", "resnet20-cifar10", "--quiet", "--home", str(home)]
-    for k, v in sets.items():
-        args += ["--set", f"{k}={json.dumps(v) if not isinstance(v, str) else v}"]
+    args = ["run", "--preset", "resnet20-cifar10", "--quiet", "--home", str(home)] + _sets(sets)
     t = time.time()
     r = _engine(args, env, max(60.0, rep.left() - 60))
     shown_args = [a for a in args if a not in ("--home", str(home))]
@@ -171,25 +177,29 @@ def end_to_end_run(rep: Report, device: str, quick: bool, home: Path, env: dict)
     rep.put("run", out)
 
 
+def _wait(ids: list[str], env: dict, statuses: tuple[str, ...], seconds: float, progress: float | None = None) -> dict:
+    deadline, shown = time.time() + seconds, {}
+    while time.time() < deadline:
+        shown = {i: _show(i, env) for i in ids}
+        if all(s.get("status") in statuses and (progress is None or (s.get("progress") or 0) >= progress)
+               for s in shown.values()):
+            break
+        time.sleep(0.5)
+    return shown
+
+
 def two_workers(rep: Report, device: str, quick: bool, home: Path, env: dict) -> None:
     """Two runs submitted at once with a cap of two: each gets a worker and a device slot."""
     env = dict(env, LOTTERY_MAX_RUNS="2", LOTTERY_WORKER_NICE="0")
     ids, slots_expected = [], max(1, len(_gpus()))
     for seed in (1, 2):
-        sets = ["--set", "dataset=digits", "--set", "epochs=2", "--set", "retrain_epochs=2",
-                "--set", f"seed={seed}", "--set", f"device={device if device != 'cpu' else 'cpu'}"]
+        sets = _sets({"dataset": "digits", "epochs": 2, "retrain_epochs": 2, "seed": seed, "device": device})
         r = _engine(["submit", "--preset", "digits", "--home", str(home)] + sets, env, 120)
         if r.returncode != 0:
             rep.put("workers", {"error": r.stderr[-800:]})
             return
         ids.append(r.stdout.strip().splitlines()[-1])
-    deadline = time.time() + min(180.0, max(30.0, rep.left() - 40))
-    shown = {}
-    while time.time() < deadline:
-        shown = {i: _show(i, env) for i in ids}
-        if all(s.get("status") in ("done", "failed", "cancelled", "interrupted") for s in shown.values()):
-            break
-        time.sleep(1.0)
+    shown = _wait(ids, env, ENDED, min(180.0, max(30.0, rep.left() - 40)))
     runs = []
     for i, s in shown.items():
         summ = s.get("summary") or {}
@@ -204,15 +214,6 @@ def two_workers(rep: Report, device: str, quick: bool, home: Path, env: dict) ->
                                  "no GPU: CPU workers" if not _gpus() else f"{len(_gpus())} GPUs")})
 
 
-def _wait(ids: list[str], env: dict, statuses: tuple[str, ...], seconds: float, progress: float = 2.0) -> dict:
-    deadline, shown = time.time() + seconds, {}
-    while time.time() < deadline:
-        shown = {i: _show(i, env) for i in ids}
-        if all(s.get("status") in statuses and (progress > 1 or (s.get("progress") or 0) >= progress)
-               for s in shown.values()):
-            break
-        time.sleep(0.5)
-    return shown
 
 
 def cancel_and_resume(rep: Report, device: str, quick: bool, home: Path, env: dict) -> None:
@@ -220,9 +221,7 @@ def cancel_and_resume(rep: Report, device: str, quick: bool, home: Path, env: di
     sets = {"dataset": "synthetic_cifar", "epochs": 3, "retrain_epochs": 1, "device": device, "seed": 11}
     if quick:
         sets.update(model="conv2", data_params={"n_train": 256, "n_test": 32}, batch_size=16)
-    args = ["submit", "--preset", "resnet20-cifar10", "--home", str(home)]
-    for k, v in sets.items():
-        args += ["--set", f"{k}={json.dumps(v) if not isinstance(v, str) else v}"]
+    args = ["submit", "--preset", "resnet20-cifar10", "--home", str(home)] + _sets(sets)
     r = _engine(args, env, 120)
     if r.returncode != 0:
         rep.put("resume", {"error": r.stderr[-800:]})
@@ -233,7 +232,7 @@ def cancel_and_resume(rep: Report, device: str, quick: bool, home: Path, env: di
     out["progress_at_cancel"] = shown.get("progress")
     c = _engine(["cancel", run_id, "--home", str(home)], env, 120)
     out["cancel_exit"] = c.returncode
-    shown = _wait([run_id], env, ("cancelled", "done", "failed", "interrupted"), 120)[run_id]
+    shown = _wait([run_id], env, ENDED, 120)[run_id]
     out["after_cancel"] = shown.get("status")
     deadline = time.time() + 30
     while True:   # the worker writes `cancelled`, then queues the next run and exits: resume waits for that
@@ -242,7 +241,7 @@ def cancel_and_resume(rep: Report, device: str, quick: bool, home: Path, env: di
             break
         time.sleep(0.5)
     out["resume_exit"], out["resume_stderr"] = r.returncode, r.stderr[-400:]
-    shown = _wait([run_id], env, ("done", "failed", "cancelled", "interrupted"), max(30.0, rep.left() - 60))[run_id]
+    shown = _wait([run_id], env, ENDED, max(30.0, rep.left() - 60))[run_id]
     checks = shown.get("checks") or []
     out.update(status=shown.get("status"), reason=shown.get("reason"),
                device=(shown.get("summary") or {}).get("device"),
@@ -257,8 +256,8 @@ def out_of_memory(rep: Report, device: str, quick: bool, home: Path, env: dict) 
         rep.put("oom", {"skipped": "no CUDA device"})
         return
     env = dict(env, LOTTERY_CUDA_MEMORY_FRACTION="0.0005")  # ~70 MB of an H200: the data set alone is 614 MB
-    args = ["run", "--preset", "resnet20-cifar10", "--quiet", "--home", str(home), "--set", "dataset=synthetic_cifar",
-            "--set", "epochs=1", "--set", "retrain_epochs=1", "--set", f"device={device}", "--set", "seed=7"]
+    args = ["run", "--preset", "resnet20-cifar10", "--quiet", "--home", str(home)] + _sets(
+        {"dataset": "synthetic_cifar", "epochs": 1, "retrain_epochs": 1, "device": device, "seed": 7})
     r = _engine(args, env, 180)
     shown = {}
     listed = _engine(["list", "--json", "--home", str(home)], env, 60)
