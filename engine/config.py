@@ -254,13 +254,21 @@ class RunConfig:
             d = without_unused({k: v for k, v in d.items() if k != "rounds" or "rounds" in changes})
         return RunConfig.from_dict(d)
 
+    def result_keys(self, without: tuple[str, ...] = (), only_used: bool = False) -> dict[str, Any]:
+        """The keys that decide the result, as the content hash sees them, less `without`
+        (e.g. the seed, for runs that may be averaged). Optional settings left unset (None),
+        or set to what unset means, are left out, so adding a new optional key later does not
+        change the hash of existing configs. `only_used` also leaves out the keys the method
+        does not read (a stored config may spell some out; they never change its result)."""
+        used, specific = set(METHOD_KEYS.get(self.method, ())), method_specific_keys()
+        return {k: v for k, v in self.to_dict().items() if v is not None and k not in self.EXECUTION_KEYS
+                and k not in without and not (only_used and k in specific and k not in used)
+                and not (k in UNSET_MEANS and v == UNSET_MEANS[k] and type(v) is type(UNSET_MEANS[k]))}
+
     def content_hash(self) -> str:
         """Stable hash of everything that determines the result (not the name
         or the execution settings). Pinned by tests: changing a default changes hashes."""
-        # Optional settings left unset (None) are left out, so adding a new
-        # optional key later does not change the hash of existing configs.
-        d = {k: v for k, v in self.to_dict().items() if v is not None and k not in self.EXECUTION_KEYS
-             and not (k in UNSET_MEANS and v == UNSET_MEANS[k] and type(v) is type(UNSET_MEANS[k]))}
+        d = self.result_keys()
         if self.method == "pai":
             # SNIP/GraSP scored in train mode before score_mode existed (default now eval): every pai
             # hash names its mode, so those runs are never reused as equal to an eval-mode config.

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from engine.config import METHOD_KEYS, UNSET_MEANS, RunConfig, method_specific_keys
+from engine.config import RunConfig
 from engine.store import RUN_ID_RE, STATUSES, Store, damage_of
 from ui import names
 
@@ -450,12 +450,9 @@ NOT_COMPARED = ("seed", *RunConfig.EXECUTION_KEYS)
 def _compared(blob: str) -> str:
     c = json.loads(blob)
     try:
-        d = RunConfig.from_dict(c, unused="keep").to_dict()
+        d = RunConfig.from_dict(c, unused="keep").result_keys(without=("seed",), only_used=True)
     except Exception:  # noqa: BLE001 - a config an older engine wrote: compared as stored
-        d = dict(c)
-    used, specific = set(METHOD_KEYS.get(d.get("method"), ())), method_specific_keys()
-    d = {k: v for k, v in d.items() if k not in NOT_COMPARED and v is not None
-         and not (k in specific and k not in used) and not (k in UNSET_MEANS and v == UNSET_MEANS[k])}
+        d = {k: v for k, v in c.items() if k not in NOT_COMPARED and v is not None}
     return json.dumps(d, sort_keys=True, default=str)
 
 
