@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from engine.store import STATUSES
-from ui import backend, data, deploy_panel, estimate, figures, identity, md, state, widgets
+from ui import backend, data, deploy_panel, estimate, figures, identity, md, names, state, widgets
 
 state.intro("📈 Runs",
             "Every run in the store, updated live while they train. Select runs to compare their curves and see "
@@ -173,7 +173,8 @@ def curves():
         with c2:
             st.markdown("**Round by round** (after each round's training)")
             cols = (["run"] if len(fresh) > 1 else []) + ["round", "remaining", "test_acc", "val_acc"]
-            st.dataframe(rounds[cols], hide_index=True,
+            shown = rounds[cols].assign(round=rounds["round"].map(names.round_number))   # from 1, as every page
+            st.dataframe(shown, hide_index=True,
                          width="stretch", height=min(38 + 35 * len(rounds), 250),
                          column_config={"run": st.column_config.TextColumn("run", width="medium"),
                                         "remaining": st.column_config.NumberColumn(format="percent"),

@@ -786,3 +786,16 @@ def test_pixels_merges_the_students_runs_with_the_pack_and_presents_the_8_pixel_
     chosen = Store(tmp_path).get_run(at.selectbox(key="pix.run").value)
     c = chosen["config"]
     assert (c["regularizer"], c["lam"]) == (PRESETS["mnist-8-pixel"]["regularizer"], PRESETS["mnist-8-pixel"]["lam"])
+
+
+def test_runs_round_table_counts_rounds_from_1(monkeypatch, tmp_path, jobs):
+    """The Runs page's "Round by round" table showed the engine's index (round 0 for IMP's dense
+    training) while every other page counts from 1 (names.round_number)."""
+    from app_stores import comparable_store
+    ids = comparable_store(tmp_path)
+    rid = ids["imp_2ep"][0]
+    stored = sorted({int(r["round"]) for r in Store(tmp_path).metrics(rid) if r["kind"] == "round"})
+    at = open_page(monkeypatch, tmp_path, "pages/runs.py", {"runs": rid})
+    no_traceback(at)
+    table = next(d.value for d in at.dataframe if "test_acc" in d.value.columns)
+    assert stored[0] == 0 and table["round"].tolist() == [r + 1 for r in stored]

@@ -12,7 +12,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from ui import md
-from ui.names import EXAMPLE_BADGE, reg_name
+from ui.names import EXAMPLE_BADGE, reg_name, round_number
 
 TEMPLATE = "plotly_white"
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
@@ -578,7 +578,7 @@ LINE_SYMBOLS = ["circle", "square", "triangle-up", "cross", "x", "star"]
 def round_label(r) -> str:
     """The engine's round index r as every page names it, counted from 1 (names.snapshot_label,
     the Runs page's progress): IMP's r1 is its dense training, r2 the first pruned round."""
-    return f"r{int(r) + 1}"
+    return f"r{round_number(r)}"
 
 
 def _imp_lines(imp: pd.DataFrame) -> dict[str, pd.DataFrame]:

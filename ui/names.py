@@ -134,29 +134,35 @@ def group_label(c: dict) -> str:
 PHASE_WORDS = {"search": "search", "retrain": "retrain", "train": "training"}
 
 
+def round_number(r) -> int:
+    """The engine's round index as every page shows it: counted from 1 (IMP's round 1 is its
+    dense training). The one place that turns an index into a shown number."""
+    return int(r) + 1
+
+
 def snapshot_label(tag: str) -> str:
     """"r0-search-e0003" → "round 1 · search · epoch 3"; "r0-ticket" → "round 1 · ticket"."""
     m = re.fullmatch(r"r(\d+)-(\w+?)-(?:e(\d+)|(end))", tag)
     if m:
         when = f"epoch {int(m.group(3))}" if m.group(3) else "end"
-        return f"round {int(m.group(1)) + 1} · {PHASE_WORDS.get(m.group(2), m.group(2))} · {when}"
+        return f"round {round_number(m.group(1))} · {PHASE_WORDS.get(m.group(2), m.group(2))} · {when}"
     m = re.fullmatch(r"r(\d+)-ticket", tag)
     if m:
-        return f"round {int(m.group(1)) + 1} · ticket"
+        return f"round {round_number(m.group(1))} · ticket"
     return tag
 
 
 def when_label(round_: int, phase: str, epoch) -> str:
     """The same wording for a (round, phase, epoch) of the metrics."""
     e = 0 if epoch is None or (isinstance(epoch, float) and math.isnan(epoch)) else int(epoch)
-    return f"round {int(round_) + 1} · {PHASE_WORDS.get(phase, phase)} · epoch {e}"
+    return f"round {round_number(round_)} · {PHASE_WORDS.get(phase, phase)} · epoch {e}"
 
 
 def phase_label(phase: str) -> str:
     """The engine's progress text "round 0 search epoch 2/3" in the same words (rounds from 1)."""
     m = re.fullmatch(r"round (\d+) (\w+) epoch (\d+)/(\d+)", phase.strip())
     if m:
-        return (f"round {int(m.group(1)) + 1} · {PHASE_WORDS.get(m.group(2), m.group(2))} · "
+        return (f"round {round_number(m.group(1))} · {PHASE_WORDS.get(m.group(2), m.group(2))} · "
                 f"epoch {m.group(3)}/{m.group(4)}")
     return phase
 
