@@ -533,9 +533,12 @@ def tradeoff_figure(agg: pd.DataFrame, imp: pd.DataFrame, dense: float | None, t
         lam = g["lam"].map(lambda v: "" if v is None or (isinstance(v, float) and math.isnan(v)) else f"λ={v:.3g}")
         fig.add_trace(go.Scatter(
             x=g[x], y=g["test_accuracy"], name=group, mode="lines+markers", legendgroup=group,
-            # an outline and a shape per line: points of two methods at one level stay visible
-            line=dict(color=c, width=2), opacity=0.9,
-            marker=dict(size=9, symbol=LINE_SYMBOLS[n_line % len(LINE_SYMBOLS)], line=dict(width=1.5, color="white")),
+            # Points of several lines at one level (a ticket, its controls, IMP's round at 5 %) hid each
+            # other: each line has its own shape, white outline and a smaller marker than the line
+            # before it, so they nest instead of covering, and the lines are drawn above IMP's (zorder).
+            line=dict(color=c, width=2), opacity=0.9, zorder=1,
+            marker=dict(size=max(6, 13 - 2 * n_line), symbol=LINE_SYMBOLS[n_line % len(LINE_SYMBOLS)],
+                        line=dict(width=1.5, color="white")),
             error_y=dict(type="data", array=g["acc_std"], visible=bool((g["n"] > 1).any()), color=c),
             customdata=np.stack([lam, g["n"], g["seeds"], g["remaining"]], axis=1),
             hovertemplate="%{customdata[0]}<br>remaining %{customdata[3]:.2%}<br>test acc %{y:.2%}"
