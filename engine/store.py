@@ -62,7 +62,15 @@ CREATE INDEX IF NOT EXISTS mask_stats_run ON mask_stats(run_id);
 CREATE TABLE IF NOT EXISTS checks(
     run_id TEXT NOT NULL, name TEXT NOT NULL, value REAL, target REAL, passed INTEGER NOT NULL,
     detail TEXT, PRIMARY KEY(run_id, name));
+CREATE TABLE IF NOT EXISTS store_version(id INTEGER PRIMARY KEY CHECK (id = 0), v INTEGER NOT NULL);
+INSERT OR IGNORE INTO store_version VALUES (0, 0);
+CREATE TRIGGER IF NOT EXISTS runs_inserted AFTER INSERT ON runs BEGIN UPDATE store_version SET v = v + 1; END;
+CREATE TRIGGER IF NOT EXISTS runs_updated AFTER UPDATE ON runs BEGIN UPDATE store_version SET v = v + 1; END;
+CREATE TRIGGER IF NOT EXISTS runs_deleted AFTER DELETE ON runs BEGIN UPDATE store_version SET v = v + 1; END;
 """
+# store_version.v: +1 in the same transaction as any change to `runs` (by these triggers, whoever
+# writes: workers, the CLI, the app). Every write of metrics, mask statistics or checks bumps its
+# run's data_version, so v moves on with those too: one cheap number that live views compare.
 
 
 # Columns of `runs` added after the first stores were made; Store() adds the
@@ -551,6 +559,12 @@ class Store:
             raise UnknownRun(run_id)
         return self._row_to_run(row)
 
+    def version(self) -> int:
+        """A number that changes whenever anything in the store's index changes (store_version)."""
+        with self.connect() as db:
+            row = db.execute("SELECT v FROM store_version WHERE id=0").fetchone()
+        return int(row["v"]) if row else 0
+
     def list_runs(self) -> list[dict]:
         with self.connect() as db:
             rows = db.execute("SELECT * FROM runs ORDER BY created DESC").fetchall()
@@ -693,6 +707,7 @@ class Store:
             self._fence(db, run_id)
             db.execute("INSERT OR REPLACE INTO checks VALUES(?,?,?,?,?,?)",
                        (run_id, name, _finite(float(value)), target, int(bool(passed)), detail))
+            db.execute(_BUMP, (run_id,))                 # pages show checks: they must see new ones
 
     def checks(self, run_id: str) -> list[dict]:
         with self.connect() as db:

@@ -148,19 +148,18 @@ chosen_ids = [r["id"] for r in chosen]
 chosen_active = any(r.get("status") in data.ACTIVE for r in chosen)
 
 
-@st.fragment(run_every=state.LIVE_SECONDS if chosen_active else None)   # cheap when nothing changed (stamp)
+def _curve_figures(home_str: str, versions: tuple) -> tuple[pd.DataFrame, list]:
+    df = state.metrics_of_versions(home_str, versions)
+    return df, [figures.loss_figure(df), figures.accuracy_figure(df), figures.remaining_figure(df),
+                figures.lam_figure(df) if not df.empty and df["lam"].notna().any() else None]
+
+
+@st.fragment(run_every=state.LIVE_SECONDS if chosen_active else None)   # shared figures: cheap per session
 @state.guard("The curves could not be drawn")
 def curves():
     fresh = [r for r in (state.get_run(i) for i in chosen_ids) if r is not None]
-    stamp = tuple((r["id"], data.run_stamp(r)) for r in fresh)
-    cached = st.session_state.get("runs._figs")
-    if cached and cached[0] == stamp:          # nothing new since the last refresh: reuse the figures
-        df, figs = cached[1], cached[2]
-    else:
-        df = state.metrics_of_many(fresh)
-        figs = [figures.loss_figure(df), figures.accuracy_figure(df), figures.remaining_figure(df),
-                figures.lam_figure(df) if not df.empty and df["lam"].notna().any() else None]
-        st.session_state["runs._figs"] = (stamp, df, figs)
+    # built once per data version for every session watching these runs (a class on one link)
+    df, figs = state.shared("runs.curves", _curve_figures, state.versions(fresh))
     c1, c2 = st.columns(2)
     c1.plotly_chart(figs[0], key="runs.loss", config={"displaylogo": False})
     c2.plotly_chart(figs[1], key="runs.acc", config={"displaylogo": False})

@@ -127,6 +127,35 @@ def test_delete_run(store):
     assert store.metrics(rid) == [] and store.checks(rid) == []
 
 
+def test_version_moves_with_every_change_live_views_draw(store):
+    """Store.version(): the one cheap number live views compare; it must move on every write that
+    changes what a page shows (a run made, its status, its metrics, mask statistics, checks, deletion)."""
+    seen = [store.version()]
+
+    def moved():
+        v = store.version()
+        assert v > seen[-1], f"version stayed at {v}"
+        seen.append(v)
+
+    rid = _new(store)
+    moved()
+    store.update_run(rid, status="running")
+    moved()
+    store.add_metrics(rid, [{"kind": "epoch", "loss": 1.0}])
+    moved()
+    stat = {"layer": "fc1", "numel": 4, "mean": 0.5, "frac_above": 0.5, "near_binary": 0.0, "dead_units": 0,
+            "hist": [1, 2]}
+    store.add_mask_stats(rid, {"round": 0, "epoch": 1}, [stat])
+    moved()
+    store.set_check(rid, "c", 0.0, 0.0, True)
+    moved()
+    v = store.version()
+    assert store.version() == v                      # reading does not move it
+    assert Store(store.home).version() == v          # every process reads the same number
+    store.delete_run(rid)
+    moved()
+
+
 # ---------------------------------------------------------------- hostile ids and names
 
 @pytest.mark.parametrize("bad", ["../x", "/etc", "a\x00b", "x" * 500, "", ".", "..", "A-upper",

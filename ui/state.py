@@ -157,9 +157,32 @@ def metrics_of(run: dict) -> pd.DataFrame:
 
 
 def metrics_of_many(chosen: list[dict]) -> pd.DataFrame:
-    frames = [metrics_of(r) for r in chosen]
+    return metrics_of_versions(str(home()), versions(chosen))
+
+
+def versions(runs: list[dict]) -> tuple:
+    """What these runs' data and labels are now: (id, stamp, label) each. A cheap key (from the
+    run rows only) that changes whenever anything drawn from them may change."""
+    return tuple((r["id"], data.run_stamp(r), data.run_label(r)) for r in runs)
+
+
+def metrics_of_versions(home_str: str, key: tuple) -> pd.DataFrame:
+    frames = [_metrics(home_str, rid, stamp).assign(run=label) for rid, stamp, label in key]
     frames = [f for f in frames if not f.empty]
     return pd.concat(frames, ignore_index=True) if frames else data.metrics_frame([]).assign(run=[])
+
+
+def shared(name: str, build, *key):
+    """build(*key), computed once per app process for every session that asks with an equal key
+    (e.g. the figures of a live run at one data version, which thirty students watch at once),
+    and returned as the same objects to each: callers must not modify them. `name` tells apart
+    builders whose keys could be equal; the key holds everything the result depends on."""
+    return _shared(name, str(home()), key, build)
+
+
+@st.cache_resource(show_spinner=False, max_entries=256, ttl=900)
+def _shared(name: str, home_str: str, key: tuple, _build):       # _build: not part of the cache key
+    return _build(home_str, *key)
 
 
 def mask_stats_of(run: dict) -> pd.DataFrame:
