@@ -642,6 +642,7 @@ def cancel(run_id: str, home: str | os.PathLike | None = None, grace: float = CA
             raise JobError(f"run {run_id} is {run['status']}; only queued or running runs can be cancelled")
         with contextlib.suppress(OSError):   # reaches tasks that no signal can (sweeps, other machines)
             atomic_write_bytes(store.run_dir(run_id) / CANCEL_MARKER, f"{float(grace)}\n".encode())
+            store.touch(run_id)             # every open view shows "cancelling…" on its next tick
         if _ours(run):
             _signal_worker(run["pid"], run["pid_start"], signal.SIGTERM)
     if not wait:

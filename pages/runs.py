@@ -78,7 +78,7 @@ def run_table():
         st.session_state["runs.pumped"] = time.time()
     everyone = state.runs()
     now = visible(everyone)
-    df = data.runs_frame(now, cancelling=state.cancelling_ids(now), queue=data.queue_positions(everyone))
+    df = state.monitor_frame([r["id"] for r in now])     # shared by every session; cheap per session
     counts = df["status"].value_counts()
     cols = [c for _ in range(2) for c in st.columns(3)]      # 3 a row: labels fit at 1024×768
     for c, s in zip(cols, ("running", "queued", "done", "failed", "cancelled", "interrupted")):
@@ -157,7 +157,7 @@ def _curve_figures(home_str: str, versions: tuple) -> tuple[pd.DataFrame, list]:
 @st.fragment(run_every=state.LIVE_SECONDS if chosen_active else None)   # shared figures: cheap per session
 @state.guard("The curves could not be drawn")
 def curves():
-    fresh = [r for r in (state.get_run(i) for i in chosen_ids) if r is not None]
+    fresh = [r for r in (state.live_run(i) for i in chosen_ids) if r is not None]
     # built once per data version for every session watching these runs (a class on one link)
     df, figs = state.shared("runs.curves", _curve_figures, state.versions(fresh))
     c1, c2 = st.columns(2)
@@ -190,14 +190,13 @@ curves()
 def _head(rid: str) -> None:
     """The run's status line, re-read from the store every second while it is active:
     the same line (status_line) and the same progress as the table above."""
-    run = state.get_run(rid)
+    run = state.live_run(rid)
     if run is None:
         st.warning("This run was deleted.")
         return
     status = run.get("status")
-    everyone = state.runs()
-    row = data.runs_frame([run], cancelling=state.cancelling_ids([run]),
-                          queue=data.queue_positions(everyone)).iloc[0]
+    rows = state.monitor_frame([rid])
+    row = rows.iloc[0] if len(rows) else data.runs_frame([run], cancelling=state.cancelling_ids([run])).iloc[0]
     st.markdown(f"{row['state'].split(' ')[0]} **{md.esc(data.status_line(row))}**")
     if status == "running":
         st.progress(min(1.0, float(row["progress"])))

@@ -222,6 +222,7 @@ def test_runs_cancel_says_cancelling_at_once(monkeypatch, tmp_path, jobs):
     assert at.dataframe[0].value.iloc[0]["state"] == "⏹️ cancelling…"
     # another tab (a new session) sees it too, from the engine's cancel marker
     (store.run_dir(rid) / "cancel").write_text("10\n")
+    store.touch(rid)                     # as engine.jobs.cancel does after writing the marker
     other = open_page(monkeypatch, home, "pages/runs.py", {"runs": rid})
     assert other.dataframe[0].value.iloc[0]["state"] == "⏹️ cancelling…"
 

@@ -366,10 +366,11 @@ def test_cancel_kills_a_stopped_worker_after_the_grace_with_that_reason(home, wa
     pid = run["pid"]
     _stop_outside_a_write(store, pid)
     assert _state(pid) == "T"
-    asked = time.time()
+    asked, v = time.time(), store.version()
     r = jobs.cancel(rid, home, grace=2.0, wait=wait)
     if not wait:
         assert r["status"] == "running"                 # asked; nothing is recorded within the grace
+        assert store.version() > v                      # the marker moved the store: views show cancelling
         assert jobs.reconcile(home) == [] or time.time() - asked > 2.0
         wait_status(store, rid, "cancelled", timeout=60)
     r = store.get_run(rid)

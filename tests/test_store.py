@@ -149,11 +149,29 @@ def test_version_moves_with_every_change_live_views_draw(store):
     moved()
     store.set_check(rid, "c", 0.0, 0.0, True)
     moved()
+    store.touch(rid)                                 # e.g. a cancel marker written beside the run
+    moved()
     v = store.version()
     assert store.version() == v                      # reading does not move it
     assert Store(store.home).version() == v          # every process reads the same number
     store.delete_run(rid)
     moved()
+
+
+def test_version_follows_other_writers_and_a_replaced_file(tmp_path):
+    """version() keeps one reader open: it must still see every other writer's commit at once,
+    and a store file replaced under it (restored from a backup) rather than the old file's number."""
+    home = tmp_path / "home"
+    reader, writer = Store(home), Store(home)
+    v0 = reader.version()
+    writer.create_run(dict(CFG), HASH)
+    assert reader.version() == v0 + 1
+    for f in home.glob("lottery.db*"):
+        f.unlink()
+    fresh = Store(home)                   # a new, empty store file at the same path
+    assert reader.version() == fresh.version() == 0
+    fresh.create_run(dict(CFG), HASH)
+    assert reader.version() == 1
 
 
 # ---------------------------------------------------------------- hostile ids and names

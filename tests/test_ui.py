@@ -508,3 +508,20 @@ def test_one_meaning_per_number_rounds_times_and_lambda(tmp_path):
     label = data.run_label(run)
     assert "→ 95% pruned, λ solved 12.3" in label and "λ=1" not in label
     assert data.tradeoff_points([run])["lam"].iloc[0] == 12.34
+
+
+def test_every_figure_carries_the_white_template_whatever_the_default():
+    """Figures take plotly_white as plotly's default template (cheap) rather than template=… per
+    figure; Streamlit sets its own default when imported: the figures must not follow it."""
+    import json
+
+    import plotly.io as pio
+
+    white = json.loads(go.Figure(layout={"template": "plotly_white"}).to_json())["layout"]["template"]
+    for other in ("streamlit", "plotly", None):
+        if other == "streamlit":
+            import streamlit  # noqa: F401 - registers (and makes default) its template
+        pio.templates.default = other
+        for _ in range(2):                  # the first after the switch, and the next
+            fig = figures.empty_figure("no data")
+            assert json.loads(fig.to_json())["layout"]["template"] == white, other

@@ -9,12 +9,14 @@ import math
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
+import plotly.io as pio
 from plotly.subplots import make_subplots
 
 from ui import md
 from ui.names import EXAMPLE_BADGE, reg_name, round_number
 
 TEMPLATE = "plotly_white"
+pio.templates.default = TEMPLATE      # see _base
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
            "#bcbd22", "#7f7f7f"]
 REG_COLORS = {"l1": "#1f77b4", "log": "#d62728", "lp": "#ff7f0e", "exp": "#9467bd", "scad": "#8c564b",
@@ -47,7 +49,13 @@ def _base(fig: go.Figure, title: str | None = None, height: int = 340, title_cha
         title = wrap_title(title, title_chars)
         lines = title.count("<br>") + 1
         height += 18 * (lines - 1)
-    fig.update_layout(template=TEMPLATE, height=height,
+    if pio.templates.default != TEMPLATE:
+        # A figure takes the default template when it is made, without checking and copying it
+        # again (template=… costs ~10 ms a figure: most of a live chart's build). Streamlit sets
+        # its own default when imported: ours again, and this figure, made under that one, is told.
+        pio.templates.default = TEMPLATE
+        fig.update_layout(template=TEMPLATE)
+    fig.update_layout(height=height,
                       margin=dict(l=10, r=10, t=(22 + 18 * title.count("<br>") + 16) if title else 10, b=10),
                       # Below the plot at the figure's bottom edge: the bottom margin grows to fit
                       # it, so a legend of several rows never covers the x-axis title.

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -68,11 +69,52 @@ def show_examples() -> bool:
     return bool(st.session_state.get(SHOW_EXAMPLES, True))
 
 
+def store_version() -> int:
+    """The store's version (Store.version: one indexed read, ~0.3 ms): what the shared reads below
+    are keyed by, so they are redone only when something changed."""
+    return store().version()
+
+
+def _all_runs(home_str: str, version: int) -> tuple[dict, ...]:
+    return tuple(_store(home_str).list_runs())
+
+
+def all_runs() -> list[dict]:
+    """Every run, newest first, as the store holds it now: one
+    read per change of the store for every session. Shallow copies, so a caller may set keys."""
+    return [dict(r) for r in shared("runs.all", _all_runs, store_version())]
+
+
 def runs() -> list[dict]:
-    """Every run, newest first (uncached: cheap, and must be fresh for the monitor); the class
-    pack's example runs unless the sidebar's "Show examples" switch is off."""
-    out = store().list_runs()
+    """Every run, newest first (fresh for the monitor: all_runs); the class pack's example runs
+    unless the sidebar's "Show examples" switch is off."""
+    out = all_runs()
     return out if show_examples() else [r for r in out if not r.get("example")]
+
+
+def _monitor_frame(home_str: str, version: int, second: int) -> pd.DataFrame:
+    everyone = list(_shared("runs.all", home_str, (version,), _all_runs))
+    st_ = _store(home_str)
+    marked = {r["id"] for r in everyone
+              if r.get("status") == "running" and (st_.run_dir(r["id"]) / CANCEL_MARKER).exists()}
+    return data.runs_frame(everyone, now=float(second), cancelling=marked, queue=data.queue_positions(everyone))
+
+
+def monitor_frame(ids: list[str] | None = None) -> pd.DataFrame:
+    """data.runs_frame of every run (queue places counted over all of them), built once a second
+    per change of the store for every session; `ids`: only these rows (newest first, as all_runs).
+    The runs this session asked to cancel show as cancelling at once (before the marker is seen)."""
+    df = shared("runs.monitor", _monitor_frame, store_version(), int(time.time()))
+    if ids is not None:
+        df = df[df["id"].isin(ids)].reset_index(drop=True)
+    asked = st.session_state.get("_cancelling", set())
+    late = df["id"].isin(asked) & (df["status"] == "running") & ~df["cancelling"]
+    if late.any():
+        df = df.copy()
+        df.loc[late, "cancelling"] = True
+        df.loc[late, "state"] = "⏹️ cancelling…"
+        df.loc[late, "where"] = [data.status_line(row) for _, row in df[late].iterrows()]
+    return df
 
 
 @st.cache_resource(show_spinner=False)
@@ -120,6 +162,14 @@ def get_run(run_id: str) -> dict | None:
         return store().get_run(run_id)
     except UnknownRun:
         return None
+
+
+def live_run(run_id: str) -> dict | None:
+    """A run as a live view's tick sees it: from all_runs (shared by every session)."""
+    for r in all_runs():
+        if r["id"] == run_id:
+            return r
+    return get_run(run_id)
 
 
 def reread(run_id: str) -> dict | None:
