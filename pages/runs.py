@@ -83,7 +83,10 @@ def run_table():
     cols = [c for _ in range(2) for c in st.columns(3)]      # 3 a row: labels fit at 1024×768
     for c, s in zip(cols, ("running", "queued", "done", "failed", "cancelled", "interrupted")):
         c.metric(f"{data.STATUS_ICON[s]} {s}", int(counts.get(s, 0)))
-    view = df
+    shown = {"state": "state", "label": "label", **({"owner": "owner"} if owned else {}), "progress": "progress",
+             "where": "where", "eta_text": "eta", "remaining_text": "remaining",
+             "test_accuracy_text": "test_accuracy", "elapsed_text": "elapsed", "note_text": "note"}
+    view = df[[*shown, "status", "method", "note"]]
     if show:
         view = view[view["status"].isin(show)]
     if only:
@@ -91,22 +94,13 @@ def run_table():
     if needle:
         view = view[view["label"].str.contains(needle, case=False, regex=False)
                     | view["note"].str.contains(needle, case=False, regex=False)]
-    # Missing values are written "—" (a number column would print "None").
-    view = view.assign(eta=[data.fmt_duration(e) if s == "running" and e is not None and not pd.isna(e)
-                            else data.MISSING for s, e in zip(view["status"], view["eta_s"])],
-                       elapsed=view["elapsed_s"].map(lambda e: data.fmt_duration(e) or data.MISSING),
-                       remaining=view["remaining"].map(data.fmt_pct_or_missing),
-                       test_accuracy=view["test_accuracy"].map(data.fmt_pct_or_missing),
-                       note=view["note"].map(lambda n: n or data.MISSING),
-                       owner=view["id"].map({r["id"]: r.get("owner") or data.MISSING for r in now}))
     if mine_only:
         n_ex = sum(bool(r.get("example")) for r in everyone)
         st.caption(f"Your runs ({md.esc(user)}): {len(df)} of {len(everyone)} in the store"
                    + (f" ({n_ex} of them the class pack's examples, which are nobody's)" if n_ex else "")
                    + ". Choose “Everyone's” above to see the others.")
     st.dataframe(
-        view[["state", "label", *(["owner"] if owned else []), "progress", "where", "eta", "remaining",
-              "test_accuracy", "elapsed", "note"]],
+        view[list(shown)].set_axis(list(shown.values()), axis=1),
         hide_index=True, width="stretch", height=min(38 + 35 * max(len(view), 1), 420),
         column_config={
             "state": st.column_config.TextColumn("status", width="small"),
@@ -195,8 +189,7 @@ def _head(rid: str) -> None:
         st.warning("This run was deleted.")
         return
     status = run.get("status")
-    rows = state.monitor_frame([rid])
-    row = rows.iloc[0] if len(rows) else data.runs_frame([run], cancelling=state.cancelling_ids([run])).iloc[0]
+    row = state.monitor_row(rid) or data.runs_frame([run], cancelling=state.cancelling_ids([run])).iloc[0]
     st.markdown(f"{row['state'].split(' ')[0]} **{md.esc(data.status_line(row))}**")
     if status == "running":
         st.progress(min(1.0, float(row["progress"])))

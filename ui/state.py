@@ -92,28 +92,56 @@ def runs() -> list[dict]:
     return out if show_examples() else [r for r in out if not r.get("example")]
 
 
-def _monitor_frame(home_str: str, version: int, second: int) -> pd.DataFrame:
+def _monitor() -> tuple[pd.DataFrame, dict[str, int]]:
+    return shared("runs.monitor", _monitor_frame, store_version(), int(time.time()))
+
+
+def _monitor_frame(home_str: str, version: int, second: int) -> tuple[pd.DataFrame, dict[str, int]]:
     everyone = list(_shared("runs.all", home_str, (version,), _all_runs))
     st_ = _store(home_str)
     marked = {r["id"] for r in everyone
               if r.get("status") == "running" and (st_.run_dir(r["id"]) / CANCEL_MARKER).exists()}
-    return data.runs_frame(everyone, now=float(second), cancelling=marked, queue=data.queue_positions(everyone))
+    df = data.runs_frame(everyone, now=float(second), cancelling=marked, queue=data.queue_positions(everyone))
+    # what the Runs table shows, as text (a missing value is "—"; a number column would print "None")
+    df = df.assign(
+        eta_text=[data.fmt_duration(e) if s == "running" and e is not None and not pd.isna(e) else data.MISSING
+                  for s, e in zip(df["status"], df["eta_s"])],
+        elapsed_text=df["elapsed_s"].map(lambda e: data.fmt_duration(e) or data.MISSING),
+        remaining_text=df["remaining"].map(data.fmt_pct_or_missing),
+        test_accuracy_text=df["test_accuracy"].map(data.fmt_pct_or_missing),
+        note_text=df["note"].map(lambda n: n or data.MISSING),
+        owner=[r.get("owner") or data.MISSING for r in everyone])
+    return df, {rid: i for i, rid in enumerate(df["id"])}      # and each run's row number
+
+
+def monitor_row(run_id: str) -> dict | None:
+    """One run's row of monitor_frame, as a dict (a live status line's tick: no frame filtering)."""
+    df, at = _monitor()
+    if run_id not in at:
+        return None
+    row = df.iloc[at[run_id]].to_dict()
+    if row["status"] == "running" and not row["cancelling"] and run_id in st.session_state.get("_cancelling", ()):
+        row |= {"cancelling": True, "state": "⏹️ cancelling…"}
+        row["where"] = data.status_line(row)
+    return row
 
 
 def monitor_frame(ids: list[str] | None = None) -> pd.DataFrame:
-    """data.runs_frame of every run (queue places counted over all of them), built once a second
-    per change of the store for every session; `ids`: only these rows (newest first, as all_runs).
-    The runs this session asked to cancel show as cancelling at once (before the marker is seen)."""
-    df = shared("runs.monitor", _monitor_frame, store_version(), int(time.time()))
-    if ids is not None:
+    """data.runs_frame of every run (queue places counted over all of them) and the Runs table's
+    text columns (*_text, owner), built once a second per change of the store for every session:
+    callers must not modify it. `ids`: only these rows (newest first, as all_runs). The runs this
+    session asked to cancel show as cancelling at once (before the marker is seen)."""
+    df, _ = _monitor()
+    if ids is not None and len(ids) != len(df):
         df = df[df["id"].isin(ids)].reset_index(drop=True)
-    asked = st.session_state.get("_cancelling", set())
-    late = df["id"].isin(asked) & (df["status"] == "running") & ~df["cancelling"]
-    if late.any():
-        df = df.copy()
-        df.loc[late, "cancelling"] = True
-        df.loc[late, "state"] = "⏹️ cancelling…"
-        df.loc[late, "where"] = [data.status_line(row) for _, row in df[late].iterrows()]
+    asked = st.session_state.get("_cancelling")
+    if asked:
+        late = df["id"].isin(asked) & (df["status"] == "running") & ~df["cancelling"]
+        if late.any():
+            df = df.copy()
+            df.loc[late, "cancelling"] = True
+            df.loc[late, "state"] = "⏹️ cancelling…"
+            df.loc[late, "where"] = [data.status_line(row) for _, row in df[late].iterrows()]
     return df
 
 
