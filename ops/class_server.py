@@ -286,8 +286,9 @@ def main(argv: list[str] | None = None) -> int:
         if problem:
             return fail(problem)
         store = os.environ.get("LOTTERY_HOME") or ROOT / "cache"
-        print(f"Lottery Lab class server ready at {url} ({args.processes} app processes, store {store}, "
-              f"config and logs in {run}); Ctrl-C stops it", flush=True)
+        n = f"{args.processes} app process" + ("es" if args.processes > 1 else "")
+        print(f"Lottery Lab class server ready at {url} ({n}, store {store}, config and logs in {run}); "
+              "Ctrl-C stops it", flush=True)
         while True:
             for i, proc in enumerate([nginx, *procs]):
                 if proc.poll() is not None:

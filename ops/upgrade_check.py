@@ -16,6 +16,7 @@ its account."""
 
 from __future__ import annotations
 
+import json
 import time
 
 MESSAGE = ("The proxy in front of this app does not pass WebSocket upgrades, so the app cannot connect. "
@@ -50,15 +51,15 @@ class UpgradeCheck:
             if path.endswith("/_stcore/stream"):
                 self.seen = {k: t for k, t in self.seen.items() if now - t < REMEMBER_S}   # stays small
                 self.seen[_who(scope)] = now
-                return await _plain(send, 426, MESSAGE)
+                return await _answer(send, 426, MESSAGE.encode(), b"text/plain; charset=utf-8")
             if path.endswith("/_stcore/health") and now - self.seen.get(_who(scope), -REMEMBER_S) < REMEMBER_S:
-                return await _plain(send, 503, MESSAGE)
+                # JSON: the page reads a failed check's body as JSON first and shows nothing when that fails
+                return await _answer(send, 503, json.dumps(MESSAGE).encode(), b"application/json")
         await self.app(scope, receive, send)
 
 
-async def _plain(send, status: int, text: str) -> None:
-    body = text.encode()
+async def _answer(send, status: int, body: bytes, content_type: bytes) -> None:
     await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"text/plain; charset=utf-8"), (b"cache-control", b"no-cache"),
+                "headers": [(b"content-type", content_type), (b"cache-control", b"no-cache"),
                             (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})
