@@ -263,10 +263,11 @@ def main(argv: list[str] | None = None) -> int:
                 elif proc.poll() is not None or time.time() > deadline:
                     return fail(f"app process on port {p} did not start; see {run}/app-{ports.index(p) + 1}.log")
             time.sleep(0.2)
-        conf = run / "nginx.conf"
+        conf = run / "nginx.conf"                   # it holds the proxy's secret: only we read it
+        conf.unlink(missing_ok=True)
+        conf.touch(0o600)
         conf.write_text(nginx_conf(args.port, ports, run, listen=args.listen, auth_file=args.auth, secret=secret,
                                    check_token=check_token))
-        conf.chmod(0o600)
         nginx = subprocess.Popen([nginx_bin, "-p", str(run), "-c", str(conf), "-e", str(run / "error.log")],
                                  stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
         host = "127.0.0.1" if loopback else args.listen
