@@ -5,14 +5,17 @@ without the upgrade headers (nginx without `proxy_set_header Upgrade $http_upgra
 proxy_set_header Connection $connection_upgrade;`) forwards the browser's WebSocket
 request as a plain GET, the handshake fails, and Streamlit's page only spins, retrying.
 
-This ASGI middleware (mounted by class_app.py through st.App) notices that plain GET,
+This ASGI middleware (mounted by class_app.py through st.App) notices that plain GET (it
+still carries the browser's Sec-WebSocket-Key, an end-to-end header proxies pass on),
 answers it 426, and for the next minute answers that browser's health checks
 (/_stcore/health, which the page polls between WebSocket attempts) 503 with MESSAGE.
 Streamlit's page shows a failing health check's text in its "Connection error" dialog
 after a few seconds, so the person sees what is wrong instead of a spinner. "That
 browser" is its address (X-Forwarded-For, else the peer) and User-Agent: a proxy that
 drops upgrades drops them for everyone, and other browsers are not answered 503 on
-its account."""
+its account. (Anyone can send such a request on purpose, with a classmate's address and
+User-Agent; the worst it does is show that message to those browsers, if they reconnect
+within the minute.)"""
 
 from __future__ import annotations
 
@@ -48,7 +51,7 @@ class UpgradeCheck:
         if scope["type"] == "http":
             path = scope.get("path", "")
             now = time.monotonic()
-            if path.endswith("/_stcore/stream"):
+            if path.endswith("/_stcore/stream") and _header(scope, b"sec-websocket-key"):   # a WebSocket, unwrapped
                 self.seen = {k: t for k, t in self.seen.items() if now - t < REMEMBER_S}   # stays small
                 self.seen[_who(scope)] = now
                 return await _answer(send, 426, MESSAGE.encode(), b"text/plain; charset=utf-8")

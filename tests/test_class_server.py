@@ -12,7 +12,9 @@ installed, a skip fails: tests/conftest.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import json
 import os
 import re
 import signal
@@ -30,6 +32,7 @@ from engine import runner
 from engine.config import RunConfig
 from engine.store import Store
 from ops.class_server import COOKIE, check_websocket, nginx_conf
+from ops.upgrade_check import MESSAGE, UpgradeCheck
 
 needs_nginx = pytest.mark.skipif(NGINX is None, reason="nginx is not installed (apt-get install -y nginx)")
 needs_chromium = pytest.mark.skipif(not CHROMIUM.exists(),
@@ -64,6 +67,32 @@ def test_nginx_conf_sticks_on_its_own_cookie_upgrades_and_passes_the_login(tmp_p
             out = subprocess.run([NGINX, "-t", "-p", str(tmp_path), "-c", str(tmp_path / name), "-e",
                                   str(tmp_path / "error.log")], capture_output=True, text=True)
             assert out.returncode == 0, out.stderr
+
+
+def test_the_upgrade_check_answers_the_browser_whose_websocket_lost_its_upgrade():
+    async def app(scope, receive, send):                # stands for Streamlit: answers 200 "ok"
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    def call(path, ua="firefox", kind="http", **headers):
+        sent = []
+
+        async def send(msg):
+            sent.append(msg)
+        hs = [(b"user-agent", ua.encode())] + [(k.replace("_", "-").encode(), v.encode()) for k, v in headers.items()]
+        asyncio.run(check({"type": kind, "path": path, "headers": hs, "client": ("10.0.0.7", 5000)}, None, send))
+        return sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:])
+
+    check = UpgradeCheck(app)
+    assert call("/_stcore/health") == (200, b"ok")
+    assert call("/_stcore/stream") == (200, b"ok")                       # no WebSocket key: not a browser's
+    assert call("/_stcore/stream", kind="websocket", sec_websocket_key="k")[0] == 200   # a real WebSocket
+    assert call("/_stcore/health") == (200, b"ok")
+    assert call("/_stcore/stream", sec_websocket_key="k") == (426, MESSAGE.encode())   # its upgrade was dropped
+    status, body = call("/_stcore/health")
+    assert status == 503 and json.loads(body) == MESSAGE        # JSON: the page shows it in its dialog
+    assert call("/_stcore/health", ua="chrome") == (200, b"ok")          # another browser is not told
+    assert call("/_stcore/health", x_forwarded_for="10.0.0.8") == (200, b"ok")
 
 
 @pytest.mark.parametrize("args, says", [
