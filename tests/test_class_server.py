@@ -134,8 +134,10 @@ def class_server(tmp_path_factory):
         assert len(ports) == 2
         yield f"http://127.0.0.1:{port}", ports
     finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(30) == 0
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(30)
+    assert rc == 0                                               # SIGTERM is a clean stop
     assert not (run / "nginx" / "nginx.pid").exists()           # nginx stopped
     for p in [port, *ports]:                                     # and nothing listens any more
         with pytest.raises(OSError), socket.create_connection(("127.0.0.1", p), timeout=1):
