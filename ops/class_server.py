@@ -224,9 +224,9 @@ def main(argv: list[str] | None = None) -> int:
     if not 1 <= args.port <= 65535:
         return fail(f"--port must be 1-65535, got {args.port}")
     try:
-        loopback = args.listen == "localhost" or ipaddress.ip_address(args.listen).is_loopback
+        loopback = args.listen == "localhost" or ipaddress.IPv4Address(args.listen).is_loopback
     except ValueError:
-        return fail(f"--listen must be an IP address or localhost, got {args.listen!r}")
+        return fail(f"--listen must be an IPv4 address or localhost, got {args.listen!r}")
     if not loopback and args.auth is None:
         return fail(f"--listen {args.listen} without --auth would let anyone who reaches port {args.port} queue "
                     "and delete runs: give --auth FILE (htpasswd), or listen on 127.0.0.1 behind your own login proxy")
@@ -270,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
                                    check_token=check_token))
         nginx = subprocess.Popen([nginx_bin, "-p", str(run), "-c", str(conf), "-e", str(run / "error.log")],
                                  stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
-        host = "127.0.0.1" if loopback else args.listen
+        host = "127.0.0.1" if loopback or args.listen == "0.0.0.0" else args.listen      # where we check it
         url = f"http://{host}:{args.port}"
         deadline = time.time() + 10
         while True:
@@ -288,8 +288,8 @@ def main(argv: list[str] | None = None) -> int:
             return fail(problem)
         store = os.environ.get("LOTTERY_HOME") or ROOT / "cache"
         n = f"{args.processes} app process" + ("es" if args.processes > 1 else "")
-        print(f"Lottery Lab class server ready at {url} ({n}, store {store}, config and logs in {run}); "
-              "Ctrl-C stops it", flush=True)
+        print(f"Lottery Lab class server ready at {url} ({n}, listening on {args.listen}:{args.port}, store {store}, "
+              f"config and logs in {run}); Ctrl-C stops it", flush=True)
         while True:
             for i, proc in enumerate([nginx, *procs]):
                 if proc.poll() is not None:
@@ -299,9 +299,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 0
     finally:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)     # a second SIGTERM must not leave processes behind
+        for sig in (signal.SIGTERM, signal.SIGINT):     # a second Ctrl-C must not leave processes behind
+            signal.signal(sig, signal.SIG_IGN)
         _stop(procs, nginx)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 if __name__ == "__main__":

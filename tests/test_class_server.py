@@ -99,6 +99,7 @@ def test_the_upgrade_check_answers_the_browser_whose_websocket_lost_its_upgrade(
     (["--processes", "0"], "--processes must be 1-64, got 0"),
     (["--port", "70000"], "--port must be 1-65535, got 70000"),
     (["--listen", "0.0.0.0"], "--listen 0.0.0.0 without --auth would let anyone"),
+    (["--listen", "lottery.example.org"], "--listen must be an IPv4 address or localhost"),
     (["--auth", "/nonexistent/htpasswd"], "not a readable htpasswd file"),
 ])
 def test_the_launcher_refuses_bad_arguments_in_one_line(args, says):
