@@ -247,7 +247,8 @@ def main(argv: list[str] | None = None) -> int:
     ports = [_free_port() for _ in range(args.processes)]
     procs: list[subprocess.Popen] = []
     nginx = None
-    signal.signal(signal.SIGTERM, _interrupt)
+    for sig in (signal.SIGTERM, signal.SIGINT):         # Ctrl-C or SIGTERM: stop everything, exit 0
+        signal.signal(sig, _interrupt)
     try:
         for i, p in enumerate(ports):
             with open(run / f"app-{i + 1}.log", "wb") as log:

@@ -227,3 +227,30 @@ def test_a_proxy_without_the_upgrade_is_named_by_the_check_and_on_the_page(class
     finally:
         proc.send_signal(signal.SIGQUIT)
         proc.wait(10)
+
+
+@needs_nginx
+def test_an_app_process_that_stops_stops_the_class_server_in_one_line(tmp_path):
+    (tmp_path / "home").mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMLIT_")}
+    env.update(LOTTERY_HOME=str(tmp_path / "home"), PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, "-m", "ops.class_server", "--processes", "1", "--port", str(free_port()),
+                             "--run-dir", str(tmp_path / "run")], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert "(1 app process," in proc.stdout.readline()
+        app_port = int(re.search(r"server 127\.0\.0\.1:(\d+) ", (tmp_path / "run" / "nginx.conf").read_text())[1])
+        children = subprocess.run(["ps", "-o", "pid=,args=", "--ppid", str(proc.pid)], capture_output=True,
+                                  text=True).stdout.splitlines()
+        pid = next(int(line.split()[0]) for line in children if "class_app.py" in line)     # the app process
+        os.kill(pid, signal.SIGTERM)
+        assert proc.wait(30) == 1
+        err = proc.stderr.read()
+        assert err.count("\n") == 1 and "app process 1 (see " in err and "stopping the class server" in err
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(30)
+    assert not (tmp_path / "run" / "nginx.pid").exists()
+    with pytest.raises(OSError), socket.create_connection(("127.0.0.1", app_port), timeout=1):
+        pass
