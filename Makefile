@@ -3,7 +3,7 @@
 PY := .venv/bin/python
 export LOTTERY_DATA ?= $(CURDIR)/cache/data
 
-.PHONY: run test lint venv clean-venv bench
+.PHONY: run test lint venv clean-venv bench class-server
 
 .venv/.installed: requirements.txt
 	test -x $(PY) || python3 -m venv .venv
@@ -15,6 +15,14 @@ venv: .venv/.installed
 
 run: venv
 	$(PY) -m streamlit run app.py
+
+# Several app processes on one store behind nginx, sticky per browser (docs/class-server.md,
+# "More than one app process"), e.g. `make class-server PROCESSES=4 PORT=8080 AUTH=/etc/nginx/lottery.htpasswd`.
+PROCESSES ?= 2
+PORT ?= 8080
+AUTH ?=
+class-server: venv
+	$(PY) -m ops.class_server --processes $(PROCESSES) --port $(PORT) $(if $(AUTH),--auth $(AUTH))
 
 lint: venv
 	$(PY) -m ruff check .

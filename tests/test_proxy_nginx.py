@@ -144,10 +144,13 @@ def browser():
         b.close()
 
 
-def _runs_page(browser, url: str, **context) -> tuple[str, int]:
-    """The Runs page's text once it has drawn (its table's counters, or the app's refusal)."""
+def _runs_page(browser, url: str, cookies: list | None = None, **context) -> tuple[str, int]:
+    """The Runs page's text once it has drawn (its table's counters, or the app's refusal);
+    `cookies` are set in the browser first (playwright's add_cookies)."""
     ctx = browser.new_context(viewport={"width": 1280, "height": 900}, **context)
     try:
+        if cookies:
+            ctx.add_cookies(cookies)
         page = ctx.new_page()
         page.goto(f"{url}/runs", wait_until="domcontentloaded", timeout=60_000)
         page.wait_for_function("() => document.body.innerText.includes('Your runs (') || "
