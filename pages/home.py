@@ -31,7 +31,7 @@ gpu_names = backend.gpus()
 @state.guard("The machine's state could not be read")
 def machine():
     runs_now = state.runs()
-    df = data.runs_frame(runs_now, cancelling=state.cancelling_ids(runs_now))
+    df = state.monitor_frame([r["id"] for r in runs_now])     # shared by every session
     st.markdown("##### This machine")
     free, total = backend.disk_free(home)
     # Plain lines, not big metrics: side by side in this column they were cut off ("CP…", "77.…").

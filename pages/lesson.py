@@ -260,7 +260,7 @@ mine_active = active_mine(every)
 @st.fragment(run_every=state.LIVE_SECONDS if mine_active else None)
 @state.guard("This step's figure could not be drawn")
 def figure_view() -> None:
-    fresh = state.store().list_runs()
+    fresh = state.all_runs()                 # one read per change of the store, for every session
     now_active = active_mine(fresh)
     if [r["id"] for r in now_active] != [r["id"] for r in mine_active]:
         st.rerun()

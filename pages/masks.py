@@ -1,6 +1,7 @@
 """Mask evolution: per-layer sparsity over epochs, the distribution of m with τ, churn;
 per-layer allocation across runs and the overlap of two tickets."""
 
+import pandas as pd
 import streamlit as st
 
 from ui import data, figures, state
@@ -23,19 +24,41 @@ run = state.pick_run(readable, "Run", key="masks.run",
 live = run.get("status") in data.ACTIVE
 
 
+def _evolution_figures(home_str: str, version: tuple, run: dict) -> tuple[pd.DataFrame, dict]:
+    """The run's mask statistics and the figures drawn from them alone: built once per data
+    version for every session watching this run (state.shared)."""
+    stats = state.mask_stats_of(run)
+    if stats.empty:
+        return stats, {}
+    return stats, {
+        "heat": figures.layer_heatmap(stats),
+        "churn": figures.layer_lines(stats[stats["churn"].notna()], "churn", "Churn: entries that crossed τ "
+                                     "since the previous epoch", "share of entries"),
+        "binary": figures.layer_lines(stats, "near_binary", "How binary the mask is: entries within 0.05 of 0 "
+                                      "or 1", "share of entries"),
+        "dead": figures.layer_lines(stats, "dead_units", "Dead units: outputs whose every weight is pruned",
+                                    "share of units") if stats["dead_units"].fillna(0).gt(0).any() else None}
+
+
+def _hist_figure(home_str: str, version: tuple, which: str, tau: float, stats: pd.DataFrame):
+    hist = data.hist_over_time(stats, which)
+    return hist, figures.hist_heatmap(hist, tau)
+
+
 @st.fragment(run_every=state.LIVE_SECONDS if live else None)
 @state.guard("The mask history could not be drawn")
 def evolution(run_id: str):
     fresh = state.reread(run_id)
     if fresh is None:
         return
-    stats = state.mask_stats_of(fresh)
+    version = state.versions([fresh])
+    stats, figs = state.shared("masks.evolution", _evolution_figures, version, run=fresh)
     if stats.empty:
         st.info("No mask statistics yet: they are written at the end of each epoch." if fresh.get("status") in
                 data.ACTIVE else "This run recorded no mask statistics.")
         return
     tau = float(data.cfg_of(fresh).get("threshold", 0.5))
-    st.plotly_chart(figures.layer_heatmap(stats), key="masks.heat")
+    st.plotly_chart(figs["heat"], key="masks.heat")
     st.caption("Each row is a prunable layer (fc = fully connected, in→out units; hover for its module path), each "
                "column an epoch (search epochs train the mask, a retrain's epoch 0 is the binary ticket). Dark "
                "cells: layers that lost most of their weights.")
@@ -47,8 +70,8 @@ def evolution(run_id: str):
                              format_func=lambda la: la if la not in paths else f"{la}  ({paths[la]})",
                              help="Pool the mask values of every layer, or look at one layer (module path in "
                                   "brackets).")
-        hist = data.hist_over_time(stats, which)
-        st.plotly_chart(figures.hist_heatmap(hist, tau), key="masks.hist")
+        hist, hist_fig = state.shared("masks.hist", _hist_figure, version, which, tau, stats=stats)
+        st.plotly_chart(hist_fig, key="masks.hist")
     with c2:
         whens = hist.drop_duplicates("when").sort_values("order")["when"].tolist()
         if whens:
@@ -56,15 +79,12 @@ def evolution(run_id: str):
                                   help="Pick an epoch to see its histogram of m. Red bars are pruned at τ.")
             st.plotly_chart(figures.hist_bars(hist[hist["when"] == at], tau, f"m at {at}"), key="masks.bars")
     c1, c2 = st.columns(2)
-    c1.plotly_chart(figures.layer_lines(stats[stats["churn"].notna()], "churn", "Churn: entries that crossed τ "
-                                        "since the previous epoch", "share of entries"), key="masks.churn")
-    c2.plotly_chart(figures.layer_lines(stats, "near_binary", "How binary the mask is: entries within 0.05 of 0 "
-                                        "or 1", "share of entries"), key="masks.binary")
+    c1.plotly_chart(figs["churn"], key="masks.churn")
+    c2.plotly_chart(figs["binary"], key="masks.binary")
     st.caption("Churn falling to 0 means the mask has settled. ℓ1 masks typically stay far from binary "
                "(many entries between 0 and 1), concave ones become binary — so thresholding costs ℓ1 more.")
-    if stats["dead_units"].fillna(0).gt(0).any():
-        st.plotly_chart(figures.layer_lines(stats, "dead_units", "Dead units: outputs whose every weight is pruned",
-                                            "share of units"), key="masks.dead")
+    if figs["dead"] is not None:
+        st.plotly_chart(figs["dead"], key="masks.dead")
 
 
 evolution(run["id"])

@@ -800,3 +800,54 @@ def test_runs_round_table_counts_rounds_from_1(monkeypatch, tmp_path, jobs):
     no_traceback(at)
     table = next(d.value for d in at.dataframe if "test_acc" in d.value.columns)
     assert stored[0] == 0 and table["round"].tolist() == [r + 1 for r in stored]
+
+
+def test_live_views_share_one_build_per_data_version_and_draw_what_a_session_alone_would(monkeypatch, tmp_path):
+    """Issue 22: thirty sessions on one live run share its figures (state.shared), built once per
+    data version. Two sessions get the same charts; they equal the figures built from the store
+    directly; a new metric row gives both the new data."""
+    from ui import data, figures
+
+    home = tmp_path / "h"
+    rid = synthetic_store(home, 1, running=1)[0]
+    store = Store(home)
+
+    def specs(at):
+        return [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+
+    def direct():
+        run = store.get_run(rid)
+        df = data.metrics_frame(data.metrics_rows(store, [rid])).assign(run=data.run_label(run))
+        return [json.loads(f.to_json()) for f in (figures.loss_figure(df), figures.accuracy_figure(df))]
+
+    a = open_page(monkeypatch, home, "pages/runs.py", {"runs": rid})
+    b = open_page(monkeypatch, home, "pages/runs.py", {"runs": rid})
+    no_traceback(a)
+    no_traceback(b)
+    assert specs(a)[:2] == specs(b)[:2] == direct()
+    last = max(r["step"] or 0 for r in store.metrics(rid))
+    store.add_metrics(rid, [{"kind": "step", "round": 0, "phase": "search", "epoch": 9.5, "step": last + 1,
+                             "wall": 99.0, "loss": 0.123, "loss_task": 0.111, "loss_reg": 0.012, "lam": 1.0}])
+    a.run()
+    b.run()
+    assert specs(a)[:2] == specs(b)[:2] == direct()
+    y = specs(a)[0]["data"][0]["y"]            # plotly's typed array: base64 of float64s
+    import base64
+
+    import numpy as np
+    assert np.frombuffer(base64.b64decode(y["bdata"]), dtype=y["dtype"])[-1] == pytest.approx(0.111)
+
+
+def test_shared_builds_once_per_key():
+    from ui import state
+
+    calls = []
+
+    def build(home_str, k, given=None):
+        calls.append(k)
+        return {"k": k}
+
+    first = state.shared("test.once", build, 1, given="x")
+    assert state.shared("test.once", build, 1, given="y") is first      # the key decides, not `given`
+    assert state.shared("test.once", build, 2)["k"] == 2
+    assert calls == [1, 2]

@@ -250,17 +250,18 @@ def metrics_of_versions(home_str: str, key: tuple) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else data.metrics_frame([]).assign(run=[])
 
 
-def shared(name: str, build, *key):
-    """build(*key), computed once per app process for every session that asks with an equal key
-    (e.g. the figures of a live run at one data version, which thirty students watch at once),
-    and returned as the same objects to each: callers must not modify them. `name` tells apart
-    builders whose keys could be equal; the key holds everything the result depends on."""
-    return _shared(name, str(home()), key, build)
+def shared(name: str, build, *key, **given):
+    """build(home, *key, **given), computed once per app process for every session that asks with
+    an equal key (e.g. the figures of a live run at one data version, which thirty students watch
+    at once), and returned as the same objects to each: callers must not modify them. `name` tells
+    apart builders whose keys could be equal; the key holds everything the result depends on
+    (`given`, e.g. the run's row, is not hashed: the key must already decide it)."""
+    return _shared(name, str(home()), key, build, given)
 
 
 @st.cache_resource(show_spinner=False, max_entries=256, ttl=900)
-def _shared(name: str, home_str: str, key: tuple, _build):       # _build: not part of the cache key
-    return _build(home_str, *key)
+def _shared(name: str, home_str: str, key: tuple, _build, _given: dict | None = None):   # _*: not hashed
+    return _build(home_str, *key, **(_given or {}))
 
 
 def mask_stats_of(run: dict) -> pd.DataFrame:
