@@ -514,7 +514,8 @@ def pump(home: str | os.PathLike | None = None, max_runs: int | None = None) -> 
                 break
             slot = _free_slot(gpus, running)
             run = store.claim_next(slot=slot, host=host, pid=None, pid_start=None, heartbeat=time.time(),
-                                   started=None, finished=None, reason=None, executor="jobs")
+                                   claimed=time.time(), started=None, finished=None, reason=None,
+                                   executor="jobs")
             if run is None:
                 break
             device = (run.get("config") or {}).get("device") or "auto"
@@ -737,7 +738,7 @@ def resume(run_id: str, home: str | os.PathLike | None = None, force: bool = Fal
         (store.run_dir(run_id) / CANCEL_MARKER).unlink()
     if store.claim(run_id, {"status": run["status"], "pid": run["pid"]}, status="queued", resume=1,
                    executor="jobs", reason=None, pid=None, pid_start=None, heartbeat=None, finished=None,
-                   slot=None, host=None) is None:
+                   slot=None, host=None, claimed=None) is None:
         raise JobError(f"run {run_id} changed state while resuming it; try again")
     pump(home)
     return store.get_run(run_id)

@@ -88,10 +88,12 @@ CREATE TRIGGER IF NOT EXISTS runs_deleted AFTER DELETE ON runs BEGIN UPDATE stor
 #   owner         who launched the run (a student's name on a shared server); NULL = nobody in particular
 #   example       1 for a class-pack example run: read-only, never deleted, hidden with one switch
 #   estimate      the time estimate (seconds) shown when the run was launched, to compare with the actual
+#   claimed       when the jobs queue took the run and spawned its worker (`started` comes once the worker
+#                 has imported torch): queue waits and worker start-up are measured from it
 ADDED_COLUMNS = (("slot", "TEXT"), ("resume", "INTEGER NOT NULL DEFAULT 0"), ("data_dir", "TEXT"),
                  ("host", "TEXT"), ("executor", "TEXT"), ("data_version", "INTEGER NOT NULL DEFAULT 0"),
                  ("attempt", "INTEGER NOT NULL DEFAULT 0"), ("owner", "TEXT"),
-                 ("example", "INTEGER NOT NULL DEFAULT 0"), ("estimate", "REAL"))
+                 ("example", "INTEGER NOT NULL DEFAULT 0"), ("estimate", "REAL"), ("claimed", "REAL"))
 JOB_COLUMNS = ("slot", "resume", "data_dir", "host", "executor")  # the ones the jobs manager sets
 
 
@@ -466,7 +468,7 @@ class Store:
         return run_id
 
     _UPDATABLE = frozenset({"status", "reason", "started", "finished", "pid", "pid_start", "heartbeat", "progress",
-                            "phase", "round", "summary", "name", "owner", "estimate", *JOB_COLUMNS})
+                            "phase", "round", "summary", "name", "owner", "estimate", "claimed", *JOB_COLUMNS})
 
     def update_run(self, run_id: str, **fields) -> None:
         allowed = self._UPDATABLE
