@@ -31,7 +31,8 @@ here (`LOTTERY_GPUS`, else `CUDA_VISIBLE_DEVICES`, else `nvidia-smi -L`, else
 /proc/driver/nvidia/gpus); each worker gets its slot as `CUDA_VISIBLE_DEVICES`.
 
 Priority: workers run below the app so pages stay responsive while they train:
-niceness +`LOTTERY_WORKER_NICE` (default 10; 0 leaves it) and `LOTTERY_WORKER_THREADS`
+the app's niceness +`LOTTERY_WORKER_NICE` (default 10; 0 leaves it; the app's is passed on
+as $LOTTERY_APP_NICE, so a worker started by a finishing worker is not lowered twice) and `LOTTERY_WORKER_THREADS`
 torch threads (default: on a machine with ≤ 2 cores, one core fewer than it has, so
 the app keeps one; else torch's own choice).
 
@@ -162,6 +163,17 @@ def worker_priority() -> tuple[int, int | None]:
 _LOWERED = False
 
 
+def app_nice() -> int:
+    """The niceness of the app (or command) that queued the runs: $LOTTERY_APP_NICE, which a
+    worker passes on to the workers it starts when it finishes, else this process's own. A
+    worker runs at that plus LOTTERY_WORKER_NICE, not at its spawner's niceness plus it (a
+    worker started by a finishing worker would otherwise run at +20, starved by the app)."""
+    try:
+        return int(os.environ["LOTTERY_APP_NICE"])
+    except (KeyError, ValueError):
+        return os.nice(0)
+
+
 def _lower_priority() -> None:
     """Called first thing in a worker process, and by each sweep task (a joblib or dask
     process that may run several): yield the CPU to the app. Once per process, since
@@ -171,9 +183,11 @@ def _lower_priority() -> None:
         return
     _LOWERED = True
     nice, threads = worker_priority()
-    if nice:
+    base = app_nice()
+    os.environ["LOTTERY_APP_NICE"] = str(base)   # what the workers this process starts go below
+    if min(19, base + nice) > os.nice(0):
         with contextlib.suppress(OSError):
-            os.nice(nice)
+            os.nice(min(19, base + nice) - os.nice(0))
     if threads:
         import torch
         torch.set_num_threads(threads)
@@ -566,7 +580,7 @@ def _spawn(store: Store, home: Path, run: dict, slot: str | None) -> tuple[int, 
     cmd = [sys.executable, "-m", "engine", "worker", run["id"], "--home", str(home), "--attempt", str(run["attempt"])]
     if run["data_dir"]:
         cmd += ["--data-dir", run["data_dir"]]
-    env = dict(os.environ, PYTHONUNBUFFERED="1", LOTTERY_HOME=str(home))
+    env = dict(os.environ, PYTHONUNBUFFERED="1", LOTTERY_HOME=str(home), LOTTERY_APP_NICE=str(app_nice()))
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH")) if p)
     if slot is not None:     # the worker sees its one GPU as cuda:0 (engine.train.pick_device)
         env["CUDA_VISIBLE_DEVICES"] = slot
