@@ -409,7 +409,8 @@ def submit(cfg: RunConfig | dict, home: str | os.PathLike | None = None,
 
     Unless `again`, a config equal to a done, running or queued run (REUSE_ORDER) queues
     nothing and returns that run's id as a `Reused` str (whoever launched it: a result
-    is a result, and a shared server trains it once). `owner` (a person's name, see
+    is a result, and a shared server trains it once; `owner` then adopts someone else's run:
+    Store.adopted lists it under their runs). `owner` (a person's name, see
     engine.owners) is stored with a new run; unless the owner is a teacher, the
     per-person cap (LOTTERY_MAX_PER_PERSON) is checked in the same write transaction as
     the insert, so parallel launches cannot both pass it. `estimate`: the seconds until
@@ -434,19 +435,28 @@ def submit(cfg: RunConfig | dict, home: str | os.PathLike | None = None,
         extra["estimate"] = float(estimate)
     equal = None if again else _find_equal(store, cfg, ("done",))    # reading only: works on a full disk
     if equal is not None:
-        return Reused(equal["id"])
+        return _reused(store, equal, owner)
     store.require_space("queueing a run")
     with _locked(home):        # look and create in one step: two equal launches queue one run
         if not again:
             _reconcile(store)  # a `running` run whose worker died is interrupted, not followed
             equal = _find_equal(store, cfg, REUSE_ORDER)
             if equal is not None:
-                return Reused(equal["id"])
+                return _reused(store, equal, owner)
         run_id = store.create_run(cfg.to_dict(), cfg.content_hash(), name=cfg.name, status="queued",
                                   sweep_id=sweep_id, extra=extra, guard=guard)
     if start:
         pump(home)
     return run_id
+
+
+def _reused(store: Store, run: dict, owner: str | None) -> Reused:
+    """The id of the equal run a launch stands on; someone else's is adopted by `owner` (listed
+    under their runs from then on). On a full disk the launch still reuses it, unrecorded."""
+    if owner is not None and run.get("owner") != owner:
+        with contextlib.suppress(Exception):
+            store.adopt(run["id"], owner)
+    return Reused(run["id"])
 
 
 def active_count(home: str | os.PathLike | None, owner: str) -> int:

@@ -41,7 +41,11 @@ def visible(runs: list[dict]) -> list[dict]:
 
 
 asked = set(state.selected_ids())     # runs a link asked for (e.g. a classmate's run that a launch reused)
-adopted = set(st.session_state.get("lesson.launched", ()))   # what "Run it live" gave this person, reused or not
+# what this person's launches were given, reused or not: this session's "Run it live", and every equal
+# run of someone else's that a launch of theirs reused (recorded in the store: jobs.submit)
+adopted = set(st.session_state.get("lesson.launched", ())) | (set(state.store().adopted(user)) if user else set())
+for said in st.session_state.pop("runs.reused", []):       # set by Launch and Home when a launch reused a run
+    st.info(f"♻️ {md.esc(said)}")
 
 
 def mine(r: dict) -> bool:
@@ -98,7 +102,7 @@ def run_table():
                        remaining=view["remaining"].map(data.fmt_pct_or_missing),
                        test_accuracy=view["test_accuracy"].map(data.fmt_pct_or_missing),
                        note=view["note"].map(lambda n: n or data.MISSING),
-                       owner=view["id"].map({r["id"]: r.get("owner") or data.MISSING for r in now}))
+                       owner=view["id"].map({r["id"]: data.owner_text(r, user, adopted) for r in now}))
     if mine_only:
         n_ex = sum(bool(r.get("example")) for r in everyone)
         st.caption(f"Your runs ({md.esc(user)}): {len(df)} of {len(everyone)} in the store"

@@ -286,3 +286,26 @@ def test_home_presets_say_when_results_come_and_record_it(home, monkeypatch):
     assert not at.exception, [e.value for e in at.exception]
     (run,) = Store(home).list_runs()
     assert run["status"] == "queued" and run["estimate"] > 0
+
+
+def test_launch_that_reuses_a_classmates_run_says_whose_and_lists_it_as_theirs(home):
+    """Issue 20, item 7 / issue 22, item 5: alice launches the config of bob's finished run: the
+    Runs page it opens says "Reused bob's run from HH:MM", and lists it under her runs."""
+    from ui import identity
+    at = launch_digits(open_page("pages/launch.py", {"preset": "digits"}))
+    cfg = RunConfig.from_dict({**PRESETS["digits"], "epochs": 1})
+    store = Store(home)
+    bobs = jobs.submit(cfg, home, owner="bob")
+    store.update_run(bobs, status="done", finished=time.time(), summary={
+        "test_accuracy": 0.9, "remaining": 1.0, "sparsity": 0.0, "kept": 1, "total": 1, "wall_seconds": 1.0})
+    at.session_state[identity.NAME_KEY] = "alice"
+    at.run()
+    assert "equals bob's run" in " ".join(i.value for i in at.info)
+    at.button(key="launch.go").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    when = time.strftime("%H:%M", time.localtime(store.get_run(bobs)["created"]))
+    info = re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", " ".join(i.value for i in at.info))
+    assert f"Reused bob's run from {when} ({bobs}, finished)" in info and "listed under your runs" in info
+    assert at.radio(key="runs.whose").value == "My runs"
+    assert at.dataframe[0].value["owner"].tolist() == ["bob (reused by you)"]
+    assert len(store.list_runs()) == 1 and set(store.adopted("alice")) == {bobs}

@@ -534,6 +534,21 @@ def test_twenty_owners_launching_together_finish_first_come_with_the_cap_held(ho
     assert at_once == 2                                                     # the slots were used, never passed
 
 
+def test_reusing_someone_elses_run_adopts_it(home):
+    """Issue 20, item 7: a launch that reuses an equal run of someone else's records it under the
+    launcher's runs (Store.adopted); the run keeps its owner; reusing one's own records nothing."""
+    from engine import runner
+    store = Store(home)
+    bobs = runner.create(store, RunConfig.from_dict(TINY), status="queued")
+    store.update_run(bobs, status="done", owner="bob", finished=time.time())
+    assert jobs.submit(TINY, home, owner="alice", start=False) == bobs
+    assert jobs.submit(TINY, home, owner="bob", start=False) == bobs
+    assert set(store.adopted("alice")) == {bobs} and store.adopted("bob") == {}
+    assert store.get_run(bobs)["owner"] == "bob" and len(store.list_runs()) == 1
+    store.delete_run(bobs)
+    assert store.adopted("alice") == {}
+
+
 def test_a_finishing_worker_starts_the_next_queued_run(home):
     """Issue 23, item 5: with LOTTERY_MAX_RUNS=1 the second run waits in the queue and the first
     run's worker starts it when it finishes. The test only reads the store: no pump, no reconcile,

@@ -390,6 +390,14 @@ def test_run_it_live_says_whose_run_it_reused_and_lists_it_as_the_students(monke
         assert len(listed) == 1 and bobs in listed[0]
         n = len(store.list_runs())
         assert f"Your runs (alice): 1 of {n} in the store ({len(ids)} of them the class pack's examples" in texts(at)
+        # recorded in the store, not only in this session: a new tab (a reload) lists it too, as bob's
+        assert store.adopted("alice").keys() == {bobs} and store.adopted("bob") == {}
+        at = open_page(monkeypatch, home, "pages/runs.py")
+        at.session_state[identity.NAME_KEY] = "alice"
+        at.run()
+        no_traceback(at)
+        table = at.dataframe[0].value
+        assert table["owner"].tolist() == ["bob (reused by you)"] and bobs in str(table["label"].iloc[0])
     finally:
         with store.transaction() as db:
             db.execute("DELETE FROM runs WHERE id = ?", (bobs,))
