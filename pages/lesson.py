@@ -339,8 +339,13 @@ with st.expander("Handout: this step (or several) as PNGs and one HTML page"):
 
     def handout_zip() -> bytes:
         """Built on the click only: drawing every chosen step's figures on each rerun was wasted."""
-        return handout.build([handout.Section(s.title, s.text, s.notice, s.question, build(s, every)[0])
-                              for s in (ls.BY_KEY[k] for k in chosen)])[0]
+        return handout.build([section(ls.BY_KEY[k]) for k in chosen])[0]
+
+    def section(s) -> handout.Section:
+        """A step as the app shows it: its number, figures, key numbers and what its runs show."""
+        figs, nums, _source, shows = build(s, every)
+        return handout.Section(s.title, s.text, s.notice, s.question, figs, number=STEPS.index(s) + 1,
+                               numbers=[(label, str(value), detail) for label, value, detail in nums], shows=shows)
 
     st.download_button("⬇ Download the handout (zip: PNGs + handout.html)",
                        data=handout_zip, file_name="lottery-lab-handout.zip",
