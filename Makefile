@@ -41,6 +41,7 @@ bench: venv
 	$(PY) bench/tradeoff.py
 	$(PY) bench/controller.py --mnist
 	$(PY) bench/estimates.py
+	$(PY) bench/burst.py
 	$(PY) bench/app_responsiveness.py
 	$(PY) bench/app_live.py
 	$(PY) bench/plots.py

@@ -31,7 +31,8 @@ here (`LOTTERY_GPUS`, else `CUDA_VISIBLE_DEVICES`, else `nvidia-smi -L`, else
 /proc/driver/nvidia/gpus); each worker gets its slot as `CUDA_VISIBLE_DEVICES`.
 
 Priority: workers run below the app so pages stay responsive while they train:
-niceness +`LOTTERY_WORKER_NICE` (default 10; 0 leaves it) and `LOTTERY_WORKER_THREADS`
+the app's niceness +`LOTTERY_WORKER_NICE` (default 10; 0 leaves it; the app's is passed on
+as $LOTTERY_APP_NICE, so a worker started by a finishing worker is not lowered twice) and `LOTTERY_WORKER_THREADS`
 torch threads (default: on a machine with ≤ 2 cores, one core fewer than it has, so
 the app keeps one; else torch's own choice).
 
@@ -162,6 +163,17 @@ def worker_priority() -> tuple[int, int | None]:
 _LOWERED = False
 
 
+def app_nice() -> int:
+    """The niceness of the app (or command) that queued the runs: $LOTTERY_APP_NICE, which a
+    worker passes on to the workers it starts when it finishes, else this process's own. A
+    worker runs at that plus LOTTERY_WORKER_NICE, not at its spawner's niceness plus it (a
+    worker started by a finishing worker would otherwise run at +20, starved by the app)."""
+    try:
+        return int(os.environ["LOTTERY_APP_NICE"])
+    except (KeyError, ValueError):
+        return os.nice(0)
+
+
 def _lower_priority() -> None:
     """Called first thing in a worker process, and by each sweep task (a joblib or dask
     process that may run several): yield the CPU to the app. Once per process, since
@@ -171,9 +183,11 @@ def _lower_priority() -> None:
         return
     _LOWERED = True
     nice, threads = worker_priority()
-    if nice:
+    base = app_nice()
+    os.environ["LOTTERY_APP_NICE"] = str(base)   # what the workers this process starts go below
+    if min(19, base + nice) > os.nice(0):
         with contextlib.suppress(OSError):
-            os.nice(nice)
+            os.nice(min(19, base + nice) - os.nice(0))
     if threads:
         import torch
         torch.set_num_threads(threads)
@@ -395,7 +409,8 @@ def submit(cfg: RunConfig | dict, home: str | os.PathLike | None = None,
 
     Unless `again`, a config equal to a done, running or queued run (REUSE_ORDER) queues
     nothing and returns that run's id as a `Reused` str (whoever launched it: a result
-    is a result, and a shared server trains it once). `owner` (a person's name, see
+    is a result, and a shared server trains it once; `owner` then adopts someone else's run:
+    Store.adopted lists it under their runs). `owner` (a person's name, see
     engine.owners) is stored with a new run; unless the owner is a teacher, the
     per-person cap (LOTTERY_MAX_PER_PERSON) is checked in the same write transaction as
     the insert, so parallel launches cannot both pass it. `estimate`: the seconds until
@@ -420,19 +435,28 @@ def submit(cfg: RunConfig | dict, home: str | os.PathLike | None = None,
         extra["estimate"] = float(estimate)
     equal = None if again else _find_equal(store, cfg, ("done",))    # reading only: works on a full disk
     if equal is not None:
-        return Reused(equal["id"])
+        return _reused(store, equal, owner)
     store.require_space("queueing a run")
     with _locked(home):        # look and create in one step: two equal launches queue one run
         if not again:
             _reconcile(store)  # a `running` run whose worker died is interrupted, not followed
             equal = _find_equal(store, cfg, REUSE_ORDER)
             if equal is not None:
-                return Reused(equal["id"])
+                return _reused(store, equal, owner)
         run_id = store.create_run(cfg.to_dict(), cfg.content_hash(), name=cfg.name, status="queued",
                                   sweep_id=sweep_id, extra=extra, guard=guard)
     if start:
         pump(home)
     return run_id
+
+
+def _reused(store: Store, run: dict, owner: str | None) -> Reused:
+    """The id of the equal run a launch stands on; someone else's is adopted by `owner` (listed
+    under their runs from then on). On a full disk the launch still reuses it, unrecorded."""
+    if owner is not None and run.get("owner") != owner:
+        with contextlib.suppress(Exception):
+            store.adopt(run["id"], owner)
+    return Reused(run["id"])
 
 
 def active_count(home: str | os.PathLike | None, owner: str) -> int:
@@ -514,7 +538,8 @@ def pump(home: str | os.PathLike | None = None, max_runs: int | None = None) -> 
                 break
             slot = _free_slot(gpus, running)
             run = store.claim_next(slot=slot, host=host, pid=None, pid_start=None, heartbeat=time.time(),
-                                   started=None, finished=None, reason=None, executor="jobs")
+                                   claimed=time.time(), started=None, finished=None, reason=None,
+                                   executor="jobs")
             if run is None:
                 break
             device = (run.get("config") or {}).get("device") or "auto"
@@ -565,7 +590,7 @@ def _spawn(store: Store, home: Path, run: dict, slot: str | None) -> tuple[int, 
     cmd = [sys.executable, "-m", "engine", "worker", run["id"], "--home", str(home), "--attempt", str(run["attempt"])]
     if run["data_dir"]:
         cmd += ["--data-dir", run["data_dir"]]
-    env = dict(os.environ, PYTHONUNBUFFERED="1", LOTTERY_HOME=str(home))
+    env = dict(os.environ, PYTHONUNBUFFERED="1", LOTTERY_HOME=str(home), LOTTERY_APP_NICE=str(app_nice()))
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH")) if p)
     if slot is not None:     # the worker sees its one GPU as cuda:0 (engine.train.pick_device)
         env["CUDA_VISIBLE_DEVICES"] = slot
@@ -738,7 +763,7 @@ def resume(run_id: str, home: str | os.PathLike | None = None, force: bool = Fal
         (store.run_dir(run_id) / CANCEL_MARKER).unlink()
     if store.claim(run_id, {"status": run["status"], "pid": run["pid"]}, status="queued", resume=1,
                    executor="jobs", reason=None, pid=None, pid_start=None, heartbeat=None, finished=None,
-                   slot=None, host=None) is None:
+                   slot=None, host=None, claimed=None) is None:
         raise JobError(f"run {run_id} changed state while resuming it; try again")
     pump(home)
     return store.get_run(run_id)

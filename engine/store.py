@@ -63,6 +63,8 @@ CREATE INDEX IF NOT EXISTS mask_stats_run ON mask_stats(run_id);
 CREATE TABLE IF NOT EXISTS checks(
     run_id TEXT NOT NULL, name TEXT NOT NULL, value REAL, target REAL, passed INTEGER NOT NULL,
     detail TEXT, PRIMARY KEY(run_id, name));
+CREATE TABLE IF NOT EXISTS adoptions(
+    run_id TEXT NOT NULL, owner TEXT NOT NULL, at REAL NOT NULL, PRIMARY KEY(run_id, owner));
 CREATE TABLE IF NOT EXISTS store_version(id INTEGER PRIMARY KEY CHECK (id = 0), v INTEGER NOT NULL);
 INSERT OR IGNORE INTO store_version VALUES (0, 0);
 CREATE TRIGGER IF NOT EXISTS runs_inserted AFTER INSERT ON runs BEGIN UPDATE store_version SET v = v + 1; END;
@@ -89,10 +91,12 @@ CREATE TRIGGER IF NOT EXISTS runs_deleted AFTER DELETE ON runs BEGIN UPDATE stor
 #   owner         who launched the run (a student's name on a shared server); NULL = nobody in particular
 #   example       1 for a class-pack example run: read-only, never deleted, hidden with one switch
 #   estimate      the time estimate (seconds) shown when the run was launched, to compare with the actual
+#   claimed       when the jobs queue took the run and spawned its worker (`started` comes once the worker
+#                 has imported torch): queue waits and worker start-up are measured from it
 ADDED_COLUMNS = (("slot", "TEXT"), ("resume", "INTEGER NOT NULL DEFAULT 0"), ("data_dir", "TEXT"),
                  ("host", "TEXT"), ("executor", "TEXT"), ("data_version", "INTEGER NOT NULL DEFAULT 0"),
                  ("attempt", "INTEGER NOT NULL DEFAULT 0"), ("owner", "TEXT"),
-                 ("example", "INTEGER NOT NULL DEFAULT 0"), ("estimate", "REAL"))
+                 ("example", "INTEGER NOT NULL DEFAULT 0"), ("estimate", "REAL"), ("claimed", "REAL"))
 JOB_COLUMNS = ("slot", "resume", "data_dir", "host", "executor")  # the ones the jobs manager sets
 
 
@@ -475,7 +479,7 @@ class Store:
         return run_id
 
     _UPDATABLE = frozenset({"status", "reason", "started", "finished", "pid", "pid_start", "heartbeat", "progress",
-                            "phase", "round", "summary", "name", "owner", "estimate", *JOB_COLUMNS})
+                            "phase", "round", "summary", "name", "owner", "estimate", "claimed", *JOB_COLUMNS})
 
     def update_run(self, run_id: str, **fields) -> None:
         allowed = self._UPDATABLE
@@ -642,9 +646,23 @@ class Store:
             if row is not None and row["status"] in not_if:
                 raise ActiveRun(run_id, row["status"])
             for table, col in (("metrics", "run_id"), ("mask_stats", "run_id"), ("checks", "run_id"),
-                               ("runs", "id")):
+                               ("adoptions", "run_id"), ("runs", "id")):
                 db.execute(f"DELETE FROM {table} WHERE {col}=?", (run_id,))
         shutil.rmtree(d, ignore_errors=True)
+
+    # ---------------------------------------------------------------- adoptions
+    # A launch that reused an equal run of someone else's (jobs.submit) adopts it: the run is then
+    # listed under the launcher's runs too, while its owner stays who trained it.
+    def adopt(self, run_id: str, owner: str) -> None:
+        with self.transaction() as db:
+            db.execute("INSERT OR IGNORE INTO adoptions(run_id, owner, at) VALUES(?, ?, ?)",
+                       (run_id, owner, time.time()))
+
+    def adopted(self, owner: str) -> dict[str, float]:
+        """The runs `owner` adopted: run id → when."""
+        with self.connect() as db:
+            rows = db.execute("SELECT run_id, at FROM adoptions WHERE owner=?", (owner,)).fetchall()
+        return {r["run_id"]: r["at"] for r in rows}
 
     # ---------------------------------------------------------------- metrics
     def add_metrics(self, run_id: str, rows: list[dict]) -> None:

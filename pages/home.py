@@ -115,6 +115,7 @@ for col, (key, names, title, text, warn) in zip(cols, CARDS):
             except backend.BackendError as e:
                 st.error(md.esc(e))
             else:
+                widgets.note_reused(ids)
                 state.set_selection(ids)
                 st.switch_page("pages/runs.py", query_params={"runs": ",".join(ids)})
         if b2.button("Customise", key=f"custom_{key}", width="stretch",

@@ -189,6 +189,7 @@ def launch(again: bool) -> None:
     except backend.BackendError as e:
         st.error(md.esc(e))
         return
+    widgets.note_reused(ids)
     state.set_selection(ids)
     st.switch_page("pages/runs.py", query_params={"runs": ",".join(ids)})
 
@@ -201,7 +202,9 @@ if found:
             r = found[0]
             label_ = data.run_label(r)
             id_ = "" if r["id"] in label_ else f" ({md.code(r['id'])})"      # the label may end with it
-            st.info(f"This config equals run **{md.esc(label_)}**{id_}, which "
+            whose = (f"{md.esc(r['owner'])}'s run" if r.get("owner") and r["owner"] != identity.current_user()
+                     else "run")
+            st.info(f"This config equals {whose} **{md.esc(label_)}**{id_}, which "
                     f"{word.get(r['status'], r['status'])}: launching shows that run instead of training it again "
                     f"(name, device and precision are not part of a run's identity; the seed is).",
                     icon=":material/content_copy:")

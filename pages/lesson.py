@@ -6,8 +6,6 @@ step's small experiment. The step is in the URL (?step=3); Back/Next move along.
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pandas as pd
 import streamlit as st
@@ -20,7 +18,9 @@ from ui import lesson_steps as ls
 STEPS = ls.STEPS
 home = state.home()
 user = identity.current_user()
-launched = frozenset(st.session_state.get("lesson.launched", ()))   # ids "Run it live" gave this session
+# ids "Run it live" gave this session, and every run of someone else's a launch of this person's reused
+launched = frozenset(st.session_state.get("lesson.launched", ())) | frozenset(
+    state.store().adopted(user) if user else ())
 
 # On a projector the line would repeat on every step and push the figure below the fold.
 state.intro("🎓 Lesson", "" if present.active() else
@@ -297,16 +297,6 @@ st.info(f"**Question for the class:** {md.esc(step.question)}", icon="🙋")
 
 # ---------------------------------------------------------------- run it live
 
-def reuse_text(run: dict) -> str:
-    """What a student is told when "Run it live" found an equal run: whose, from when."""
-    when = time.strftime("%H:%M", time.localtime(run["created"])) if run.get("created") else "earlier"
-    owner = run.get("owner")
-    whose = "your own" if owner and owner == user else f"{owner}'s" if owner else "an earlier"
-    state_ = "finished" if run.get("status") == "done" else str(run.get("status", "queued"))
-    return (f"Reused {whose} run from {when} ({run['id']}, {state_}): the same experiment is not trained twice. "
-            "It is listed under your runs, and the figure shows it.")
-
-
 try:
     live = ls.live_config(step, every, mnist_available(default_data_dir()), user, launched)
     live_err = None if live is not None else ("this step needs a finished LeNet ticket (and, for the pack's, the "
@@ -329,7 +319,7 @@ if c1.button("▶ Run it live", key=f"lesson.live.{step.key}", type="primary", d
     else:
         st.session_state["lesson.launched"] = [*launched, ids[0]]
         if ids.reused:
-            said = reuse_text(state.store().get_run(ids[0]) or {"id": ids[0]})
+            said = data.reuse_text(state.store().get_run(ids[0]), user) + " The figure shows it."
             st.session_state.setdefault("lesson.reused", {})[step.key] = said
             st.toast(said)
         else:
@@ -349,8 +339,13 @@ with st.expander("Handout: this step (or several) as PNGs and one HTML page"):
 
     def handout_zip() -> bytes:
         """Built on the click only: drawing every chosen step's figures on each rerun was wasted."""
-        return handout.build([handout.Section(s.title, s.text, s.notice, s.question, build(s, every)[0])
-                              for s in (ls.BY_KEY[k] for k in chosen)])[0]
+        return handout.build([section(ls.BY_KEY[k]) for k in chosen])[0]
+
+    def section(s) -> handout.Section:
+        """A step as the app shows it: its number, figures, key numbers and what its runs show."""
+        figs, nums, _source, shows = build(s, every)
+        return handout.Section(s.title, s.text, s.notice, s.question, figs, number=STEPS.index(s) + 1,
+                               numbers=[(label, str(value), detail) for label, value, detail in nums], shows=shows)
 
     st.download_button("⬇ Download the handout (zip: PNGs + handout.html)",
                        data=handout_zip, file_name="lottery-lab-handout.zip",

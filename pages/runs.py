@@ -41,7 +41,11 @@ def visible(runs: list[dict]) -> list[dict]:
 
 
 asked = set(state.selected_ids())     # runs a link asked for (e.g. a classmate's run that a launch reused)
-adopted = set(st.session_state.get("lesson.launched", ()))   # what "Run it live" gave this person, reused or not
+# what this person's launches were given, reused or not: this session's "Run it live", and every equal
+# run of someone else's that a launch of theirs reused (recorded in the store: jobs.submit)
+adopted = set(st.session_state.get("lesson.launched", ())) | (set(state.store().adopted(user)) if user else set())
+for said in st.session_state.pop("runs.reused", []):       # set by Launch and Home when a launch reused a run
+    st.info(f"♻️ {md.esc(said)}")
 
 
 def mine(r: dict) -> bool:
@@ -86,7 +90,7 @@ def run_table():
     shown = {"state": "state", "label": "label", **({"owner": "owner"} if owned else {}), "progress": "progress",
              "where": "where", "eta_text": "eta", "remaining_text": "remaining",
              "test_accuracy_text": "test_accuracy", "elapsed_text": "elapsed", "note_text": "note"}
-    view = df[[*shown, "status", "method", "note"]]
+    view = df[[*shown, "id", "status", "method", "note"]]
     if show:
         view = view[view["status"].isin(show)]
     if only:
@@ -94,6 +98,9 @@ def run_table():
     if needle:
         view = view[view["label"].str.contains(needle, case=False, regex=False)
                     | view["note"].str.contains(needle, case=False, regex=False)]
+    if owned and user and adopted:         # per person: "bob (reused by you)" where this person reused it
+        reused = {r["id"]: data.owner_text(r, user, adopted) for r in now if r["id"] in adopted}
+        view = view.assign(owner=[reused.get(i, o) for i, o in zip(view["id"], view["owner"])])
     if mine_only:
         n_ex = sum(bool(r.get("example")) for r in everyone)
         st.caption(f"Your runs ({md.esc(user)}): {len(df)} of {len(everyone)} in the store"

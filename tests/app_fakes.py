@@ -32,7 +32,10 @@ class FakeJobs(types.ModuleType):
         self.submit_kw.append(kw)           # again, estimate (and owner) when the page passes them
         if self.fail:
             raise RuntimeError(self.fail)
-        if self.reuse:
+        if self.reuse:             # as the real one: someone else's run is adopted by the launcher
+            store = Store(home)
+            if kw.get("owner") and store.get_run(self.reuse).get("owner") != kw["owner"]:
+                store.adopt(self.reuse, kw["owner"])
             return Reused(self.reuse)
         return runner.create(Store(home), RunConfig.from_dict(cfg.to_dict()), status="queued", sweep_id=sweep_id)
 

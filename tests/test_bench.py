@@ -186,3 +186,22 @@ def test_the_pages_quote_the_measured_concavity_figures():
     from ui import lesson_steps
     step = next(s for s in lesson_steps.STEPS if s.figure == "planted")
     assert "The paper's concavity claim, measured" in step.text and "narrower λ range" in step.text
+
+
+def test_burst_quick_launches_as_students_do_and_reports_estimate_over_actual(tmp_path):
+    """bench/burst.py --quick: 4 launches by 4 students within seconds, real workers; each
+    launch's recorded estimate is compared with its actual time (issue 22, item 4)."""
+    out = fresh("burst_quick.json")
+    env = {"PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1", "LOTTERY_DATA": str(tmp_path / "nodata"),
+           "HOME": str(tmp_path)}
+    r = subprocess.run([sys.executable, str(ROOT / "bench" / "burst.py"), "--quick"], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    data = json.loads(out.read_text())
+    s, rows = data["summary"], data["rows"]
+    assert s["launches"] == len(rows) == 4 and s["done"] == 4
+    assert len({row["owner"] for row in rows}) == 4 and all(row["estimate_s"] > 0 for row in rows)
+    ratios = [row["estimate_over_actual"] for row in rows]
+    assert s["min_ratio"] == min(ratios) <= s["median_ratio"] <= max(ratios) == s["max_ratio"]
+    assert len(s["load_at_start"]) == len(s["load_at_end"]) == 3
+    assert all(row["worker_start_s"] is not None and row["worker_start_s"] >= 0 for row in rows)

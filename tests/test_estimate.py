@@ -61,16 +61,16 @@ def test_launch_estimate_counts_the_runs_ahead_and_the_load():
     per_run = estimate.estimate(TINY).seconds
     assert alone.per_run == [pytest.approx(per_run)] and alone.until == [pytest.approx(per_run)]
     assert alone.wait == 0.0 and alone.slowdown == 1.0
-    running = {"id": "r", "status": "running", "started": now - 10.0, "progress": 0.5, "config": TINY}
+    running = {"id": "r", "status": "running", "started": now - 2.0, "progress": 0.5, "config": TINY}
     queued = {"id": "q", "status": "queued", "created": now - 5.0, "config": TINY, "executor": "jobs"}
     other_sweep = {"id": "s", "status": "queued", "created": now - 5.0, "config": TINY, "executor": "sweep"}
     ahead = estimate.launch_estimate([TINY], [running, queued, other_sweep], IDLE, now=now)
-    # the running run is half done in 10 s: its pace (20 s for what the model gives per_run less
-    # the worker's start) slows the others; 10 s more for it, then the queued run, then ours, on one slot
-    pace = 20.0 / (per_run - estimate.WORKER_START_S)
+    # the running run is half done in 2 s: its pace (4 s for what the model gives per_run less
+    # the worker's start) slows the others; 2 s more for it, then the queued run, then ours, on one slot
+    pace = 4.0 / (per_run - estimate.WORKER_START_S)
     assert ahead.paced and 1 < pace < estimate.SLOWDOWN_MAX and ahead.slowdown == pytest.approx(pace)
-    assert ahead.until == [pytest.approx(10.0 + 2 * per_run * pace)] and (ahead.running, ahead.queued) == (1, 1)
-    assert ahead.wait == pytest.approx(10.0 + per_run * pace)
+    assert ahead.until == [pytest.approx(2.0 + 2 * per_run * pace)] and (ahead.running, ahead.queued) == (1, 1)
+    assert ahead.wait == pytest.approx(2.0 + per_run * pace)
     loaded = estimate.launch_estimate([TINY], [], Machine(cores=2, load1=3.0, cap=1, threads=1), now=now)
     assert loaded.slowdown == pytest.approx(2.0) and loaded.until == [pytest.approx(2 * per_run)]
     paused = estimate.launch_estimate([TINY], [], Machine(cores=2, load1=0.0, cap=0, threads=1), now=now)
@@ -99,6 +99,53 @@ def test_recent_pace_and_history_take_the_place_of_the_load_average():
         done(3 * model, summary={"wall_seconds": 3 * model})]).seconds)]
     unpaced = estimate.launch_estimate([other], [], busy, now=now)
     assert not unpaced.paced and unpaced.slowdown == pytest.approx(5.0)
+
+
+def test_a_burst_counts_worker_start_from_history_weighted_epochs_and_no_examples():
+    """Issue 22, item 4: what a burst of launches got wrong. History is per weighted epoch
+    whatever the method (a dense run's epochs are plain ones); class-pack examples (measured
+    elsewhere) are no history; the worker's start-up is measured (claimed → started)."""
+    dense = {**TINY, "epochs": 10}
+    hist = [{"status": "done", "config": dense, "summary": {"wall_seconds": 14.0}}]
+    setup = estimate.SETUP_BY_DATASET["digits"]
+    base = estimate.WORKER_START_S + setup
+    assert estimate.weighted_epochs(dense) == 10
+    assert estimate.weighted_epochs({**TINY, "method": "concave", "epochs": 5, "retrain_epochs": 5}) == \
+        pytest.approx(5 * estimate.SEARCH_FACTOR + 5)
+    assert estimate.estimate(dense, history=hist).seconds == pytest.approx(base + 14.0)
+    concave = {**TINY, "method": "concave", "lam": 1.0, "epochs": 5, "retrain_epochs": 5}
+    assert estimate.estimate(concave, history=hist).seconds == pytest.approx(base + 1.4 * (5 * 1.4 + 5))
+    example = [{**hist[0], "example": 1}]
+    assert estimate.from_history(dense, example) is None
+    assert "throughput" in estimate.estimate(dense, history=example).basis
+    # worker start-up: the median of the recent runs' claimed → started, else the constant
+    started = [{"status": "done", "config": TINY, "claimed": 100.0 + i, "started": 100.0 + i + t}
+               for i, t in enumerate([9.0, 11.0, 10.0])]
+    assert estimate.worker_start(started) == pytest.approx(10.0)
+    assert estimate.worker_start([{**r, "example": 1} for r in started]) is None
+    assert estimate.worker_start([]) is None
+    assert estimate.estimate(dense, history=hist + started).seconds == pytest.approx(10.0 + setup + 14.0)
+
+
+def test_a_claimed_run_counts_its_time_from_its_claim_and_burst_launches_queue_in_order():
+    now = 1000.0
+    per_run = estimate.estimate(TINY).seconds
+    # launched 100 s ago, claimed 2 s ago, its worker still importing torch: most of it is still ahead
+    claimed = {"id": "c", "status": "running", "created": now - 100, "claimed": now - 2.0, "started": None,
+               "progress": 0.0, "config": TINY}
+    est = estimate.launch_estimate([TINY], [claimed], IDLE, now=now)
+    assert est.until == [pytest.approx(per_run - 2.0 + per_run)]
+    # several launches arriving together: each its own place; over the per-person cap: refused
+    queued = {"id": "q", "status": "queued", "created": now - 1, "config": TINY, "owner": "ann"}
+    launches = [("bob", TINY), ("ann", TINY), ("cat", TINY), ("bob", TINY)]
+    assert estimate.launch_estimates(launches, [queued], IDLE, per_person=1, now=now) == [
+        pytest.approx(2 * per_run), None, pytest.approx(3 * per_run), None]
+    two = Machine(cores=2, load1=0.0, cap=2, threads=1)
+    got = estimate.launch_estimates(launches, [queued], two, now=now)
+    assert got == [pytest.approx(per_run), pytest.approx(2 * per_run), pytest.approx(2 * per_run),
+                   pytest.approx(3 * per_run)]
+    paused = Machine(cores=2, load1=0.0, cap=0, threads=1)
+    assert estimate.launch_estimates(launches, [], paused, now=now) == [None] * 4
 
 
 def test_estimate_vs_actual():
@@ -239,3 +286,26 @@ def test_home_presets_say_when_results_come_and_record_it(home, monkeypatch):
     assert not at.exception, [e.value for e in at.exception]
     (run,) = Store(home).list_runs()
     assert run["status"] == "queued" and run["estimate"] > 0
+
+
+def test_launch_that_reuses_a_classmates_run_says_whose_and_lists_it_as_theirs(home):
+    """Issue 20, item 7 / issue 22, item 5: alice launches the config of bob's finished run: the
+    Runs page it opens says "Reused bob's run from HH:MM", and lists it under her runs."""
+    from ui import identity
+    at = launch_digits(open_page("pages/launch.py", {"preset": "digits"}))
+    cfg = RunConfig.from_dict({**PRESETS["digits"], "epochs": 1})
+    store = Store(home)
+    bobs = jobs.submit(cfg, home, owner="bob")
+    store.update_run(bobs, status="done", finished=time.time(), summary={
+        "test_accuracy": 0.9, "remaining": 1.0, "sparsity": 0.0, "kept": 1, "total": 1, "wall_seconds": 1.0})
+    at.session_state[identity.NAME_KEY] = "alice"
+    at.run()
+    assert "equals bob's run" in " ".join(i.value for i in at.info)
+    at.button(key="launch.go").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    when = time.strftime("%H:%M", time.localtime(store.get_run(bobs)["created"]))
+    info = re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", " ".join(i.value for i in at.info))
+    assert f"Reused bob's run from {when} ({bobs}, finished)" in info and "listed under your runs" in info
+    assert at.radio(key="runs.whose").value == "My runs"
+    assert at.dataframe[0].value["owner"].tolist() == ["bob (reused by you)"]
+    assert len(store.list_runs()) == 1 and set(store.adopted("alice")) == {bobs}

@@ -495,6 +495,61 @@ def test_twenty_concurrent_submissions_hold_the_cap(home, monkeypatch):
         assert starts <= 2 and (r["status"] != "done" or starts == 2), (r["id"], starts)   # start + end line
 
 
+def test_twenty_owners_launching_together_finish_first_come_with_the_cap_held(home, monkeypatch):
+    """Issue 22, item 5: twenty students launch one small run each within a second (threads);
+    with two slots, the runs are claimed in the order they were queued, never more than two
+    run at once, a second launch by a student whose run is still waiting is refused (the
+    per-person cap, here 1), and every run finishes: none lost, none doubled."""
+    monkeypatch.setenv("LOTTERY_MAX_RUNS", "2")
+    monkeypatch.setenv("LOTTERY_MAX_PER_PERSON", "1")
+    monkeypatch.setenv("LOTTERY_WORKER_NICE", "0")      # (only so the test is quick on a busy machine)
+    store = Store(home)
+    owners_ = [f"student{i:02d}" for i in range(20)]
+    barrier, ids, errors = threading.Barrier(20), {}, []
+
+    def launch(i: int) -> None:
+        barrier.wait()
+        try:
+            ids[owners_[i]] = jobs.submit({**TINY, "seed": i}, home, owner=owners_[i])
+        except Exception as e:      # noqa: BLE001 - reported below
+            errors.append(repr(e))
+    threads = [threading.Thread(target=launch, args=(i,)) for i in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors and len(ids) == 20, errors
+    waiting = [r for r in store.runs_with_status("queued")]
+    assert waiting, "every run started at once: the cap did not hold"
+    with pytest.raises(jobs.JobError, match="LOTTERY_MAX_PER_PERSON"):
+        jobs.submit({**TINY, "seed": 99}, home, owner=waiting[-1]["owner"])
+    wait_for(lambda: all(r["status"] in ENDED for r in store.list_runs()), 240, "all twenty runs to end", every=0.5)
+    runs = store.list_runs()
+    assert sorted(r["owner"] for r in runs) == owners_                    # one each: none lost, none doubled
+    assert all(r["status"] == "done" for r in runs), [(r["owner"], r["status"], r["reason"]) for r in runs]
+    by_queue = [r["id"] for r in sorted(runs, key=lambda r: (r["created"], r["id"]))]
+    by_claim = [r["id"] for r in sorted(runs, key=lambda r: (r["claimed"], r["id"]))]
+    assert by_claim == by_queue                                             # first come, first served
+    events = sorted([(r["claimed"], 1) for r in runs] + [(r["finished"], -1) for r in runs])
+    at_once = max(sum(d for _, d in events[:k + 1]) for k in range(len(events)))
+    assert at_once == 2                                                     # the slots were used, never passed
+
+
+def test_reusing_someone_elses_run_adopts_it(home):
+    """Issue 20, item 7: a launch that reuses an equal run of someone else's records it under the
+    launcher's runs (Store.adopted); the run keeps its owner; reusing one's own records nothing."""
+    from engine import runner
+    store = Store(home)
+    bobs = runner.create(store, RunConfig.from_dict(TINY), status="queued")
+    store.update_run(bobs, status="done", owner="bob", finished=time.time())
+    assert jobs.submit(TINY, home, owner="alice", start=False) == bobs
+    assert jobs.submit(TINY, home, owner="bob", start=False) == bobs
+    assert set(store.adopted("alice")) == {bobs} and store.adopted("bob") == {}
+    assert store.get_run(bobs)["owner"] == "bob" and len(store.list_runs()) == 1
+    store.delete_run(bobs)
+    assert store.adopted("alice") == {}
+
+
 def test_a_finishing_worker_starts_the_next_queued_run(home):
     """Issue 23, item 5: with LOTTERY_MAX_RUNS=1 the second run waits in the queue and the first
     run's worker starts it when it finishes. The test only reads the store: no pump, no reconcile,
@@ -686,11 +741,13 @@ def test_workers_run_below_the_app(home, monkeypatch):
     monkeypatch.setenv("LOTTERY_WORKER_THREADS", "1")
     store = Store(home)
     rid = jobs.submit(TINY, home=home)
-    wait_status(store, rid, "done")
-    log = (store.run_dir(rid) / "worker.log").read_text()
-    m = re.search(r"nice (\d+), torch threads (\w+)", log)
-    assert m, log[-500:]
-    assert int(m.group(1)) == min(19, os.nice(0) + 10) and m.group(2) == "1"
+    second = jobs.submit({**TINY, "seed": 1}, home=home)     # cap 1: the first run's worker starts it
+    wait_status(store, second, "done")
+    for r in (rid, second):      # not +10 on top of the first worker's +10
+        log = (store.run_dir(r) / "worker.log").read_text()
+        m = re.search(r"nice (\d+), torch threads (\w+)", log)
+        assert m, log[-500:]
+        assert int(m.group(1)) == min(19, os.nice(0) + 10) and m.group(2) == "1", (r, log[-500:])
 
 
 # ------------------------------------------------------------------ one writer per run (fencing)

@@ -317,6 +317,41 @@ def test_lesson_offers_the_handout_download(monkeypatch, pack, jobs):
     assert len(at.get("download_button")) == 1
 
 
+@pytest.fixture
+def downloads(monkeypatch):
+    """The callables that download buttons defer (what a click would run), newest last."""
+    from streamlit.runtime.media_file_manager import MediaFileManager
+    seen, add = [], MediaFileManager.add_deferred
+
+    def record(self, data_callable, *a, **kw):
+        seen.append(data_callable)
+        return add(self, data_callable, *a, **kw)
+    monkeypatch.setattr(MediaFileManager, "add_deferred", record)
+    return seen
+
+
+def test_the_handout_keeps_the_apps_step_numbers_and_key_numbers(monkeypatch, pack, jobs, downloads):
+    """Issue 20, item 10: a handout of steps 2 and 5 titles them "Step 2" and "Step 5" (not 1 and 2)
+    and says each step's key numbers as the app shows them (e.g. "7 of 784" pixels and the accuracy)."""
+    import html as html_
+    home, _ = pack
+    shown = {}
+    for i in (2, 5):
+        at = open_step(monkeypatch, home, i)
+        no_traceback(at)
+        shown[i] = [(m.label, m.value) for m in at.metric]
+        assert shown[i], f"step {i} shows no key numbers"
+    at.multiselect(key="lesson.handout.steps").set_value([ls.STEPS[1].key, ls.STEPS[4].key]).run()
+    no_traceback(at)
+    blob = downloads[-1]()                  # the zip the handout button sends
+    page = html_.unescape(zipfile.ZipFile(io.BytesIO(blob)).read("handout.html").decode())
+    assert f"Step 2. {ls.STEPS[1].title}" in page and f"Step 5. {ls.STEPS[4].title}" in page
+    assert "<h2>1. " not in page
+    for i, nums in shown.items():
+        for label, value in nums:
+            assert f"{label}: <b>{value}</b>" in page, (i, label, value)
+
+
 def test_step_definitions_are_complete():
     assert 5 <= len(ls.STEPS) <= 7 and len(ls.BY_KEY) == len(ls.STEPS)
     for s in ls.STEPS:
@@ -390,6 +425,14 @@ def test_run_it_live_says_whose_run_it_reused_and_lists_it_as_the_students(monke
         assert len(listed) == 1 and bobs in listed[0]
         n = len(store.list_runs())
         assert f"Your runs (alice): 1 of {n} in the store ({len(ids)} of them the class pack's examples" in texts(at)
+        # recorded in the store, not only in this session: a new tab (a reload) lists it too, as bob's
+        assert store.adopted("alice").keys() == {bobs} and store.adopted("bob") == {}
+        at = open_page(monkeypatch, home, "pages/runs.py")
+        at.session_state[identity.NAME_KEY] = "alice"
+        at.run()
+        no_traceback(at)
+        table = at.dataframe[0].value
+        assert table["owner"].tolist() == ["bob (reused by you)"] and bobs in str(table["label"].iloc[0])
     finally:
         with store.transaction() as db:
             db.execute("DELETE FROM runs WHERE id = ?", (bobs,))

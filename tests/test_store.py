@@ -505,7 +505,7 @@ def test_a_store_made_before_the_added_columns_is_upgraded_in_place(tmp_path):
     s = Store(home)
     run = s.get_run("0123abcd-a1b2c3")
     assert run["status"] == "done" and run["config"] == CFG
-    assert run["data_version"] == 0 and run["resume"] == 0 and run["slot"] is None
+    assert run["data_version"] == 0 and run["resume"] == 0 and run["slot"] is None and run["claimed"] is None
     s.add_metrics("0123abcd-a1b2c3", [{"kind": "epoch", "epoch": 1}])
     assert Store(home).get_run("0123abcd-a1b2c3")["data_version"] == 1
 

@@ -133,6 +133,23 @@ def ordinal(n: int) -> str:
     return f"{n}{'th' if 10 <= n % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')}"
 
 
+def reuse_text(run: dict, me: str | None) -> str:
+    """What a person is told when their launch found an equal run: whose, from when.
+    'Reused alice's run from 10:42 (id, finished): …'."""
+    when = time.strftime("%H:%M", time.localtime(run["created"])) if run.get("created") else "earlier"
+    owner = run.get("owner")
+    whose = "your own" if owner and owner == me else f"{owner}'s" if owner else "an earlier"
+    state_ = "finished" if run.get("status") == "done" else str(run.get("status") or "queued")
+    return (f"Reused {whose} run from {when} ({run['id']}, {state_}): the same experiment is not trained twice. "
+            "It is listed under your runs.")
+
+
+def owner_text(run: dict, me: str | None, adopted) -> str:
+    """The owner column: who launched the run, and '(reused by you)' for one `me` adopted."""
+    owner = run.get("owner") or MISSING
+    return f"{owner} (reused by you)" if me and run["id"] in adopted and run.get("owner") != me else owner
+
+
 def queue_positions(runs: list[dict]) -> dict[str, int]:
     """Queued runs → their place in the queue (1 = next), in the order workers claim them
     (oldest first, as engine.store.claim_next)."""

@@ -11,7 +11,10 @@ What a launch waits for on top of that (`launch_estimate`): the runs ahead in th
 queue and the current load, measured as the pace of this store's recent runs, else
 as the CPU demand now (busy sessions under Linux's autogroup, else the load average).
 The estimate is recorded with each run; `estimate_vs_actual` compares it with the
-time from launch to result (bench/estimates.py measures the error).
+time from launch to result (bench/estimates.py measures the error; bench/burst.py in a
+burst of launches by many students). A worker's start-up is measured from the store's
+recent runs (`claimed` → `started`) where there are some; `launch_estimates` places
+several launches that arrive together one after the other.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ LAYERS = {"logreg": 1, "lenet300": 3, "conv2": 5, "conv4": 7, "conv6": 9, "resne
           "resnet56": 58, "vgg16": 14, "wrn16_8": 17, "resnet18": 21}   # prunable layers (engine.models)
 WORKER_START_S = 3.5       # starting the worker process and importing torch (3.2 s measured on the 2-core CPU)
 SETUP_S = 4.5              # loading the data and building the model, where no earlier run measured it
+SETUP_BY_DATASET = {"digits": 1.2, "planted": 0.1}   # the bundled sets load at once (1.1–1.3 s measured)
 STARTUP_S = WORKER_START_S + SETUP_S
 SEARCH_FACTOR = 1.4        # a search step also trains the masks and evaluates R(m)
 SNAPSHOT_MAX = 300_000     # masks saved every epoch up to this many prunable weights (engine.train)
@@ -95,27 +99,39 @@ def _samples(cfg: dict) -> float:
     return n * (1 - float(cfg.get("val_fraction", 0.1)))
 
 
+def weighted_epochs(cfg: dict) -> float:
+    """Epochs of training over all rounds, a search epoch (which also trains the masks)
+    counted SEARCH_FACTOR times a plain one: what a run's time is proportional to, so the
+    pace of one method's runs predicts another's."""
+    search, plain = epochs_of(cfg)
+    if cfg.get("method") not in ("concave", "cs"):
+        return search + plain
+    return search * SEARCH_FACTOR + plain
+
+
 def from_history(cfg: dict, history: list[dict]) -> tuple[float, float | None] | None:
     """(seconds per weighted epoch, seconds of set-up) as the medians over finished
-    runs with the same model, dataset, classes, device and batch size. A run's
+    runs with the same model, dataset, classes, device and batch size (class-pack
+    examples left out: they were measured on another machine). A run's
     wall time counts from before its data was loaded; its summary's
     `setup_seconds` (loading the data, building the model) is taken out of the
     per-epoch rate so that short runs do not inflate it."""
     rates, setups = [], []
     for r in history:
         c, s = r.get("config") or {}, r.get("summary") or {}
-        if (r.get("status") != "done" or not s.get("wall_seconds") or c.get("model") != cfg.get("model")
+        if (r.get("status") != "done" or r.get("example") or not s.get("wall_seconds")
+                or c.get("model") != cfg.get("model")
                 or c.get("dataset") != cfg.get("dataset") or c.get("classes") != cfg.get("classes")
                 or c.get("device", "auto") != cfg.get("device", "auto")
                 or int(c.get("batch_size", 128)) != int(cfg.get("batch_size", 128))):
             continue
         try:
-            a, b = epochs_of(c)
+            weighted = weighted_epochs(c)
             setup = float(s.get("setup_seconds") or 0.0)
         except (TypeError, ValueError):
             continue
-        if a + b:
-            rates.append(max(0.0, float(s["wall_seconds"]) - setup) / (a * SEARCH_FACTOR + b))
+        if weighted:
+            rates.append(max(0.0, float(s["wall_seconds"]) - setup) / weighted)
             if setup:
                 setups.append(setup)
     if not rates:
@@ -123,17 +139,32 @@ def from_history(cfg: dict, history: list[dict]) -> tuple[float, float | None] |
     return statistics.median(rates), (statistics.median(setups) if setups else None)
 
 
+START_HISTORY = 10          # the worker start-up of this many recent runs is what the next one expects
+
+
+def worker_start(history: list[dict]) -> float | None:
+    """Seconds from the jobs queue claiming a run to its worker starting it (a new process
+    importing torch): the median over the last START_HISTORY runs that recorded both times
+    (`claimed`, `started`); None without any. Under load this is much more than on an idle
+    machine (WORKER_START_S)."""
+    took = sorted(((r["claimed"], r["started"] - r["claimed"]) for r in history
+                   if not r.get("example") and r.get("claimed") and r.get("started")
+                   and r["started"] >= r["claimed"]), reverse=True)[:START_HISTORY]
+    return statistics.median(t for _, t in took) if took else None
+
+
 def estimate(cfg: dict, gpu_available: bool = False, history: list[dict] | None = None,
              prunable: int | None = None) -> Estimate:
     search, plain = epochs_of(cfg)
-    if cfg.get("method") not in ("concave", "cs"):
-        search, plain = 0, search
     device = _device(cfg, gpu_available)
     measured = from_history(cfg, history or [])
-    weighted = search * SEARCH_FACTOR + plain
+    weighted = weighted_epochs(cfg)
+    start = worker_start(history or [])
+    start = WORKER_START_S if start is None else start
     if measured is not None:
         rate, setup = measured
-        seconds = WORKER_START_S + (SETUP_S if setup is None else setup) + rate * weighted
+        setup = SETUP_BY_DATASET.get(cfg.get("dataset"), SETUP_S) if setup is None else setup
+        seconds = start + setup + rate * weighted
         basis = "the speed of earlier runs of this model on this dataset in this store"
         low, high = seconds * 0.7, seconds * 1.5
     else:
@@ -148,7 +179,7 @@ def estimate(cfg: dict, gpu_available: bool = False, history: list[dict] | None 
         steps = n / max(1, int(cfg.get("batch_size", 128)))
         step_s = GPU_STEP_BASE_S + GPU_STEP_PER_LAYER_S * LAYERS.get(model, 20) if device == "gpu" else tp["step"]
         per_epoch = max(n * macs * 3 / tp[kind], steps * step_s) + 0.05
-        seconds = STARTUP_S + per_epoch * weighted
+        seconds = start + SETUP_BY_DATASET.get(cfg.get("dataset"), SETUP_S) + per_epoch * weighted
         basis = f"a throughput model of a {'GPU' if device == 'gpu' else '2-core CPU'} (no earlier run to go by)"
         low, high = seconds * 0.5, seconds * 2.0
     total_epochs = search + plain
@@ -370,16 +401,42 @@ def launch_estimate(cfgs: list[dict], runs: list[dict], machine: Machine, gpu_av
 
     left = []
     for r in running:
-        elapsed = max(0.0, now - (r.get("started") or r.get("created") or now))
+        elapsed = max(0.0, now - (r.get("started") or r.get("claimed") or r.get("created") or now))
         p = float(r.get("progress") or 0.0)
-        if p >= 0.05 and elapsed > 0:    # its own pace so far says more than any model
+        if p >= 0.05 and r.get("started") and elapsed > 0:    # its own pace so far says more than any model
             left.append(elapsed * (1 - p) / p)
-        else:
-            left.append(max(1.0, seconds(r.get("config") or {}) - elapsed))
+        else:       # its whole time counts from when its worker was spawned (not from its launch)
+            since = max(0.0, now - (r.get("claimed") or r.get("started") or r.get("created") or now))
+            left.append(max(1.0, seconds(r.get("config") or {}) - since))
     per_run = [seconds(c) for c in cfgs]
     until = queue_finish_times(left, [seconds(r.get("config") or {}) for r in queued], per_run, machine.cap)
     return LaunchEstimate(per_run=per_run, until=until, running=len(running), queued=len(queued),
                           slowdown=factor, machine=machine, paced=pace is not None)
+
+
+def launch_estimates(launches: list[tuple[str | None, dict]], runs: list[dict], machine: Machine,
+                     per_person: int = 0, gpu_available: bool = False, now: float | None = None) -> list[float | None]:
+    """Seconds until each result for several launches arriving together, in the order given
+    as (owner, config): the k-th waits for the runs ahead in the queue and for the k−1 before
+    it, on the machine's slots. With a per-person cap (`per_person` > 0), a launch whose owner
+    already has that many runs queued or running (counting the earlier launches here) is
+    refused, so it gets None and takes no place in the queue. None for all when the queue is paused."""
+    active: dict[str | None, int] = {}
+    for r in runs:
+        if r.get("status") in ("queued", "running") and r.get("owner") is not None:
+            active[r["owner"]] = active.get(r["owner"], 0) + 1
+    taken = []
+    for i, (owner, _) in enumerate(launches):
+        if per_person and owner is not None and active.get(owner, 0) >= per_person:
+            continue
+        active[owner] = active.get(owner, 0) + 1
+        taken.append(i)
+    out: list[float | None] = [None] * len(launches)
+    if taken:
+        est = launch_estimate([launches[i][1] for i in taken], runs, machine, gpu_available, now)
+        for i, t in zip(taken, est.until or []):
+            out[i] = t
+    return out
 
 
 def estimate_vs_actual(run: dict) -> dict | None:

@@ -29,6 +29,9 @@ class Section:
     notice: str = ""
     question: str = ""
     figures: list[tuple[str, go.Figure]] = field(default_factory=list)     # (name, figure)
+    number: int | None = None       # the step's number in the app ("Step 3"); else its place in the handout
+    numbers: list[tuple[str, str, str | None]] = field(default_factory=list)   # (label, value, detail) as shown
+    shows: str = ""                 # what the step's runs show (the app's line under the figure)
 
 
 def _browser() -> None:
@@ -75,9 +78,16 @@ def build(sections: list[Section], title: str = "Lottery Lab — handout") -> tu
     png_error: str | None = None
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
         for i, s in enumerate(sections, start=1):
-            body.append(f"<section><h2>{i}. {html.escape(s.title)}</h2>{_md(s.text)}")
+            n = s.number or i
+            head = f"Step {n}. " if s.number else f"{i}. "
+            body.append(f"<section><h2>{head}{html.escape(s.title)}</h2>{_md(s.text)}")
+            if s.numbers:
+                said = " · ".join(f"{html.escape(label)}: <b>{html.escape(value)}</b>"
+                                  + (f" ({html.escape(detail)})" if detail else "")
+                                  for label, value, detail in s.numbers)
+                body.append(f"<p class='numbers'><b>Key numbers:</b> {said}</p>")
             for j, (name, fig) in enumerate(s.figures, start=1):
-                fname = f"{i:02d}-{slug(s.title)}-{j}-{slug(name)}.png"
+                fname = f"{n:02d}-{slug(s.title)}-{j}-{slug(name)}.png"
                 data = None
                 if png_error is None:
                     try:
@@ -93,6 +103,8 @@ def build(sections: list[Section], title: str = "Lottery Lab — handout") -> tu
                     body.append("<figure>" + fig.to_html(full_html=False, include_plotlyjs=not plotly_js_done)
                                 + f"<figcaption>{html.escape(name)}</figcaption></figure>")
                     plotly_js_done = True
+            if s.shows:
+                body.append(f"<p><b>What these runs show:</b> {html.escape(s.shows)}</p>")
             if s.notice:
                 body.append(f"<p class='notice'><b>What to notice:</b> {html.escape(s.notice)}</p>")
             if s.question:

@@ -795,6 +795,20 @@ def launch_estimates(cfgs: list[RunConfig], home) -> list[float | None]:
     return out
 
 
+def note_reused(ids) -> None:
+    """Whose runs a launch reused, said on the Runs page the launch opens next
+    ('Reused alice's run from 10:42 …'): Launch and Home go there at once."""
+    from ui import state
+    said = []
+    for rid in getattr(ids, "reused", []):
+        try:
+            said.append(data_.reuse_text(state.store().get_run(rid), identity.current_user()))
+        except Exception:  # noqa: BLE001 - a run deleted meanwhile: nothing to say about it
+            continue
+    if said:
+        st.session_state["runs.reused"] = said
+
+
 def reuse_note(ids: list[str], what: str = "sweep") -> str:
     """'Queued 2 runs of the sweep; the other 2 equal earlier runs (…), so they were not queued again'."""
     reused = len(getattr(ids, "reused", []))
