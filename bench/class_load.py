@@ -24,11 +24,14 @@ import argparse
 import asyncio
 import os
 import random
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from app_live import HOME_DRAWN_JS, POINTS_JS, RUNS_DRAWN_JS, _adopt, _nav
@@ -67,11 +70,59 @@ def server_pid(port: int) -> int:
     raise RuntimeError(f"no streamlit process on port {port}")
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process (all its threads) and its reaped children."""
+def cpu_seconds(pid: int | list[int]) -> float:
+    """User + system CPU seconds of a process (all its threads) and its reaped children; of
+    several processes, their sum (the app processes of a class server)."""
+    if isinstance(pid, list):
+        return sum(cpu_seconds(p) for p in pid)
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     tick = os.sysconf("SC_CLK_TCK")
     return sum(int(fields[i]) for i in (11, 12, 13, 14)) / tick
+
+
+@contextmanager
+def class_server(home: Path, processes: int):
+    """The class-server mode (`python -m ops.class_server`, docs/class-server.md): `processes`
+    app processes behind a real nginx on one store; yields (nginx's URL, the app processes' pids)."""
+    from app_server import free_port
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMLIT_")} | {"LOTTERY_HOME": str(home)}
+    log = open(home / "class_server.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "ops.class_server", "--processes", str(processes), "--port",
+                             str(port), "--run-dir", str(home / "class-server")], cwd=ROOT, env=env, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.time() + 240
+        while b"ready at" not in (home / "class_server.log").read_bytes():
+            if proc.poll() is not None or time.time() > deadline:
+                raise RuntimeError(f"class server did not start: {(home / 'class_server.log').read_text()[-2000:]}")
+            time.sleep(0.2)
+        parent, cmd = {}, {}
+        for p in Path("/proc").iterdir():
+            if p.name.isdigit():
+                try:
+                    parent[int(p.name)] = int((p / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                    cmd[int(p.name)] = (p / "cmdline").read_bytes()
+                except (OSError, ValueError):
+                    continue
+
+        def under(pid: int) -> bool:
+            while pid > 1:
+                pid = parent.get(pid, 0)
+                if pid == proc.pid:
+                    return True
+            return False
+        apps = [p for p in parent if under(p) and b"streamlit" in cmd[p]]
+        assert len(apps) == processes, apps
+        # the server's CPU: the app processes and nginx (its master and workers), not the launcher's idle loop
+        yield f"http://127.0.0.1:{port}", apps + [p for p in parent if under(p) and b"nginx" in cmd[p]]
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
 
 
 class Writer:
@@ -218,13 +269,16 @@ def extra_tab(browser_factory, url: str, rid: str):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--sessions", default="1,8,30", help="protocol sessions, comma-separated counts")
+    ap.add_argument("--sessions", help="protocol sessions, comma-separated counts (default 1,8,30; --quick 1,2)")
     ap.add_argument("--browsers", default="1,8", help="browser-tab sessions, comma-separated counts ('' = none)")
     ap.add_argument("--window", type=float, default=30.0, help="seconds of measurement per N")
+    ap.add_argument("--processes", type=int, default=1,
+                    help="app processes: 1 = `streamlit run` alone; more = the class server (nginx in front)")
     ap.add_argument("--quick", action="store_true", help="N = 1 and 2 protocol sessions, no browsers, 6 s windows")
     a = ap.parse_args()
     if a.quick:
-        a.sessions, a.browsers, a.window = "1,2", "", 6.0
+        a.sessions, a.browsers, a.window = a.sessions or "1,2", "", 6.0
+    a.sessions = a.sessions or "1,8,30"
     protocol_ns = [int(x) for x in a.sessions.split(",") if x.strip()]
     browser_ns = [int(x) for x in a.browsers.split(",") if x.strip()]
     have_browser = CHROMIUM.exists()
@@ -232,8 +286,6 @@ def main() -> None:
         from playwright.sync_api import sync_playwright
     except ImportError:
         have_browser = False
-
-    from contextlib import contextmanager
 
     @contextmanager
     def chromium():
@@ -248,11 +300,19 @@ def main() -> None:
     rid = synthetic_store(home, 1, running=1)[0]
     store = Store(home)
     beats = _adopt(store, [rid])
-    results: dict = {"live_run": rid, "cores": os.cpu_count(), "window_s": a.window, "protocol": {},
-                     "browser": {}, "notes": []}
+    results: dict = {"live_run": rid, "cores": os.cpu_count(), "window_s": a.window, "app_processes": a.processes,
+                     "protocol": {}, "browser": {}, "notes": []}
+
+    @contextmanager
+    def app():
+        if a.processes > 1:
+            with class_server(home, a.processes) as (url, pids):
+                yield url, pids
+        else:
+            with serve(home) as url:
+                yield url, server_pid(int(url.rsplit(":", 1)[1]))
     try:
-        with serve(home) as url:
-            pid = server_pid(int(url.rsplit(":", 1)[1]))
+        with app() as (url, pid):
             writer = Writer(store, rid).start()
             # warm the server (imports, class pack) with one page, then the baseline: nobody watching
             asyncio.run(_protocol_window(url, rid, 1, Latencies(writer), pid, 2.0))
@@ -287,7 +347,7 @@ def main() -> None:
     finally:
         for b in beats:
             b.stop()
-    write_result("class_load", results, a.quick)
+    write_result("class_load" if a.processes == 1 else f"class_load_{a.processes}proc", results, a.quick)
 
 
 if __name__ == "__main__":

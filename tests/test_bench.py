@@ -205,3 +205,29 @@ def test_burst_quick_launches_as_students_do_and_reports_estimate_over_actual(tm
     assert s["min_ratio"] == min(ratios) <= s["median_ratio"] <= max(ratios) == s["max_ratio"]
     assert len(s["load_at_start"]) == len(s["load_at_end"]) == 3
     assert all(row["worker_start_s"] is not None and row["worker_start_s"] >= 0 for row in rows)
+
+
+@pytest.mark.parametrize("processes", [1, 2], ids=["one app process", "class server: 2 processes behind nginx"])
+def test_class_load_quick_watches_a_live_run_from_real_sessions(tmp_path, processes):
+    """bench/class_load.py --quick (issue 22): real server sessions over Streamlit's WebSocket
+    protocol watch a live run; every session draws the loss chart, rows reach it, the server's
+    CPU is measured (both app processes and nginx in the class-server mode)."""
+    import os
+    import shutil
+    if processes > 1 and not (shutil.which("nginx") or os.access("/usr/sbin/nginx", os.X_OK)):
+        pytest.skip("nginx is not installed (apt-get install -y nginx-light)")
+    name = "class_load_quick.json" if processes == 1 else f"class_load_{processes}proc_quick.json"
+    out = fresh(name)
+    args = ["--quick", "--processes", str(processes)] + (["--sessions", "2"] if processes > 1 else [])
+    r = subprocess.run([sys.executable, str(ROOT / "bench" / "class_load.py"), *args], cwd=ROOT / "bench",
+                       capture_output=True, text=True, timeout=600,
+                       env={**os.environ, "PATH": os.environ.get("PATH", "") + ":/usr/sbin"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    data = json.loads(out.read_text())
+    assert data["app_processes"] == processes and data["baseline_server_cores"] >= 0
+    counts = [1, 2] if processes == 1 else [2]
+    assert sorted(int(n) for n in data["protocol"]) == counts
+    for row in data["protocol"].values():
+        assert row["sessions_without_a_chart"] == [] and row["page_errors"] == [], row
+        assert row["server_cores"] > 0 and row["row_to_chart_s"]["n"] > 0, row
+        assert 0 < row["row_to_chart_s"]["median"] < 10, row
