@@ -21,6 +21,7 @@ import contextlib
 import json
 import time
 
+from streamlit.proto.Alert_pb2 import Alert
 from streamlit.proto.BackMsg_pb2 import BackMsg
 from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 from tornado.httpclient import HTTPRequest
@@ -52,7 +53,7 @@ class ProtocolSession:
         self.cache: dict[str, ForwardMsg] = {}
         self.timers: dict[str, asyncio.Task] = {}
         self.finished = 0                   # script runs (full or fragment) the server finished
-        self.errors: list[str] = []         # exception elements the page showed
+        self.errors: list[str] = []         # exceptions and error messages the page showed
         self.on_chart = None                # callback(path, spec, t) on every chart delta
         self.ws = None
         self._reader: asyncio.Task | None = None
@@ -130,6 +131,16 @@ class ProtocolSession:
                     self.on_chart(path, el.plotly_chart.spec, now)
             elif which == "exception":
                 self.errors.append(el.exception.message)
+            elif which == "alert" and el.alert.format == Alert.ERROR:    # the pages' guards: st.error
+                self.errors.append(el.alert.body)
+
+    def drop(self) -> None:
+        """Go away as a closed laptop does: the TCP connection ends, no WebSocket goodbye."""
+        self._stop_timers()
+        if self._reader:
+            self._reader.cancel()
+        if self.ws is not None and self.ws.stream is not None:
+            self.ws.stream.close()
 
     async def close(self) -> None:
         self._stop_timers()
