@@ -259,7 +259,10 @@ def shared(name: str, build, *key, **given):
     return _shared(name, str(home()), key, build, given)
 
 
-@st.cache_resource(show_spinner=False, max_entries=256, ttl=900)
+# At most 64 results, each dropped 5 minutes after it was made: the Runs table's frame is made
+# again every second and a live run's figures at every new row, so old ones are worth nothing,
+# and a long run's figures can weigh megabytes each.
+@st.cache_resource(show_spinner=False, max_entries=64, ttl=300)
 def _shared(name: str, home_str: str, key: tuple, _build, _given: dict | None = None):   # _*: not hashed
     return _build(home_str, *key, **(_given or {}))
 
