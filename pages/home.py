@@ -30,8 +30,9 @@ gpu_names = backend.gpus()
 @st.fragment(run_every=state.LIVE_SECONDS * 2)
 @state.guard("The machine's state could not be read")
 def machine():
-    runs_now = state.runs()
-    df = state.monitor_frame([r["id"] for r in runs_now])     # shared by every session
+    snap = state.live()                   # shared by every session
+    runs_now = snap.runs if state.show_examples() else [r for r in snap.runs if not r.get("example")]
+    df = state.monitor_frame([r["id"] for r in runs_now], snap)
     st.markdown("##### This machine")
     free, total = backend.disk_free(home)
     # Plain lines, not big metrics: side by side in this column they were cut off ("CP…", "77.…").

@@ -1,6 +1,5 @@
 """Runs: every run with its status and progress, live; curves, checks and actions for the selected ones."""
 
-import time
 
 import pandas as pd
 import streamlit as st
@@ -15,7 +14,6 @@ state.intro("📈 Runs",
 
 home = state.home()
 problem = backend.pump(home)
-st.session_state["runs.pumped"] = time.time()
 all_runs = state.runs()
 if problem:
     st.caption(f"⚠️ {md.esc(problem)}")
@@ -77,37 +75,39 @@ with f3:
 @st.fragment(run_every=state.LIVE_SECONDS)     # cheap (one query), so always on: new runs show within ~1 s
 @state.guard("The run table could not be drawn")
 def run_table():
-    if time.time() - st.session_state.get("runs.pumped", 0) > 5:
-        backend.pump(home)
-        st.session_state["runs.pumped"] = time.time()
-    everyone = state.runs()
+    state.pump_every(5.0)
+    snap = state.live()                    # shared by every session: read it, never modify it
+    everyone = snap.runs if state.show_examples() else [r for r in snap.runs if not r.get("example")]
     now = visible(everyone)
-    df = state.monitor_frame([r["id"] for r in now])     # shared by every session; cheap per session
-    counts = df["status"].value_counts()
+    df = state.monitor_frame([r["id"] for r in now], snap)
+    counts = snap.counts if df is snap.frame else df["status"].value_counts()
     cols = [c for _ in range(2) for c in st.columns(3)]      # 3 a row: labels fit at 1024×768
     for c, s in zip(cols, ("running", "queued", "done", "failed", "cancelled", "interrupted")):
         c.metric(f"{data.STATUS_ICON[s]} {s}", int(counts.get(s, 0)))
-    shown = {"state": "state", "label": "label", **({"owner": "owner"} if owned else {}), "progress": "progress",
-             "where": "where", "eta_text": "eta", "remaining_text": "remaining",
-             "test_accuracy_text": "test_accuracy", "elapsed_text": "elapsed", "note_text": "note"}
-    view = df[[*shown, "id", "status", "method", "note"]]
-    if show:
-        view = view[view["status"].isin(show)]
-    if only:
-        view = view[view["method"].isin(only)]
-    if needle:
-        view = view[view["label"].str.contains(needle, case=False, regex=False)
-                    | view["note"].str.contains(needle, case=False, regex=False)]
-    if owned and user and adopted:         # per person: "bob (reused by you)" where this person reused it
-        reused = {r["id"]: data.owner_text(r, user, adopted) for r in now if r["id"] in adopted}
-        view = view.assign(owner=[reused.get(i, o) for i, o in zip(view["id"], view["owner"])])
+    shown = {k: v for k, v in state.TABLE_COLUMNS.items() if owned or k != "owner"}
+    reused = {r["id"]: data.owner_text(r, user, adopted) for r in now if r["id"] in adopted} \
+        if owned and user and adopted else {}
+    if df is snap.frame and not (show or only or needle or reused):
+        view = table = snap.tables[owned]          # the common case: nothing of this person's to apply
+    else:
+        view = df[[*shown, "id", "status", "method", "note"]]
+        if show:
+            view = view[view["status"].isin(show)]
+        if only:
+            view = view[view["method"].isin(only)]
+        if needle:
+            view = view[view["label"].str.contains(needle, case=False, regex=False)
+                        | view["note"].str.contains(needle, case=False, regex=False)]
+        if reused:                             # per person: "bob (reused by you)" where this person reused it
+            view = view.assign(owner=[reused.get(i, o) for i, o in zip(view["id"], view["owner"])])
+        table = view[list(shown)].set_axis(list(shown.values()), axis=1)
     if mine_only:
         n_ex = sum(bool(r.get("example")) for r in everyone)
         st.caption(f"Your runs ({md.esc(user)}): {len(df)} of {len(everyone)} in the store"
                    + (f" ({n_ex} of them the class pack's examples, which are nobody's)" if n_ex else "")
                    + ". Choose “Everyone's” above to see the others.")
     st.dataframe(
-        view[list(shown)].set_axis(list(shown.values()), axis=1),
+        table,
         hide_index=True, width="stretch", height=min(38 + 35 * max(len(view), 1), 420),
         column_config={
             "state": st.column_config.TextColumn("status", width="small"),
@@ -158,7 +158,8 @@ def _curve_figures(home_str: str, versions: tuple) -> tuple[pd.DataFrame, list]:
 @st.fragment(run_every=state.LIVE_SECONDS if chosen_active else None)   # shared figures: cheap per session
 @state.guard("The curves could not be drawn")
 def curves():
-    fresh = [r for r in (state.live_run(i) for i in chosen_ids) if r is not None]
+    snap = state.live()
+    fresh = [r for r in (state.live_run(i, snap) for i in chosen_ids) if r is not None]
     # built once per data version for every session watching these runs (a class on one link)
     df, figs = state.shared("runs.curves", _curve_figures, state.versions(fresh))
     c1, c2 = st.columns(2)
@@ -191,12 +192,13 @@ curves()
 def _head(rid: str) -> None:
     """The run's status line, re-read from the store every second while it is active:
     the same line (status_line) and the same progress as the table above."""
-    run = state.live_run(rid)
+    snap = state.live()
+    run = state.live_run(rid, snap)
     if run is None:
         st.warning("This run was deleted.")
         return
     status = run.get("status")
-    row = state.monitor_row(rid) or data.runs_frame([run], cancelling=state.cancelling_ids([run])).iloc[0]
+    row = state.monitor_row(rid, snap) or data.runs_frame([run], cancelling=state.cancelling_ids([run])).iloc[0]
     st.markdown(f"{row['state'].split(' ')[0]} **{md.esc(data.status_line(row))}**")
     if status == "running":
         st.progress(min(1.0, float(row["progress"])))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -92,16 +93,34 @@ def runs() -> list[dict]:
     return out if show_examples() else [r for r in out if not r.get("example")]
 
 
-def _monitor() -> tuple[pd.DataFrame, dict[str, int]]:
-    return shared("runs.monitor", _monitor_frame, store_version(), int(time.time()))
+TABLE_COLUMNS = {"state": "state", "label": "label", "owner": "owner", "progress": "progress", "where": "where",
+                 "eta_text": "eta", "remaining_text": "remaining", "test_accuracy_text": "test_accuracy",
+                 "elapsed_text": "elapsed", "note_text": "note"}     # the Runs table's columns (frame → shown)
 
 
-def _monitor_frame(home_str: str, version: int, second: int) -> tuple[pd.DataFrame, dict[str, int]]:
-    everyone = list(_shared("runs.all", home_str, (version,), _all_runs))
+@dataclass(frozen=True)
+class Live:
+    """Every run as the store holds it, made once a second per change of the store for every
+    session (state.live): shared, so read it and never modify it."""
+    runs: tuple[dict, ...]        # newest first
+    at: dict[str, int]            # run id → its index in `runs` and its row in `frame`
+    frame: pd.DataFrame           # data.runs_frame (queue places over every run) + the table's text columns
+    counts: dict[str, int]        # status → runs
+    tables: dict[bool, pd.DataFrame]   # frame's TABLE_COLUMNS named as shown, with (True) or without an owner
+
+
+def live() -> Live:
+    """The live snapshot a fragment's tick reads: one version read, then one shared lookup."""
+    return shared("runs.live", _live, store_version(), int(time.time()))
+
+
+def _live(home_str: str, version: int, second: int) -> Live:
+    everyone = _shared("runs.all", home_str, (version,), _all_runs)
     st_ = _store(home_str)
     marked = {r["id"] for r in everyone
               if r.get("status") == "running" and (st_.run_dir(r["id"]) / CANCEL_MARKER).exists()}
-    df = data.runs_frame(everyone, now=float(second), cancelling=marked, queue=data.queue_positions(everyone))
+    df = data.runs_frame(list(everyone), now=float(second), cancelling=marked,
+                         queue=data.queue_positions(everyone))
     # what the Runs table shows, as text (a missing value is "—"; a number column would print "None")
     df = df.assign(
         eta_text=[data.fmt_duration(e) if s == "running" and e is not None and not pd.isna(e) else data.MISSING
@@ -111,27 +130,43 @@ def _monitor_frame(home_str: str, version: int, second: int) -> tuple[pd.DataFra
         test_accuracy_text=df["test_accuracy"].map(data.fmt_pct_or_missing),
         note_text=df["note"].map(lambda n: n or data.MISSING),
         owner=[r.get("owner") or data.MISSING for r in everyone])
-    return df, {rid: i for i, rid in enumerate(df["id"])}      # and each run's row number
+    tables = {owned: df[cols].set_axis([TABLE_COLUMNS[c] for c in cols], axis=1)
+              for owned, cols in ((True, list(TABLE_COLUMNS)), (False, [c for c in TABLE_COLUMNS if c != "owner"]))}
+    return Live(everyone, {r["id"]: i for i, r in enumerate(everyone)}, df,
+                {k: int(v) for k, v in df["status"].value_counts().items()}, tables)
 
 
-def monitor_row(run_id: str) -> dict | None:
-    """One run's row of monitor_frame, as a dict (a live status line's tick: no frame filtering)."""
-    df, at = _monitor()
-    if run_id not in at:
+_pumped: dict[str, float] = {}
+
+
+def pump_every(seconds: float = 5.0) -> None:
+    """Start queued runs and notice dead workers (backend.pump) at most every `seconds` per app
+    process, however many sessions tick: one pump serves them all."""
+    from ui import backend
+    key, now = str(home()), time.monotonic()
+    if now - _pumped.get(key, -1e9) >= seconds:
+        _pumped[key] = now
+        backend.pump(home())
+
+
+def monitor_row(run_id: str, snap: Live | None = None) -> dict | None:
+    """One run's row of the live frame, as a dict (a live status line's tick: no frame filtering)."""
+    snap = snap or live()
+    if run_id not in snap.at:
         return None
-    row = df.iloc[at[run_id]].to_dict()
+    row = snap.frame.iloc[snap.at[run_id]].to_dict()
     if row["status"] == "running" and not row["cancelling"] and run_id in st.session_state.get("_cancelling", ()):
         row |= {"cancelling": True, "state": "⏹️ cancelling…"}
         row["where"] = data.status_line(row)
     return row
 
 
-def monitor_frame(ids: list[str] | None = None) -> pd.DataFrame:
-    """data.runs_frame of every run (queue places counted over all of them) and the Runs table's
-    text columns (*_text, owner), built once a second per change of the store for every session:
-    callers must not modify it. `ids`: only these rows (newest first, as all_runs). The runs this
-    session asked to cancel show as cancelling at once (before the marker is seen)."""
-    df, _ = _monitor()
+def monitor_frame(ids: list[str] | None = None, snap: Live | None = None) -> pd.DataFrame:
+    """The live frame (Live.frame; shared: do not modify); `ids`: only these rows (newest first,
+    as the store lists them). The runs this session asked to cancel show as cancelling at once
+    (before the marker is seen)."""
+    snap = snap or live()
+    df = snap.frame
     if ids is not None and len(ids) != len(df):
         df = df[df["id"].isin(ids)].reset_index(drop=True)
     asked = st.session_state.get("_cancelling")
@@ -192,12 +227,12 @@ def get_run(run_id: str) -> dict | None:
         return None
 
 
-def live_run(run_id: str) -> dict | None:
-    """A run as a live view's tick sees it: from all_runs (shared by every session)."""
-    for r in all_runs():
-        if r["id"] == run_id:
-            return r
-    return get_run(run_id)
+def live_run(run_id: str, snap: Live | None = None) -> dict | None:
+    """A run as a live view's tick sees it: from the live snapshot (shared by every session; a
+    copy), else from the store (a run made a moment ago)."""
+    snap = snap or live()
+    i = snap.at.get(run_id)
+    return dict(snap.runs[i]) if i is not None else get_run(run_id)
 
 
 def reread(run_id: str) -> dict | None:
