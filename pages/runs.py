@@ -149,10 +149,16 @@ chosen_ids = [r["id"] for r in chosen]
 chosen_active = any(r.get("status") in data.ACTIVE for r in chosen)
 
 
-def _curve_figures(home_str: str, versions: tuple) -> tuple[pd.DataFrame, list]:
+def _curve_figures(home_str: str, versions: tuple) -> tuple[bool, list, pd.DataFrame]:
+    """(any metrics, the four figures, the round-by-round table) of these runs at these versions."""
     df = state.metrics_of_versions(home_str, versions)
-    return df, [figures.loss_figure(df), figures.accuracy_figure(df), figures.remaining_figure(df),
-                figures.lam_figure(df) if not df.empty and df["lam"].notna().any() else None]
+    figs = [figures.loss_figure(df), figures.accuracy_figure(df), figures.remaining_figure(df),
+            figures.lam_figure(df) if not df.empty and df["lam"].notna().any() else None]
+    rounds = df[df["kind"] == "round"] if not df.empty else df
+    if not rounds.empty:
+        cols = (["run"] if len(versions) > 1 else []) + ["round", "remaining", "test_acc", "val_acc"]
+        rounds = rounds[cols].assign(round=rounds["round"].map(names.round_number))   # from 1, as every page
+    return not df.empty, figs, rounds
 
 
 @st.fragment(run_every=state.LIVE_SECONDS if chosen_active else None)   # shared figures: cheap per session
@@ -161,7 +167,7 @@ def curves():
     snap = state.live()
     fresh = [r for r in (state.live_run(i, snap) for i in chosen_ids) if r is not None]
     # built once per data version for every session watching these runs (a class on one link)
-    df, figs = state.shared("runs.curves", _curve_figures, state.versions(fresh))
+    any_rows, figs, rounds = state.shared("runs.curves", _curve_figures, state.versions(fresh))
     c1, c2 = st.columns(2)
     c1.plotly_chart(figs[0], key="runs.loss", config={"displaylogo": False})
     c2.plotly_chart(figs[1], key="runs.acc", config={"displaylogo": False})
@@ -169,19 +175,16 @@ def curves():
     c1.plotly_chart(figs[2], key="runs.rem", config={"displaylogo": False})
     if figs[3] is not None:
         c2.plotly_chart(figs[3], key="runs.lam", config={"displaylogo": False})
-    rounds = df[df["kind"] == "round"] if not df.empty else df
     if not rounds.empty:
         with c2:
             st.markdown("**Round by round** (after each round's training)")
-            cols = (["run"] if len(fresh) > 1 else []) + ["round", "remaining", "test_acc", "val_acc"]
-            shown = rounds[cols].assign(round=rounds["round"].map(names.round_number))   # from 1, as every page
-            st.dataframe(shown, hide_index=True,
+            st.dataframe(rounds, hide_index=True,
                          width="stretch", height=min(38 + 35 * len(rounds), 250),
                          column_config={"run": st.column_config.TextColumn("run", width="medium"),
                                         "remaining": st.column_config.NumberColumn(format="percent"),
                                         "test_acc": st.column_config.NumberColumn("test acc", format="percent"),
                                         "val_acc": st.column_config.NumberColumn("val acc", format="percent")})
-    if len(fresh) == 1 and not df.empty:
+    if len(fresh) == 1 and any_rows:
         st.caption("Shaded bands: red = search (mask and weights trained with λ·R(m)), blue = retrain (binary "
                    "mask fixed), green = plain training (IMP rounds, dense).")
 
