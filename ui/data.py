@@ -160,6 +160,9 @@ def queue_positions(runs: list[dict]) -> dict[str, int]:
 MISSING = "—"
 
 
+CANCELLING_STATE = "⏹️ cancelling…"     # a running run's status cell once its cancel was asked
+
+
 def status_line(row) -> str:
     """The one line that says where a run is, from one runs_frame row: the table's
     "where" column and the run panel's heading both use it (one source of progress)."""
@@ -205,7 +208,7 @@ def runs_frame(runs: list[dict], now: float | None = None, cancelling: set[str] 
         stopping = status == "running" and r["id"] in cancelling
         rows.append({
             "id": r["id"], "name": r.get("name") or "", "status": status,
-            "state": "⏹️ cancelling…" if stopping else f"{STATUS_ICON.get(status, '❓')} {status}",
+            "state": CANCELLING_STATE if stopping else f"{STATUS_ICON.get(status, '❓')} {status}",
             "cancelling": stopping, "queue_pos": queue.get(r["id"]),
             "label": run_label(r),
             "method": c.get("method"), "model": c.get("model"), "dataset": c.get("dataset"),

@@ -71,8 +71,8 @@ def show_examples() -> bool:
 
 
 def store_version() -> int:
-    """The store's version (Store.version: one indexed read, ~0.3 ms): what the shared reads below
-    are keyed by, so they are redone only when something changed."""
+    """The store's version (Store.version: one read through a kept-open connection): what the
+    shared reads below are keyed by, so they are redone only when something changed."""
     return store().version()
 
 
@@ -149,16 +149,24 @@ def pump_every(seconds: float = 5.0) -> None:
         backend.pump(home())
 
 
+def _asked_here(row: dict) -> bool:
+    """A running run this session asked to cancel that the shared frame does not show as
+    cancelling yet (its marker not written, or not seen)."""
+    return row["status"] == "running" and not row["cancelling"] and row["id"] in st.session_state.get("_cancelling", ())
+
+
+def _as_cancelling(row: dict) -> dict:
+    row = row | {"cancelling": True, "state": data.CANCELLING_STATE}
+    return row | {"where": data.status_line(row)}
+
+
 def monitor_row(run_id: str, snap: Live | None = None) -> dict | None:
     """One run's row of the live frame, as a dict (a live status line's tick: no frame filtering)."""
     snap = snap or live()
     if run_id not in snap.at:
         return None
     row = snap.frame.iloc[snap.at[run_id]].to_dict()
-    if row["status"] == "running" and not row["cancelling"] and run_id in st.session_state.get("_cancelling", ()):
-        row |= {"cancelling": True, "state": "⏹️ cancelling…"}
-        row["where"] = data.status_line(row)
-    return row
+    return _as_cancelling(row) if _asked_here(row) else row
 
 
 def monitor_frame(ids: list[str] | None = None, snap: Live | None = None) -> pd.DataFrame:
@@ -169,14 +177,14 @@ def monitor_frame(ids: list[str] | None = None, snap: Live | None = None) -> pd.
     df = snap.frame
     if ids is not None and len(ids) != len(df):
         df = df[df["id"].isin(ids)].reset_index(drop=True)
-    asked = st.session_state.get("_cancelling")
-    if asked:
-        late = df["id"].isin(asked) & (df["status"] == "running") & ~df["cancelling"]
-        if late.any():
+    if st.session_state.get("_cancelling"):
+        late = [i for i, row in zip(df.index, df[["id", "status", "cancelling"]].to_dict("records"))
+                if _asked_here(row)]
+        if late:
             df = df.copy()
-            df.loc[late, "cancelling"] = True
-            df.loc[late, "state"] = "⏹️ cancelling…"
-            df.loc[late, "where"] = [data.status_line(row) for _, row in df[late].iterrows()]
+            for i in late:
+                row = _as_cancelling(df.loc[i].to_dict())
+                df.loc[i, ["cancelling", "state", "where"]] = [row["cancelling"], row["state"], row["where"]]
     return df
 
 
@@ -267,10 +275,6 @@ def metrics_of(run: dict) -> pd.DataFrame:
     """A run's metrics with the time axis; re-read only when the run has moved on."""
     df = _metrics(str(home()), run["id"], data.run_stamp(run))
     return df.assign(run=data.run_label(run))
-
-
-def metrics_of_many(chosen: list[dict]) -> pd.DataFrame:
-    return metrics_of_versions(str(home()), versions(chosen))
 
 
 def versions(runs: list[dict]) -> tuple:
