@@ -24,7 +24,7 @@ import argparse
 import asyncio
 import os
 import random
-import signal
+import re
 import statistics
 import subprocess
 import sys
@@ -40,7 +40,7 @@ from st_client import ProtocolSession
 
 sys.path.insert(0, str(ROOT / "tests"))
 
-from app_server import CHROMIUM, CHROMIUM_ARGS, serve  # noqa: E402
+from app_server import CHROMIUM, CHROMIUM_ARGS, free_port, serve, stop_group  # noqa: E402
 from app_stores import synthetic_store  # noqa: E402
 
 from engine.store import Store  # noqa: E402
@@ -83,46 +83,36 @@ def cpu_seconds(pid: int | list[int]) -> float:
 @contextmanager
 def class_server(home: Path, processes: int):
     """The class-server mode (`python -m ops.class_server`, docs/class-server.md): `processes`
-    app processes behind a real nginx on one store; yields (nginx's URL, the app processes' pids)."""
-    from app_server import free_port
-    port = free_port()
+    app processes behind a real nginx on one store; yields (nginx's URL, the pids whose CPU is the
+    server's: the app processes, nginx's master and workers; not the launcher's idle loop)."""
+    port, run = free_port(), home / "class-server"
     env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMLIT_")} | {"LOTTERY_HOME": str(home)}
-    log = open(home / "class_server.log", "wb")
     proc = subprocess.Popen([sys.executable, "-m", "ops.class_server", "--processes", str(processes), "--port",
-                             str(port), "--run-dir", str(home / "class-server")], cwd=ROOT, env=env, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+                             str(port), "--run-dir", str(run)], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
-        deadline = time.time() + 240
-        while b"ready at" not in (home / "class_server.log").read_bytes():
-            if proc.poll() is not None or time.time() > deadline:
-                raise RuntimeError(f"class server did not start: {(home / 'class_server.log').read_text()[-2000:]}")
-            time.sleep(0.2)
-        parent, cmd = {}, {}
-        for p in Path("/proc").iterdir():
-            if p.name.isdigit():
-                try:
-                    parent[int(p.name)] = int((p / "stat").read_text().rsplit(")", 1)[1].split()[1])
-                    cmd[int(p.name)] = (p / "cmdline").read_bytes()
-                except (OSError, ValueError):
-                    continue
-
-        def under(pid: int) -> bool:
-            while pid > 1:
-                pid = parent.get(pid, 0)
-                if pid == proc.pid:
-                    return True
-            return False
-        apps = [p for p in parent if under(p) and b"streamlit" in cmd[p]]
+        line = proc.stdout.readline()           # the one line it prints when ready (EOF when it failed)
+        if "ready at" not in line:
+            raise RuntimeError(f"class server did not start: {line}{proc.stdout.read()[-2000:]}")
+        apps = [server_pid(int(p)) for p in re.findall(r"server 127\.0\.0\.1:(\d+) ", (run / "nginx.conf").read_text())]
         assert len(apps) == processes, apps
-        # the server's CPU: the app processes and nginx (its master and workers), not the launcher's idle loop
-        yield f"http://127.0.0.1:{port}", apps + [p for p in parent if under(p) and b"nginx" in cmd[p]]
+        master = int((run / "nginx.pid").read_text())
+        yield f"http://127.0.0.1:{port}", apps + [master, *children(master)]
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-        log.close()
+        stop_group(proc, grace=30)              # the launcher stops nginx and every app process
+
+
+def children(pid: int) -> list[int]:
+    """The processes whose parent is `pid`."""
+    out = []
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                if int((p / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    out.append(int(p.name))
+            except (OSError, ValueError):
+                continue
+    return out
 
 
 class Writer:

@@ -19,18 +19,27 @@ def fresh(name: str) -> Path:
     return path
 
 
+def offline(tmp_path: Path) -> dict:
+    """The environment a bench's quick mode runs in: no data folder, one thread, a scratch HOME."""
+    return {"PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1", "LOTTERY_DATA": str(tmp_path / "nodata"),
+            "HOME": str(tmp_path)}
+
+
+def run_bench(script: str, *args: str, env: dict | None = None, cwd: Path = ROOT) -> None:
+    """bench/<script> with `args`, which must exit 0 (its stderr's end shown if not)."""
+    r = subprocess.run([sys.executable, str(ROOT / "bench" / script), *args], cwd=cwd, env=env,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+
+
 BENCHES = ["speed.py", "peer_imp.py", "convex.py", "tradeoff.py", "engine_core.py", "controller.py", "families.py"]
 
 
 @pytest.mark.parametrize("script", BENCHES)
 def test_bench_runs_quick(script, tmp_path):
     """Each benchmark's --quick mode runs offline on tiny settings and writes its results file."""
-    env = {"PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1", "LOTTERY_DATA": str(tmp_path / "nodata"),
-           "HOME": str(tmp_path)}
     out = fresh(Path(script).stem + "_quick.json")
-    r = subprocess.run([sys.executable, str(ROOT / "bench" / script), "--quick"], cwd=ROOT, env=env,
-                       capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr[-2000:]
+    run_bench(script, "--quick", env=offline(tmp_path))
     data = json.loads(out.read_text())
     assert "machine" in data and len(data) > 1
 
@@ -38,10 +47,7 @@ def test_bench_runs_quick(script, tmp_path):
 def test_app_responsiveness_quick(tmp_path):
     """Server-side page renders with a small synthetic store."""
     out = fresh("app_responsiveness_quick.json")
-    r = subprocess.run([sys.executable, str(ROOT / "bench" / "app_responsiveness.py"), "--quick", "--runs", "12"],
-                       cwd=ROOT, env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}, capture_output=True,
-                       text=True, timeout=600)
-    assert r.returncode == 0, r.stderr[-2000:]
+    run_bench("app_responsiveness.py", "--quick", "--runs", "12", env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
     data = json.loads(out.read_text())
     assert data["runs_in_store"] == 12 and all(c["median_s"] > 0 for c in data["cases"])
 
@@ -51,10 +57,7 @@ def test_app_responsiveness_quick(tmp_path):
 def test_app_live_quick(tmp_path):
     """A real `streamlit run` and Chromium: start-up time and row-to-browser latency are measured."""
     out = fresh("app_live_quick.json")
-    r = subprocess.run([sys.executable, str(ROOT / "bench" / "app_live.py"), "--quick"], cwd=ROOT,
-                       env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}, capture_output=True, text=True,
-                       timeout=600)
-    assert r.returncode == 0, r.stderr[-2000:]
+    run_bench("app_live.py", "--quick", env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
     data = json.loads(out.read_text())
     (row,) = data["stores"]
     assert row["startup_to_first_page_s"] > 0 and len(row["row_to_browser_s"]["all"]) == 3
@@ -66,9 +69,7 @@ def test_plots_draw_pngs_from_quick_results():
     """Runs after the benches above (pytest keeps file order): the figures are drawn by ui/figures."""
     import shutil
     shutil.rmtree(RESULTS / "quick_png", ignore_errors=True)     # no stale figure passes for a new one
-    r = subprocess.run([sys.executable, str(ROOT / "bench" / "plots.py"), "--quick"], cwd=ROOT,
-                       capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr[-2000:]
+    run_bench("plots.py", "--quick")
     pngs = list((RESULTS / "quick_png").glob("*.png"))
     assert len(pngs) >= 4 and all(p.stat().st_size > 5000 for p in pngs)
 
@@ -105,11 +106,7 @@ def test_concavity_quick_writes_its_figures(tmp_path):
     paired comparisons with ℓ1 (a stale file from an earlier run is removed first)."""
     out = ROOT / "bench" / "results" / "concavity_quick.json"
     out.unlink(missing_ok=True)
-    env = {"PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1", "LOTTERY_DATA": str(tmp_path / "nodata"),
-           "HOME": str(tmp_path)}
-    r = subprocess.run([sys.executable, str(ROOT / "bench" / "concavity.py"), "--quick"], cwd=ROOT, env=env,
-                       capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr[-2000:]
+    run_bench("concavity.py", "--quick", env=offline(tmp_path))
     data = json.loads(out.read_text())
     assert data["complete"] is True and data["settings"]["seeds"] == [0, 1]
     pens = ["l1", "log", "log warm-started from l1", "log warm-started from chosen l1"]
@@ -192,11 +189,7 @@ def test_burst_quick_launches_as_students_do_and_reports_estimate_over_actual(tm
     """bench/burst.py --quick: 4 launches by 4 students within seconds, real workers; each
     launch's recorded estimate is compared with its actual time (issue 22, item 4)."""
     out = fresh("burst_quick.json")
-    env = {"PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1", "LOTTERY_DATA": str(tmp_path / "nodata"),
-           "HOME": str(tmp_path)}
-    r = subprocess.run([sys.executable, str(ROOT / "bench" / "burst.py"), "--quick"], cwd=ROOT, env=env,
-                       capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr[-2000:]
+    run_bench("burst.py", "--quick", env=offline(tmp_path))
     data = json.loads(out.read_text())
     s, rows = data["summary"], data["rows"]
     assert s["launches"] == len(rows) == 4 and s["done"] == 4
@@ -219,10 +212,8 @@ def test_class_load_quick_watches_a_live_run_from_real_sessions(tmp_path, proces
     name = "class_load_quick.json" if processes == 1 else f"class_load_{processes}proc_quick.json"
     out = fresh(name)
     args = ["--quick", "--processes", str(processes)] + (["--sessions", "2"] if processes > 1 else [])
-    r = subprocess.run([sys.executable, str(ROOT / "bench" / "class_load.py"), *args], cwd=ROOT / "bench",
-                       capture_output=True, text=True, timeout=600,
-                       env={**os.environ, "PATH": os.environ.get("PATH", "") + ":/usr/sbin"})
-    assert r.returncode == 0, r.stderr[-3000:]
+    run_bench("class_load.py", *args, cwd=ROOT / "bench",
+              env={**os.environ, "PATH": os.environ.get("PATH", "") + ":/usr/sbin"})
     data = json.loads(out.read_text())
     assert data["app_processes"] == processes and data["baseline_server_cores"] >= 0
     counts = [1, 2] if processes == 1 else [2]
