@@ -779,18 +779,23 @@ def sweep_button(label: str, cfgs: list[RunConfig], key: str, home, help: str, w
 
 def launch_estimates(cfgs: list[RunConfig], home) -> list[float | None]:
     """Seconds until each config's result if launched now (queue and load counted), to
-    record with each run; None for configs an equal run stands in for (nothing queued)."""
+    record with each run; None for configs an equal run stands in for (nothing queued) and
+    for those past this person's cap (refused). The same estimate.launch_estimates that
+    bench/burst.py measures."""
+    from engine import owners
     from ui import estimate, state
+    user = identity.current_user()
     todo = [i for i, c in enumerate(cfgs) if backend.find_equal(c, home, state.store()) is None]
     out: list[float | None] = [None] * len(cfgs)
     if not todo:
         return out
     try:
-        est = estimate.launch_estimate([cfgs[i].to_dict() for i in todo], state.runs(), estimate.machine_now(),
-                                       bool(backend.gpus()))
+        cap = 0 if identity.is_teacher(user) else owners.max_per_person()
+        est = estimate.launch_estimates([(user, cfgs[i].to_dict()) for i in todo], state.runs(),
+                                        estimate.machine_now(), cap, bool(backend.gpus()))
     except Exception:  # noqa: BLE001 - the estimate is informative only; never block a launch on it
         return out
-    for i, t in zip(todo, est.until or []):
+    for i, t in zip(todo, est):
         out[i] = t
     return out
 
