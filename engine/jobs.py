@@ -185,9 +185,10 @@ def _lower_priority() -> None:
     nice, threads = worker_priority()
     base = app_nice()
     os.environ["LOTTERY_APP_NICE"] = str(base)   # what the workers this process starts go below
-    if min(19, base + nice) > os.nice(0):
+    target = min(19, base + nice)                # niceness tops out at 19
+    if target > os.nice(0):
         with contextlib.suppress(OSError):
-            os.nice(min(19, base + nice) - os.nice(0))
+            os.nice(target - os.nice(0))
     if threads:
         import torch
         torch.set_num_threads(threads)
