@@ -9,7 +9,9 @@ modes are interleaved and repeated, the first round is a warm-up, and the
 ratio reported is the median over repeats of each repeat's own ratio (the
 three modes of one repeat run back to back, so a machine whose speed drifts —
 a shared 2-core VM drifts by up to 1.8× within a minute — affects them alike).
-The ratio of the fastest epochs is reported beside it. Targets: masked/dense ≤ 1.05 on ResNet-20,
+The ratio of the fastest epochs is reported beside it. `--joined-reg` adds a fourth mode, the
+search with R′(m) over all masks joined into one tensor (the GPU's way; on a CPU the engine
+does it layer by layer since 2026-12-05), so before and after are measured in one run. Targets: masked/dense ≤ 1.05 on ResNet-20,
 ≤ 1.10 on LeNet-300-100."""
 
 from __future__ import annotations
@@ -42,7 +44,8 @@ def _cuda(device: str) -> bool:
     return device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
 
 
-def measure(model: str, repeats: int, device: str, quick: bool, precision: str, compile: bool) -> dict:
+def measure(model: str, repeats: int, device: str, quick: bool, precision: str, compile: bool,
+            joined_reg: bool = False) -> dict:
     dataset, params, batch, optimizer, lr = SETUPS[model]
     if dataset == "mnist" and not mnist_available(default_data_dir()):
         dataset, params = "synthetic_cifar", {"n_train": 5000}
@@ -61,19 +64,22 @@ def measure(model: str, repeats: int, device: str, quick: bool, precision: str, 
     init = masking.weights_state(ctx.model)
     shapes = {n: layer.weight.shape for n, layer in masking.prunable_layers(ctx.model)}
     binary = random_masks(shapes, int(0.2 * ctx.total_prunable), torch.Generator().manual_seed(0))
-    times = {"dense": [], "search": [], "retrain": []}
+    times = {"dense": [], "search": [], "retrain": []} | ({"search_joined": []} if joined_reg else {})
+    engine_joins = ctx.join_reg_masks
     modes = list(times)
     for rep in range(repeats + 1):
-        for mode in modes[rep % 3:] + modes[:rep % 3]:  # rotate the order each round
+        for mode in modes[rep % len(modes):] + modes[:rep % len(modes)]:  # rotate the order each round
             masking.load_weights_state(ctx.model, init)
+            ctx.join_reg_masks = engine_joins or mode == "search_joined"
             if mode == "dense":
                 masking.set_dense(ctx.model)
-            elif mode == "search":
+            elif mode.startswith("search"):
                 masking.set_soft(ctx.model)
             else:
                 masking.set_binary(ctx.model, binary)
             ctx.stage(f"{mode}-{rep}")
-            res = ctx.train_phase(round=0, phase=mode, epochs=1, regularizer="log" if mode == "search" else None)
+            res = ctx.train_phase(round=0, phase=mode, epochs=1,
+                                  regularizer="log" if mode.startswith("search") else None)
             ctx.end_stage()
             if rep > 0:  # round 0 warms up allocators, kernels and (with compile) the graphs
                 times[mode].append(res.train_seconds)
@@ -87,6 +93,9 @@ def measure(model: str, repeats: int, device: str, quick: bool, precision: str, 
             "retrain_over_dense": statistics.median(r / d for r, d in zip(times["retrain"], times["dense"])),
             "search_over_dense_fastest": min(times["search"]) / min(times["dense"]),
             "retrain_over_dense_fastest": min(times["retrain"]) / min(times["dense"]),
+            **({"search_joined_over_dense": statistics.median(s / d for s, d in zip(times["search_joined"],
+                                                                                    times["dense"]))}
+               if joined_reg else {}),
             "all_seconds": times}
 
 
@@ -98,15 +107,18 @@ def main():
     ap.add_argument("--precision", default="auto")
     ap.add_argument("--compile", action="store_true")
     ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--joined-reg", action="store_true", help="also time the search with R'(m) joined")
     ap.add_argument("--tag", default="", help="suffix for the results file, e.g. gpu")
     args = ap.parse_args()
     rows = []
     for model in args.models.split(","):
-        r = measure(model, 1 if args.quick else args.repeats, args.device, args.quick, args.precision, args.compile)
+        r = measure(model, 1 if args.quick else args.repeats, args.device, args.quick, args.precision, args.compile,
+                    args.joined_reg)
         rows.append(r)
         print(f"{model:<9} {r['dataset']:<16} {r['device']:<5} dense {r['seconds']['dense']:.3f}s  "
               f"search/dense {r['search_over_dense']:.3f} (fastest {r['search_over_dense_fastest']:.3f})  "
-              f"retrain/dense {r['retrain_over_dense']:.3f} (fastest {r['retrain_over_dense_fastest']:.3f})",
+              f"retrain/dense {r['retrain_over_dense']:.3f} (fastest {r['retrain_over_dense_fastest']:.3f})"
+              + (f"  joined R' search/dense {r['search_joined_over_dense']:.3f}" if args.joined_reg else ""),
               flush=True)
     write_result("speed" + (f"_{args.tag}" if args.tag else ""), {"rows": rows}, args.quick)
 

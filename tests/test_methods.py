@@ -326,9 +326,19 @@ def test_mask_gradient_is_that_of_task_loss_plus_lambda_r(store, mask_param, reg
     expected = torch.autograd.grad(full, [layer.mask for _, layer in ctx.layers])
 
     ctx.task_loss(ctx.model(x), y).backward()
+    task_grads = [layer.mask.grad.clone() for _, layer in ctx.layers]
     ctx.add_reg_grad(reg, params)
     for (name, layer), want in zip(ctx.layers, expected):
         torch.testing.assert_close(layer.mask.grad, want, rtol=1e-4, atol=1e-9, msg=name)
+    # R'(m) joined into one tensor (the GPU's way) or layer by layer (the CPU's): the same bits
+    assert ctx.join_reg_masks is False                   # this context runs on the CPU
+    by_layer = [layer.mask.grad.clone() for _, layer in ctx.layers]
+    ctx.join_reg_masks = True
+    for (_, layer), g in zip(ctx.layers, task_grads):
+        layer.mask.grad = g.clone()
+    ctx.add_reg_grad(reg, params)
+    for (name, layer), want in zip(ctx.layers, by_layer):
+        assert torch.equal(layer.mask.grad, want), name
 
 
 @pytest.mark.filterwarnings("ignore:Detected call of")  # the schedule is stepped here without training
