@@ -11,8 +11,8 @@ three modes of one repeat run back to back, so a machine whose speed drifts —
 a shared 2-core VM drifts by up to 1.8× within a minute — affects them alike).
 The ratio of the fastest epochs is reported beside it. `--joined-reg` adds a fourth mode, the
 search with R′(m) over all masks joined into one tensor (the GPU's way; on a CPU the engine
-does it layer by layer since 2026-12-05), so before and after are measured in one run. Targets: masked/dense ≤ 1.05 on ResNet-20,
-≤ 1.10 on LeNet-300-100."""
+does it layer by layer since 2026-12-05), so before and after are measured in one run.
+Targets: masked/dense ≤ 1.05 on ResNet-20, ≤ 1.10 on LeNet-300-100."""
 
 from __future__ import annotations
 
