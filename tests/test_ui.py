@@ -525,3 +525,50 @@ def test_every_figure_carries_the_white_template_whatever_the_default():
         for _ in range(2):                  # the first after the switch, and the next
             fig = figures.empty_figure("no data")
             assert json.loads(fig.to_json())["layout"]["template"] == white, other
+        pio.templates.default = other       # the live charts, built from plain dicts (_spec_figure)
+        df = _live_frame()
+        for build in (figures.loss_figure, figures.accuracy_figure, figures.remaining_figure, figures.lam_figure):
+            assert json.loads(build(df).to_json())["layout"]["template"] == white, (other, build.__name__)
+
+
+def _live_frame() -> pd.DataFrame:
+    """One run's metric rows: a search (λ rising, β set as CS does) then a retrain, two epochs each."""
+    rows, step = [], 0
+    for phase in ("search", "retrain"):
+        for epoch in (1, 2):
+            for i in range(5):
+                step += 1
+                rows.append(dict(run_id="r1", kind="step", round=0, phase=phase, epoch=epoch - 1 + (i + 1) / 5,
+                                 step=step, wall=step / 10, lr=1e-3, loss_task=1 / step,
+                                 lam=step * 3.0 if phase == "search" else None,
+                                 beta=1.0 + step if phase == "search" else None,
+                                 loss_reg=0.1 / step if phase == "search" else None))
+            rows.append(dict(run_id="r1", kind="epoch", round=0, phase=phase, epoch=epoch, step=step, wall=step / 10,
+                             val_acc=0.8 + epoch / 100, test_acc=0.81 + epoch / 100, remaining=0.5))
+    return data.metrics_frame(rows).assign(run="log mask λ=1 · lenet300 · digits")
+
+
+def test_live_figures_lay_out_as_plotlys_subplots_and_bands():
+    """The live charts are made from plain dicts (no make_subplots / add_vrect per tick): their
+    subplot axes and phase bands must be exactly what plotly's own calls make."""
+    from plotly.subplots import make_subplots
+
+    df = _live_frame()
+    steps = df[df["kind"] == "step"]
+    loss = figures.loss_figure(df).to_dict()["layout"]
+    ref = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.06, row_heights=[0.62, 0.38])
+    for seg, g in steps.groupby("segment", sort=False):
+        ref.add_vrect(x0=max(float(g["t"].min()) - g["epoch"].min(), 0), x1=float(g["t"].max()), line_width=0,
+                      fillcolor=figures.PHASE_FILL[seg.split()[-1]], layer="below", row="all", col=1,
+                      exclude_empty_subplots=False)
+    ref = ref.to_dict()["layout"]
+    for axis in ("xaxis", "xaxis2", "yaxis", "yaxis2"):
+        for key in ("anchor", "domain", "matches", "showticklabels"):
+            assert loss[axis].get(key) == ref[axis].get(key), (axis, key)
+    assert [dict(s) for s in loss["shapes"]] == [dict(s) for s in ref["shapes"]]
+    assert len(loss["shapes"]) == 4 and loss["yaxis"]["type"] == "log"          # 2 phases × 2 subplots
+    lam = figures.lam_figure(df).to_dict()
+    ref = make_subplots(specs=[[{"secondary_y": True}]]).to_dict()["layout"]
+    assert lam["layout"]["yaxis2"]["overlaying"] == ref["yaxis2"]["overlaying"] == "y"
+    assert lam["layout"]["xaxis"]["domain"] == ref["xaxis"]["domain"]
+    assert [t.get("yaxis") for t in lam["data"]] == [None, "y2"]              # λ left, β on its own axis

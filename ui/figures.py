@@ -44,27 +44,55 @@ def wrap_title(title: str, width: int = TITLE_CHARS) -> str:
     return "<br>".join(lines)
 
 
-def _base(fig: go.Figure, title: str | None = None, height: int = 340, title_chars: int = TITLE_CHARS) -> go.Figure:
+def _base_layout(title: str | None, height: int, title_chars: int) -> dict:
+    """The layout every figure shares: height grown for a wrapped title, margins, the legend below."""
     if title:
         title = wrap_title(title, title_chars)
         lines = title.count("<br>") + 1
         height += 18 * (lines - 1)
-    if pio.templates.default != TEMPLATE:
-        # A figure takes the default template when it is made, without checking and copying it
-        # again (template=… costs ~10 ms a figure: most of a live chart's build). Streamlit sets
-        # its own default when imported: ours again, and this figure, made under that one, is told.
-        pio.templates.default = TEMPLATE
-        fig.update_layout(template=TEMPLATE)
-    fig.update_layout(height=height,
-                      margin=dict(l=10, r=10, t=(22 + 18 * title.count("<br>") + 16) if title else 10, b=10),
-                      # Below the plot at the figure's bottom edge: the bottom margin grows to fit
-                      # it, so a legend of several rows never covers the x-axis title.
-                      legend=dict(orientation="h", yref="container", yanchor="bottom", y=0, xanchor="left", x=0),
-                      # y left to plotly ("auto": centred in the top margin); an anchored multi-line
-                      # title overflowed the figure's top edge.
-                      title=dict(text=title, x=0, xanchor="left", font=dict(size=14)) if title else None,
-                      hoverlabel=dict(namelength=-1))
+    return dict(height=height,
+                margin=dict(l=10, r=10, t=(22 + 18 * title.count("<br>") + 16) if title else 10, b=10),
+                # Below the plot at the figure's bottom edge: the bottom margin grows to fit
+                # it, so a legend of several rows never covers the x-axis title.
+                legend=dict(orientation="h", yref="container", yanchor="bottom", y=0, xanchor="left", x=0),
+                # y left to plotly ("auto": centred in the top margin); an anchored multi-line
+                # title overflowed the figure's top edge.
+                title=dict(text=title, x=0, xanchor="left", font=dict(size=14)) if title else None,
+                hoverlabel=dict(namelength=-1))
+
+
+def _our_template() -> bool:
+    """Make ours the default template again; False when it was not (a figure made just before
+    took the other one). A figure takes the default template when it is made, without checking
+    and copying it again (template=… costs ~10 ms a figure); Streamlit sets its own default when
+    imported."""
+    if pio.templates.default == TEMPLATE:
+        return True
+    pio.templates.default = TEMPLATE
+    return False
+
+
+def _base(fig: go.Figure, title: str | None = None, height: int = 340, title_chars: int = TITLE_CHARS) -> go.Figure:
+    if not _our_template():
+        fig.update_layout(template=TEMPLATE)       # this figure was made under the other default
+    fig.update_layout(**_base_layout(title, height, title_chars))
     return fig
+
+
+def _spec_figure(data: list[dict], layout: dict, title: str | None = None, height: int = 340,
+                 title_chars: int = TITLE_CHARS) -> go.Figure:
+    """A figure made at once from plain dicts (traces and layout), as `_base` finishes one.
+    The live charts are built so: plotly's make_subplots, update_* and add_vrect cost 5–20 ms
+    a call, ~60 ms a tick for the Runs page's four charts (rebuilt at every new row of a live
+    run), where one validated construction costs 1–3 ms a chart."""
+    _our_template()
+    return go.Figure(dict(data=data, layout={**layout, **_base_layout(title, height, title_chars)}))
+
+
+def _subplot_axes(**subplots) -> dict:
+    """The axes (domains, anchors) make_subplots lays out, made once: see _spec_figure."""
+    layout = make_subplots(**subplots).to_plotly_json()["layout"]
+    return {k: v for k, v in layout.items() if k.startswith(("xaxis", "yaxis"))}
 
 
 def empty_figure(note: str, height: int = 220) -> go.Figure:
@@ -277,16 +305,33 @@ def regularizer_curves(df: pd.DataFrame, title: str = "Penalty R(m) on one mask 
 
 # ------------------------------------------------------------------ runs: curves
 
-def _phase_bands(fig: go.Figure, df: pd.DataFrame, row=None, col=None) -> None:
-    """Shade the search / retrain / train segments of a single run."""
+def _phase_bands(df: pd.DataFrame, axes: tuple[str, ...] = ("",)) -> list[dict]:
+    """Shapes shading the search / retrain / train segments of a single run, in each of the
+    subplots `axes` ("" for x/y, "2" for x2/y2), as add_vrect draws them."""
     if df.empty or df["run_id"].nunique() != 1:
-        return
+        return []
+    shapes = []
     for seg, g in df.groupby("segment", sort=False):
         lo, hi = float(g["t"].min()), float(g["t"].max())
         phase = seg.split()[-1]
         start = lo - (g["epoch"].min() if g["epoch"].notna().any() else 0)
-        fig.add_vrect(x0=max(start, 0), x1=hi, fillcolor=PHASE_FILL.get(phase, "rgba(0,0,0,0.03)"), line_width=0,
-                      layer="below", row=row, col=col)
+        for a in axes:
+            shapes.append(dict(type="rect", x0=max(start, 0), x1=hi, xref=f"x{a}", y0=0, y1=1, yref=f"y{a} domain",
+                               fillcolor=PHASE_FILL.get(phase, "rgba(0,0,0,0.03)"), line=dict(width=0),
+                               layer="below"))
+    return shapes
+
+
+_LOSS_AXES = {True: _subplot_axes(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.06, row_heights=[0.62, 0.38]),
+              False: _subplot_axes(rows=1, cols=1, shared_xaxes=True, vertical_spacing=0.06, row_heights=[1.0])}
+_LAM_BETA_AXES = _subplot_axes(specs=[[{"secondary_y": True}]])
+
+
+def _axis(axes: dict, name: str, **settings) -> None:
+    """Settings for one axis of a spec's layout ("title" as plotly's {"text": …})."""
+    if "title" in settings:
+        settings["title"] = dict(text=settings["title"])
+    axes.setdefault(name, {}).update(settings)
 
 
 def loss_figure(df: pd.DataFrame) -> go.Figure:
@@ -296,63 +341,64 @@ def loss_figure(df: pd.DataFrame) -> go.Figure:
     d = df[df["kind"] == "step"] if not df.empty else df
     if d.empty:
         return empty_figure("no training steps recorded yet")
-    has_reg = d["loss_reg"].notna().any()
-    fig = make_subplots(rows=2 if has_reg else 1, cols=1, shared_xaxes=True, vertical_spacing=0.06,
-                        row_heights=[0.62, 0.38] if has_reg else [1.0])
+    has_reg = bool(d["loss_reg"].notna().any())
+    layout = {k: dict(v) for k, v in _LOSS_AXES[has_reg].items()}
     colors = _run_colors(df)
+    data = []
     for run, g in d.groupby("run", sort=False):
-        fig.add_trace(go.Scatter(x=g["t"], y=g["loss_task"], name=short(run), mode="lines",
-                                 line=dict(color=colors[run], width=2), legendgroup=run), row=1, col=1)
+        data.append(dict(type="scatter", x=g["t"], y=g["loss_task"], name=short(run), mode="lines",
+                         line=dict(color=colors[run], width=2), legendgroup=run, xaxis="x", yaxis="y"))
         if has_reg and g["loss_reg"].notna().any():
-            fig.add_trace(go.Scatter(x=g["t"], y=g["loss_reg"], name=f"{short(run)} · λ·R(m)", mode="lines",
-                                     line=dict(color=colors[run], width=2, dash="dash"), legendgroup=run,
-                                     showlegend=False), row=2, col=1)
-    _phase_bands(fig, d, row="all", col=1)
-    fig.update_xaxes(title="epochs (all phases)", row=2 if has_reg else 1, col=1)
+            data.append(dict(type="scatter", x=g["t"], y=g["loss_reg"], name=f"{short(run)} · λ·R(m)", mode="lines",
+                             line=dict(color=colors[run], width=2, dash="dash"), legendgroup=run,
+                             showlegend=False, xaxis="x2", yaxis="y2"))
+    if shapes := _phase_bands(d, ("", "2") if has_reg else ("",)):
+        layout["shapes"] = shapes
+    _axis(layout, "xaxis2" if has_reg else "xaxis", title="epochs (all phases)")
     loss = d["loss_task"].astype(float)
     loss = loss[loss > 0]
     if not loss.empty:
         lo, hi = float(loss.min()) / 1.3, float(loss.max()) * 1.3
-        fig.update_yaxes(range=[math.log10(lo), math.log10(hi)], **log_ticks(lo, hi, max_ticks=4), row=1, col=1)
-    fig.update_yaxes(title="task loss (log)", type="log", row=1, col=1)
+        _axis(layout, "yaxis", range=[math.log10(lo), math.log10(hi)], **log_ticks(lo, hi, max_ticks=4))
+    _axis(layout, "yaxis", title="task loss (log)", type="log")
     if has_reg:
-        fig.update_yaxes(title="λ·R(m)", row=2, col=1)
-    return _base(fig, "Loss: the task (top) and the regularizer λ·R(m) (bottom)", height=380)
+        _axis(layout, "yaxis2", title="λ·R(m)")
+    return _spec_figure(data, layout, "Loss: the task (top) and the regularizer λ·R(m) (bottom)", height=380)
 
 
 def accuracy_figure(df: pd.DataFrame) -> go.Figure:
     d = df[df["kind"] == "epoch"] if not df.empty else df
     if d.empty:
         return empty_figure("no finished epoch yet")
-    fig = go.Figure()
     colors = _run_colors(df)
+    data = []
     for run, g in d.groupby("run", sort=False):
-        fig.add_trace(go.Scatter(x=g["t"], y=g["test_acc"], name=f"{short(run)} · test", mode="lines+markers",
-                                 line=dict(color=colors[run], width=2), marker=dict(size=5), legendgroup=run))
-        fig.add_trace(go.Scatter(x=g["t"], y=g["val_acc"], name=f"{short(run)} · validation", mode="lines",
-                                 line=dict(color=colors[run], width=1.5, dash="dot"), legendgroup=run))
-    _phase_bands(fig, d)
-    fig.update_xaxes(title="epochs (all phases)")
+        data.append(dict(type="scatter", x=g["t"], y=g["test_acc"], name=f"{short(run)} · test", mode="lines+markers",
+                         line=dict(color=colors[run], width=2), marker=dict(size=5), legendgroup=run))
+        data.append(dict(type="scatter", x=g["t"], y=g["val_acc"], name=f"{short(run)} · validation", mode="lines",
+                         line=dict(color=colors[run], width=1.5, dash="dot"), legendgroup=run))
+    layout = {"shapes": shapes} if (shapes := _phase_bands(d)) else {}
+    _axis(layout, "xaxis", title="epochs (all phases)")
     acc = pd.concat([d["test_acc"], d["val_acc"]]).astype(float).dropna()
     if not acc.empty:
-        fig.update_yaxes(**percent_axis(acc.min(), acc.max(), n=5, pad=0.08))
-    fig.update_yaxes(title="accuracy")
-    return _base(fig, "Accuracy: test (solid) and validation (dotted)")
+        _axis(layout, "yaxis", **percent_axis(acc.min(), acc.max(), n=5, pad=0.08))
+    _axis(layout, "yaxis", title="accuracy")
+    return _spec_figure(data, layout, "Accuracy: test (solid) and validation (dotted)")
 
 
 def remaining_figure(df: pd.DataFrame) -> go.Figure:
     d = df[(df["kind"] == "epoch") & df["remaining"].notna()] if not df.empty else df
     if d.empty:
         return empty_figure("no mask measurement yet")
-    fig = go.Figure()
     colors = _run_colors(df)
-    for run, g in d.groupby("run", sort=False):
-        fig.add_trace(go.Scatter(x=g["t"], y=g["remaining"], name=short(run), mode="lines+markers",
-                                 line=dict(color=colors[run], width=2, shape="hv"), marker=dict(size=5)))
-    _phase_bands(fig, d)
-    fig.update_xaxes(title="epochs (all phases)")
-    fig.update_yaxes(title="weights remaining (m > τ)", **percent_axis(0.0, float(d["remaining"].max()) * 1.05, n=5))
-    return _base(fig, "Sparsity over time: fraction of weights still in the mask")
+    data = [dict(type="scatter", x=g["t"], y=g["remaining"], name=short(run), mode="lines+markers",
+                 line=dict(color=colors[run], width=2, shape="hv"), marker=dict(size=5))
+            for run, g in d.groupby("run", sort=False)]
+    layout = {"shapes": shapes} if (shapes := _phase_bands(d)) else {}
+    _axis(layout, "xaxis", title="epochs (all phases)")
+    _axis(layout, "yaxis", title="weights remaining (m > τ)",
+          **percent_axis(0.0, float(d["remaining"].max()) * 1.05, n=5))
+    return _spec_figure(data, layout, "Sparsity over time: fraction of weights still in the mask")
 
 
 def lam_figure(df: pd.DataFrame) -> go.Figure:
@@ -361,29 +407,27 @@ def lam_figure(df: pd.DataFrame) -> go.Figure:
         return empty_figure("λ is constant or not recorded")
     # continuous sparsification's mask temperature β (m = sigmoid(β·s)) shares the chart, on its own axis
     beta = d[d["beta"].notna()] if "beta" in d else d.iloc[0:0]
-    fig = make_subplots(specs=[[{"secondary_y": True}]]) if not beta.empty else go.Figure()
+    layout = {k: dict(v) for k, v in _LAM_BETA_AXES.items()} if not beta.empty else {}
     colors = _run_colors(df)
-    for run, g in d.groupby("run", sort=False):
-        fig.add_trace(go.Scatter(x=g["t"], y=g["lam"], name=short(run), mode="lines",
-                                 line=dict(color=colors[run], width=2)))
-    for run, g in beta.groupby("run", sort=False):
-        fig.add_trace(go.Scatter(x=g["t"], y=g["beta"].astype(float), name=f"β · {short(run, 36)}", mode="lines",
-                                 line=dict(color=colors[run], width=1.5, dash="dot")), secondary_y=True)
-    fig.update_xaxes(title="epochs")
+    data = [dict(type="scatter", x=g["t"], y=g["lam"], name=short(run), mode="lines",
+                 line=dict(color=colors[run], width=2)) for run, g in d.groupby("run", sort=False)]
+    data += [dict(type="scatter", x=g["t"], y=g["beta"].astype(float), name=f"β · {short(run, 36)}", mode="lines",
+                  line=dict(color=colors[run], width=1.5, dash="dot"), xaxis="x", yaxis="y2")
+             for run, g in beta.groupby("run", sort=False)]
+    _axis(layout, "xaxis", title="epochs")
     lam = d["lam"].astype(float)
     wide = lam.min() > 0 and lam.max() / lam.min() > 10
     if wide:
         lo, hi = float(lam.min()) / 1.3, float(lam.max()) * 1.3
-        fig.update_yaxes(title="λ (log)", type="log", range=[math.log10(lo), math.log10(hi)],
-                         secondary_y=False if not beta.empty else None, **log_ticks(lo, hi, max_ticks=4))
+        _axis(layout, "yaxis", title="λ (log)", type="log", range=[math.log10(lo), math.log10(hi)],
+              **log_ticks(lo, hi, max_ticks=4))
     else:
-        fig.update_yaxes(title="λ", range=[0, float(lam.max()) * 1.15 or 1.0],
-                         secondary_y=False if not beta.empty else None)
+        _axis(layout, "yaxis", title="λ", range=[0, float(lam.max()) * 1.15 or 1.0])
     if not beta.empty:
-        fig.update_yaxes(title="β (log, dotted)", type="log", secondary_y=True, showgrid=False)
-    fig.update_layout(showlegend=True)  # even for one line: several runs may be selected
+        _axis(layout, "yaxis2", title="β (log, dotted)", type="log", showgrid=False)
+    layout["showlegend"] = True  # even for one line: several runs may be selected
     title = "λ during the search (adapts when a target sparsity is set)"
-    return _base(fig, title + ("; dotted: CS temperature β" if not beta.empty else ""), height=260)
+    return _spec_figure(data, layout, title + ("; dotted: CS temperature β" if not beta.empty else ""), height=260)
 
 
 # ------------------------------------------------------------------ masks
