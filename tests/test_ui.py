@@ -572,3 +572,6 @@ def test_live_figures_lay_out_as_plotlys_subplots_and_bands():
     assert lam["layout"]["yaxis2"]["overlaying"] == ref["yaxis2"]["overlaying"] == "y"
     assert lam["layout"]["xaxis"]["domain"] == ref["xaxis"]["domain"]
     assert [t.get("yaxis") for t in lam["data"]] == [None, "y2"]              # λ left, β on its own axis
+    # the shared axes they start from are never changed by a build: the next build lays out the same
+    assert figures.loss_figure(df).to_dict()["layout"] == loss
+    assert figures.lam_figure(df).to_dict()["layout"] == lam["layout"]

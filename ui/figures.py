@@ -327,11 +327,12 @@ _LOSS_AXES = {True: _subplot_axes(rows=2, cols=1, shared_xaxes=True, vertical_sp
 _LAM_BETA_AXES = _subplot_axes(specs=[[{"secondary_y": True}]])
 
 
-def _axis(axes: dict, name: str, **settings) -> None:
-    """Settings for one axis of a spec's layout ("title" as plotly's {"text": …})."""
+def _axis(layout: dict, name: str, **settings) -> None:
+    """Settings for one axis of a spec's layout ("title" as plotly's {"text": …}). The axis is
+    replaced, never changed in place, so a layout may start as a copy of _LOSS_AXES and the like."""
     if "title" in settings:
         settings["title"] = dict(text=settings["title"])
-    axes.setdefault(name, {}).update(settings)
+    layout[name] = {**layout.get(name, {}), **settings}
 
 
 def loss_figure(df: pd.DataFrame) -> go.Figure:
@@ -342,7 +343,7 @@ def loss_figure(df: pd.DataFrame) -> go.Figure:
     if d.empty:
         return empty_figure("no training steps recorded yet")
     has_reg = bool(d["loss_reg"].notna().any())
-    layout = {k: dict(v) for k, v in _LOSS_AXES[has_reg].items()}
+    layout = dict(_LOSS_AXES[has_reg])
     colors = _run_colors(df)
     data = []
     for run, g in d.groupby("run", sort=False):
@@ -407,7 +408,7 @@ def lam_figure(df: pd.DataFrame) -> go.Figure:
         return empty_figure("λ is constant or not recorded")
     # continuous sparsification's mask temperature β (m = sigmoid(β·s)) shares the chart, on its own axis
     beta = d[d["beta"].notna()] if "beta" in d else d.iloc[0:0]
-    layout = {k: dict(v) for k, v in _LAM_BETA_AXES.items()} if not beta.empty else {}
+    layout = dict(_LAM_BETA_AXES) if not beta.empty else {}
     colors = _run_colors(df)
     data = [dict(type="scatter", x=g["t"], y=g["lam"], name=short(run), mode="lines",
                  line=dict(color=colors[run], width=2)) for run, g in d.groupby("run", sort=False)]
