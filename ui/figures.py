@@ -83,7 +83,7 @@ def _spec_figure(data: list[dict], layout: dict, title: str | None = None, heigh
                  title_chars: int = TITLE_CHARS) -> go.Figure:
     """A figure made at once from plain dicts (traces and layout), as `_base` finishes one.
     The live charts are built so: plotly's make_subplots, update_* and add_vrect cost 5–20 ms
-    a call, ~60 ms a tick for the Runs page's four charts (rebuilt at every new row of a live
+    a call, ~50 ms a tick for the Runs page's four charts (rebuilt at every new row of a live
     run), where one validated construction costs 1–3 ms a chart."""
     _our_template()
     return go.Figure(dict(data=data, layout={**layout, **_base_layout(title, height, title_chars)}))
