@@ -11,7 +11,7 @@ from app_stores import comparable_store, synthetic_store
 
 from engine.config import ConfigError
 from engine.store import Store
-from ui import data, estimate, figures, widgets
+from ui import data, estimate, figures, names, widgets
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +37,23 @@ def test_readers_on_a_synthetic_store(synth):
     assert len(pts) == 10                                            # only finished runs
     agg = data.aggregate_seeds(pts)
     assert agg["n"].sum() == 10
+
+
+def test_runs_frame_created_and_where_columns():
+    """The created column is one datetime column (NaT where a run has no time) and the "where"
+    line is status_line of each row, made from the rows as built (not re-read from the frame)."""
+    runs = [{"id": "q2", "status": "queued", "created": 200.0}, {"id": "q1", "status": "queued", "created": 100.0},
+            {"id": "r1", "status": "running", "created": None, "started": 50.0, "progress": 0.5,
+             "phase": "search"},
+            {"id": "d1", "status": "done", "created": 1.5e9}]
+    df = data.runs_frame(runs, now=150.0)
+    assert str(df["created"].dtype).startswith("datetime64")
+    assert df["created"].tolist()[:2] == [pd.Timestamp(200, unit="s"), pd.Timestamp(100, unit="s")]
+    assert pd.isna(df["created"].iloc[2]) and df["created"].iloc[3] == pd.Timestamp(1.5e9, unit="s")
+    assert df["where"].tolist() == ["queued (2nd)", "queued (1st)",
+                                    "running · 50% · " + names.phase_label("search") + " · about 1 min 40 s left",
+                                    "done"]
+    assert df["where"].tolist() == [data.status_line(row) for _, row in df.iterrows()]
 
 
 def test_time_axis_orders_rounds_and_phases():
