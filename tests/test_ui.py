@@ -565,6 +565,22 @@ def _live_frame() -> pd.DataFrame:
     return data.metrics_frame(rows).assign(run="log mask λ=1 · lenet300 · digits")
 
 
+def test_live_figures_are_what_plotlys_validation_makes():
+    """The live charts skip plotly's validation (made from our own dicts, once per new row): each
+    must be exactly the figure a validated construction of the same spec gives, arrays included."""
+    import json
+
+    import plotly.io as pio
+
+    df = _live_frame()
+    for make in (figures.loss_figure, figures.accuracy_figure, figures.remaining_figure, figures.lam_figure):
+        fig = make(df)
+        checked = go.Figure(json.loads(pio.to_json(fig)))        # validated: raises on anything invalid
+        assert json.loads(pio.to_json(fig)) == json.loads(pio.to_json(checked)), make.__name__
+        assert fig.layout.template.layout.paper_bgcolor == pio.templates[figures.TEMPLATE].layout.paper_bgcolor
+        assert all(not isinstance(v, (pd.Series, pd.Index)) for trace in fig.to_dict()["data"] for v in trace.values())
+
+
 def test_live_figures_lay_out_as_plotlys_subplots_and_bands():
     """The live charts are made from plain dicts (no make_subplots / add_vrect per tick): their
     subplot axes and phase bands must be exactly what plotly's own calls make."""
