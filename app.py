@@ -55,3 +55,4 @@ if identity.sidebar(presenting):  # who is using it; on a shared server no page 
         page.run()
     except Exception as e:  # noqa: BLE001 - a page error is a message, never a traceback
         state.show_error(e, f"The {page.title} page hit a problem")
+state.freeze_imports()

@@ -96,8 +96,13 @@ def _spec_figure(data: list[dict], layout: dict, title: str | None = None, heigh
 
 @functools.cache
 def _template_spec() -> dict:
-    """Our template as the plain dict a figure's JSON holds (made once; see _spec_figure)."""
-    return pio.templates[TEMPLATE].to_plotly_json()
+    """Our template as the plain dict a live chart's JSON holds, made once (see _spec_figure), and
+    only what a chart of 2-D scatter traces uses: the whole template is ~550 objects that every
+    figure copies when made and again each time a session sends it (every second)."""
+    full = pio.templates[TEMPLATE].to_plotly_json()
+    unused = ("polar", "ternary", "scene", "geo", "coloraxis", "colorscale")   # other subplot kinds; colour scales
+    return {"data": {"scatter": full["data"]["scatter"]},
+            "layout": {k: v for k, v in full["layout"].items() if k not in unused}}
 
 
 def _subplot_axes(**subplots) -> dict:
