@@ -63,6 +63,39 @@ def test_time_axis_orders_rounds_and_phases():
     assert m["t"].tolist() == [1, 2, 3, 4, 5, 6, 7, 8]
 
 
+def _time_axis_by_definition(df: pd.DataFrame) -> np.ndarray:
+    """t as the time axis defines it, segment by segment (the frame's first, per-selection code)."""
+    rounds, phases = df["round"].fillna(0).astype(int), df["phase"].fillna("train")
+    t = np.full(len(df), np.nan)
+    for rid in dict.fromkeys(df["run_id"]):
+        mine = (df["run_id"] == rid).to_numpy()
+        order = list(dict.fromkeys(zip(rounds[mine], phases[mine])))
+        order.sort(key=lambda k: (k[0], data.PHASE_ORDER.get(k[1], 2)))
+        offset = 0.0
+        for r, p in order:
+            sel = mine & (rounds == r).to_numpy() & (phases == p).to_numpy()
+            ep = df.loc[sel, "epoch"].astype(float)
+            t[sel] = offset + ep.fillna(ep.max() if ep.notna().any() else 0).to_numpy()
+            offset += float(ep.max()) if ep.notna().any() else 0.0
+    return t
+
+
+def test_time_axis_matches_its_definition_on_random_runs():
+    rng = np.random.default_rng(0)
+    for trial in range(30):
+        rows = []
+        for rid in rng.choice(["a", "b", "c"], size=rng.integers(1, 4), replace=False):
+            for _ in range(rng.integers(1, 40)):
+                rows.append({"run_id": str(rid), "kind": str(rng.choice(["step", "epoch"])),
+                             "round": None if rng.random() < 0.1 else int(rng.integers(0, 3)),
+                             "phase": None if rng.random() < 0.1 else str(rng.choice(["search", "retrain", "train",
+                                                                                      "odd"])),
+                             "epoch": None if rng.random() < 0.2 else float(rng.integers(0, 6)) + rng.random()})
+        rng.shuffle(rows)
+        m = data.metrics_frame(rows)
+        assert np.allclose(m["t"].to_numpy(), _time_axis_by_definition(pd.DataFrame(rows)), equal_nan=True), trial
+
+
 def test_parse_ids_drops_junk():
     assert data.parse_ids("abc-1, ../x,ABC,abc-1,,x" + "y" * 70) == ["abc-1"]
     assert data.parse_ids(["a1,b2", "c3"]) == ["a1", "b2", "c3"]
