@@ -322,6 +322,12 @@ def regularizer_curves(df: pd.DataFrame, title: str = "Penalty R(m) on one mask 
 
 # ------------------------------------------------------------------ runs: curves
 
+def _rows(df: pd.DataFrame, where: pd.Series) -> pd.DataFrame:
+    """The rows where `where` holds, selected by a plain mask (a boolean Series is aligned on
+    the index first: ~0.4 ms more for a metrics frame, four times at every new row)."""
+    return df[where.to_numpy()]
+
+
 def _phase_bands(df: pd.DataFrame, axes: tuple[str, ...] = ("",)) -> list[dict]:
     """Shapes shading the search / retrain / train segments of a single run, in each of the
     subplots `axes` ("" for x/y, "2" for x2/y2), as add_vrect draws them."""
@@ -356,7 +362,7 @@ def loss_figure(df: pd.DataFrame) -> go.Figure:
     """Step rows of one or more runs (columns run, t, loss_task, loss_reg): the task loss
     on top (log scale) and the regularizer term λ·R(m) below, one colour per run.
     (λ·R(m) ≥ 0 for every penalty but log_raw, whose log(m+ε) < 0: it keeps its own linear axis.)"""
-    d = df[df["kind"] == "step"] if not df.empty else df
+    d = _rows(df, df["kind"] == "step") if not df.empty else df
     if d.empty:
         return empty_figure("no training steps recorded yet")
     has_reg = bool(d["loss_reg"].notna().any())
@@ -385,7 +391,7 @@ def loss_figure(df: pd.DataFrame) -> go.Figure:
 
 
 def accuracy_figure(df: pd.DataFrame) -> go.Figure:
-    d = df[df["kind"] == "epoch"] if not df.empty else df
+    d = _rows(df, df["kind"] == "epoch") if not df.empty else df
     if d.empty:
         return empty_figure("no finished epoch yet")
     colors = _run_colors(df)
@@ -405,7 +411,7 @@ def accuracy_figure(df: pd.DataFrame) -> go.Figure:
 
 
 def remaining_figure(df: pd.DataFrame) -> go.Figure:
-    d = df[(df["kind"] == "epoch") & df["remaining"].notna()] if not df.empty else df
+    d = _rows(df, (df["kind"] == "epoch") & df["remaining"].notna()) if not df.empty else df
     if d.empty:
         return empty_figure("no mask measurement yet")
     colors = _run_colors(df)
@@ -420,7 +426,7 @@ def remaining_figure(df: pd.DataFrame) -> go.Figure:
 
 
 def lam_figure(df: pd.DataFrame) -> go.Figure:
-    d = df[(df["kind"] == "step") & df["lam"].notna()] if not df.empty else df
+    d = _rows(df, (df["kind"] == "step") & df["lam"].notna()) if not df.empty else df
     if d.empty:
         return empty_figure("λ is constant or not recorded")
     # continuous sparsification's mask temperature β (m = sigmoid(β·s)) shares the chart, on its own axis
