@@ -838,6 +838,27 @@ def test_live_views_share_one_build_per_data_version_and_draw_what_a_session_alo
     assert np.frombuffer(base64.b64decode(y["bdata"]), dtype=y["dtype"])[-1] == pytest.approx(0.111)
 
 
+def test_the_app_freezes_what_it_imported_once_per_process():
+    """The server freezes the objects its first page run left (torch, pandas, plotly, Streamlit)
+    out of the garbage collector, once: what later runs make stays collectable."""
+    import gc
+
+    from ui import state
+
+    gc.unfreeze()
+    state._frozen = False
+    try:
+        state.freeze_imports()
+        frozen = gc.get_freeze_count()
+        assert frozen > 10_000                     # this process's imports
+        later = [[i] for i in range(5_000)]        # made after: not frozen by a second call
+        state.freeze_imports()
+        assert gc.get_freeze_count() == frozen and len(later) == 5_000
+    finally:
+        gc.unfreeze()
+    assert "state.freeze_imports()" in (Path(__file__).parent.parent / "app.py").read_text()
+
+
 def test_shared_builds_once_per_key():
     from ui import state
 
