@@ -45,14 +45,15 @@ def test_runs_frame_created_and_where_columns():
     runs = [{"id": "q2", "status": "queued", "created": 200.0}, {"id": "q1", "status": "queued", "created": 100.0},
             {"id": "r1", "status": "running", "created": None, "started": 50.0, "progress": 0.5,
              "phase": "search"},
-            {"id": "d1", "status": "done", "created": 1.5e9}]
+            {"id": "d1", "status": "done", "created": 1.5e9}, {"id": "x1", "status": "done", "created": "garbage"}]
     df = data.runs_frame(runs, now=150.0)
     assert str(df["created"].dtype).startswith("datetime64")
     assert df["created"].tolist()[:2] == [pd.Timestamp(200, unit="s"), pd.Timestamp(100, unit="s")]
     assert pd.isna(df["created"].iloc[2]) and df["created"].iloc[3] == pd.Timestamp(1.5e9, unit="s")
+    assert pd.isna(df["created"].iloc[4])                    # a damaged row's time: no date, no error
     assert df["where"].tolist() == ["queued (2nd)", "queued (1st)",
                                     "running · 50% · " + names.phase_label("search") + " · about 1 min 40 s left",
-                                    "done"]
+                                    "done", "done"]
     assert df["where"].tolist() == [data.status_line(row) for _, row in df.iterrows()]
 
 

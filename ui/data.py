@@ -235,9 +235,9 @@ def runs_frame(runs: list[dict], now: float | None = None, cancelling: set[str] 
     # one conversion for the column and the status lines from the row dicts: per row (a Timestamp
     # each, iterrows) they were most of the cost of this frame, made every second for the Runs table
     for row, r in zip(rows, runs):
-        row["created"] = float(r["created"]) if r.get("created") else float("nan")
+        row["created"] = r.get("created") or None
     df = pd.DataFrame(rows, columns=cols)
-    df["created"] = pd.to_datetime(df["created"].astype(float), unit="s", errors="coerce")
+    df["created"] = pd.to_datetime(pd.to_numeric(df["created"], errors="coerce"), unit="s", errors="coerce")
     df["where"] = [status_line(row) for row in rows]
     return df
 
