@@ -81,6 +81,12 @@ def _time_axis_by_definition(df: pd.DataFrame) -> np.ndarray:
     return t
 
 
+def test_time_axis_of_rows_without_a_run_id_counts_them_as_one_run():
+    rows = [{"kind": "epoch", "round": 0, "phase": p, "epoch": e} for p, e in (("search", 1.0), ("search", 2.0),
+                                                                               ("retrain", 1.0))]
+    assert data.metrics_frame(rows)["t"].tolist() == [1.0, 2.0, 3.0]
+
+
 def test_time_axis_matches_its_definition_on_random_runs():
     rng = np.random.default_rng(0)
     for trial in range(30):

@@ -363,7 +363,8 @@ def _add_time_axis(df: pd.DataFrame) -> pd.DataFrame:
     # Every row's segment numbered in first-seen order (one hash pass: a groupby on three keys cost
     # ~1 ms even for a few rows, and this runs at every new row of a live run); a segment starts
     # where the run's earlier segments, in training order, end.
-    codes, _ = pd.factorize(df["run_id"].astype(str) + "\n" + df["segment"])
+    runs_ = df["run_id"].astype(object).where(df["run_id"].notna(), "")     # no id: one run
+    codes, _ = pd.factorize(runs_.astype(str) + "\n" + df["segment"])
     first = np.unique(codes, return_index=True)[1]     # each segment's first row
     ep = df["epoch"].astype(float).to_numpy()
     ends = np.full(len(first), -np.inf)
@@ -371,7 +372,7 @@ def _add_time_axis(df: pd.DataFrame) -> pd.DataFrame:
     ends[np.isneginf(ends)] = np.nan                    # a segment without epochs (lasts 0)
     start = np.zeros(len(first))
     by_run: dict = {}
-    runs_, rounds, phases = df["run_id"].to_numpy(), df["round"].to_numpy(), df["phase"].to_numpy()
+    runs_, rounds, phases = runs_.to_numpy(), df["round"].to_numpy(), df["phase"].to_numpy()
     for i, row in enumerate(first):
         by_run.setdefault(str(runs_[row]), []).append((rounds[row], PHASE_ORDER.get(phases[row], 2), i))
     for segs in by_run.values():
