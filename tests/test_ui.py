@@ -57,6 +57,45 @@ def test_runs_frame_created_and_where_columns():
     assert df["where"].tolist() == [data.status_line(row) for _, row in df.iterrows()]
 
 
+def test_metrics_tail_reads_on_from_the_last_row_and_notices_a_cut(tmp_path, monkeypatch):
+    """A live run's rows are read again only from the last one read; after a resume's cut (the
+    new rows reuse the cut rows' numbers) the whole run is read again: every read equals a full one."""
+    home = tmp_path / "h"
+    rid = synthetic_store(home, 1, running=1)[0]
+    store = Store(home)
+    asked = []
+    full_read = data.metrics_rows
+
+    def spy(store_, ids, kind=None, from_seq=None):
+        rows = full_read(store_, ids, kind, from_seq)
+        asked.append((from_seq, len(rows)))
+        return rows
+    monkeypatch.setattr(data, "metrics_rows", spy)
+    tail = data.MetricsTail()
+
+    def step(i, wall):
+        return {"kind": "step", "round": 0, "phase": "search", "epoch": 3 + i / 10, "step": 100 + i, "wall": wall,
+                "loss_task": 1.0 / (i + 1), "beta": 2.0 + i}
+
+    n0 = len(full_read(store, [rid]))
+    assert tail.rows(store, rid) == full_read(store, [rid]) and asked[-1] == (None, n0)
+    marks = store.tail_marks(rid)
+    for i in range(3):
+        store.add_metrics(rid, [step(i, 50.0 + i)])
+        assert tail.rows(store, rid) == full_read(store, [rid])
+        assert asked[-1] == (n0 - 1 + i, 2)                  # the last row read and the new one
+    store.truncate_after(rid, marks)                        # a resume from the checkpoint at `marks`
+    store.add_metrics(rid, [step(i, 90.0 + i) for i in range(3)])     # the same numbers, other rows
+    got = tail.rows(store, rid)
+    assert got == full_read(store, [rid]) and [r["wall"] for r in got[-3:]] == [90.0, 91.0, 92.0]
+    assert asked[-1] == (None, n0 + 3)                      # read whole again
+    store.truncate_after(rid, marks)                        # cut, nothing new
+    assert tail.rows(store, rid) == full_read(store, [rid]) and len(full_read(store, [rid])) == n0
+    got = tail.rows(store, rid)
+    got[0]["loss"] = "changed by a caller"
+    assert tail.rows(store, rid) == full_read(store, [rid])  # callers get their own rows
+
+
 def test_time_axis_orders_rounds_and_phases():
     rows = [{"run_id": "a", "kind": "epoch", "round": r, "phase": p, "epoch": e}
             for r in (0, 1) for p in ("search", "retrain") for e in (1, 2)]

@@ -15,6 +15,7 @@ import io
 import json
 import math
 import re
+import threading
 import time
 import zipfile
 from collections.abc import Iterable
@@ -326,9 +327,13 @@ def _bulk(store: Store, table: str, ids: list[str], extra_where: str = "", args:
     return out
 
 
-def metrics_rows(store: Store, ids: list[str], kind: str | None = None) -> list[dict]:
-    """Metric rows of many runs in one query, extra keys merged in."""
-    rows = _bulk(store, "metrics", list(ids), " AND kind=?" if kind else "", (kind,) if kind else ())
+def metrics_rows(store: Store, ids: list[str], kind: str | None = None, from_seq: int | None = None) -> list[dict]:
+    """Metric rows of many runs in one query, extra keys merged in; `from_seq`: only rows from
+    that sequence number on."""
+    where, args = (" AND kind=?", (kind,)) if kind else ("", ())
+    if from_seq is not None:
+        where, args = where + " AND seq>=?", (*args, from_seq)
+    rows = _bulk(store, "metrics", list(ids), where, args)
     for d in rows:
         extra = d.pop("extra", None)
         if extra:
@@ -337,6 +342,37 @@ def metrics_rows(store: Store, ids: list[str], kind: str | None = None) -> list[
             except (json.JSONDecodeError, TypeError):
                 pass
     return rows
+
+
+class MetricsTail:
+    """A live run's metric rows, read again only from the last row already read on: a run adds
+    rows at its end every second (re-reading and re-parsing all of them at every new row cost
+    ~8 ms for 1,300 rows). A cut (a resume drops what came after its checkpoint, and new rows reuse
+    those sequence numbers) is noticed when the last row read is no longer the same: then the whole
+    run is read again. Thread-safe; keeps the rows of the `keep` runs read last."""
+
+    def __init__(self, keep: int = 32):
+        self.keep = keep
+        self._rows: dict[tuple[str, str], list[dict]] = {}
+        self._lock = threading.Lock()
+
+    def rows(self, store: Store, run_id: str) -> list[dict]:
+        key = (str(store.home), run_id)
+        with self._lock:
+            known = self._rows.get(key)
+        rows = None
+        if known:
+            new = metrics_rows(store, [run_id], from_seq=known[-1]["seq"])
+            if new and new[0] == known[-1]:
+                rows = known + new[1:]          # a new list: another thread may hold `known`
+        if rows is None:
+            rows = metrics_rows(store, [run_id])
+        with self._lock:
+            self._rows.pop(key, None)
+            self._rows[key] = rows
+            while len(self._rows) > self.keep:
+                self._rows.pop(next(iter(self._rows)))
+        return [dict(r) for r in rows]         # the caller's own dicts
 
 
 def mask_stats_rows(store: Store, ids: list[str]) -> list[dict]:

@@ -271,7 +271,10 @@ def reread(run_id: str) -> dict | None:
 
 @st.cache_data(show_spinner=False, max_entries=512)
 def _metrics(home_str: str, run_id: str, stamp: tuple) -> pd.DataFrame:
-    return data.metrics_frame(data.metrics_rows(_store(home_str), [run_id]))
+    return data.metrics_frame(_tails.rows(_store(home_str), run_id))
+
+
+_tails = data.MetricsTail()     # a live run's rows, read on from where the last read ended
 
 
 @st.cache_data(show_spinner=False, max_entries=512)
