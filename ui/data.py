@@ -225,6 +225,7 @@ def runs_frame(runs: list[dict], now: float | None = None, cancelling: set[str] 
             "total": s.get("total"), "test_accuracy": s.get("test_accuracy"),
             "val_accuracy": s.get("val_accuracy"), "wall_seconds": s.get("wall_seconds"),
             "epochs_spent": epochs_planned(c) if c else None,
+            "created": r.get("created") or None,     # seconds; one conversion for the column below
             "note": note, "sweep_id": r.get("sweep_id") or "",
             "readable": bool(c),
         })
@@ -233,10 +234,8 @@ def runs_frame(runs: list[dict], now: float | None = None, cancelling: set[str] 
             "lam", "target_sparsity", "seed", "rounds", "epochs", "progress", "phase", "round", "elapsed_s",
             "eta_s", "heartbeat_age_s", "remaining", "sparsity", "kept", "total", "test_accuracy",
             "val_accuracy", "wall_seconds", "epochs_spent", "created", "note", "sweep_id", "readable"]
-    # one conversion for the column and the status lines from the row dicts: per row (a Timestamp
-    # each, iterrows) they were most of the cost of this frame, made every second for the Runs table
-    for row, r in zip(rows, runs):
-        row["created"] = r.get("created") or None
+    # dates converted once for the column and status lines made from the row dicts: per row (a
+    # Timestamp each, iterrows) they were most of the cost of this frame, made every second
     df = pd.DataFrame(rows, columns=cols)
     df["created"] = pd.to_datetime(pd.to_numeric(df["created"], errors="coerce"), unit="s", errors="coerce")
     df["where"] = [status_line(row) for row in rows]
@@ -399,8 +398,8 @@ def _add_time_axis(df: pd.DataFrame) -> pd.DataFrame:
     # Every row's segment numbered in first-seen order (one hash pass: a groupby on three keys cost
     # ~1 ms even for a few rows, and this runs at every new row of a live run); a segment starts
     # where the run's earlier segments, in training order, end.
-    runs_ = df["run_id"].astype(object).where(df["run_id"].notna(), "")     # no id: one run
-    codes, _ = pd.factorize(runs_.astype(str) + "\n" + df["segment"])
+    run_ids = df["run_id"].astype(object).where(df["run_id"].notna(), "").astype(str)   # no id: one run
+    codes, _ = pd.factorize(run_ids + "\n" + df["segment"])
     first = np.unique(codes, return_index=True)[1]     # each segment's first row
     ep = df["epoch"].astype(float).to_numpy()
     ends = np.full(len(first), -np.inf)
@@ -408,9 +407,9 @@ def _add_time_axis(df: pd.DataFrame) -> pd.DataFrame:
     ends[np.isneginf(ends)] = np.nan                    # a segment without epochs (lasts 0)
     start = np.zeros(len(first))
     by_run: dict = {}
-    runs_, rounds, phases = runs_.to_numpy(), df["round"].to_numpy(), df["phase"].to_numpy()
+    runs_, rounds, phases = run_ids.to_numpy(), df["round"].to_numpy(), df["phase"].to_numpy()
     for i, row in enumerate(first):
-        by_run.setdefault(str(runs_[row]), []).append((rounds[row], PHASE_ORDER.get(phases[row], 2), i))
+        by_run.setdefault(runs_[row], []).append((rounds[row], PHASE_ORDER.get(phases[row], 2), i))
     for segs in by_run.values():
         offset = 0.0
         for *_, i in sorted(segs):                  # training order; ties in first-seen order

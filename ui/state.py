@@ -138,14 +138,14 @@ def _live(home_str: str, version: int, second: int) -> Live:
                          queue=data.queue_positions(everyone))
     # what the Runs table shows, as text (a missing value is "—"; a number column would print "None"),
     # made from plain lists and joined in one step (six column inserts cost more than the text)
-    cols = {c: df[c].tolist() for c in ("status", "eta_s", "elapsed_s", "remaining", "test_accuracy", "note")}
+    col = {c: df[c].tolist() for c in ("status", "eta_s", "elapsed_s", "remaining", "test_accuracy", "note")}
     text = pd.DataFrame({
         "eta_text": [data.fmt_duration(e) if s == "running" and e is not None and not pd.isna(e) else data.MISSING
-                     for s, e in zip(cols["status"], cols["eta_s"])],
-        "elapsed_text": [data.fmt_duration(e) or data.MISSING for e in cols["elapsed_s"]],
-        "remaining_text": [data.fmt_pct_or_missing(v) for v in cols["remaining"]],
-        "test_accuracy_text": [data.fmt_pct_or_missing(v) for v in cols["test_accuracy"]],
-        "note_text": [n or data.MISSING for n in cols["note"]],
+                     for s, e in zip(col["status"], col["eta_s"])],
+        "elapsed_text": [data.fmt_duration(e) or data.MISSING for e in col["elapsed_s"]],
+        "remaining_text": [data.fmt_pct_or_missing(v) for v in col["remaining"]],
+        "test_accuracy_text": [data.fmt_pct_or_missing(v) for v in col["test_accuracy"]],
+        "note_text": [n or data.MISSING for n in col["note"]],
         "owner": [r.get("owner") or data.MISSING for r in everyone]}, index=df.index)
     df = pd.concat([df, text], axis=1)
     tables = {owned: df[cols].set_axis([TABLE_COLUMNS[c] for c in cols], axis=1)
