@@ -12,17 +12,22 @@ a shared 2-core VM drifts by up to 1.8× within a minute — affects them alike)
 The ratio of the fastest epochs is reported beside it. `--joined-reg` adds a fourth mode, the
 search with R′(m) over all masks joined into one tensor (the GPU's way; on a CPU the engine
 does it layer by layer since 2026-12-05), so before and after are measured in one run.
+`--before` adds the search step as it was before 2026-12-06 (R′ as `grad` then an add, masks
+clamped by two foreach passes, the logged R(m) through log1p), for the same purpose.
 Targets: masked/dense ≤ 1.05 on ResNet-20, ≤ 1.10 on LeNet-300-100."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
+import math
 import statistics
 
 import torch
 from common import scratch_store, write_result
 
-from engine import masking, runner
+from engine import masking, regularizers, runner
 from engine.config import RunConfig
 from engine.data import default_data_dir, mnist_available
 from engine.methods.random import random_masks
@@ -39,13 +44,37 @@ SETUPS = {
 }
 
 
+@torch.no_grad()
+def _apply_masks_before(model, layers=None):
+    """masking.apply_masks_ before 2026-12-06, for soft clipped masks only (the search here)."""
+    clip = [layer.mask for _, layer in layers if layer.mode == "soft" and layer.mask_param == "clip"]
+    torch._foreach_clamp_min_(clip, 0.0)
+    torch._foreach_clamp_max_(clip, 1.0)
+
+
+@contextlib.contextmanager
+def _step_before():
+    """The search step as before 2026-12-06, under the name `log_before`: R(m) through log1p,
+    R'(m) through `grad` and an add (no in-place form), the clamp in two foreach passes."""
+    if "log_before" not in regularizers.REGULARIZERS:
+        old = dataclasses.replace(regularizers.get("log"), name="log_before", add_grad=None,
+                                  fn=lambda m, eps: torch.log1p(m / eps) / math.log1p(1.0 / eps))
+        regularizers.REGULARIZERS.register("log_before", old)
+    saved = masking.apply_masks_
+    masking.apply_masks_ = _apply_masks_before
+    try:
+        yield "log_before"
+    finally:
+        masking.apply_masks_ = saved
+
+
 def _cuda(device: str) -> bool:
     import torch
     return device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
 
 
 def measure(model: str, repeats: int, device: str, quick: bool, precision: str, compile: bool,
-            joined_reg: bool = False) -> dict:
+            joined_reg: bool = False, before: bool = False) -> dict:
     dataset, params, batch, optimizer, lr = SETUPS[model]
     if dataset == "mnist" and not mnist_available(default_data_dir()):
         dataset, params = "synthetic_cifar", {"n_train": 5000}
@@ -64,7 +93,8 @@ def measure(model: str, repeats: int, device: str, quick: bool, precision: str, 
     init = masking.weights_state(ctx.model)
     shapes = {n: layer.weight.shape for n, layer in masking.prunable_layers(ctx.model)}
     binary = random_masks(shapes, int(0.2 * ctx.total_prunable), torch.Generator().manual_seed(0))
-    times = {"dense": [], "search": [], "retrain": []} | ({"search_joined": []} if joined_reg else {})
+    times = {"dense": [], "search": [], "retrain": []} | ({"search_joined": []} if joined_reg else {}) \
+        | ({"search_before": []} if before else {})
     engine_joins = ctx.join_reg_masks
     modes = list(times)
     for rep in range(repeats + 1):
@@ -78,8 +108,9 @@ def measure(model: str, repeats: int, device: str, quick: bool, precision: str, 
             else:
                 masking.set_binary(ctx.model, binary)
             ctx.stage(f"{mode}-{rep}")
-            res = ctx.train_phase(round=0, phase=mode, epochs=1,
-                                  regularizer="log" if mode.startswith("search") else None)
+            with (_step_before() if mode == "search_before" else contextlib.nullcontext("log")) as reg:
+                res = ctx.train_phase(round=0, phase=mode, epochs=1,
+                                      regularizer=reg if mode.startswith("search") else None)
             ctx.end_stage()
             if rep > 0:  # round 0 warms up allocators, kernels and (with compile) the graphs
                 times[mode].append(res.train_seconds)
@@ -96,6 +127,10 @@ def measure(model: str, repeats: int, device: str, quick: bool, precision: str, 
             **({"search_joined_over_dense": statistics.median(s / d for s, d in zip(times["search_joined"],
                                                                                     times["dense"]))}
                if joined_reg else {}),
+            **({"search_before_over_dense": statistics.median(s / d for s, d in zip(times["search_before"],
+                                                                                    times["dense"])),
+                "search_before_over_dense_fastest": min(times["search_before"]) / min(times["dense"])}
+               if before else {}),
             "all_seconds": times}
 
 
@@ -108,17 +143,20 @@ def main():
     ap.add_argument("--compile", action="store_true")
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--joined-reg", action="store_true", help="also time the search with R'(m) joined")
+    ap.add_argument("--before", action="store_true", help="also time the search step as before 2026-12-06")
     ap.add_argument("--tag", default="", help="suffix for the results file, e.g. gpu")
     args = ap.parse_args()
     rows = []
     for model in args.models.split(","):
         r = measure(model, 1 if args.quick else args.repeats, args.device, args.quick, args.precision, args.compile,
-                    args.joined_reg)
+                    args.joined_reg, args.before)
         rows.append(r)
         print(f"{model:<9} {r['dataset']:<16} {r['device']:<5} dense {r['seconds']['dense']:.3f}s  "
               f"search/dense {r['search_over_dense']:.3f} (fastest {r['search_over_dense_fastest']:.3f})  "
               f"retrain/dense {r['retrain_over_dense']:.3f} (fastest {r['retrain_over_dense_fastest']:.3f})"
-              + (f"  joined R' search/dense {r['search_joined_over_dense']:.3f}" if args.joined_reg else ""),
+              + (f"  joined R' search/dense {r['search_joined_over_dense']:.3f}" if args.joined_reg else "")
+              + (f"  before: search/dense {r['search_before_over_dense']:.3f} "
+                 f"(fastest {r['search_before_over_dense_fastest']:.3f})" if args.before else ""),
               flush=True)
     write_result("speed" + (f"_{args.tag}" if args.tag else ""), {"rows": rows}, args.quick)
 

@@ -188,7 +188,10 @@ def apply_masks_(model: nn.Module, layers: list[tuple[str, _Masked]] | None = No
     if binary:
         torch._foreach_mul_([layer.weight for layer in binary], [layer.mask for layer in binary])
     clip = [layer.mask for layer in layers if layer.mode == "soft" and layer.mask_param == "clip"]
-    if clip:
+    if clip and clip[0].device.type == "cpu":
+        for m in clip:      # one pass per mask; foreach would make two (min, then max)
+            m.clamp_(0.0, 1.0)
+    elif clip:              # a GPU: two launches for all layers instead of one per layer
         torch._foreach_clamp_min_(clip, 0.0)
         torch._foreach_clamp_max_(clip, 1.0)
     frozen = [layer for layer in layers if layer.mode == "soft" and getattr(layer, "_frozen_keep", None) is not None]

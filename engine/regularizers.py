@@ -58,6 +58,9 @@ class Regularizer:
     params: dict[str, Param] = field(default_factory=dict)
     strictly_concave: bool = True
     description: str = ""
+    # add_grad(grads, ms, coef, **params): grads[i] += coef·R'(ms[i]) in place, in fewer passes
+    # over memory than `grad` and an add (the search step's hot path); None: the loop uses `grad`
+    add_grad: Callable[..., None] | None = None
 
     def resolve(self, given: dict | None = None) -> dict[str, float]:
         """Defaults overlaid with the given values (only this regularizer's keys)."""
@@ -94,12 +97,29 @@ def _l1_grad(m):
 
 
 def _log(m, eps):
-    # log(1+m/ε)/log(1+1/ε) = (log(m+ε) − log ε)/(log(1+ε) − log ε)
-    return torch.log1p(m / eps) / math.log1p(1.0 / eps)
+    # log(1+m/ε)/log(1+1/ε), computed as (log(m+ε) − log ε)/log(1+1/ε): the same value
+    # (m + ε is exact enough for m ≥ 0, ε ≤ 1), and log is vectorised on a CPU where
+    # log1p is not (≈ 6× slower on LeNet-300-100's 235k-entry layer: R is logged every few steps)
+    return (torch.log(m + eps) - math.log(eps)) / math.log1p(1.0 / eps)
 
 
 def _log_grad(m, eps):
     return (m + eps).reciprocal_().mul_(1.0 / math.log1p(1.0 / eps))
+
+
+def _add_l1_grad(grads, ms, coef):
+    torch._foreach_add_(grads, coef)
+
+
+def _add_log_grad(grads, ms, coef, eps, scale=None):
+    # grad += coef·scale/(m+ε): two passes (m+ε, then one addcdiv) instead of four
+    scale = 1.0 / math.log1p(1.0 / eps) if scale is None else scale
+    one = ms[0].new_ones(())
+    torch._foreach_addcdiv_(grads, [one] * len(grads), torch._foreach_add(ms, eps), value=coef * scale)
+
+
+def _add_log_raw_grad(grads, ms, coef, eps):
+    _add_log_grad(grads, ms, coef, eps, scale=1.0)
 
 
 def _log_raw(m, eps):
@@ -161,12 +181,13 @@ def _mcp_grad(m, gamma):
 
 _EPS = Param(0.01, 0.0, 1.0, "ε in log(1+m/ε): smaller ε pushes small entries to 0 harder", high_closed=True)
 
-REGULARIZERS.register("l1", Regularizer("l1", _l1, _l1_grad, {}, strictly_concave=False,
+REGULARIZERS.register("l1", Regularizer("l1", _l1, _l1_grad, {}, strictly_concave=False, add_grad=_add_l1_grad,
                                         description="ℓ1: Σ m. Convex; shrinks every entry at the same rate."))
-REGULARIZERS.register("log", Regularizer("log", _log, _log_grad, {"eps": _EPS},
+REGULARIZERS.register("log", Regularizer("log", _log, _log_grad, {"eps": _EPS}, add_grad=_add_log_grad,
                                          description="log: Σ log(1+m/ε)/log(1+1/ε). Strictly concave "
                                                      "(the paper's choice, on ℓ1's scale: R(0)=0, R(1)=1)."))
 REGULARIZERS.register("log_raw", Regularizer("log_raw", _log_raw, _log_raw_grad, {"eps": _EPS},
+                                             add_grad=_add_log_raw_grad,
                                              description="log_raw: Σ log(m+ε). The paper's raw form: negative, "
                                                          "and its λ is log(1+1/ε) (≈4.6) times log's."))
 REGULARIZERS.register("lp", Regularizer("lp", _lp, _lp_grad, {

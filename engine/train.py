@@ -237,12 +237,18 @@ class RunContext:
         ResNet-20's 21 layers made it ~90 small kernels a step). On a CPU, where a kernel call
         is cheap and memory traffic is not, each layer is done in place: joining them copied
         every mask once more and made a new tensor of the model's size every step (≈ 0.15 ms
-        of LeNet-300-100's ≈ 0.6 ms of mask work a step). The numbers are the same either way."""
+        of LeNet-300-100's ≈ 0.6 ms of mask work a step). The numbers are the same either way.
+        A penalty with its own in-place form (`Regularizer.add_grad`: l1, log, log_raw) on clipped
+        masks skips both: l1 is one scalar add, log one m+ε and one addcdiv per mask."""
         coef = self.lam / self.total_prunable if self.cfg.reg_scale == "mean" else self.lam
         masks = [layer.mask for _, layer in self.layers]
         for p in masks:
             if p.grad is None:   # e.g. the λ probe, before any backward pass
                 p.grad = torch.zeros_like(p)
+        if reg.add_grad is not None and all(layer.mask_param == "clip" for _, layer in self.layers):
+            # R's own in-place form: no join and fewer passes over the masks, on any device
+            reg.add_grad([p.grad for p in masks], masks, coef, **params)
+            return
         first = self.layers[0][1]
         if not self.join_reg_masks or any(layer.mask_param != first.mask_param or layer.beta != first.beta
                                           for _, layer in self.layers):

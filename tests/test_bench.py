@@ -32,7 +32,8 @@ def run_bench(script: str, *args: str, env: dict | None = None, cwd: Path = ROOT
     assert r.returncode == 0, r.stderr[-3000:]
 
 
-BENCHES = ["speed.py", "peer_imp.py", "convex.py", "tradeoff.py", "engine_core.py", "controller.py", "families.py"]
+BENCHES = ["speed.py", "peer_imp.py", "convex.py", "tradeoff.py", "engine_core.py", "controller.py", "families.py",
+           "search_floor.py"]
 
 
 @pytest.mark.parametrize("script", BENCHES)
@@ -42,6 +43,15 @@ def test_bench_runs_quick(script, tmp_path):
     run_bench(script, "--quick", env=offline(tmp_path))
     data = json.loads(out.read_text())
     assert "machine" in data and len(data) > 1
+
+
+def test_speed_times_the_step_before_and_after_in_one_run(tmp_path):
+    """--before adds the search step as it was before 2026-12-06 beside today's, in one process."""
+    out = fresh("speed_quick.json")
+    run_bench("speed.py", "--quick", "--models", "lenet300", "--before", env=offline(tmp_path))
+    (row,) = json.loads(out.read_text())["rows"]
+    assert len(row["all_seconds"]["search_before"]) == len(row["all_seconds"]["search"]) == 1
+    assert row["search_before_over_dense"] > 0 and row["search_over_dense"] > 0
 
 
 def test_app_responsiveness_quick(tmp_path):

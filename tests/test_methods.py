@@ -307,19 +307,21 @@ def test_rewind_iteration_beyond_the_first_phase_fails_clearly(store):
 
 @pytest.mark.parametrize("mask_param", ["clip", "sigmoid"])
 @pytest.mark.parametrize("reg_scale", ["mean", "sum"])
-def test_mask_gradient_is_that_of_task_loss_plus_lambda_r(store, mask_param, reg_scale):
-    """The loop adds λR'(m) to the masks' gradient in closed form (add_reg_grad);
-    the result must equal autograd's gradient of L(m⊙θ) + λR(m)."""
+@pytest.mark.parametrize("regularizer", ["lp", "log", "l1"])
+def test_mask_gradient_is_that_of_task_loss_plus_lambda_r(store, mask_param, reg_scale, regularizer):
+    """The loop adds λR'(m) to the masks' gradient in closed form (add_reg_grad; log and l1 by
+    their fused in-place form when masks are clipped); the result must equal autograd's
+    gradient of L(m⊙θ) + λR(m)."""
     from engine import regularizers
     from engine.train import RunContext
-    cfg = RunConfig.from_dict({**FAST, "method": "concave", "regularizer": "lp", "lam": 3.0,
+    cfg = RunConfig.from_dict({**FAST, "method": "concave", "regularizer": regularizer, "lam": 3.0,
                                "mask_param": mask_param, "reg_scale": reg_scale})
     ctx = RunContext(cfg, store, runner.create(store, cfg), DATA)
     masking.set_soft(ctx.model, init=0.7, param=mask_param)
     with torch.no_grad():  # masks spread over (0,1) so R' differs entry by entry
         for _, layer in ctx.layers:
             layer.mask.add_(torch.rand_like(layer.mask) * 0.5 - 0.25)
-    reg, params = regularizers.get("lp"), cfg.reg_params_
+    reg, params = regularizers.get(regularizer), cfg.reg_params_
     x, y = ctx.splits.train_x[:64], ctx.splits.train_y[:64]
 
     full = ctx.task_loss(ctx.model(x), y) + ctx.lam * ctx.reg_value(reg, params)

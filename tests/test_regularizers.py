@@ -294,3 +294,47 @@ def test_closed_form_gradient_leaves_m_untouched():
         reg = regularizers.get(name)
         reg.grad(m, **reg.resolve())
         assert torch.equal(m, before), name
+
+
+FUSED = [n for n in NAMES if regularizers.get(n).add_grad is not None]
+
+
+def test_the_search_step_has_a_fused_form_for_the_common_penalties():
+    assert {"l1", "log", "log_raw"} <= set(FUSED)
+
+
+@pytest.mark.parametrize("name", FUSED)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_fused_add_grad_adds_coef_times_the_closed_form_gradient(name, dtype):
+    """add_grad (the search step's in-place form) must add exactly coef·R'(m) to each
+    gradient, layer shapes mixed, masks untouched; float32 within rounding of `grad`."""
+    reg = regularizers.get(name)
+    gen = torch.Generator().manual_seed(3)
+    shapes = [(30, 78), (10, 30), (7,)]
+    ms = [torch.rand(s, generator=gen, dtype=dtype) for s in shapes]
+    ms[0][0, :5] = torch.tensor([0.0, 1.0, 1e-7, 0.5, 0.999], dtype=dtype)   # the ends and near 0
+    grads = [torch.randn(s, generator=gen, dtype=dtype) * 1e-3 for s in shapes]
+    before = [m.clone() for m in ms]
+    for params in (reg.resolve(), reg.resolve({"eps": 0.5})):
+        for coef in (2.5e-4, 3.0):
+            want = [g + coef * reg.grad(m, **params) for g, m in zip(grads, ms)]
+            got = [g.clone() for g in grads]
+            reg.add_grad(got, ms, coef, **params)
+            tol = dict(rtol=1e-12, atol=1e-15) if dtype == torch.float64 else dict(rtol=2e-6, atol=1e-9)
+            for g, w in zip(got, want):
+                torch.testing.assert_close(g, w, **tol)
+    assert all(torch.equal(m, b) for m, b in zip(ms, before))
+
+
+def test_log_value_is_log1p_form_to_rounding():
+    """R for log is computed as (log(m+ε) − log ε)/log(1+1/ε) (log is vectorised, log1p is
+    not); it must equal log(1+m/ε)/log(1+1/ε) to float64 rounding and float32 rounding."""
+    reg = regularizers.get("log")
+    for eps in (1e-3, 0.01, 1.0):
+        m = torch.cat([torch.linspace(0, 1, 1001, dtype=torch.float64), torch.tensor([1e-9, 1e-6])])
+        want = torch.log1p(m / eps) / math.log1p(1.0 / eps)
+        torch.testing.assert_close(reg.fn(m, eps=eps), want, rtol=1e-12, atol=1e-15)
+        got32 = reg.fn(m.float(), eps=eps).double()
+        torch.testing.assert_close(got32, want, rtol=1e-5, atol=3e-7)
+        assert float(reg.fn(torch.zeros(()), eps=eps)) == 0.0
+        assert abs(float(reg.fn(torch.ones(()), eps=eps)) - 1.0) < 1e-6

@@ -1,0 +1,101 @@
+"""How cheap can a masked search step be? The floor under issue 19's ≤ 1.10 target.
+
+    python bench/search_floor.py [--model lenet300] [--repeats 8] [--steps 400]
+
+Times three step loops on the same model, interleaved in a rotating order (this VM's pace
+drifts by 2× within minutes, so only ratios taken side by side mean anything):
+
+- dense : the weights alone, as bench/speed.py's dense mode;
+- search: the engine's search step (m⊙θ, λR'(m) through add_reg_grad, the masks' Adam
+          step, the projection to [0, 1]);
+- floor : what no masked search can skip when masks are trained with Adam — m⊙θ in the
+          forward pass, its two backward products, and the masks' Adam step — with no
+          penalty and no projection.
+
+If floor/dense is already above the target, no reordering of the remaining work (R′, the
+clamp) reaches it; only a kernel that fuses the masks' optimizer with the products could.
+Batches are random tensors of the dataset's shape (the timing does not depend on the pixels)."""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+from common import scratch_store, write_result
+
+from engine import masking, regularizers, runner
+from engine.config import RunConfig
+from engine.models import build_model
+from engine.train import RunContext
+
+SHAPES = {"lenet300": ((1, 28, 28), 10)}   # MNIST's image shape and classes
+
+
+def step_loop(ctx: RunContext, mode: str, x: torch.Tensor, y: torch.Tensor, steps: int, batch: int) -> float:
+    """Seconds per step over `steps` steps of one mode."""
+    model = ctx.model
+    (masking.set_dense if mode == "dense" else masking.set_soft)(model)
+    opts, _ = ctx.make_optimizers(mode != "dense", 1, steps)
+    reg = regularizers.get("log")
+    params = reg.resolve({"eps": ctx.cfg.eps})
+    n = len(x) // batch
+    t0 = time.perf_counter()
+    for i in range(steps):
+        j = i % n
+        loss = ctx.task_loss(ctx.run_model(model, x[j * batch:(j + 1) * batch]), y[j * batch:(j + 1) * batch])
+        for o in opts:
+            o.zero_grad(set_to_none=True)
+        loss.backward()
+        if mode == "search":
+            ctx.add_reg_grad(reg, params)
+        for o in opts:
+            o.step()
+        if mode != "floor":
+            masking.apply_masks_(model, ctx.layers)
+    return (time.perf_counter() - t0) / steps
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="lenet300", choices=list(SHAPES))
+    ap.add_argument("--repeats", type=int, default=8)
+    ap.add_argument("--steps", type=int, default=400)
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--quick", action="store_true", help="2 repeats of 10 steps (a smoke test)")
+    args = ap.parse_args()
+    if args.quick:
+        args.repeats, args.steps, args.batch = 2, 10, 16
+    cfg = RunConfig.from_dict(dict(model=args.model, dataset="digits", method="dense", epochs=1,
+                                   batch_size=args.batch, optimizer="adam", lr=1.2e-3, device="cpu"))
+    store = scratch_store()
+    ctx = RunContext(cfg, store, runner.create(store, cfg, status="running"), None)
+    shape, classes = SHAPES[args.model]
+    # the context was made on digits (no download needed); its model is rebuilt at MNIST's size
+    ctx.model = ctx.forward = build_model(args.model, shape, classes)
+    ctx.layers = masking.prunable_layers(ctx.model)
+    ctx.total_prunable = sum(layer.weight.numel() for _, layer in ctx.layers)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand((40 * args.batch, *shape), generator=gen)
+    y = torch.randint(0, classes, (40 * args.batch,), generator=gen)
+    ctx.lam = 1e-4
+    modes = ["dense", "search", "floor"]
+    times: dict[str, list[float]] = {m: [] for m in modes}
+    for rep in range(args.repeats + 1):
+        for mode in modes[rep % 3:] + modes[:rep % 3]:
+            t = step_loop(ctx, mode, x, y, args.steps, args.batch)
+            if rep:  # the first round warms up
+                times[mode].append(t)
+    row = {"model": args.model, "batch": args.batch, "steps": args.steps, "repeats": args.repeats,
+           "ms_per_step": {m: 1e3 * statistics.median(v) for m, v in times.items()},
+           "search_over_dense": statistics.median(s / d for s, d in zip(times["search"], times["dense"])),
+           "floor_over_dense": statistics.median(f / d for f, d in zip(times["floor"], times["dense"])),
+           "all_seconds": times}
+    print(f"{args.model}: dense {row['ms_per_step']['dense']:.3f} ms/step  search/dense "
+          f"{row['search_over_dense']:.3f}  floor/dense {row['floor_over_dense']:.3f}", flush=True)
+    write_result(f"search_floor_{args.model}" if not args.quick else "search_floor", {"rows": [row]}, args.quick)
+
+
+if __name__ == "__main__":
+    main()
