@@ -10,7 +10,8 @@ drifts by 2× within minutes, so only ratios taken side by side mean anything):
           step, the projection to [0, 1]);
 - floor : what no masked search can skip when masks are trained with Adam — m⊙θ in the
           forward pass, its two backward products, and the masks' Adam step — with no
-          penalty and no projection.
+          penalty and no projection;
+- product: m⊙θ and its two backward products alone (the masks get a gradient, never a step).
 
 If floor/dense is already above the target, no reordering of the remaining work (R′, the
 clamp) reaches it; only a kernel that fuses the masks' optimizer with the products could.
@@ -37,7 +38,8 @@ def step_loop(ctx: RunContext, mode: str, x: torch.Tensor, y: torch.Tensor, step
     """Seconds per step over `steps` steps of one mode."""
     model = ctx.model
     (masking.set_dense if mode == "dense" else masking.set_soft)(model)
-    opts, _ = ctx.make_optimizers(mode != "dense", 1, steps)
+    opts, _ = ctx.make_optimizers(mode in ("search", "floor"), 1, steps)
+    masks = masking.mask_parameters(model) if mode == "product" else []
     reg = regularizers.get("log")
     params = reg.resolve({"eps": ctx.cfg.eps})
     n = len(x) // batch
@@ -47,12 +49,14 @@ def step_loop(ctx: RunContext, mode: str, x: torch.Tensor, y: torch.Tensor, step
         loss = ctx.task_loss(ctx.run_model(model, x[j * batch:(j + 1) * batch]), y[j * batch:(j + 1) * batch])
         for o in opts:
             o.zero_grad(set_to_none=True)
+        for p in masks:   # "product": no optimizer holds the masks; drop their gradient as zero_grad would
+            p.grad = None
         loss.backward()
         if mode == "search":
             ctx.add_reg_grad(reg, params)
         for o in opts:
             o.step()
-        if mode != "floor":
+        if mode in ("dense", "search"):
             masking.apply_masks_(model, ctx.layers)
     return (time.perf_counter() - t0) / steps
 
@@ -80,10 +84,10 @@ def main():
     x = torch.rand((40 * args.batch, *shape), generator=gen)
     y = torch.randint(0, classes, (40 * args.batch,), generator=gen)
     ctx.lam = 1e-4
-    modes = ["dense", "search", "floor"]
+    modes = ["dense", "search", "floor", "product"]
     times: dict[str, list[float]] = {m: [] for m in modes}
     for rep in range(args.repeats + 1):
-        for mode in modes[rep % 3:] + modes[:rep % 3]:
+        for mode in modes[rep % len(modes):] + modes[:rep % len(modes)]:
             t = step_loop(ctx, mode, x, y, args.steps, args.batch)
             if rep:  # the first round warms up
                 times[mode].append(t)
@@ -91,9 +95,11 @@ def main():
            "ms_per_step": {m: 1e3 * statistics.median(v) for m, v in times.items()},
            "search_over_dense": statistics.median(s / d for s, d in zip(times["search"], times["dense"])),
            "floor_over_dense": statistics.median(f / d for f, d in zip(times["floor"], times["dense"])),
+           "product_over_dense": statistics.median(f / d for f, d in zip(times["product"], times["dense"])),
            "all_seconds": times}
     print(f"{args.model}: dense {row['ms_per_step']['dense']:.3f} ms/step  search/dense "
-          f"{row['search_over_dense']:.3f}  floor/dense {row['floor_over_dense']:.3f}", flush=True)
+          f"{row['search_over_dense']:.3f}  floor/dense {row['floor_over_dense']:.3f}  "
+          f"product/dense {row['product_over_dense']:.3f}", flush=True)
     write_result(f"search_floor_{args.model}" if not args.quick else "search_floor", {"rows": [row]}, args.quick)
 
 
