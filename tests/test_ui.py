@@ -142,6 +142,49 @@ def test_time_axis_matches_its_definition_on_random_runs():
         assert np.allclose(m["t"].to_numpy(), _time_axis_by_definition(pd.DataFrame(rows)), equal_nan=True), trial
 
 
+def _metrics_frame_by_definition(rows: list[dict]) -> pd.DataFrame:
+    """The metrics frame as pandas makes it from the row dicts (the frame's first code)."""
+    df = pd.DataFrame(rows)
+    for c in data.METRIC_COLUMNS:
+        if c not in df:
+            df[c] = pd.Series(dtype=float)
+    df = df[[c for c in df.columns if c != "seq"]]
+    t = _time_axis_by_definition(df.assign(run_id=df["run_id"].astype(object).where(df["run_id"].notna(), "")))
+    df["round"] = df["round"].fillna(0).astype(int)
+    df["phase"] = df["phase"].fillna("train")
+    df["segment"] = "r" + df["round"].astype(str) + " " + df["phase"]
+    df["t"] = t
+    return df
+
+
+def test_metrics_frame_is_the_frame_pandas_makes_from_the_rows():
+    """metrics_frame builds its columns from lists (≈ 4× faster at a live run's every row); the
+    frame must be the one pandas makes from the row dicts: values, column order and dtypes, also
+    for keys some rows lack, columns with no value and rows with no phase, round or run id."""
+    rng = np.random.default_rng(1)
+    for trial in range(120):
+        rows = []
+        for rid in rng.choice(["a", "b", "c"], size=rng.integers(1, 4), replace=False):
+            for _ in range(rng.integers(1, 30)):
+                r = {"seq": 1, "run_id": str(rid), "kind": str(rng.choice(["step", "epoch"])),
+                     "round": None if rng.random() < 0.1 else int(rng.integers(0, 3)),
+                     "phase": None if rng.random() < 0.1 else str(rng.choice(["search", "retrain", "odd"])),
+                     "epoch": None if rng.random() < 0.2 else float(rng.integers(0, 6)) + rng.random()}
+                if rng.random() < 0.5:
+                    r["loss"] = None if trial % 5 == 0 or rng.random() < 0.3 else float(rng.random())
+                if trial % 7 == 0:
+                    r.pop("run_id")
+                if trial % 11 == 0:
+                    r["phase"] = None
+                if trial % 13 == 0:
+                    r.pop("epoch")
+                rows.append(r)
+        pd.testing.assert_frame_equal(data.metrics_frame([dict(r) for r in rows]),
+                                      _metrics_frame_by_definition([dict(r) for r in rows]), obj=str(trial))
+    empty = data.metrics_frame([])
+    assert empty.empty and list(empty.columns) == data.METRIC_COLUMNS + ["t", "segment"]
+
+
 def test_parse_ids_drops_junk():
     assert data.parse_ids("abc-1, ../x,ABC,abc-1,,x" + "y" * 70) == ["abc-1"]
     assert data.parse_ids(["a1,b2", "c3"]) == ["a1", "b2", "c3"]
@@ -618,17 +661,19 @@ def test_every_figure_carries_the_white_template_whatever_the_default():
         if other == "streamlit":
             import streamlit  # noqa: F401 - registers (and makes default) its template
         pio.templates.default = other
+        iou = pd.DataFrame({"layer": ["fc1", "all layers"], "iou": [0.5, 0.4]})
         for _ in range(2):                  # the first after the switch, and the next
-            fig = figures.empty_figure("no data")
+            fig = figures.iou_figure(iou, "a", "b")          # a figure finished by _base
             assert json.loads(fig.to_json())["layout"]["template"] == white, other
         pio.templates.default = other       # the live charts, built from plain dicts (_spec_figure)
         df = _live_frame()
-        for build in (figures.loss_figure, figures.accuracy_figure, figures.remaining_figure, figures.lam_figure):
+        for build in (figures.loss_figure, figures.accuracy_figure, figures.remaining_figure, figures.lam_figure,
+                      lambda _df: figures.empty_figure("no data")):
             ours = json.loads(build(df).to_json())["layout"]["template"]    # the white one, cut to scatter charts
             assert ours == {"data": {"scatter": white["data"]["scatter"]},
                             "layout": {k: v for k, v in white["layout"].items() if k in ours["layout"]}}, \
-                (other, build.__name__)
-            assert len(ours["layout"]) >= 10, (other, build.__name__)
+                (other, build)
+            assert len(ours["layout"]) >= 10, (other, build)
 
 
 def _live_frame() -> pd.DataFrame:
@@ -667,6 +712,20 @@ def test_live_figures_are_what_plotlys_validation_makes():
         assert {k: v for k, v in full["layout"].items() if k in ours["layout"]} == ours["layout"]
         assert {"xaxis", "yaxis", "colorway", "font", "paper_bgcolor", "plot_bgcolor"} <= set(ours["layout"])
         assert all(not isinstance(v, (pd.Series, pd.Index)) for trace in fig.to_dict()["data"] for v in trace.values())
+
+
+def test_an_empty_chart_is_what_plotlys_validation_makes_and_says_why():
+    import json
+
+    import plotly.io as pio
+
+    fig = figures.empty_figure("no finished epoch <b>yet</b>", height=260)
+    checked = go.Figure(json.loads(pio.to_json(fig)))        # validated: raises on anything invalid
+    assert json.loads(pio.to_json(fig)) == json.loads(pio.to_json(checked))
+    layout = fig.to_dict()["layout"]
+    assert fig.to_dict()["data"] == [] and layout["height"] == 260
+    assert [a["text"] for a in layout["annotations"]] == ["no finished epoch <b>yet</b>"]
+    assert layout["xaxis"]["visible"] is False and layout["yaxis"]["visible"] is False
 
 
 def test_live_figures_lay_out_as_plotlys_subplots_and_bands():
