@@ -39,6 +39,8 @@ if TYPE_CHECKING:
 
 STATUSES = ("queued", "running", "done", "failed", "cancelled", "interrupted")
 RUN_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
+PARSED_KEEP = 4096        # JSON texts a list_runs(parsed=…) cache holds before it starts again
+_NOT_PARSED = object()
 METRIC_COLUMNS = ("kind", "round", "phase", "epoch", "step", "wall", "lr", "lam", "loss", "loss_task",
                   "loss_reg", "train_acc", "val_acc", "test_acc", "remaining")
 
@@ -604,22 +606,36 @@ class Store:
                 self._version_db[1].close()
             self._version_db = None
 
-    def list_runs(self) -> list[dict]:
+    def list_runs(self, parsed: dict | None = None) -> list[dict]:
+        """Every run, newest first. `parsed`: the caller's own cache of JSON text → its value, kept
+        between calls (a live view lists the runs every second, and parsing every config and
+        summary again was most of the cost): runs then share those values with earlier lists,
+        so the caller must not modify them."""
         with self.connect() as db:
             rows = db.execute("SELECT * FROM runs ORDER BY created DESC").fetchall()
-        return [self._row_to_run(r) for r in rows]
+        return [self._row_to_run(r, parsed) for r in rows]
 
-    def _row_to_run(self, row: sqlite3.Row) -> dict:
+    def _row_to_run(self, row: sqlite3.Row, parsed: dict | None = None) -> dict:
         run = dict(row)
         problems = []
         for key in ("config", "summary"):
             if run[key] is None:
                 continue
+            text = run[key]
+            hit = parsed.get(text, _NOT_PARSED) if parsed is not None and isinstance(text, str) else _NOT_PARSED
+            if hit is not _NOT_PARSED:       # one lookup: another thread may clear the cache meanwhile
+                run[key] = hit
+                continue
             try:
-                run[key] = json.loads(run[key])
+                run[key] = json.loads(text)
             except (json.JSONDecodeError, TypeError):
                 problems.append(f"{key} is not valid JSON")
                 run[key] = None
+                continue
+            if parsed is not None:
+                if len(parsed) >= PARSED_KEEP:   # a bound on the caller's cache: start it again
+                    parsed.clear()
+                parsed[text] = run[key]
         if run["status"] not in STATUSES:
             problems.append(f"unknown status {run['status']!r}")
         if problems:

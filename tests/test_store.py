@@ -89,6 +89,31 @@ def test_create_get_list_update_round_trip(store):
     assert "reason" not in run or run["reason"] is None
 
 
+def test_list_runs_reuses_a_callers_parsed_json_and_still_reads_every_change(store, monkeypatch):
+    """list_runs(parsed=cache): a config or summary whose text was parsed before is not parsed
+    again (the live views list the runs every second); what it lists stays what the store holds."""
+    a, b = _new(store), store.create_run({"x": 1}, "fedcba987654")
+    store.update_run(a, summary={"sparsity": 0.9})
+    cache: dict = {}
+    first = store.list_runs(parsed=cache)
+    assert first == store.list_runs() and len(cache) == 3          # two configs, one summary
+    again = store.list_runs(parsed=cache)
+    assert again == first and all(x["config"] is y["config"] for x, y in zip(again, first))
+    store.update_run(a, summary={"sparsity": 0.95})                # a change: its new text is parsed
+    now = {r["id"]: r for r in store.list_runs(parsed=cache)}
+    assert now[a]["summary"] == {"sparsity": 0.95} and now[b]["config"] == {"x": 1}
+    with store.connect() as db:                                    # damaged JSON: reported, never cached
+        db.execute("UPDATE runs SET summary='{not json' WHERE id=?", (b,))
+    for _ in range(2):
+        bad = {r["id"]: r for r in store.list_runs(parsed=cache)}[b]
+        assert bad["summary"] is None and "summary is not valid JSON" in bad["reason"]
+    assert "{not json" not in cache
+    monkeypatch.setattr(store_mod, "PARSED_KEEP", 2)                # bounded: starts again when full
+    store.update_run(a, summary={"sparsity": 0.99})
+    assert {r["id"]: r for r in store.list_runs(parsed=cache)}[a]["summary"] == {"sparsity": 0.99}
+    assert len(cache) <= 2
+
+
 @pytest.mark.parametrize("status", STATUSES)
 def test_every_status_accepted(store, status):
     rid = _new(store)

@@ -92,7 +92,12 @@ def store_version() -> int:
 
 
 def _all_runs(home_str: str, version: int) -> tuple[dict, ...]:
-    return tuple(_store(home_str).list_runs())
+    # configs and summaries parsed once per text for the process: a run's row changes every
+    # second while it trains, its config never, and most runs are finished (shared, never modified)
+    return tuple(_store(home_str).list_runs(parsed=_parsed_json.setdefault(home_str, {})))
+
+
+_parsed_json: dict[str, dict] = {}     # store → JSON text → its value (Store.list_runs)
 
 
 def all_runs() -> list[dict]:
