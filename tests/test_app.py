@@ -876,3 +876,26 @@ def test_shared_builds_once_per_key():
     assert state.shared("test.once", build, 1, given="y") is first      # the key decides, not `given`
     assert state.shared("test.once", build, 2)["k"] == 2
     assert calls == [1, 2]
+
+
+def test_a_runs_metrics_frame_is_shared_and_no_caller_can_change_it(tmp_path, monkeypatch):
+    """metrics_of's frame is cached as one shared object (no pickling at every call): what a
+    caller does to the frame it got must not reach the next caller."""
+    from engine.store import Store
+    from ui import state
+
+    monkeypatch.setenv("LOTTERY_HOME", str(tmp_path))
+    store = Store(tmp_path)
+    rid = store.create_run({"method": "dense", "model": "lenet300", "dataset": "digits"}, "abcdef012345",
+                           status="running")
+    store.add_metrics(rid, [{"kind": "step", "round": 0, "phase": "train", "epoch": 0.5, "step": 1, "loss": 2.0}])
+    run = store.get_run(rid)
+    got = state.metrics_of(run)
+    assert got["loss"].tolist() == [2.0]
+    got.loc[0, "loss"] = -1.0                   # a page modifying its frame in place
+    got["loss"] = got["loss"] * 10
+    assert state.metrics_of(run)["loss"].tolist() == [2.0]
+    key = state.versions([run])
+    both = state.metrics_of_versions(str(tmp_path), key)
+    both.loc[0, "t"] = 99.0
+    assert state.metrics_of_versions(str(tmp_path), key)["t"].tolist() == [0.5]

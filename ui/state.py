@@ -274,7 +274,10 @@ def reread(run_id: str) -> dict | None:
     return run
 
 
-@st.cache_data(show_spinner=False, max_entries=512)
+# A resource, not data: st.cache_data pickles a frame in and out at every call (~1 ms each for a
+# live run, at every new row). The frame is shared: callers take `.assign(...)` of it, and pandas'
+# copy-on-write keeps whatever they do with that off the cached frame.
+@st.cache_resource(show_spinner=False, max_entries=512)
 def _metrics(home_str: str, run_id: str, stamp: tuple) -> pd.DataFrame:
     return data.metrics_frame(_tails.rows(_store(home_str), run_id))
 
