@@ -152,8 +152,9 @@ chosen_active = any(r.get("status") in data.ACTIVE for r in chosen)
 def _curve_figures(home_str: str, versions: tuple) -> tuple[bool, list, pd.DataFrame]:
     """(any metrics, the four figures, the round-by-round table) of these runs at these versions."""
     df = state.metrics_of_versions(home_str, versions)
-    figs = [figures.loss_figure(df), figures.accuracy_figure(df), figures.remaining_figure(df),
-            figures.lam_figure(df) if not df.empty and df["lam"].notna().any() else None]
+    figs = [figures.shared_figure(f) if f is not None else None
+            for f in (figures.loss_figure(df), figures.accuracy_figure(df), figures.remaining_figure(df),
+                      figures.lam_figure(df) if not df.empty and df["lam"].notna().any() else None)]
     rounds = df[df["kind"] == "round"] if not df.empty else df
     if not rounds.empty:
         cols = (["run"] if len(versions) > 1 else []) + ["round", "remaining", "test_acc", "val_acc"]

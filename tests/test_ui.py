@@ -728,6 +728,21 @@ def test_an_empty_chart_is_what_plotlys_validation_makes_and_says_why():
     assert layout["xaxis"]["visible"] is False and layout["yaxis"]["visible"] is False
 
 
+def test_a_shared_live_chart_is_sent_as_made_and_its_dict_made_once():
+    import json
+
+    import plotly.io as pio
+
+    df = _live_frame()
+    for make in (figures.loss_figure, figures.accuracy_figure, figures.remaining_figure, figures.lam_figure):
+        plain = make(df)
+        shared = figures.shared_figure(make(df))
+        assert isinstance(shared, go.Figure) and type(plain) is go.Figure
+        assert json.loads(pio.to_json(shared)) == json.loads(pio.to_json(plain)), make.__name__
+        assert shared.to_dict() is shared.to_dict()                # made once, for every session
+        assert shared.to_dict() == plain.to_dict()
+
+
 def test_live_figures_lay_out_as_plotlys_subplots_and_bands():
     """The live charts are made from plain dicts (no make_subplots / add_vrect per tick): their
     subplot axes and phase bands must be exactly what plotly's own calls make."""
