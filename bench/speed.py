@@ -45,7 +45,7 @@ SETUPS = {
 
 
 @torch.no_grad()
-def _apply_masks_before(model, layers=None):
+def _apply_masks_before(model, layers):
     """masking.apply_masks_ before 2026-12-06, for soft clipped masks only (the search here)."""
     clip = [layer.mask for _, layer in layers if layer.mode == "soft" and layer.mask_param == "clip"]
     torch._foreach_clamp_min_(clip, 0.0)

@@ -142,13 +142,13 @@ def test_time_axis_matches_its_definition_on_random_runs():
         assert np.allclose(m["t"].to_numpy(), _time_axis_by_definition(pd.DataFrame(rows)), equal_nan=True), trial
 
 
-def _metrics_frame_by_definition(rows: list[dict]) -> pd.DataFrame:
+def _metrics_frame_by_definition(rows: list[dict], columns=data.METRIC_COLUMNS, drop=("seq",)) -> pd.DataFrame:
     """The metrics frame as pandas makes it from the row dicts (the frame's first code)."""
     df = pd.DataFrame(rows)
-    for c in data.METRIC_COLUMNS:
+    for c in columns:
         if c not in df:
             df[c] = pd.Series(dtype=float)
-    df = df[[c for c in df.columns if c != "seq"]]
+    df = df[[c for c in df.columns if c not in drop]]
     t = _time_axis_by_definition(df.assign(run_id=df["run_id"].astype(object).where(df["run_id"].notna(), "")))
     df["round"] = df["round"].fillna(0).astype(int)
     df["phase"] = df["phase"].fillna("train")
@@ -183,6 +183,16 @@ def test_metrics_frame_is_the_frame_pandas_makes_from_the_rows():
                                       _metrics_frame_by_definition([dict(r) for r in rows]), obj=str(trial))
     empty = data.metrics_frame([])
     assert empty.empty and list(empty.columns) == data.METRIC_COLUMNS + ["t", "segment"]
+    # the mask statistics take the same path (their own columns; `hist` holds lists, or nothing)
+    for trial in range(40):
+        rows = [{"run_id": "a", "round": None if rng.random() < 0.2 else int(rng.integers(0, 3)),
+                 "phase": None if trial % 4 == 0 or rng.random() < 0.2 else "search",
+                 "epoch": None if rng.random() < 0.2 else float(rng.integers(0, 4)), "layer": "fc1",
+                 "mean": float(rng.random()), "hist": None if trial % 3 == 0 else [1, 2]}
+                for _ in range(rng.integers(1, 20))]
+        got = data.mask_stats_frame([dict(r) for r in rows]).drop(columns=["when", "order"])
+        pd.testing.assert_frame_equal(got, _metrics_frame_by_definition([dict(r) for r in rows],
+                                                                        data.MASK_STATS_COLUMNS, ()), obj=str(trial))
 
 
 def test_parse_ids_drops_junk():

@@ -106,10 +106,10 @@ class _SharedFigure(go.Figure):
 
 def shared_figure(fig: go.Figure) -> go.Figure:
     """`fig` as a chart many sessions draw unchanged (a live run's charts, state.shared): its dict
-    is made at the first draw and handed to every later one. st.plotly_chart asks for a copy of
-    the whole figure (to_dict) for every session at every tick, ~0.3 ms a chart. Neither the figure
-    nor the dict may be changed after that. The figure itself becomes one (its class is switched
-    to a subclass that only adds the cache: no copy, ~2.5 ms a tick for four charts)."""
+    is made at the first draw and handed to every later one, where st.plotly_chart asked for a new
+    copy of the whole figure (to_dict) for every session at every tick, ~0.3 ms a chart. Neither
+    the figure nor the dict may be changed after that. The figure is marked in place (its class
+    becomes a subclass that only adds the cache): making a new one would cost a copy per chart."""
     if type(fig) is go.Figure:
         fig.__class__ = _SharedFigure
     return fig
