@@ -88,7 +88,8 @@ def run_table():
     reused = {r["id"]: data.owner_text(r, user, adopted) for r in now if r["id"] in adopted} \
         if owned and user and adopted else {}
     if df is snap.frame and not (show or only or needle or reused):
-        view = table = snap.tables[owned]          # the common case: nothing of this person's to apply
+        view = snap.tables[owned]                  # the common case: nothing of this person's to apply
+        table = snap.table_arrow(owned)            # made once for every session
     else:
         view = df[[*shown, "id", "status", "method", "note"]]
         if show:

@@ -878,6 +878,61 @@ def test_shared_builds_once_per_key():
     assert calls == [1, 2]
 
 
+def test_the_live_snapshot_is_made_again_only_while_a_row_shows_the_clock(tmp_path, monkeypatch):
+    """Issue 22: "a refresh in which nothing changed costs next to nothing". The Runs table's
+    fragment ticks every second in every session; its snapshot was made again every second
+    even with no run active. Now: the same snapshot until the store changes, unless a run's row
+    shows the clock (a running run's elapsed time and ETA), then a new one each second."""
+    from ui import state
+
+    idle, busy = tmp_path / "idle", tmp_path / "busy"
+    synthetic_store(idle, 4, running=0)
+    rid = synthetic_store(busy, 4, running=1)[-1]
+    clock = [time.time()]
+    monkeypatch.setattr(state.time, "time", lambda: clock[0])
+
+    monkeypatch.setenv("LOTTERY_HOME", str(idle))
+    first = state.live()
+    clock[0] += 7.0
+    assert state.live() is first                 # nothing changed, no row shows the clock
+    Store(idle).update_run(first.runs[0]["id"], name="renamed")
+    moved = state.live()
+    assert moved is not first and moved.frame["name"].tolist()[0] == "renamed"
+
+    monkeypatch.setenv("LOTTERY_HOME", str(busy))
+    a = state.live()
+    assert state.live() is a                     # within the same second: shared
+    clock[0] += 5.0
+    b = state.live()
+    assert b is not a
+    elapsed = [s.frame.loc[s.at[rid], "elapsed_s"] for s in (a, b)]
+    assert elapsed[1] - elapsed[0] == pytest.approx(5.0)
+
+
+def test_a_snapshots_rows_and_arrow_table_are_made_once_and_are_what_streamlit_would_make(tmp_path, monkeypatch):
+    """The Runs table is handed to st.dataframe as the Arrow table Streamlit itself would make of
+    the frame (byte for byte the same message), made once per snapshot instead of once per session
+    and tick; a run's row (the run panel's status line) likewise, and no caller can change it."""
+    from streamlit import dataframe_util
+
+    from ui import state
+
+    monkeypatch.setenv("LOTTERY_HOME", str(tmp_path))
+    ids = synthetic_store(tmp_path, 6, running=2)
+    snap = state.live()
+    for owned in (True, False):
+        made = snap.table_arrow(owned)
+        assert snap.table_arrow(owned) is made
+        assert (dataframe_util.convert_arrow_table_to_arrow_bytes(made)
+                == dataframe_util.convert_pandas_df_to_arrow_bytes(snap.tables[owned]))
+    for rid in ids:
+        row = state.monitor_row(rid, snap)
+        assert repr(row) == repr(snap.frame.iloc[snap.at[rid]].to_dict())     # NaN ≠ NaN: compare as written
+        row["where"] = "changed by a caller"
+        assert state.monitor_row(rid, snap)["where"] != "changed by a caller"
+    assert state.monitor_row("no-such-run", snap) is None
+
+
 def test_a_runs_metrics_frame_is_shared_and_no_caller_can_change_it(tmp_path, monkeypatch):
     """metrics_of's frame is cached as one shared object (no pickling at every call): what a
     caller does to the frame it got must not reach the next caller."""

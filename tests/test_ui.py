@@ -780,3 +780,30 @@ def test_live_figures_lay_out_as_plotlys_subplots_and_bands():
     # the shared axes they start from are never changed by a build: the next build lays out the same
     assert figures.loss_figure(df).to_dict()["layout"] == loss
     assert figures.lam_figure(df).to_dict()["layout"] == lam["layout"]
+
+
+def test_shows_the_clock_says_which_rows_of_runs_frame_move_with_the_clock():
+    """state.live makes its snapshot again each second only while some run shows the clock:
+    every other row must be the same whatever `now` is, and a row that does show it must move."""
+    from ui import data
+
+    t = 1_700_000_000.0
+    done = {"wall_seconds": 12.5}
+    runs = [
+        {"id": "a", "status": "done", "started": t - 90, "finished": t - 60, "summary": done},
+        {"id": "b", "status": "done", "started": t - 90, "finished": None, "summary": done},
+        {"id": "c", "status": "done", "started": t - 90, "finished": None, "summary": {}},
+        {"id": "d", "status": "running", "started": t - 90, "heartbeat": t - 1, "progress": 0.5},
+        {"id": "e", "status": "running", "started": None, "heartbeat": t - 1, "progress": 0.0},
+        {"id": "f", "status": "queued", "created": t - 5},
+        {"id": "g", "status": "interrupted", "started": t - 90, "finished": None},
+        {"id": "h", "status": "failed", "started": t - 90, "finished": t - 80, "reason": "boom"},
+        {"id": "i", "status": "cancelled", "started": None, "finished": None},
+    ]
+    for r in runs:
+        r.setdefault("config", {"method": "dense", "model": "lenet300", "dataset": "digits"})
+    rows = [data.runs_frame(runs, now=now).drop(columns=["created"]) for now in (t, t + 37.0)]
+    for i, r in enumerate(runs):
+        same = rows[0].iloc[i].equals(rows[1].iloc[i])
+        assert same is not data.shows_the_clock(r), r["id"]
+    assert [r["id"] for r in runs if data.shows_the_clock(r)] == ["c", "d", "e", "g"]

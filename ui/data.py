@@ -185,6 +185,17 @@ def status_line(row) -> str:
     return s
 
 
+def shows_the_clock(run: dict) -> bool:
+    """Whether the run's runs_frame row depends on `now` (its elapsed time, ETA or heartbeat age
+    run on with the clock): a running run; any other started and not finished, unless done with
+    its own wall time. Keep it in step with runs_frame (a test compares both at two clocks)."""
+    if run.get("status") == "running":
+        return True
+    if not run.get("started") or run.get("finished"):
+        return False
+    return not (run.get("status") == "done" and summary_of(run).get("wall_seconds") is not None)
+
+
 def runs_frame(runs: list[dict], now: float | None = None, cancelling: set[str] | frozenset = frozenset(),
                queue: dict[str, int] | None = None) -> pd.DataFrame:
     """One row per run with what the monitor and the pickers show. `cancelling`: running

@@ -8,10 +8,11 @@ import functools
 import gc
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 import streamlit as st
 
 from engine.runner import default_home
@@ -120,27 +121,56 @@ TABLE_COLUMNS = {"state": "state", "label": "label", "owner": "owner", "progress
 
 @dataclass(frozen=True)
 class Live:
-    """Every run as the store holds it, made once a second per change of the store for every
-    session (state.live): shared, so read it and never modify it."""
+    """Every run as the store holds it, made once per change of the store (and once a second
+    while a row shows the clock) for every session (state.live): shared, so read it and never
+    modify it; what a session asks of it (a row, the table as Arrow) is made once, then shared."""
     runs: tuple[dict, ...]        # newest first
     at: dict[str, int]            # run id → its index in `runs` and its row in `frame`
     frame: pd.DataFrame           # data.runs_frame (queue places over every run) + the table's text columns
     counts: dict[str, int]        # status → runs
     tables: dict[bool, pd.DataFrame]   # frame's TABLE_COLUMNS named as shown, with (True) or without an owner
+    _made: dict = field(default_factory=dict, compare=False, repr=False)   # row / Arrow table, made on demand
+
+    def row(self, run_id: str) -> dict | None:
+        """A run's row of `frame` as a dict (shared: copy before changing it)."""
+        key = ("row", run_id)
+        got = self._made.get(key)
+        if got is None and run_id in self.at:
+            got = self._made[key] = self.frame.iloc[self.at[run_id]].to_dict()
+        return got
+
+    def table_arrow(self, owned: bool) -> pa.Table:
+        """tables[owned] as the Arrow table st.dataframe would make of it at every call, for
+        every session (~1 ms each): made once, so a session's tick only sends it."""
+        key = ("arrow", owned)
+        got = self._made.get(key)
+        if got is None:
+            got = self._made[key] = pa.Table.from_pandas(self.tables[owned])
+        return got
+
+
+_clock_shown: dict[str, tuple[int, bool]] = {}    # store → (version, whether a run's row shows the clock)
 
 
 def live() -> Live:
-    """The live snapshot a fragment's tick reads: one version read, then one shared lookup."""
-    return shared("runs.live", _live, store_version(), int(time.time()))
+    """The live snapshot a fragment's tick reads: one version read, then one shared lookup. It is
+    made again each second only while some run's row shows the clock (elapsed time, ETA);
+    otherwise once per change of the store, so a tick in which nothing changed makes nothing."""
+    home_str, version = str(home()), store_version()
+    seen = _clock_shown.get(home_str)
+    if seen is None or seen[0] != version:
+        runs_now = _shared("runs.all", home_str, (version,), _all_runs)
+        seen = _clock_shown[home_str] = (version, any(data.shows_the_clock(r) for r in runs_now))
+    return _shared("runs.live", home_str, (version, int(time.time()) if seen[1] else None), _live)
 
 
-def _live(home_str: str, version: int, second: int) -> Live:
+def _live(home_str: str, version: int, second: int | None) -> Live:
     everyone = _shared("runs.all", home_str, (version,), _all_runs)
     st_ = _store(home_str)
     marked = {r["id"] for r in everyone
               if r.get("status") == "running" and (st_.run_dir(r["id"]) / CANCEL_MARKER).exists()}
-    df = data.runs_frame(list(everyone), now=float(second), cancelling=marked,
-                         queue=data.queue_positions(everyone))
+    df = data.runs_frame(list(everyone), now=time.time() if second is None else float(second),   # None: no row shows it
+                         cancelling=marked, queue=data.queue_positions(everyone))
     # what the Runs table shows, as text (a missing value is "—"; a number column would print "None"),
     # made from plain lists and joined in one step (six column inserts cost more than the text)
     col = {c: df[c].tolist() for c in ("status", "eta_s", "elapsed_s", "remaining", "test_accuracy", "note")}
@@ -185,11 +215,10 @@ def _as_cancelling(row: dict) -> dict:
 
 def monitor_row(run_id: str, snap: Live | None = None) -> dict | None:
     """One run's row of the live frame, as a dict (a live status line's tick: no frame filtering)."""
-    snap = snap or live()
-    if run_id not in snap.at:
+    row = (snap or live()).row(run_id)
+    if row is None:
         return None
-    row = snap.frame.iloc[snap.at[run_id]].to_dict()
-    return _as_cancelling(row) if _asked_here(row) else row
+    return _as_cancelling(row) if _asked_here(row) else dict(row)
 
 
 def monitor_frame(ids: list[str] | None = None, snap: Live | None = None) -> pd.DataFrame:
