@@ -39,6 +39,12 @@ from engine.train import RunContext
 SHAPES = {"lenet300": ((1, 28, 28), 10)}   # MNIST's image shape and classes
 
 
+def batch_loss(ctx: RunContext, x: torch.Tensor, y: torch.Tensor, i: int, batch: int) -> torch.Tensor:
+    """The task loss of step i's batch (the batches taken in turn)."""
+    j = i % (len(x) // batch)
+    return ctx.task_loss(ctx.run_model(ctx.model, x[j * batch:(j + 1) * batch]), y[j * batch:(j + 1) * batch])
+
+
 def step_loop(ctx: RunContext, mode: str, x: torch.Tensor, y: torch.Tensor, steps: int, batch: int) -> float:
     """Seconds per step over `steps` steps of one mode."""
     model = ctx.model
@@ -47,11 +53,9 @@ def step_loop(ctx: RunContext, mode: str, x: torch.Tensor, y: torch.Tensor, step
     masks = masking.mask_parameters(model) if mode == "product" else []
     reg = regularizers.get("log")
     params = reg.resolve({"eps": ctx.cfg.eps})
-    n = len(x) // batch
     t0 = time.perf_counter()
     for i in range(steps):
-        j = i % n
-        loss = ctx.task_loss(ctx.run_model(model, x[j * batch:(j + 1) * batch]), y[j * batch:(j + 1) * batch])
+        loss = batch_loss(ctx, x, y, i, batch)
         for o in opts:
             o.zero_grad(set_to_none=True)
         for p in masks:   # "product": no optimizer holds the masks; drop their gradient as zero_grad would
@@ -94,11 +98,9 @@ def compiled_loop(ctx: RunContext, x: torch.Tensor, y: torch.Tensor, steps: int,
     coef = torch.tensor(ctx.lam / ctx.total_prunable)
     reg_eps = torch.tensor(ctx.cfg.eps)
     everything = [p for ps, _ in groups for p in ps]
-    n = len(x) // batch
     t0 = time.perf_counter()
     for i in range(steps):
-        j = i % n
-        loss = ctx.task_loss(ctx.run_model(model, x[j * batch:(j + 1) * batch]), y[j * batch:(j + 1) * batch])
+        loss = batch_loss(ctx, x, y, i, batch)
         for p in everything:
             p.grad = None
         loss.backward()
