@@ -72,7 +72,10 @@ with f3:
                            help="Show only runs whose description contains this text.")
 
 
-@st.fragment(run_every=state.LIVE_SECONDS)     # cheap (one query), so always on: new runs show within ~1 s
+# The page's live parts — the run table, the selected runs' curves and each live run's status line
+# — are drawn by ONE fragment that ticks every second (live_views, at the end), each into its own
+# place on the page (a container made where it belongs). Three fragments made three script runs a
+# second for every watching session, and most of a run's cost is Streamlit's own, whatever it draws.
 @state.guard("The run table could not be drawn")
 def run_table():
     state.pump_every(5.0)
@@ -133,16 +136,34 @@ def run_table():
         st.rerun()
 
 
-run_table()
+table_slot = st.container()       # the run table, drawn (and redrawn every second) by live_views
 
 st.subheader("Inspect runs", divider="gray")
 chosen = state.pick_runs(all_runs, "Runs to inspect", key="runs.sel", max_selections=8, filter_fn=mine,
                          help="Pick one run to see its details, or several to compare their curves. The choice is "
                               "written into the page address (?runs=…), so you can reload or share it.",
                          placeholder="choose up to 8 runs")
+head_slots: dict[str, object] = {}     # a live run's id → where its status line goes (live_views)
+
+
+@st.fragment(run_every=state.LIVE_SECONDS)     # the table is cheap (one shared snapshot), so always on
+def live_views(curves_slot=None) -> None:
+    """The page's one live fragment: the run table (new runs show within ~1 s), the curves while a
+    selected run is active, and the status line of each active selected run, each in its place."""
+    with table_slot:
+        run_table()
+    if curves_slot is not None:
+        with curves_slot:
+            curves()
+    for rid, slot in head_slots.items():
+        with slot:
+            state.guard("The run's status could not be read")(_head)(rid)
+
+
 if not chosen:
     st.info("Select one or more runs above to see live loss, accuracy and sparsity curves, the correctness "
             "checklist and actions (cancel, resume, duplicate, delete, export).")
+    live_views()
     st.stop()
 chosen_ids = [r["id"] for r in chosen]
 
@@ -163,7 +184,6 @@ def _curve_figures(home_str: str, versions: tuple) -> tuple[bool, list, pd.DataF
     return not df.empty, figs, rounds
 
 
-@st.fragment(run_every=state.LIVE_SECONDS if chosen_active else None)   # shared figures: cheap per session
 @state.guard("The curves could not be drawn")
 def curves():
     snap = state.live()
@@ -191,7 +211,10 @@ def curves():
                    "mask fixed), green = plain training (IMP rounds, dense).")
 
 
-curves()
+curves_slot = st.container()      # the curves: drawn by live_views every second while a selected run is active
+if not chosen_active:
+    with curves_slot:
+        curves()                  # finished runs: drawn once
 
 
 def _head(rid: str) -> None:
@@ -225,8 +248,10 @@ def _details(run: dict) -> None:
     status = run.get("status")
     s = data.summary_of(run)
     live = status in data.ACTIVE
-    st.fragment(run_every=state.LIVE_SECONDS if live else None)(
-        state.guard("The run's status could not be read")(_head))(rid)
+    if live:
+        head_slots[rid] = st.container()          # drawn by live_views every second
+    else:
+        state.guard("The run's status could not be read")(_head)(rid)
     cancelling = status == "running" and rid in state.cancelling_ids([run])
     allowed = identity.may_manage(run, user)       # engine.jobs checks it again
 
@@ -376,3 +401,5 @@ for tab, run in zip(tabs, chosen):
         if deploy_tab is not None:
             with deploy_tab:
                 state.guard(f"Deploying run {run['id']} failed")(deploy_panel.panel)(run)
+
+live_views(curves_slot if chosen_active else None)

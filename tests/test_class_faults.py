@@ -101,3 +101,39 @@ def test_dropped_and_reloading_sessions_leave_the_class_unharmed(tmp_path):
     step_rows = sum(1 for r in store.metrics(rid) if r["kind"] == "step")
     # every watcher's loss chart holds every step row, the last ones included
     assert points == [step_rows] * WATCHERS, (points, step_rows)
+
+
+def test_a_watcher_of_a_live_run_costs_one_script_run_a_second(tmp_path):
+    """The Runs page's live parts (the run table, the curves, the run's status line) are drawn by
+    one fragment ticking every second, each into its own place: three fragments made three script
+    runs a second for every watching session. The session still sees every row, and no error."""
+    home = tmp_path / "h"
+    rid = synthetic_store(home, 1, running=1)[0]
+    store = Store(home)
+    beats = _adopt(store, [rid])
+
+    async def watch(url: str) -> tuple[ProtocolSession, list[int], int, int]:
+        s = ProtocolSession(url, page="runs", query=f"runs={rid}")
+        points: list[int] = []
+        s.on_chart = lambda path, spec, t: points.append(first_trace_points(spec)) if LOSS_TITLE in spec else None
+        await s.connect()
+        await asyncio.sleep(3.0)                # the page drawn, its timers set
+        runs0 = s.finished
+        await asyncio.sleep(6.0)
+        ran, timers = s.finished - runs0, len(s.timers)   # the fragments the server asked to rerun each second
+        await s.close()
+        return s, points, ran, timers
+
+    try:
+        with serve(home) as url:
+            writer = Writer(store, rid).start()
+            try:
+                s, points, ran, timers = asyncio.run(watch(url))
+            finally:
+                writer.stop()
+    finally:
+        for b in beats:
+            b.stop()
+    assert timers == 1 and s.errors == [], (timers, s.errors)
+    assert 3 <= ran <= 9, ran            # about one script run a second (three fragments made ~18 in 6 s)
+    assert points and points[-1] > points[0]                  # the rows written meanwhile were drawn
