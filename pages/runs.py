@@ -143,11 +143,11 @@ chosen = state.pick_runs(all_runs, "Runs to inspect", key="runs.sel", max_select
                          help="Pick one run to see its details, or several to compare their curves. The choice is "
                               "written into the page address (?runs=…), so you can reload or share it.",
                          placeholder="choose up to 8 runs")
-head_slots: dict[str, object] = {}     # a live run's id → where its status line goes (live_views)
+head_slots: dict[str, object] = {}     # a live run's id → where its status line goes (_details fills it)
 
 
 @st.fragment(run_every=state.LIVE_SECONDS)     # the table is cheap (one shared snapshot), so always on
-def live_views(curves_slot=None) -> None:
+def live_views(table_slot, curves_slot=None, head_slots=None) -> None:
     """The page's one live fragment: the run table (new runs show within ~1 s), the curves while a
     selected run is active, and the status line of each active selected run, each in its place."""
     with table_slot:
@@ -155,15 +155,15 @@ def live_views(curves_slot=None) -> None:
     if curves_slot is not None:
         with curves_slot:
             curves()
-    for rid, slot in head_slots.items():
+    for rid, slot in (head_slots or {}).items():
         with slot:
-            state.guard("The run's status could not be read")(_head)(rid)
+            _head(rid)
 
 
 if not chosen:
     st.info("Select one or more runs above to see live loss, accuracy and sparsity curves, the correctness "
             "checklist and actions (cancel, resume, duplicate, delete, export).")
-    live_views()
+    live_views(table_slot)
     st.stop()
 chosen_ids = [r["id"] for r in chosen]
 
@@ -217,6 +217,7 @@ if not chosen_active:
         curves()                  # finished runs: drawn once
 
 
+@state.guard("The run's status could not be read")
 def _head(rid: str) -> None:
     """The run's status line, re-read from the store every second while it is active:
     the same line (status_line) and the same progress as the table above."""
@@ -251,7 +252,7 @@ def _details(run: dict) -> None:
     if live:
         head_slots[rid] = st.container()          # drawn by live_views every second
     else:
-        state.guard("The run's status could not be read")(_head)(rid)
+        _head(rid)
     cancelling = status == "running" and rid in state.cancelling_ids([run])
     allowed = identity.may_manage(run, user)       # engine.jobs checks it again
 
@@ -402,4 +403,4 @@ for tab, run in zip(tabs, chosen):
             with deploy_tab:
                 state.guard(f"Deploying run {run['id']} failed")(deploy_panel.panel)(run)
 
-live_views(curves_slot if chosen_active else None)
+live_views(table_slot, curves_slot if chosen_active else None, head_slots)

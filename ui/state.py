@@ -149,19 +149,18 @@ class Live:
         return got
 
 
-_clock_shown: dict[str, tuple[int, bool]] = {}    # store → (version, whether a run's row shows the clock)
-
-
 def live() -> Live:
-    """The live snapshot a fragment's tick reads: one version read, then one shared lookup. It is
+    """The live snapshot a fragment's tick reads: one version read, then shared lookups. It is
     made again each second only while some run's row shows the clock (elapsed time, ETA);
     otherwise once per change of the store, so a tick in which nothing changed makes nothing."""
-    home_str, version = str(home()), store_version()
-    seen = _clock_shown.get(home_str)
-    if seen is None or seen[0] != version:
-        runs_now = _shared("runs.all", home_str, (version,), _all_runs)
-        seen = _clock_shown[home_str] = (version, any(data.shows_the_clock(r) for r in runs_now))
-    return _shared("runs.live", home_str, (version, int(time.time()) if seen[1] else None), _live)
+    version = store_version()
+    ticking = shared("runs.clock", _clock_shown, version)
+    return shared("runs.live", _live, version, int(time.time()) if ticking else None)
+
+
+def _clock_shown(home_str: str, version: int) -> bool:
+    """Whether some run's row of the snapshot shows the clock (data.shows_the_clock)."""
+    return any(data.shows_the_clock(r) for r in _shared("runs.all", home_str, (version,), _all_runs))
 
 
 def _live(home_str: str, version: int, second: int | None) -> Live:
